@@ -1,0 +1,37 @@
+"""fastbp: fast, provably correct backpropagation kernels for sigmoid MLPs on the CPU.
+
+The public functions validate and normalise their inputs, then call private
+Numba kernels (compiled lazily, on first use).  Notation follows the seed
+derivation: examples are rows, ``X`` (n, m), ``A_h`` (n, d), ``A_out`` and
+``Y`` and ``delta_out`` (n, t), ``W_out`` and ``grad_W_out`` (d, t).
+"""
+
+from ._core import (
+    GRAD_W_OUT_METHODS,
+    cost,
+    default_n_chunks,
+    delta_out,
+    forward,
+    grad_W_out,
+    grad_W_out_blocked,
+    grad_W_out_matmul,
+    grad_W_out_outer,
+    grad_b_out,
+    sigmoid,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GRAD_W_OUT_METHODS",
+    "cost",
+    "default_n_chunks",
+    "delta_out",
+    "forward",
+    "grad_W_out",
+    "grad_W_out_blocked",
+    "grad_W_out_matmul",
+    "grad_W_out_outer",
+    "grad_b_out",
+    "sigmoid",
+]

@@ -1,0 +1,406 @@
+"""Public functions: validate and normalise, then call a compiled kernel.
+
+Shapes follow the seed, examples as rows: ``X`` (n, m), ``W_h`` (m, d),
+``b_h`` (d,), ``W_out`` (d, t), ``b_out`` (t,), ``Y`` (n, t),
+``A_h`` (n, d), ``A_out`` (n, t), ``delta_out`` (n, t).
+
+Input rules for every function here (see :mod:`fastbp._validate`): float32
+or float64 only, mixed precisions promoted as NumPy does, any memory layout
+accepted, inputs never modified, n = 0 allowed.
+"""
+
+import contextlib
+
+import numba
+import numpy as np
+
+from . import _kernels
+from ._validate import (
+    as_float_array,
+    common_dtype,
+    contiguous,
+    positive_int,
+    require_equal,
+    require_same_shape,
+)
+
+__all__ = [
+    "GRAD_W_OUT_METHODS",
+    "cost",
+    "default_n_chunks",
+    "delta_out",
+    "forward",
+    "grad_W_out",
+    "grad_W_out_blocked",
+    "grad_W_out_matmul",
+    "grad_W_out_outer",
+    "grad_b_out",
+    "sigmoid",
+]
+
+#: Names accepted by ``grad_W_out(..., method=...)``.
+GRAD_W_OUT_METHODS = ("outer", "blocked", "matmul")
+
+#: Default tile sizes of the blocked gradient (examples, hidden units, outputs).
+BLOCK_N = 256
+BLOCK_D = 128
+BLOCK_T = 16
+
+# Automatic chunking of the examples for the blocked gradient: at least this
+# many examples per chunk, at most this many chunks, and at most this many
+# bytes of per-chunk partial gradients.
+_MIN_CHUNK_ROWS = 4096
+_MAX_CHUNKS = 16
+_MAX_PARTIAL_BYTES = 64 * 2**20
+
+
+def sigmoid(Z):
+    """Logistic sigmoid φ(z) = 1 / (1 + e^{−z}), elementwise.
+
+    Parameters
+    ----------
+    Z : array_like of float32 or float64, any shape
+
+    Returns
+    -------
+    numpy.ndarray
+        φ(Z), same shape and dtype as ``Z``.  Computed without overflow and
+        without floating-point warnings for every finite z (±1e4 included):
+        for z < 0 it uses e^{z} / (1 + e^{z}).  NaN gives NaN, ±inf gives 1
+        and 0.
+    """
+    Z = as_float_array(Z, "Z", None)
+    flat = contiguous(Z, Z.dtype).reshape(-1)
+    out = np.empty_like(flat)
+    _kernels._sigmoid_flat(flat, out)
+    return out.reshape(Z.shape)
+
+
+def forward(X, W_h, b_h, W_out, b_out):
+    """Forward pass of the m-d-t sigmoid network, examples as rows.
+
+    A_h = φ(X W_h + b_h) and A_out = φ(A_h W_out + b_out).
+
+    Parameters
+    ----------
+    X : array_like, shape (n, m)
+        Inputs, one example per row.
+    W_h : array_like, shape (m, d)
+        Hidden-layer weights (the seed's w_{i,j}^{(h)}, i ≥ 1).
+    b_h : array_like, shape (d,)
+        Hidden-layer biases (w_{0,j}^{(h)}).
+    W_out : array_like, shape (d, t)
+        Output-layer weights (w_{i,j}^{(out)}, i ≥ 1).
+    b_out : array_like, shape (t,)
+        Output-layer biases (w_{0,j}^{(out)}).
+
+    Returns
+    -------
+    A_h : numpy.ndarray, shape (n, d)
+        Hidden activations.
+    A_out : numpy.ndarray, shape (n, t)
+        Output activations.
+    """
+    X = as_float_array(X, "X", 2)
+    W_h = as_float_array(W_h, "W_h", 2)
+    b_h = as_float_array(b_h, "b_h", 1)
+    W_out = as_float_array(W_out, "W_out", 2)
+    b_out = as_float_array(b_out, "b_out", 1)
+    require_equal("X", X.shape[1], "W_h", W_h.shape[0], "columns (m)", "rows (m)")
+    require_equal("W_h", W_h.shape[1], "b_h", b_h.shape[0], "columns (d)", "length (d)")
+    require_equal("W_h", W_h.shape[1], "W_out", W_out.shape[0], "columns (d)", "rows (d)")
+    require_equal("W_out", W_out.shape[1], "b_out", b_out.shape[0], "columns (t)", "length (t)")
+    dtype = common_dtype(X, W_h, b_h, W_out, b_out)
+    return _kernels._forward(
+        contiguous(X, dtype),
+        contiguous(W_h, dtype),
+        contiguous(b_h, dtype),
+        contiguous(W_out, dtype),
+        contiguous(b_out, dtype),
+    )
+
+
+def _output_pair(A_out, Y):
+    A_out = as_float_array(A_out, "A_out", 2)
+    Y = as_float_array(Y, "Y", 2)
+    require_same_shape("A_out", A_out, "Y", Y)
+    dtype = common_dtype(A_out, Y)
+    return contiguous(A_out, dtype), contiguous(Y, dtype)
+
+
+def delta_out(A_out, Y):
+    """Output error δ_out = A_out − Y (the seed's δ^{(out)}).
+
+    For sigmoid outputs and the logistic cost this is ∂J/∂z^{(out)}.
+
+    Parameters
+    ----------
+    A_out : array_like, shape (n, t)
+        Output activations.
+    Y : array_like, shape (n, t)
+        Targets, one-hot or any values in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, t)
+        A new array; neither input is modified.
+    """
+    A_out, Y = _output_pair(A_out, Y)
+    return _kernels._delta_out(A_out, Y)
+
+
+def cost(A_out, Y):
+    """The seed's logistic cost J, summed over examples and outputs.
+
+    J = −Σ_i Σ_k [ y log(a) + (1 − y) log(1 − a) ].
+
+    Parameters
+    ----------
+    A_out : array_like, shape (n, t)
+        Output activations, in [0, 1].
+    Y : array_like, shape (n, t)
+        Targets in [0, 1].
+
+    Returns
+    -------
+    numpy.float32 or numpy.float64
+        J in the dtype of the inputs (0 for n = 0).  The sum is accumulated
+        in float64 in a fixed order, then rounded once.
+
+    Notes
+    -----
+    J stays finite when an output is exactly 0 or 1:
+
+    * a term whose weight (y or 1 − y) is exactly 0 contributes exactly 0,
+      so a = y = 1 costs 0 rather than 0·log(0) = NaN;
+    * inside a logarithm, an argument in [0, tiny) is read as ``tiny``, the
+      smallest normal number of the dtype (``np.finfo(dtype).tiny``), so a
+      confidently wrong output costs at most −log(tiny) (about 708.4 in
+      float64, 87.3 in float32) instead of infinity.
+
+    Values outside [0, 1] and NaN give NaN, as the plain formula would.
+    """
+    A_out, Y = _output_pair(A_out, Y)
+    tiny = float(np.finfo(A_out.dtype).tiny)
+    return A_out.dtype.type(_kernels._cost(A_out, Y, tiny))
+
+
+def _gradient_pair(A_h, delta_out):
+    A_h = as_float_array(A_h, "A_h", 2)
+    delta_out = as_float_array(delta_out, "delta_out", 2)
+    require_equal(
+        "A_h", A_h.shape[0], "delta_out", delta_out.shape[0], "rows (n)", "rows (n)"
+    )
+    dtype = common_dtype(A_h, delta_out)
+    return contiguous(A_h, dtype), contiguous(delta_out, dtype)
+
+
+_GRAD_PARAMETERS = """
+    Parameters
+    ----------
+    A_h : array_like, shape (n, d)
+        Hidden activations, one example per row.
+    delta_out : array_like, shape (n, t)
+        Output errors δ_out = A_out − Y.
+"""
+
+_GRAD_RETURNS = """
+    Returns
+    -------
+    numpy.ndarray, shape (d, t)
+        ∂J/∂W_out = Σ_i a^{[i]} ⊗ δ^{[i]} = (A_h)ᵀ δ_out, C-contiguous, in the
+        (promoted) dtype of the inputs; zeros when n = 0.
+"""
+
+
+def grad_W_out_outer(A_h, delta_out):
+    """∂J/∂W_out as the seed writes it: one outer product per example, summed."""
+    A_h, delta_out = _gradient_pair(A_h, delta_out)
+    return _kernels._grad_W_out_outer(A_h, delta_out)
+
+
+grad_W_out_outer.__doc__ += (
+    """
+    For each example i in order, G[j, k] += A_h[i, j] · delta_out[i, k]
+    (seed §6–7, literally): every element is a plain left-to-right sum of n
+    rounded products.
+"""
+    + _GRAD_PARAMETERS
+    + _GRAD_RETURNS
+)
+
+
+def grad_W_out_matmul(A_h, delta_out):
+    """∂J/∂W_out as one matrix product, (A_h)ᵀ δ_out, inside compiled code."""
+    A_h, delta_out = _gradient_pair(A_h, delta_out)
+    return _kernels._grad_W_out_matmul(A_h, delta_out)
+
+
+grad_W_out_matmul.__doc__ += (
+    """
+    The product is the BLAS ``gemm`` that Numba reaches through SciPy; its
+    summation order (and so its last bits) is the BLAS library's.
+"""
+    + _GRAD_PARAMETERS
+    + _GRAD_RETURNS
+)
+
+
+def default_n_chunks(n, d, t, itemsize):
+    """How many chunks of examples the blocked gradient cuts n examples into.
+
+    Depends only on the shape and dtype, never on the number of threads, so
+    the result of :func:`grad_W_out_blocked` does not either.
+
+    Parameters
+    ----------
+    n, d, t : int
+        Examples, hidden units, outputs.
+    itemsize : int
+        Bytes per element (4 or 8).
+
+    Returns
+    -------
+    int
+        ``min(16, n // 4096)``, at least 1, and fewer where 16 partial
+        (d, t) gradients would take more than 64 MiB.
+    """
+    by_rows = n // _MIN_CHUNK_ROWS
+    by_memory = _MAX_PARTIAL_BYTES // max(1, d * t * itemsize)
+    return max(1, min(_MAX_CHUNKS, by_rows, by_memory))
+
+
+@contextlib.contextmanager
+def _numba_threads(n_threads):
+    """Use ``n_threads`` Numba threads in this thread for the duration."""
+    if n_threads is None:
+        yield numba.get_num_threads()
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n_threads)
+    try:
+        yield n_threads
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _check_n_threads(n_threads):
+    if n_threads is None:
+        return None
+    n_threads = positive_int(n_threads, "n_threads")
+    if n_threads > numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(
+            f"n_threads must be at most {numba.config.NUMBA_NUM_THREADS} "
+            f"(numba.config.NUMBA_NUM_THREADS), got {n_threads}"
+        )
+    return n_threads
+
+
+def grad_W_out_blocked(
+    A_h,
+    delta_out,
+    *,
+    block_n=BLOCK_N,
+    block_d=BLOCK_D,
+    block_t=BLOCK_T,
+    n_chunks=None,
+    n_threads=None,
+):
+    """∂J/∂W_out by a cache-blocked, vectorised loop, optionally threaded."""
+    A_h, delta_out = _gradient_pair(A_h, delta_out)
+    block_n = positive_int(block_n, "block_n")
+    block_d = positive_int(block_d, "block_d")
+    block_t = positive_int(block_t, "block_t")
+    n_threads = _check_n_threads(n_threads)
+    n, d = A_h.shape
+    t = delta_out.shape[1]
+    if n_chunks is None:
+        n_chunks = default_n_chunks(n, d, t, A_h.dtype.itemsize)
+    else:
+        n_chunks = positive_int(n_chunks, "n_chunks")
+    with _numba_threads(n_threads) as threads:
+        if n_chunks == 1 or threads == 1:
+            return _kernels._grad_W_out_blocked_serial(
+                A_h, delta_out, n_chunks, block_n, block_d, block_t
+            )
+        return _kernels._grad_W_out_blocked_parallel(
+            A_h, delta_out, n_chunks, block_n, block_d, block_t
+        )
+
+
+grad_W_out_blocked.__doc__ += (
+    """
+    The examples are cut into ``n_chunks`` chunks.  Within a chunk the sum is
+    tiled: ``block_n`` examples × ``block_d`` hidden units × ``block_t``
+    outputs at a time, four examples folded into each update with fused
+    multiply-adds.  Each chunk accumulates into its own partial gradient and
+    the partials are added in chunk order, so the result depends on the
+    inputs, the block sizes and ``n_chunks``, and never on the number of
+    threads: 1 and 2 threads give the same bits.
+"""
+    + _GRAD_PARAMETERS
+    + """    block_n, block_d, block_t : int, default 256, 128, 16
+        Tile sizes over examples, hidden units and outputs.
+    n_chunks : int, optional
+        Chunks of examples; by default :func:`default_n_chunks`.
+    n_threads : int, optional
+        Numba threads to spread the chunks over for this call.  By default,
+        what :func:`numba.get_num_threads` says in the calling thread (set it
+        with :func:`numba.set_num_threads` or ``NUMBA_NUM_THREADS``).  No
+        BLAS is called inside the threads.
+"""
+    + _GRAD_RETURNS
+)
+
+_GRAD_W_OUT_FUNCTIONS = {
+    "outer": grad_W_out_outer,
+    "blocked": grad_W_out_blocked,
+    "matmul": grad_W_out_matmul,
+}
+
+
+def grad_W_out(A_h, delta_out, method="matmul", **options):
+    """∂J/∂W_out = (A_h)ᵀ δ_out, computed one of three ways."""
+    try:
+        function = _GRAD_W_OUT_FUNCTIONS[method]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"method must be one of {', '.join(map(repr, GRAD_W_OUT_METHODS))}, got {method!r}"
+        ) from None
+    if options and method != "blocked":
+        raise TypeError(
+            f"method={method!r} takes no options, got {', '.join(sorted(options))}"
+        )
+    return function(A_h, delta_out, **options)
+
+
+grad_W_out.__doc__ += (
+    _GRAD_PARAMETERS
+    + """    method : {"matmul", "outer", "blocked"}, default "matmul"
+        ``"outer"``: :func:`grad_W_out_outer`; ``"blocked"``:
+        :func:`grad_W_out_blocked`; ``"matmul"``: :func:`grad_W_out_matmul`.
+    **options
+        Keyword options of :func:`grad_W_out_blocked` (``method="blocked"`` only).
+"""
+    + _GRAD_RETURNS
+)
+
+
+def grad_b_out(delta_out):
+    """∂J/∂b_out = Σ_i δ^{[i]}, the bias gradient (the seed's w_{0,j}).
+
+    Since z_j = w_{0,j} · 1 + Σ_i a_i w_{i,j}, the bias sees a constant input
+    of 1, so its gradient is the weight gradient's formula with a_0 = 1.
+
+    Parameters
+    ----------
+    delta_out : array_like, shape (n, t)
+        Output errors.
+
+    Returns
+    -------
+    numpy.ndarray, shape (t,)
+        Column sums of ``delta_out``, summed in example order; zeros for n = 0.
+    """
+    delta_out = as_float_array(delta_out, "delta_out", 2)
+    return _kernels._grad_b_out(contiguous(delta_out, delta_out.dtype))
