@@ -95,7 +95,7 @@ def blas_description():
         owner = "numpy" if "numpy" in path else "scipy (Numba's @)" if "scipy" in path else path
         lines.append(
             f"BLAS for {owner}: {info.get('internal_api')} {info.get('version')} "
-            f"({info.get('architecture')}), {info.get('num_threads')} threads"
+            f"({info.get('architecture')}), {info.get('num_threads')} thread(s)"
         )
     return lines
 
@@ -122,3 +122,95 @@ def machine_description():
 def gflops(flops, seconds):
     """GFLOP/s, or nan for a zero time."""
     return flops / seconds / 1e9 if seconds > 0 else float("nan")
+
+
+def thread_counts():
+    """Threads in force now: (Numba threads, list of BLAS thread counts as threadpoolctl sees them).
+
+    The BLAS list is empty without threadpoolctl.
+    """
+    _load_blas_libraries()
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return numba.get_num_threads(), []
+    blas = [info.get("num_threads") for info in threadpool_info() if info.get("user_api") == "blas"]
+    return numba.get_num_threads(), blas
+
+
+def unit_roundoff(dtype):
+    """u = 2^-53 for float64, 2^-24 for float32 (half the machine epsilon)."""
+    return float(np.finfo(dtype).eps) / 2
+
+
+def gamma(n, u):
+    """γ_n = n·u / (1 − n·u), the rounding-error factor of a sum of n products.
+
+    Returns inf where n·u ≥ 1 (the bound says nothing there).
+    """
+    nu = n * u
+    return nu / (1.0 - nu) if nu < 1 else float("inf")
+
+
+# The child process of first_call_seconds: prints seconds for ``import fastbp``
+# and for the first grad_W_out call (which compiles, or loads from the cache).
+_FIRST_CALL_CHILD = """
+import sys, time
+import numpy as np
+start = time.perf_counter()
+import fastbp
+imported = time.perf_counter()
+rng = np.random.default_rng(0)
+A_h = rng.random((1000, 100)).astype(sys.argv[2])
+delta_out = (rng.random((1000, 10)) - 0.5).astype(sys.argv[2])
+fastbp.grad_W_out(A_h, delta_out, method=sys.argv[1])
+done = time.perf_counter()
+print('{"import": %r, "first_call": %r}' % (imported - start, done - imported))
+"""
+
+
+def first_call_seconds(method="matmul", dtype="float64", cache_dir=None):
+    """Seconds for ``import fastbp`` and the first ``grad_W_out`` call, in a fresh process.
+
+    Parameters
+    ----------
+    method : str
+        ``grad_W_out`` method of the first call (on 1000 x 100 x 10 data).
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    cache_dir : str, optional
+        With a folder: ``FASTBP_CACHE=1`` and ``NUMBA_CACHE_DIR=cache_dir``
+        (a first call fills the cache, a later one loads from it).
+        Without: ``FASTBP_CACHE=0``, so the call compiles.
+
+    Returns
+    -------
+    dict
+        ``{"import": seconds, "first_call": seconds}`` as the child measured
+        them (interpreter and NumPy start-up not included).
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    # The child imports the same fastbp as this process, installed or not.
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [package_parent] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    if cache_dir is None:
+        env["FASTBP_CACHE"] = "0"
+        env.pop("NUMBA_CACHE_DIR", None)
+    else:
+        env["FASTBP_CACHE"] = "1"
+        env["NUMBA_CACHE_DIR"] = str(cache_dir)
+    completed = subprocess.run(
+        [sys.executable, "-c", _FIRST_CALL_CHILD, method, dtype],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])

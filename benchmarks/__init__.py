@@ -1,0 +1,1 @@
+"""asv benchmarks for fastbp (see asv.conf.json at the repository root)."""

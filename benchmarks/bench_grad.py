@@ -1,0 +1,71 @@
+"""∂J/∂W_out = (A_h)ᵀ δ_out: fastbp's three methods against NumPy's ``A_h.T @ delta_out``."""
+
+import fastbp
+
+from .common import (
+    DTYPES,
+    GRAD_SHAPES,
+    HUGE_SHAPE,
+    THREADS,
+    ThreadedBenchmark,
+    dataset,
+    grad_flops,
+    measured_seconds,
+    parse_shape,
+)
+
+
+class GradWOut(ThreadedBenchmark):
+    """``fastbp.grad_W_out(A_h, delta_out, method)`` and the NumPy baseline.
+
+    ``method="numpy"`` is the plain ``A_h.T @ delta_out`` in NumPy, so every
+    fastbp figure has its baseline in the same run.  ``threads`` sets BLAS
+    threads and Numba threads alike.  Skipped (asv shows n/a): ``outer`` with
+    2 threads (a serial loop: the figure would repeat the 1-thread one) and
+    ``outer`` on the 4096x1024x1024 shape (about a second a call).
+    """
+
+    params = [GRAD_SHAPES, DTYPES, ["outer", "blocked", "matmul", "numpy"], THREADS]
+    param_names = ["n_d_t", "dtype", "method", "threads"]
+    timeout = 300
+
+    def setup(self, shape, dtype, method, threads):
+        if method == "outer" and (threads > 1 or shape == HUGE_SHAPE):
+            raise NotImplementedError("outer is serial, and too slow on the huge shape")
+        n, d, t = parse_shape(shape)
+        data = dataset(n, d, t, dtype)
+        A_h, delta_out = data["A_h"], data["delta_out"]
+        if method == "numpy":
+            self.call = lambda: A_h.T @ delta_out
+        else:
+            self.call = lambda: fastbp.grad_W_out(A_h, delta_out, method=method)
+        self.flops = grad_flops(n, d, t)
+        self.enter_threads(threads)
+        self.call()  # compile (first call per dtype) outside the timings
+
+    def time_grad_W_out(self, shape, dtype, method, threads):
+        self.call()
+
+    def track_gflops(self, shape, dtype, method, threads):
+        return self.flops / measured_seconds(self.call) / 1e9
+
+    track_gflops.unit = "GFLOP/s"
+
+
+class GradBOut:
+    """``fastbp.grad_b_out(delta_out)`` against NumPy's ``delta_out.sum(axis=0)``."""
+
+    params = [GRAD_SHAPES, DTYPES, ["fastbp", "numpy"]]
+    param_names = ["n_d_t", "dtype", "implementation"]
+
+    def setup(self, shape, dtype, implementation):
+        n, d, t = parse_shape(shape)
+        delta_out = dataset(n, d, t, dtype)["delta_out"]
+        if implementation == "numpy":
+            self.call = lambda: delta_out.sum(axis=0)
+        else:
+            self.call = lambda: fastbp.grad_b_out(delta_out)
+        self.call()
+
+    def time_grad_b_out(self, shape, dtype, implementation):
+        self.call()

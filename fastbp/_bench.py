@@ -1,0 +1,587 @@
+"""``fastbp bench``: the benchmark sweep without asv, as tables of ratios to NumPy.
+
+For each shape (n, d, t) and dtype, and each thread count, the kernels and
+their NumPy baselines are timed in interleaved rounds
+(:func:`fastbp._timing.interleaved_medians`), so a shared machine's drift
+hits them alike and the ratios within one table are what to read.  BLAS
+threads and Numba threads are set alike for each table and stated, and so
+is the BLAS library that threadpoolctl finds.  Every result is also checked
+against a float64 NumPy reference and a failure is flagged (exit status 1).
+
+The lead engineer wires :func:`add_arguments` and :func:`run` into the
+command line (``fastbp bench``).
+"""
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+
+import numba
+import numpy as np
+
+from . import _core
+from ._timing import (
+    blas_description,
+    first_call_seconds,
+    gamma,
+    gflops,
+    interleaved_medians,
+    machine_description,
+    thread_counts,
+    thread_limits,
+    unit_roundoff,
+)
+
+__all__ = ["add_arguments", "run"]
+
+#: (n, d, t) of the gradient sweep: the seed's MNIST network on a mini-batch,
+#: a larger batch and the whole training set, then a wide and a square layer.
+GRAD_SHAPES = ("100x100x10", "1000x100x10", "60000x100x10", "10000x512x64", "4096x1024x1024")
+
+#: (n, m, d, t) of the fused training step.
+STEP_SHAPES = ("100x784x100x10", "1000x784x100x10", "60000x784x100x10", "10000x64x512x64")
+
+#: Shapes that --quick leaves out, so it ends within a minute on two cores.
+QUICK_DROPPED = {"4096x1024x1024", "60000x784x100x10"}
+
+#: Above this many multiply-adds (n·d·t) the per-example ``outer`` loop takes
+#: about a second a call and is left out.
+OUTER_MAX_MULTIPLY_ADDS = 10**9
+
+DTYPES = ("float32", "float64")
+
+
+# --------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------
+
+
+def _shape_list(text, length):
+    shapes = []
+    for item in text.split(","):
+        sizes = item.strip().lower().split("x")
+        if len(sizes) != length or not all(size.isdigit() and int(size) > 0 for size in sizes):
+            raise ValueError(f"a shape is {length} positive integers joined by 'x', got {item!r}")
+        shapes.append("x".join(str(int(size)) for size in sizes))
+    return shapes
+
+
+def _default_threads():
+    # 1 and all cores: on a 2-core machine, 1 and 2.
+    most = min(os.cpu_count() or 1, numba.config.NUMBA_NUM_THREADS)
+    return "1" if most == 1 else f"1,{most}"
+
+
+def add_arguments(parser):
+    """Add the options of ``fastbp bench`` to an :class:`argparse.ArgumentParser`."""
+    parser.add_argument(
+        "--shapes",
+        help="gradient shapes n x d x t, comma-separated "
+        f"(default {','.join(GRAD_SHAPES)}); the forward pass uses m = 784 "
+        "inputs where d = 100 and m = d otherwise",
+    )
+    parser.add_argument(
+        "--step-shapes",
+        help="fused-step shapes n x m x d x t, comma-separated "
+        f"(default {','.join(STEP_SHAPES)}); rows only where fastbp.backprop exists",
+    )
+    parser.add_argument(
+        "--dtypes", default=",".join(DTYPES), help="comma-separated (default float32,float64)"
+    )
+    parser.add_argument(
+        "--threads",
+        default=None,
+        help="BLAS = Numba thread counts, comma-separated (default 1 and all cores)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="interleaved rounds per table (default 7, quick 3)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 rounds and without the two largest shapes (about a minute on two cores)",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw GFLOP/s of grad_W_out per method and shape (needs matplotlib: "
+        "pip install 'fastbp[plot]')",
+    )
+    parser.add_argument(
+        "--first-call",
+        action="store_true",
+        help="also time import fastbp + first grad_W_out in a fresh process, "
+        "cold and from the FASTBP_CACHE=1 disk cache",
+    )
+    return parser
+
+
+# --------------------------------------------------------------------------
+# Data and NumPy references
+# --------------------------------------------------------------------------
+
+
+def _input_width(d):
+    """m = 784 (MNIST) for the seed's d = 100 network, m = d otherwise."""
+    return 784 if d == 100 else d
+
+
+def _network(n, m, d, t, dtype, seed=0):
+    """Seeded inputs, one-hot targets and weights scaled by 1/sqrt(fan-in)."""
+    rng = np.random.default_rng([seed, n, m, d, t])
+    Y = np.zeros((n, t))
+    Y[np.arange(n), rng.integers(0, t, n)] = 1.0
+    arrays = {
+        "X": rng.random((n, m)),
+        "Y": Y,
+        "W_h": rng.standard_normal((m, d)) / np.sqrt(m),
+        "b_h": 0.1 * rng.standard_normal(d),
+        "W_out": rng.standard_normal((d, t)) / np.sqrt(d),
+        "b_out": 0.1 * rng.standard_normal(t),
+    }
+    return {name: np.ascontiguousarray(value, dtype=dtype) for name, value in arrays.items()}
+
+
+def _sigmoid(Z):
+    """The book's sigmoid, clipped so np.exp never overflows."""
+    return 1.0 / (1.0 + np.exp(-np.clip(Z, -250, 250)))
+
+
+def _numpy_forward(X, W_h, b_h, W_out, b_out):
+    """The book's NeuralNetMLP forward pass: (A_h, A_out)."""
+    A_h = _sigmoid(X @ W_h + b_h)
+    return A_h, _sigmoid(A_h @ W_out + b_out)
+
+
+def _numpy_cost(A_out, Y):
+    return -np.sum(Y * np.log(A_out) + (1.0 - Y) * np.log(1.0 - A_out))
+
+
+def _numpy_step(X, Y, W_h, b_h, W_out, b_out):
+    """The book's training step: (cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out)."""
+    A_h, A_out = _numpy_forward(X, W_h, b_h, W_out, b_out)
+    delta_out = A_out - Y
+    delta_h = (delta_out @ W_out.T) * A_h * (1.0 - A_h)
+    return (
+        _numpy_cost(A_out, Y),
+        X.T @ delta_h,
+        delta_h.sum(axis=0),
+        A_h.T @ delta_out,
+        delta_out.sum(axis=0),
+    )
+
+
+def _torch():
+    """PyTorch if importable (never a dependency), else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+@contextlib.contextmanager
+def _torch_threads(torch, n_threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _torch_step(torch, X, Y, W_h, b_h, W_out, b_out):
+    """The book's step written in torch (same operations as :func:`_numpy_step`)."""
+    A_h = torch.sigmoid(X @ W_h + b_h)
+    A_out = torch.sigmoid(A_h @ W_out + b_out)
+    cost = -torch.sum(Y * torch.log(A_out) + (1.0 - Y) * torch.log(1.0 - A_out))
+    delta_out = A_out - Y
+    delta_h = (delta_out @ W_out.T) * A_h * (1.0 - A_h)
+    return cost, X.T @ delta_h, delta_h.sum(0), A_h.T @ delta_out, delta_out.sum(0)
+
+
+# --------------------------------------------------------------------------
+# Checks: each result against a float64 reference
+# --------------------------------------------------------------------------
+# Each check returns err/bound: at most 1 passes.  The references are
+# computed in float64; their own rounding (u = 2^-53) is added to the bound.
+
+
+def _grad_check_ratio(result, A64, D64, reference, u):
+    """Proven bound of a sum of n products: |Ĝ − G| ≤ γ_n·|A_h|ᵀ|δ_out|, per element."""
+    n = A64.shape[0]
+    bound = (gamma(n, u) + gamma(n, unit_roundoff(np.float64))) * (np.abs(A64).T @ np.abs(D64))
+    return _ratio(np.abs(np.asarray(result, dtype=np.float64) - reference), bound)
+
+
+def _ratio(error, bound):
+    error = np.asarray(error, dtype=np.float64)
+    if error.size == 0:
+        return 0.0
+    if not np.all(np.isfinite(error)):
+        return float("inf")
+    # Where the bound is 0 the result must be exact.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(bound > 0, error / np.where(bound > 0, bound, 1.0), np.where(error > 0, np.inf, 0.0))
+    return float(ratios.max())
+
+
+def _forward_bounds(net64, A_h64, u):
+    """First-order rounding bound of the forward pass, elementwise.
+
+    z = x·w + b is a sum of m + 1 products (|Δz| ≤ γ_{m+1}(|X||W_h| + |b_h|));
+    φ' ≤ 1/4; each sigmoid evaluation is taken to add at most 4u (exp,
+    add, divide).  The output layer adds the hidden error carried through
+    |W_out|.  Not a proof for every libm, hence "first order".
+    """
+    m = net64["X"].shape[1]
+    d = net64["W_h"].shape[1]
+    error_h = 0.25 * gamma(m + 1, u) * (np.abs(net64["X"]) @ np.abs(net64["W_h"]) + np.abs(net64["b_h"])) + 4 * u
+    W_out = np.abs(net64["W_out"])
+    error_out = 0.25 * (gamma(d + 1, u) * (A_h64 @ W_out + np.abs(net64["b_out"])) + error_h @ W_out) + 4 * u
+    return error_h, error_out
+
+
+def _normwise_ratio(results, references, n_terms, u):
+    """Heuristic check of the fused step: max|Δ| ≤ 16·n_terms·u·max|reference| for each output."""
+    worst = 0.0
+    for result, reference in zip(results, references):
+        reference = np.asarray(reference, dtype=np.float64)
+        scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+        bound = 16 * n_terms * (u + unit_roundoff(np.float64)) * scale
+        error = np.abs(np.asarray(result, dtype=np.float64) - reference)
+        worst = max(worst, _ratio(error, np.full(error.shape, bound)))
+    return worst
+
+
+# --------------------------------------------------------------------------
+# One table
+# --------------------------------------------------------------------------
+
+
+class _Row:
+    """One timed candidate: kernel, implementation, its call, flops, its check."""
+
+    def __init__(self, kernel, implementation, call, flops, serial=False, check=None):
+        self.kernel = kernel
+        self.implementation = implementation
+        self.call = call
+        self.flops = flops
+        self.serial = serial  # timed at the first thread count only
+        self.check = check  # err/bound, or a label like "bitwise"
+        self.key = f"{kernel}/{implementation}"
+
+
+def _format_seconds(seconds):
+    if not np.isfinite(seconds):
+        return "n/a"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _format_check(check):
+    if check is None:
+        return "-"
+    if isinstance(check, str):
+        return check
+    if check <= 1.0:
+        return f"ok ({check:.2g} of bound)"
+    return f"FAIL ({check:.3g} x bound)"
+
+
+def _check_failed(check):
+    return isinstance(check, float) and not check <= 1.0 or check == "FAIL"
+
+
+def _print_table(title, rows, medians, threads):
+    """Print one table; return its records (for the plot and the exit status)."""
+    numba_threads, blas_threads = thread_counts()
+    blas = ", ".join(str(count) for count in blas_threads) or "not controlled"
+    print(f"\n{title}  [threads={threads}: Numba {numba_threads}, BLAS {blas}]")
+    header = f"{'kernel':<12} {'implementation':<16} {'median':>10} {'GFLOP/s':>9} {'x NumPy':>8}  check"
+    print(header)
+    print("-" * (len(header) + 18))
+    records = []
+    for row in rows:
+        seconds = medians[row.key]
+        baseline = medians.get(f"{row.kernel}/numpy")
+        speedup = baseline / seconds if baseline and seconds > 0 else float("nan")
+        rate = gflops(row.flops, seconds) if row.flops else float("nan")
+        print(
+            f"{row.kernel:<12} {row.implementation:<16} {_format_seconds(seconds):>10} "
+            f"{rate:>9.3g} {speedup:>8.2f}  {_format_check(row.check)}"
+        )
+        records.append(
+            {
+                "kernel": row.kernel,
+                "implementation": row.implementation,
+                "threads": threads,
+                "seconds": seconds,
+                "gflops": rate,
+                "speedup": speedup,
+                "check": row.check,
+            }
+        )
+    return records
+
+
+def _grad_rows(shape, dtype):
+    """Candidates of the (n, d, t) table: grad_W_out, forward, delta_out, cost."""
+    n, d, t = map(int, shape.split("x"))
+    m = _input_width(d)
+    u = unit_roundoff(dtype)
+    net = _network(n, m, d, t, dtype)
+    # The float64 reference of the whole output layer, from the same inputs.
+    net64 = {name: value.astype(np.float64) for name, value in net.items()}
+    A_h64, A_out64 = _numpy_forward(**{k: net64[k] for k in ("X", "W_h", "b_h", "W_out", "b_out")})
+    # The timed output layer works on this dtype's own forward pass.
+    A_h, A_out = _numpy_forward(**{k: net[k] for k in ("X", "W_h", "b_h", "W_out", "b_out")})
+    Y = net["Y"]
+    delta_out = A_out - Y
+    A_h_as64, delta_as64 = A_h.astype(np.float64), delta_out.astype(np.float64)
+    grad_reference = A_h_as64.T @ delta_as64
+
+    rows = []
+    grad_flops = 2 * n * d * t
+    candidates = {}
+    if n * d * t <= OUTER_MAX_MULTIPLY_ADDS:
+        candidates["outer"] = lambda: _core.grad_W_out(A_h, delta_out, method="outer")
+    candidates["blocked"] = lambda: _core.grad_W_out(A_h, delta_out, method="blocked")
+    candidates["matmul"] = lambda: _core.grad_W_out(A_h, delta_out, method="matmul")
+    candidates["numpy"] = lambda: A_h.T @ delta_out
+    torch = _torch()
+    if torch is not None:
+        A_torch, delta_torch = torch.from_numpy(A_h), torch.from_numpy(delta_out)
+        candidates["torch"] = lambda: A_torch.T @ delta_torch
+    for name, call in candidates.items():
+        result = call()
+        result = result.numpy() if hasattr(result, "numpy") else result
+        check = _grad_check_ratio(result, A_h_as64, delta_as64, grad_reference, u)
+        rows.append(_Row("grad_W_out", name, call, grad_flops, serial=name == "outer", check=check))
+
+    arrays = [net[k] for k in ("X", "W_h", "b_h", "W_out", "b_out")]
+    error_h, error_out = _forward_bounds(net64, A_h64, u)
+    forward_flops = 2 * n * (m * d + d * t)
+    for name, function in (("fastbp", _core.forward), ("numpy", _numpy_forward)):
+        hidden, output = function(*arrays)
+        check = max(_ratio(np.abs(hidden - A_h64), error_h), _ratio(np.abs(output - A_out64), error_out))
+        rows.append(_Row("forward", name, lambda f=function: f(*arrays), forward_flops, check=check))
+
+    # δ_out = A_out − Y is one rounding per element: NumPy and fastbp agree bit for bit.
+    exact = "bitwise" if np.array_equal(_core.delta_out(A_out, Y), delta_out) else "FAIL"
+    rows.append(_Row("delta_out", "fastbp", lambda: _core.delta_out(A_out, Y), n * t, serial=True, check=exact))
+    rows.append(_Row("delta_out", "numpy", lambda: A_out - Y, n * t, serial=True))
+
+    # Cost: float64 reference on the same A_out; logs to 4u each, sum to γ_{2nt}.
+    A_out_as64 = A_out.astype(np.float64)
+    Y64 = Y.astype(np.float64)
+    terms = Y64 * np.log(A_out_as64) + (1.0 - Y64) * np.log1p(-A_out_as64)
+    cost_reference = -terms.sum()
+    cost_bound = (4 * u + gamma(2 * n * t, u)) * np.abs(terms).sum()
+    for name, function in (("fastbp", _core.cost), ("numpy", _numpy_cost)):
+        check = _ratio(abs(float(function(A_out, Y)) - cost_reference), np.float64(cost_bound))
+        rows.append(_Row("cost", name, lambda f=function: f(A_out, Y), 5 * n * t, serial=True, check=check))
+    return rows
+
+
+def _step_rows(shape, dtype):
+    """Candidates of the fused-step table (only where fastbp.backprop exists)."""
+    import fastbp
+
+    backprop = getattr(fastbp, "backprop", None)
+    n, m, d, t = map(int, shape.split("x"))
+    net = _network(n, m, d, t, dtype)
+    arrays = [net[k] for k in ("X", "Y", "W_h", "b_h", "W_out", "b_out")]
+    reference = _numpy_step(*[a.astype(np.float64) for a in arrays])
+    flops = 4 * n * m * d + 6 * n * d * t
+    n_terms = n + m + d + t
+    u = unit_roundoff(dtype)
+    candidates = {}
+    if backprop is not None:
+        candidates["fastbp"] = lambda: backprop(*arrays, l2=0.0)
+    candidates["numpy"] = lambda: _numpy_step(*arrays)
+    torch = _torch()
+    if torch is not None:
+        tensors = [torch.from_numpy(a) for a in arrays]
+        candidates["torch"] = lambda: _torch_step(torch, *tensors)
+    rows = []
+    for name, call in candidates.items():
+        results = [r.numpy() if hasattr(r, "numpy") else r for r in call()]
+        check = _normwise_ratio(results, reference, n_terms, u)
+        rows.append(_Row("step", name, call, flops, check=check))
+    return rows
+
+
+def _time_table(title, rows, threads_list, repeats):
+    """Time ``rows`` at each thread count; print one table per count."""
+    records = []
+    torch = _torch()
+    for index, threads in enumerate(threads_list):
+        active = [row for row in rows if index == 0 or not row.serial]
+        with thread_limits(threads), (
+            _torch_threads(torch, threads) if torch is not None else contextlib.nullcontext()
+        ):
+            medians = interleaved_medians(
+                {row.key: row.call for row in active}, repeats, min_time=0.01
+            )
+            records += _print_table(title, active, medians, threads)
+    return records
+
+
+# --------------------------------------------------------------------------
+# First call, plot
+# --------------------------------------------------------------------------
+
+
+def _first_call_section(methods):
+    print("\nFirst call in a fresh process: import fastbp + first grad_W_out (float64, 1000x100x10)")
+    print(f"{'method':<8} {'import':>9} {'cold call':>10} {'cached call':>12}")
+    cache_dir = tempfile.mkdtemp(prefix="fastbp-bench-numba-cache-")
+    try:
+        for method in methods:
+            cold = first_call_seconds(method)
+            first_call_seconds(method, cache_dir=cache_dir)  # fills the cache
+            cached = first_call_seconds(method, cache_dir=cache_dir)
+            print(
+                f"{method:<8} {_format_seconds(cold['import']):>9} "
+                f"{_format_seconds(cold['first_call']):>10} {_format_seconds(cached['first_call']):>12}"
+            )
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    print("cold: FASTBP_CACHE=0 (compiles); cached: FASTBP_CACHE=1, a second process "
+          "reading a temporary NUMBA_CACHE_DIR")
+
+
+def _plot(records, path):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    grad = [r for r in records if r["kernel"] == "grad_W_out"]
+    dtypes = sorted({r["dtype"] for r in grad})
+    shapes = list(dict.fromkeys(r["shape"] for r in grad))
+    series = list(dict.fromkeys((r["implementation"], r["threads"]) for r in grad))
+    figure, axes = plt.subplots(len(dtypes), 1, figsize=(max(6, 1.8 * len(shapes)), 3.5 * len(dtypes)), squeeze=False)
+    width = 0.8 / max(1, len(series))
+    for axis, dtype in zip(axes[:, 0], dtypes):
+        for s, (implementation, threads) in enumerate(series):
+            values = []
+            for shape in shapes:
+                match = [r["gflops"] for r in grad if (r["dtype"], r["shape"], r["implementation"], r["threads"]) == (dtype, shape, implementation, threads)]
+                values.append(match[0] if match else np.nan)
+            positions = np.arange(len(shapes)) + (s - (len(series) - 1) / 2) * width
+            axis.bar(positions, values, width, label=f"{implementation}, {threads} thr")
+        axis.set_xticks(np.arange(len(shapes)), [s.replace("x", "×") for s in shapes])
+        axis.set_ylabel("GFLOP/s")
+        axis.set_title(f"grad_W_out = A_hᵀ δ_out, {dtype} (n×d×t)")
+        axis.legend(fontsize="small", ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+
+def run(args):
+    """Run the sweep that ``args`` (from :func:`add_arguments`) describes.
+
+    Returns
+    -------
+    int
+        0 when every result passed its check, 1 when one failed, 2 for bad
+        arguments or a missing optional package.
+    """
+    try:
+        shapes = _shape_list(args.shapes, 3) if args.shapes else [
+            s for s in GRAD_SHAPES if not (args.quick and s in QUICK_DROPPED)
+        ]
+        step_shapes = _shape_list(args.step_shapes, 4) if args.step_shapes else [
+            s for s in STEP_SHAPES if not (args.quick and s in QUICK_DROPPED)
+        ]
+        dtypes = [item.strip() for item in args.dtypes.split(",")]
+        for dtype in dtypes:
+            if dtype not in DTYPES:
+                raise ValueError(f"dtypes are float32 and float64, got {dtype!r}")
+        threads_list = [int(item) for item in (args.threads or _default_threads()).split(",")]
+        for threads in threads_list:
+            if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+                raise ValueError(
+                    f"threads must be 1 to {numba.config.NUMBA_NUM_THREADS} "
+                    f"(NUMBA_NUM_THREADS), got {threads}"
+                )
+        repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
+        if repeats < 1:
+            raise ValueError(f"repeats must be at least 1, got {repeats}")
+    except ValueError as error:
+        print(f"fastbp bench: {error}", file=sys.stderr)
+        return 2
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print(
+                "fastbp bench: --plot needs matplotlib, which is not installed; "
+                "install it with: pip install 'fastbp[plot]'",
+                file=sys.stderr,
+            )
+            return 2
+
+    import fastbp
+
+    print("fastbp bench: median of interleaved rounds; 'x NumPy' = NumPy's time / this time")
+    print(machine_description())
+    for line in blas_description():
+        print(line)
+    print(f"rounds: {repeats}; threads: {', '.join(map(str, threads_list))} "
+          "(BLAS and Numba set alike for each table)")
+    print("GFLOP/s counts 2 per multiply-add of the matrix products (delta_out: 1, cost: 5 "
+          "per element); checks: grad_W_out within γ_n·|A_h|ᵀ|δ_out| (proven), forward "
+          "within a first-order bound, cost within (4u + γ_2nt)·Σ|terms|, against float64")
+    torch = _torch()
+    if torch is not None:
+        print(f"PyTorch {torch.__version__} found: torch rows added")
+
+    records = []
+    for shape in shapes:
+        n, d, t = map(int, shape.split("x"))
+        for dtype in dtypes:
+            rows = _grad_rows(shape, dtype)
+            title = f"n={n} d={d} t={t} {dtype} (forward: m={_input_width(d)})"
+            if n * d * t > OUTER_MAX_MULTIPLY_ADDS:
+                title += " (outer left out: too slow here)"
+            for record in _time_table(title, rows, threads_list, repeats):
+                records.append(dict(record, shape=shape, dtype=dtype))
+
+    if getattr(fastbp, "backprop", None) is None:
+        print("\nFused step: fastbp.backprop is not in this version; rows left out.")
+    else:
+        for shape in step_shapes:
+            n, m, d, t = map(int, shape.split("x"))
+            for dtype in dtypes:
+                title = f"fused step n={n} m={m} d={d} t={t} {dtype} (checks: 16·(n+m+d+t)·u normwise, heuristic)"
+                rows = _step_rows(shape, dtype)
+                for record in _time_table(title, rows, threads_list, repeats):
+                    records.append(dict(record, shape=shape, dtype=dtype))
+
+    if args.first_call:
+        _first_call_section(["matmul"] if args.quick else list(_core.GRAD_W_OUT_METHODS))
+
+    if args.plot:
+        _plot(records, args.plot)
+        print(f"\nplot written to {args.plot}")
+
+    failures = [r for r in records if _check_failed(r["check"])]
+    if failures:
+        print(f"\n{len(failures)} result(s) FAILED their check:", file=sys.stderr)
+        for r in failures:
+            print(f"  {r['kernel']} {r['implementation']} {r['shape']} {r['dtype']}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,138 @@
+"""sigmoid, forward, delta_out and cost against plain-NumPy references."""
+
+import numpy as np
+import pytest
+
+import fastbp
+from reference import (
+    FLOAT_DTYPES,
+    cost_reference,
+    forward_reference,
+    gamma,
+    make_network,
+    sigmoid_reference,
+    unit_roundoff,
+)
+
+dtypes = pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+
+
+@dtypes
+def test_sigmoid_matches_reference_to_a_few_ulps(dtype, rng):
+    Z = np.concatenate(
+        [rng.normal(0, 5, 5000), [0.0, -0.0, 1e-30, -1e-30, 20.0, -20.0, 40.0, -40.0, 700.0, -700.0]]
+    ).astype(dtype)
+    result = fastbp.sigmoid(Z)
+    assert result.dtype == dtype and result.shape == Z.shape
+    expected = sigmoid_reference(Z)
+    # exp, one add and one divide each round once: a few ulps of the result,
+    # plus half a subnormal step where the true value underflows
+    bound = 4 * unit_roundoff(dtype) * expected + np.finfo(dtype).smallest_subnormal
+    assert np.all(np.abs(result - expected) <= bound)
+
+
+@dtypes
+def test_sigmoid_never_overflows_or_warns(dtype):
+    Z = np.array([-1e4, -1e3, -100.0, 100.0, 1e3, 1e4], dtype=dtype)
+    if dtype == np.float64:
+        Z = np.append(Z, [-1e308, 1e308])
+    with np.errstate(all="raise"):  # the reference would raise; fastbp must not warn at all
+        result = fastbp.sigmoid(Z)
+    assert np.all(np.isfinite(result))
+    assert np.all(result[Z < 0] >= 0) and np.all(result[Z < 0] < 1e-30)
+    assert np.all(result[Z > 0] == 1)
+
+
+def test_sigmoid_special_values_and_shapes():
+    result = fastbp.sigmoid(np.array([[np.nan, np.inf], [-np.inf, 0.0]]))
+    assert np.isnan(result[0, 0]) and result[0, 1] == 1 and result[1, 0] == 0
+    assert result[1, 1] == 0.5
+    assert fastbp.sigmoid(np.float32(0)).dtype == np.float32
+    assert fastbp.sigmoid(np.zeros((0, 3))).shape == (0, 3)
+    assert fastbp.sigmoid(np.zeros((2, 3, 4), order="F")[:, ::2]).shape == (2, 2, 4)
+
+
+@dtypes
+def test_sigmoid_symmetry(dtype, rng):
+    Z = rng.normal(0, 3, 1000).astype(dtype)
+    assert np.allclose(fastbp.sigmoid(-Z), 1 - fastbp.sigmoid(Z), rtol=0, atol=2 * np.finfo(dtype).eps)
+
+
+@dtypes
+@pytest.mark.parametrize("n, m, d, t", [(0, 4, 3, 2), (1, 1, 1, 1), (37, 13, 11, 7), (500, 64, 30, 10)])
+def test_forward_within_rounding_bound(n, m, d, t, dtype, rng):
+    net = make_network(n, m, d, t, dtype, rng)
+    A_h, A_out = fastbp.forward(net["X"], net["W_h"], net["b_h"], net["W_out"], net["b_out"])
+    assert A_h.shape == (n, d) and A_out.shape == (n, t)
+    assert A_h.dtype == dtype and A_out.dtype == dtype
+    ref_h, _ = forward_reference(net["X"], net["W_h"], net["b_h"], net["W_out"], net["b_out"])
+    u = unit_roundoff(dtype)
+    # |φ'| ≤ 1/4: an error in z of γ_{m+1}(|X||W_h| + |b_h|) moves φ by a quarter
+    # of that, and φ itself rounds within 4u.
+    z_bound = gamma(m + 1, u) * (np.abs(net["X"]).astype(np.float64) @ np.abs(net["W_h"]) + np.abs(net["b_h"]))
+    assert np.all(np.abs(A_h - ref_h) <= 0.25 * z_bound + 4 * u)
+    # Second layer from fastbp's own A_h, so only this layer's rounding counts.
+    L = np.longdouble
+    z_out = A_h.astype(L) @ net["W_out"].astype(L) + net["b_out"].astype(L)
+    out_bound = gamma(d + 1, u) * (np.abs(A_h).astype(np.float64) @ np.abs(net["W_out"]) + np.abs(net["b_out"]))
+    assert np.all(np.abs(A_out - sigmoid_reference(z_out)) <= 0.25 * out_bound + 4 * u)
+
+
+def test_forward_seed_network_by_hand():
+    # m = 2, d = 2, t = 1 with z values chosen as 0 so every φ is exactly 1/2.
+    X = np.array([[1.0, -1.0]])
+    W_h = np.array([[2.0, 3.0], [2.0, 3.0]])  # z_h = 1·w1 − 1·w2 = 0
+    b_h = np.zeros(2)
+    W_out = np.array([[4.0], [-4.0]])  # z_out = 0.5·4 − 0.5·4 = 0
+    b_out = np.zeros(1)
+    A_h, A_out = fastbp.forward(X, W_h, b_h, W_out, b_out)
+    assert np.array_equal(A_h, [[0.5, 0.5]]) and np.array_equal(A_out, [[0.5]])
+    A_h, A_out = fastbp.forward(X, W_h, np.array([0.0, 1e4]), W_out, np.array([-1e4]))
+    assert np.array_equal(A_h, [[0.5, 1.0]]) and A_out[0, 0] == 0.0
+
+
+@dtypes
+def test_delta_out_is_difference(dtype, rng):
+    A_out = rng.random((37, 5)).astype(dtype)
+    Y = rng.random((37, 5)).astype(dtype)
+    result = fastbp.delta_out(A_out, Y)
+    assert result.dtype == dtype
+    assert np.array_equal(result, A_out - Y)
+
+
+@dtypes
+def test_cost_matches_reference(dtype, rng):
+    A_out = rng.random((300, 10)).astype(dtype)
+    Y = (rng.random((300, 10)) < 0.2).astype(dtype)
+    result = fastbp.cost(A_out, Y)
+    assert isinstance(result, dtype)
+    expected = cost_reference(A_out, Y)
+    # float64 accumulation of 3000 terms, then one rounding to dtype
+    assert abs(float(result) - expected) <= (3000 * 2**-52 + 2 * unit_roundoff(dtype)) * abs(expected)
+
+
+def test_cost_by_hand():
+    # J = −[1·log 0.5] − [(1 − 0)·log(1 − 0.25)] = log 2 − log 0.75
+    J = fastbp.cost(np.array([[0.5, 0.25]]), np.array([[1.0, 0.0]]))
+    assert J == pytest.approx(np.log(2) - np.log(0.75), rel=1e-15)
+
+
+@dtypes
+def test_cost_is_finite_at_saturated_outputs(dtype):
+    tiny = np.finfo(dtype).tiny
+    A_out = np.array([[0.0, 1.0, 0.0, 1.0]], dtype=dtype)
+    Y = np.array([[0.0, 1.0, 1.0, 0.0]], dtype=dtype)
+    J = fastbp.cost(A_out, Y)
+    # right and certain: 0; wrong and certain: −log(tiny) each
+    assert J == pytest.approx(-2 * np.log(tiny), rel=1e-6)
+    assert fastbp.cost(A_out[:, :2], Y[:, :2]) == 0
+
+
+def test_cost_nan_propagates_and_out_of_range_is_nan():
+    assert np.isnan(fastbp.cost(np.array([[np.nan]]), np.array([[1.0]])))
+    assert np.isnan(fastbp.cost(np.array([[1.5]]), np.array([[0.5]])))
+    assert np.isnan(fastbp.cost(np.array([[-0.5]]), np.array([[0.5]])))
+
+
+def test_cost_of_no_examples_is_zero():
+    assert fastbp.cost(np.zeros((0, 3)), np.zeros((0, 3))) == 0

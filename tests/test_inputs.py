@@ -1,0 +1,160 @@
+"""Bad input gets a clear error naming the argument; odd-but-valid input works."""
+
+import numpy as np
+import pytest
+
+import fastbp
+
+n, m, d, t = 5, 4, 3, 2
+F64 = np.float64
+
+
+def good():
+    rng = np.random.default_rng(0)
+    return dict(
+        X=rng.random((n, m)),
+        W_h=rng.random((m, d)),
+        b_h=rng.random(d),
+        W_out=rng.random((d, t)),
+        b_out=rng.random(t),
+        A_h=rng.random((n, d)),
+        A_out=rng.random((n, t)),
+        Y=rng.random((n, t)),
+        delta_out=rng.random((n, t)) - 0.5,
+        Z=rng.random((n, t)),
+    )
+
+
+CALLS = {
+    "forward": (fastbp.forward, ["X", "W_h", "b_h", "W_out", "b_out"]),
+    "delta_out": (fastbp.delta_out, ["A_out", "Y"]),
+    "cost": (fastbp.cost, ["A_out", "Y"]),
+    "grad_W_out_outer": (fastbp.grad_W_out_outer, ["A_h", "delta_out"]),
+    "grad_W_out_blocked": (fastbp.grad_W_out_blocked, ["A_h", "delta_out"]),
+    "grad_W_out_matmul": (fastbp.grad_W_out_matmul, ["A_h", "delta_out"]),
+    "grad_W_out": (fastbp.grad_W_out, ["A_h", "delta_out"]),
+    "grad_b_out": (fastbp.grad_b_out, ["delta_out"]),
+    "sigmoid": (fastbp.sigmoid, ["Z"]),
+}
+ARGUMENTS = [(call, arg) for call, (_, args) in CALLS.items() for arg in args]
+
+
+def call_with(call, **replacements):
+    function, names = CALLS[call]
+    values = good()
+    values.update(replacements)
+    return function(*[values[name] for name in names])
+
+
+BAD_DTYPES = {
+    "int64": lambda a: a.astype(np.int64),
+    "int8": lambda a: a.astype(np.int8),
+    "bool": lambda a: a > 0.5,
+    "complex128": lambda a: a.astype(np.complex128),
+    "object": lambda a: a.astype(object),
+    "float16": lambda a: a.astype(np.float16),
+    "longdouble": lambda a: a.astype(np.longdouble),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_DTYPES))
+@pytest.mark.parametrize("call, arg", ARGUMENTS)
+def test_non_float_dtypes_are_refused_by_name(call, arg, bad):
+    value = BAD_DTYPES[bad](good()[arg])
+    if value.dtype == np.longdouble and np.dtype(np.longdouble) == np.dtype(np.float64):
+        pytest.skip("long double is float64 here")
+    with pytest.raises(TypeError, match=rf"^{arg} has dtype {value.dtype}; expected float32 or float64"):
+        call_with(call, **{arg: value})
+
+
+@pytest.mark.parametrize("call, arg", [a for a in ARGUMENTS if a[0] != "sigmoid"])
+@pytest.mark.parametrize("ndim", [0, 1, 2, 3])
+def test_wrong_number_of_dimensions_is_refused_by_name(call, arg, ndim):
+    value = good()[arg]
+    if value.ndim == ndim:
+        return
+    wrong = np.zeros((2,) * ndim)
+    with pytest.raises(ValueError, match=rf"^{arg} must be {value.ndim}-D, got a {ndim}-D array of shape"):
+        call_with(call, **{arg: wrong})
+
+
+MISMATCHES = [
+    ("forward", {"W_h": np.zeros((m + 1, d))}, r"columns \(m\) of X \(4\) must equal rows \(m\) of W_h \(5\)"),
+    ("forward", {"b_h": np.zeros(d + 1)}, r"columns \(d\) of W_h \(3\) must equal length \(d\) of b_h \(4\)"),
+    ("forward", {"W_out": np.zeros((d + 1, t))}, r"columns \(d\) of W_h \(3\) must equal rows \(d\) of W_out \(4\)"),
+    ("forward", {"b_out": np.zeros(t + 1)}, r"columns \(t\) of W_out \(2\) must equal length \(t\) of b_out \(3\)"),
+    ("delta_out", {"Y": np.zeros((n, t + 1))}, r"A_out has shape \(5, 2\) but Y has shape \(5, 3\)"),
+    ("delta_out", {"Y": np.zeros((n + 1, t))}, r"A_out has shape \(5, 2\) but Y has shape \(6, 2\)"),
+    ("cost", {"Y": np.zeros((n, t + 1))}, r"A_out has shape \(5, 2\) but Y has shape \(5, 3\)"),
+    ("grad_W_out_outer", {"delta_out": np.zeros((n + 1, t))}, r"rows \(n\) of A_h \(5\) must equal rows \(n\) of delta_out \(6\)"),
+    ("grad_W_out_blocked", {"delta_out": np.zeros((n - 1, t))}, r"rows \(n\) of A_h \(5\) must equal rows \(n\) of delta_out \(4\)"),
+    ("grad_W_out_matmul", {"A_h": np.zeros((n + 2, d))}, r"rows \(n\) of A_h \(7\) must equal rows \(n\) of delta_out \(5\)"),
+    ("grad_W_out", {"A_h": np.zeros((n + 2, d))}, r"rows \(n\) of A_h \(7\) must equal rows \(n\) of delta_out \(5\)"),
+]
+
+
+@pytest.mark.parametrize("call, replacement, message", MISMATCHES)
+def test_mismatched_shapes_are_refused_naming_both(call, replacement, message):
+    with pytest.raises(ValueError, match=message):
+        call_with(call, **replacement)
+
+
+def test_lists_are_accepted_but_integer_lists_are_not():
+    assert fastbp.delta_out([[0.5]], [[1.0]]).dtype == np.float64
+    with pytest.raises(TypeError, match="Y has dtype int64"):
+        fastbp.delta_out([[0.5]], [[1]])
+
+
+def _dtypes_of(result):
+    return [np.asarray(part).dtype for part in (result if isinstance(result, tuple) else (result,))]
+
+
+@pytest.mark.parametrize("call, arg", [a for a in ARGUMENTS if a[0] not in ("sigmoid", "grad_b_out")])
+def test_mixed_precision_is_promoted_like_numpy(call, arg):
+    values = good()
+    mixed = call_with(call, **{arg: values[arg].astype(np.float32)})
+    assert _dtypes_of(mixed) == _dtypes_of(call_with(call))
+    assert set(_dtypes_of(mixed)) == {np.dtype(np.float64)}
+    all32 = call_with(call, **{name: value.astype(np.float32) for name, value in values.items()})
+    assert set(_dtypes_of(all32)) == {np.dtype(np.float32)}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_inputs_are_never_modified(call):
+    values = good()
+    for value in values.values():
+        value.setflags(write=False)  # any write would raise
+    function, names = CALLS[call]
+    function(*[values[name] for name in names])
+    fresh = good()
+    for name in names:
+        assert np.array_equal(values[name], fresh[name])
+
+
+def test_empty_inputs_give_zeros():
+    for method in fastbp.GRAD_W_OUT_METHODS:
+        G = fastbp.grad_W_out(np.zeros((0, 3)), np.zeros((0, 2)), method=method)
+        assert G.shape == (3, 2) and np.all(G == 0)
+        G = fastbp.grad_W_out(np.zeros((4, 0)), np.zeros((4, 2)), method=method)
+        assert G.shape == (0, 2)
+    assert np.array_equal(fastbp.grad_b_out(np.zeros((0, 2), np.float32)), np.zeros(2, np.float32))
+    A_h, A_out = fastbp.forward(np.zeros((0, 4)), np.zeros((4, 3)), np.zeros(3), np.zeros((3, 2)), np.zeros(2))
+    assert A_h.shape == (0, 3) and A_out.shape == (0, 2)
+    assert fastbp.delta_out(np.zeros((0, 2)), np.zeros((0, 2))).shape == (0, 2)
+
+
+@pytest.mark.parametrize("method", fastbp.GRAD_W_OUT_METHODS)
+def test_nan_and_inf_propagate_as_in_numpy(method):
+    rng = np.random.default_rng(1)
+    A_h = (rng.integers(1, 8, (9, 4)) / 8).astype(F64)
+    delta = (rng.integers(1, 8, (9, 3)) / 4).astype(F64)
+    delta[:, 1] *= -1
+    A_h[2, 1] = np.nan
+    A_h[5, 3] = np.inf
+    expected = A_h.T @ delta  # exact apart from the special values
+    result = fastbp.grad_W_out(A_h, delta, method=method)
+    assert np.array_equal(result, expected, equal_nan=True)
+    assert np.all(np.isnan(result[1])) and np.array_equal(result[3], [np.inf, -np.inf, np.inf])
+    assert np.all(np.isfinite(result[[0, 2]]))
+    assert np.isnan(fastbp.grad_b_out(np.array([[np.nan, 1.0]]))[0])
+    assert np.isnan(fastbp.delta_out(np.array([[np.nan]]), np.array([[1.0]]))[0, 0])
