@@ -46,6 +46,10 @@ STEP_SHAPES = ("100x784x100x10", "1000x784x100x10", "60000x784x100x10", "10000x6
 #: Shapes that --quick leaves out, so it ends within a minute on two cores.
 QUICK_DROPPED = {"4096x1024x1024", "60000x784x100x10"}
 
+#: --quick leaves out kernels of more floating-point operations than this a
+#: call: the forward pass at (n, m, d) = (60000, 784, 100) and (10000, 512, 512).
+QUICK_MAX_FLOPS = 4e9
+
 #: Above this many multiply-adds (n·d·t) the per-example ``outer`` loop takes
 #: about a second a call and is left out.
 OUTER_MAX_MULTIPLY_ADDS = 10**9
@@ -101,7 +105,8 @@ def add_arguments(parser):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="3 rounds and without the two largest shapes (about a minute on two cores)",
+        help="3 rounds, without the two largest shapes and without kernels of more "
+        "than 4 GFLOP a call (under a minute on two cores)",
     )
     parser.add_argument(
         "--plot",
@@ -329,17 +334,18 @@ def _print_table(title, rows, medians, threads):
     return records
 
 
-def _grad_rows(shape, dtype):
-    """Candidates of the (n, d, t) table: grad_W_out, forward, delta_out, cost."""
+def _grad_rows(shape, dtype, max_flops=float("inf")):
+    """Candidates of the (n, d, t) table: grad_W_out, forward, delta_out, cost.
+
+    Kernels of more than ``max_flops`` a call are left out (--quick).
+    """
     n, d, t = map(int, shape.split("x"))
     m = _input_width(d)
     u = unit_roundoff(dtype)
     net = _network(n, m, d, t, dtype)
-    # The float64 reference of the whole output layer, from the same inputs.
-    net64 = {name: value.astype(np.float64) for name, value in net.items()}
-    A_h64, A_out64 = _numpy_forward(**{k: net64[k] for k in ("X", "W_h", "b_h", "W_out", "b_out")})
+    layers = [net[k] for k in ("X", "W_h", "b_h", "W_out", "b_out")]
     # The timed output layer works on this dtype's own forward pass.
-    A_h, A_out = _numpy_forward(**{k: net[k] for k in ("X", "W_h", "b_h", "W_out", "b_out")})
+    A_h, A_out = _numpy_forward(*layers)
     Y = net["Y"]
     delta_out = A_out - Y
     A_h_as64, delta_as64 = A_h.astype(np.float64), delta_out.astype(np.float64)
@@ -348,7 +354,7 @@ def _grad_rows(shape, dtype):
     rows = []
     grad_flops = 2 * n * d * t
     candidates = {}
-    if n * d * t <= OUTER_MAX_MULTIPLY_ADDS:
+    if n * d * t <= OUTER_MAX_MULTIPLY_ADDS and grad_flops <= max_flops:
         candidates["outer"] = lambda: _core.grad_W_out(A_h, delta_out, method="outer")
     candidates["blocked"] = lambda: _core.grad_W_out(A_h, delta_out, method="blocked")
     candidates["matmul"] = lambda: _core.grad_W_out(A_h, delta_out, method="matmul")
@@ -357,19 +363,26 @@ def _grad_rows(shape, dtype):
     if torch is not None:
         A_torch, delta_torch = torch.from_numpy(A_h), torch.from_numpy(delta_out)
         candidates["torch"] = lambda: A_torch.T @ delta_torch
+    if grad_flops > max_flops:
+        candidates.clear()
     for name, call in candidates.items():
         result = call()
         result = result.numpy() if hasattr(result, "numpy") else result
         check = _grad_check_ratio(result, A_h_as64, delta_as64, grad_reference, u)
         rows.append(_Row("grad_W_out", name, call, grad_flops, serial=name == "outer", check=check))
 
-    arrays = [net[k] for k in ("X", "W_h", "b_h", "W_out", "b_out")]
-    error_h, error_out = _forward_bounds(net64, A_h64, u)
     forward_flops = 2 * n * (m * d + d * t)
-    for name, function in (("fastbp", _core.forward), ("numpy", _numpy_forward)):
-        hidden, output = function(*arrays)
-        check = max(_ratio(np.abs(hidden - A_h64), error_h), _ratio(np.abs(output - A_out64), error_out))
-        rows.append(_Row("forward", name, lambda f=function: f(*arrays), forward_flops, check=check))
+    if forward_flops <= max_flops:
+        # Reference: the forward pass in float64 from the same (rounded) inputs.
+        net64 = {name: value.astype(np.float64) for name, value in net.items()}
+        A_h64, A_out64 = _numpy_forward(*[net64[k] for k in ("X", "W_h", "b_h", "W_out", "b_out")])
+        error_h, error_out = _forward_bounds(net64, A_h64, u)
+        for name, function in (("fastbp", _core.forward), ("numpy", _numpy_forward)):
+            hidden, output = function(*layers)
+            check = max(
+                _ratio(np.abs(hidden - A_h64), error_h), _ratio(np.abs(output - A_out64), error_out)
+            )
+            rows.append(_Row("forward", name, lambda f=function: f(*layers), forward_flops, check=check))
 
     # δ_out = A_out − Y is one rounding per element: NumPy and fastbp agree bit for bit.
     exact = "bitwise" if np.array_equal(_core.delta_out(A_out, Y), delta_out) else "FAIL"
@@ -553,8 +566,14 @@ def run(args):
     for shape in shapes:
         n, d, t = map(int, shape.split("x"))
         for dtype in dtypes:
-            rows = _grad_rows(shape, dtype)
-            title = f"n={n} d={d} t={t} {dtype} (forward: m={_input_width(d)})"
+            max_flops = QUICK_MAX_FLOPS if args.quick else float("inf")
+            rows = _grad_rows(shape, dtype, max_flops)
+            m = _input_width(d)
+            title = f"n={n} d={d} t={t} {dtype}"
+            if 2 * n * (m * d + d * t) > max_flops:
+                title += f" (--quick: forward, m={m}, left out)"
+            else:
+                title += f" (forward: m={m})"
             if n * d * t > OUTER_MAX_MULTIPLY_ADDS:
                 title += " (outer left out: too slow here)"
             for record in _time_table(title, rows, threads_list, repeats):

@@ -1,0 +1,130 @@
+"""Check that the equality tests catch the bugs they exist to catch.
+
+Run from the repository root::
+
+    python tests/mutation_check.py
+
+Each mutation below plants one classic loop bug in a copy of the package
+(swapped indices, a dropped last partial block, an off-by-one in a tail
+loop, ...), runs the equality tests against the copy, and reports whether
+at least one test failed ("caught") or all passed ("MISSED").  Mutants run
+with NUMBA_BOUNDSCHECK=1 so that an out-of-range index fails a test with an
+IndexError instead of reading stray memory.  Exit status 1 if any mutation
+is missed.  This is a developer's check, not part of the test suite (it
+takes a few minutes).
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+KERNELS = "fastbp/_kernels.py"
+
+# The tests that guard the three ways; the mutants must fail at least one.
+TESTS = [
+    "tests/test_grad_W_out.py",
+    "tests/test_properties.py",
+    "tests/test_gradcheck.py",
+]
+
+# (what the bug is, file, exact text, replacement)
+MUTATIONS = [
+    (
+        "outer: swap the loop indices j and k in the product",
+        KERNELS,
+        "grad[j, k] += a * delta_out[i, k]",
+        "grad[j, k] += A_h[i, k] * delta_out[i, j]",
+    ),
+    (
+        "outer: off-by-one, the last example left out",
+        KERNELS,
+        "    for i in range(n):\n        for j in range(d):\n            a = A_h[i, j]",
+        "    for i in range(n - 1):\n        for j in range(d):\n            a = A_h[i, j]",
+    ),
+    (
+        "blocked: drop the last partial block of examples",
+        KERNELS,
+        "for i_block in range(i_start, i_stop, block_n):",
+        "for i_block in range(i_start, i_stop - block_n + 1, block_n):",
+    ),
+    (
+        "blocked: drop the last partial block of hidden units",
+        KERNELS,
+        "for j_block in range(0, d, block_d):",
+        "for j_block in range(0, d - block_d + 1, block_d):",
+    ),
+    (
+        "blocked: drop the last partial block of outputs",
+        KERNELS,
+        "for k_block in range(0, t, block_t):",
+        "for k_block in range(0, t - block_t + 1, block_t):",
+    ),
+    (
+        "blocked: off-by-one in the tail loop over the last examples",
+        KERNELS,
+        "while i < i_block_end:",
+        "while i < i_block_end - 1:",
+    ),
+    (
+        "blocked: the last chunk stops one example short",
+        KERNELS,
+        "return (chunk * n) // n_chunks, ((chunk + 1) * n) // n_chunks",
+        "return (chunk * n) // n_chunks, ((chunk + 1) * n) // n_chunks - (chunk == n_chunks - 1)",
+    ),
+    (
+        "blocked: the last chunk's partial gradient is not added",
+        KERNELS,
+        "    for c in range(n_chunks):\n        for j in range(d):",
+        "    for c in range(n_chunks - 1):\n        for j in range(d):",
+    ),
+    (
+        "bias: the column sums skip the first example",
+        KERNELS,
+        "    for i in range(n):\n        for k in range(t):\n            out[k] += delta_out[i, k]",
+        "    for i in range(1, n):\n        for k in range(t):\n            out[k] += delta_out[i, k]",
+    ),
+]
+
+
+def run_mutant(description, path, old, new):
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = pathlib.Path(scratch) / "repo"
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".asv", ".venv", "__pycache__"))
+        source = (copy / path).read_text()
+        if source.count(old) != 1:
+            return f"NOT APPLIED (text found {source.count(old)} times): {description}"
+        (copy / path).write_text(source.replace(old, new))
+        env = dict(os.environ, PYTHONPATH=str(copy), NUMBA_BOUNDSCHECK="1", FASTBP_CACHE="0")
+        where = subprocess.run(
+            [sys.executable, "-c", "import fastbp; print(fastbp.__file__)"],
+            cwd=copy, env=env, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        if not where.startswith(str(copy)):
+            return f"NOT APPLIED (fastbp imported from {where}): {description}"
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-200:]
+        verdict = "caught" if result.returncode != 0 else "MISSED"
+        return f"{verdict:7s} {description}  [{summary}]"
+
+
+def main():
+    missed = 0
+    for mutation in MUTATIONS:
+        line = run_mutant(*mutation)
+        missed += not line.startswith("caught")
+        print(line, flush=True)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

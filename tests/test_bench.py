@@ -1,0 +1,195 @@
+"""The benchmark code runs: ``fastbp bench`` in a tiny configuration, and the asv suite's classes.
+
+No timing is asserted anywhere: the machine is shared and figures move.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fastbp import _bench, _timing
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse(*arguments):
+    parser = argparse.ArgumentParser(prog="fastbp bench")
+    _bench.add_arguments(parser)
+    return parser.parse_args(list(arguments))
+
+
+TINY = ("--shapes", "7x5x3", "--step-shapes", "6x4x5x3", "--repeats", "1", "--threads", "1")
+
+
+def test_bench_tiny_prints_tables_and_exits_0(capsys):
+    status = _bench.run(parse(*TINY))
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "BLAS" in out
+    assert "n=7 d=5 t=3 float32" in out and "n=7 d=5 t=3 float64" in out
+    for row in ("grad_W_out   outer", "grad_W_out   blocked", "grad_W_out   matmul",
+                "grad_W_out   numpy", "forward      fastbp", "delta_out    fastbp", "cost         fastbp"):
+        assert row in out
+    assert "FAIL" not in out
+
+
+def test_bench_two_thread_counts_leave_serial_kernels_out_of_the_second_table(capsys):
+    status = _bench.run(parse("--shapes", "9x4x2", "--dtypes", "float64", "--repeats", "1",
+                              "--threads", "1,2"))
+    out = capsys.readouterr().out
+    assert status == 0
+    second = out.split("[threads=2")[1]
+    assert "grad_W_out   blocked" in second and "grad_W_out   outer" not in second
+
+
+def test_bench_plot_writes_a_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    assert _bench.run(parse(*TINY, "--dtypes", "float64", "--plot", str(path))) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_plot_without_matplotlib_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    # A None entry in sys.modules makes ``import matplotlib`` raise ImportError.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    status = _bench.run(parse(*TINY, "--plot", str(tmp_path / "bench.png")))
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "matplotlib" in err and "pip install 'fastbp[plot]'" in err
+    assert not (tmp_path / "bench.png").exists()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [("--shapes", "7x5"), ("--dtypes", "float16"), ("--threads", "0"), ("--repeats", "0")],
+)
+def test_bench_bad_arguments_exit_2(arguments, capsys):
+    assert _bench.run(parse(*arguments)) == 2
+    assert "fastbp bench:" in capsys.readouterr().err
+
+
+def test_grad_check_flags_a_wrong_result():
+    rng = np.random.default_rng(1)
+    A_h, delta_out = rng.random((50, 4)), rng.random((50, 3)) - 0.5
+    exact = A_h.T @ delta_out
+    u = _timing.unit_roundoff(np.float64)
+    assert _bench._grad_check_ratio(exact, A_h, delta_out, exact, u) <= 1.0
+    wrong = exact.copy()
+    wrong[1, 2] += 1e-6
+    assert _bench._grad_check_ratio(wrong, A_h, delta_out, exact, u) > 1.0
+
+
+def test_gamma_and_unit_roundoff():
+    assert _timing.unit_roundoff(np.float64) == 2.0**-53
+    assert _timing.unit_roundoff(np.float32) == 2.0**-24
+    assert _timing.gamma(10, 2.0**-24) == pytest.approx(10 * 2.0**-24, rel=1e-6)
+    assert _timing.gamma(2**24, 2.0**-24) == float("inf")
+
+
+# --------------------------------------------------------------------------
+# The asv suite: import each class, run setup and one timed call on a small set
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def suite(monkeypatch):
+    monkeypatch.syspath_prepend(REPOSITORY)
+    import benchmarks.bench_backprop
+    import benchmarks.bench_first_call
+    import benchmarks.bench_forward
+    import benchmarks.bench_grad
+
+    return benchmarks
+
+
+def run_benchmark(cls, params, names):
+    """What asv does for one parameter set: setup, the named methods, teardown."""
+    benchmark = cls()
+    benchmark.setup(*params)
+    try:
+        results = [getattr(benchmark, name)(*params) for name in names]
+    finally:
+        if hasattr(benchmark, "teardown"):
+            benchmark.teardown(*params)
+    return results
+
+
+@pytest.mark.parametrize("method", ["outer", "blocked", "matmul", "numpy"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_asv_grad(suite, method, dtype):
+    _, gflops = run_benchmark(
+        suite.bench_grad.GradWOut, ("100x100x10", dtype, method, 1), ["time_grad_W_out", "track_gflops"]
+    )
+    assert gflops > 0
+    assert suite.bench_grad.GradWOut.track_gflops.unit == "GFLOP/s"
+
+
+def test_asv_grad_two_threads_and_skips(suite):
+    run_benchmark(suite.bench_grad.GradWOut, ("100x100x10", "float64", "blocked", 2), ["time_grad_W_out"])
+    for params in [("100x100x10", "float64", "outer", 2), ("4096x1024x1024", "float64", "outer", 1)]:
+        with pytest.raises(NotImplementedError):
+            suite.bench_grad.GradWOut().setup(*params)
+
+
+def test_asv_grad_b_out(suite):
+    for implementation in ("fastbp", "numpy"):
+        run_benchmark(suite.bench_grad.GradBOut, ("100x100x10", "float32", implementation), ["time_grad_b_out"])
+
+
+@pytest.mark.parametrize("implementation", ["fastbp", "numpy"])
+def test_asv_forward_and_output_layer(suite, implementation):
+    _, gflops = run_benchmark(
+        suite.bench_forward.Forward, ("100x100x10", "float32", implementation, 1), ["time_forward", "track_gflops"]
+    )
+    assert gflops > 0
+    results = run_benchmark(
+        suite.bench_forward.OutputLayer,
+        ("100x100x10", "float64", implementation),
+        ["time_delta_out", "time_cost", "track_delta_out_gflops", "track_cost_gflops"],
+    )
+    assert min(results[2:]) > 0
+
+
+def test_asv_backprop_step(suite):
+    _, gflops = run_benchmark(
+        suite.bench_backprop.BackpropStep, ("100x784x100x10", "float32", "numpy", 1), ["time_step", "track_gflops"]
+    )
+    assert gflops > 0
+    import fastbp
+
+    if hasattr(fastbp, "backprop"):
+        run_benchmark(suite.bench_backprop.BackpropStep, ("100x784x100x10", "float32", "fastbp", 1), ["time_step"])
+    else:
+        with pytest.raises(NotImplementedError):
+            suite.bench_backprop.BackpropStep().setup("100x784x100x10", "float32", "fastbp", 1)
+
+
+def test_asv_numpy_step_matches_finite_structure(suite):
+    """The NumPy baseline step returns the cost and four gradients of the right shapes."""
+    common = suite.common
+    data = common.dataset(5, 4, 3, "float64", m=6)
+    cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = common.numpy_backprop_step(
+        *[data[k] for k in ("X", "Y", "W_h", "b_h", "W_out", "b_out")]
+    )
+    assert np.ndim(cost) == 0
+    assert grad_W_h.shape == (6, 4) and grad_b_h.shape == (4,)
+    assert grad_W_out.shape == (4, 3) and grad_b_out.shape == (3,)
+
+
+@pytest.mark.parametrize("cache", ["cold", "cached"])
+def test_asv_first_call(suite, cache):
+    (seconds,) = run_benchmark(
+        suite.bench_first_call.FirstCall, ("matmul", cache), ["track_import_and_first_grad"]
+    )
+    assert seconds > 0
+
+
+def test_first_call_seconds_cold_and_cached(tmp_path):
+    cold = _timing.first_call_seconds("matmul", "float32")
+    _timing.first_call_seconds("matmul", "float32", cache_dir=tmp_path)
+    cached = _timing.first_call_seconds("matmul", "float32", cache_dir=tmp_path)
+    assert set(cold) == set(cached) == {"import", "first_call"}
+    assert any(tmp_path.iterdir())  # the first cached process wrote the cache
