@@ -6,6 +6,16 @@ derivation: examples are rows, ``X`` (n, m), ``A_h`` (n, d), ``A_out`` and
 ``Y`` and ``delta_out`` (n, t), ``W_out`` and ``grad_W_out`` (d, t).
 """
 
+from . import datasets
+from ._backprop import (
+    BackpropResult,
+    backprop,
+    default_backprop_chunks,
+    delta_h,
+    grad_W_h,
+    grad_b_h,
+    l2_penalty,
+)
 from ._core import (
     GRAD_W_OUT_METHODS,
     cost,
@@ -20,10 +30,21 @@ from ._core import (
     sigmoid,
 )
 
+from .mlp import MLP
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackpropResult",
     "GRAD_W_OUT_METHODS",
+    "MLP",
+    "backprop",
+    "datasets",
+    "default_backprop_chunks",
+    "delta_h",
+    "grad_W_h",
+    "grad_b_h",
+    "l2_penalty",
     "cost",
     "default_n_chunks",
     "delta_out",

@@ -1,0 +1,316 @@
+"""Public functions for the hidden layer and the fused training step.
+
+Shapes follow the seed, examples as rows: ``X`` (n, m), ``W_h`` (m, d),
+``b_h`` (d,), ``W_out`` (d, t), ``b_out`` (t,), ``Y`` (n, t),
+``A_h`` and ``delta_h`` (n, d), ``delta_out`` (n, t).
+
+Input rules are those of :mod:`fastbp._core`: float32 or float64 only,
+mixed precisions promoted as NumPy does, any memory layout accepted, inputs
+never modified, n = 0 allowed.
+
+L2 penalty
+----------
+With ``l2 = λ > 0`` the cost is
+
+    J_λ = J + (λ/2) (Σ W_h² + Σ W_out²)        (biases are not penalised)
+
+and its gradient adds λ W_h and λ W_out to the weight gradients, so cost and
+gradient agree (a finite-difference check of J_λ confirms it).  Raschka's
+``NeuralNetMLP`` adds the same λ W to the gradient but reports the cost with
+λ Σ W² (no ½), which is twice the penalty whose gradient it uses; its
+weight updates are therefore identical to fastbp's, and only the recorded
+cost differs, by (λ/2) Σ W².
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from . import _kernels_hidden
+from ._core import _check_n_threads, _numba_threads
+from ._validate import as_float_array, common_dtype, contiguous, positive_int, require_equal
+
+__all__ = [
+    "BackpropResult",
+    "backprop",
+    "default_backprop_chunks",
+    "delta_h",
+    "grad_W_h",
+    "grad_b_h",
+    "l2_penalty",
+]
+
+#: Examples per block inside the fused step and the hidden-layer gradient:
+#: a (block_rows, block_cols) tile of activations or deltas fits in L1.
+BLOCK_ROWS = 32
+#: Columns (hidden units or outputs) per tile of the vectorised loops.
+BLOCK_COLS = 128
+
+# Chunking of the examples for threads: a power of two (so 2 or 4 threads
+# get equal shares), at least this many examples per chunk, at most this
+# many chunks, at most this many bytes of per-chunk partial gradients.
+_MIN_CHUNK_ROWS = 128
+_MAX_CHUNKS = 16
+_MAX_PARTIAL_BYTES = 64 * 2**20
+
+BackpropResult = namedtuple(
+    "BackpropResult", ["cost", "grad_W_h", "grad_b_h", "grad_W_out", "grad_b_out"]
+)
+BackpropResult.__doc__ = """Cost and gradients of one fused training step.
+
+Attributes
+----------
+cost : numpy.float32 or numpy.float64
+    J (+ the L2 penalty) at the given weights, accumulated in float64.
+grad_W_h : numpy.ndarray, shape (m, d)
+grad_b_h : numpy.ndarray, shape (d,)
+grad_W_out : numpy.ndarray, shape (d, t)
+grad_b_out : numpy.ndarray, shape (t,)
+"""
+
+
+def _check_l2(l2):
+    try:
+        value = float(l2)
+    except (TypeError, ValueError):
+        raise TypeError(f"l2 must be a non-negative real number, got {l2!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"l2 must be a non-negative finite number, got {l2!r}")
+    return value
+
+
+def delta_h(delta_out, W_out, A_h):
+    """Hidden-layer error δ_h = (δ_out W_outᵀ) ⊙ A_h ⊙ (1 − A_h).
+
+    For sigmoid hidden units this is ∂J/∂z^{(h)}: the output error carried
+    back through W_out, times the sigmoid's derivative φ'(z) = a (1 − a).
+
+    Parameters
+    ----------
+    delta_out : array_like, shape (n, t)
+        Output errors δ_out = A_out − Y.
+    W_out : array_like, shape (d, t)
+        Output-layer weights.
+    A_h : array_like, shape (n, d)
+        Hidden activations.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, d)
+        A new C-contiguous array in the (promoted) dtype of the inputs.  Each
+        element is Σ_k δ_out[i, k] W_out[j, k] (k in order), then
+        multiplied by a and by (1 − a), left to right.
+    """
+    delta_out = as_float_array(delta_out, "delta_out", 2)
+    W_out = as_float_array(W_out, "W_out", 2)
+    A_h = as_float_array(A_h, "A_h", 2)
+    require_equal(
+        "delta_out", delta_out.shape[1], "W_out", W_out.shape[1], "columns (t)", "columns (t)"
+    )
+    require_equal("A_h", A_h.shape[1], "W_out", W_out.shape[0], "columns (d)", "rows (d)")
+    require_equal("delta_out", delta_out.shape[0], "A_h", A_h.shape[0], "rows (n)", "rows (n)")
+    dtype = common_dtype(delta_out, W_out, A_h)
+    return _kernels_hidden._delta_h(
+        contiguous(delta_out, dtype),
+        contiguous(W_out.T, dtype),
+        contiguous(A_h, dtype),
+        BLOCK_COLS,
+    )
+
+
+def grad_W_h(X, delta_h):
+    """∂J/∂W_h = Xᵀ δ_h = Σ_i x^{[i]} ⊗ δ_h^{[i]}.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, m)
+        Inputs, one example per row.
+    delta_h : array_like, shape (n, d)
+        Hidden-layer errors (see :func:`delta_h`).
+
+    Returns
+    -------
+    numpy.ndarray, shape (m, d)
+        C-contiguous, in the (promoted) dtype of the inputs; zeros for n = 0.
+        Summed over examples in blocks of 32, four examples per update.
+    """
+    X = as_float_array(X, "X", 2)
+    delta_h = as_float_array(delta_h, "delta_h", 2)
+    require_equal("X", X.shape[0], "delta_h", delta_h.shape[0], "rows (n)", "rows (n)")
+    dtype = common_dtype(X, delta_h)
+    return _kernels_hidden._grad_W_h(
+        contiguous(X, dtype), contiguous(delta_h, dtype), BLOCK_ROWS, BLOCK_COLS
+    )
+
+
+def grad_b_h(delta_h):
+    """∂J/∂b_h = Σ_i δ_h^{[i]}, the hidden biases' gradient.
+
+    Parameters
+    ----------
+    delta_h : array_like, shape (n, d)
+        Hidden-layer errors.
+
+    Returns
+    -------
+    numpy.ndarray, shape (d,)
+        Column sums, in example order; zeros for n = 0.
+    """
+    delta_h = as_float_array(delta_h, "delta_h", 2)
+    return _kernels_hidden._grad_b_h(contiguous(delta_h, delta_h.dtype))
+
+
+def l2_penalty(W_h, W_out, l2):
+    """The L2 penalty (λ/2)(Σ W_h² + Σ W_out²) that ``backprop(..., l2=λ)`` adds to J.
+
+    Parameters
+    ----------
+    W_h : array_like, shape (m, d)
+    W_out : array_like, shape (d, t)
+    l2 : float
+        λ ≥ 0.
+
+    Returns
+    -------
+    float
+        The penalty, summed in float64 (Python float).  Its gradient is
+        λ W_h and λ W_out; biases are not penalised.
+    """
+    W_h = as_float_array(W_h, "W_h", 2)
+    W_out = as_float_array(W_out, "W_out", 2)
+    l2 = _check_l2(l2)
+    if l2 == 0.0:
+        return 0.0
+    squares = _kernels_hidden._sum_of_squares(
+        contiguous(W_h, W_h.dtype)
+    ) + _kernels_hidden._sum_of_squares(contiguous(W_out, W_out.dtype))
+    return 0.5 * l2 * squares
+
+
+def default_backprop_chunks(n, m, d, t, itemsize):
+    """How many chunks of examples :func:`backprop` cuts n examples into.
+
+    Depends only on the shape and dtype, never on the number of threads, so
+    the result of :func:`backprop` does not either.
+
+    Parameters
+    ----------
+    n, m, d, t : int
+        Examples, inputs, hidden units, outputs.
+    itemsize : int
+        Bytes per element (4 or 8).
+
+    Returns
+    -------
+    int
+        The largest power of two ≤ n / 128, at most 16, at least 1, and
+        fewer where the per-chunk partial gradients would exceed 64 MiB.
+    """
+    by_rows = n // _MIN_CHUNK_ROWS
+    partial_bytes = (m * d + d * t + d + t) * itemsize
+    by_memory = _MAX_PARTIAL_BYTES // max(1, partial_bytes)
+    limit = max(1, min(_MAX_CHUNKS, by_rows, by_memory))
+    return 1 << (limit.bit_length() - 1)
+
+
+def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
+    """:func:`backprop` on validated, C-contiguous, same-dtype arrays."""
+    dtype = X.dtype
+    tiny = float(np.finfo(dtype).tiny)
+    with _numba_threads(n_threads) as threads:
+        step = (
+            _kernels_hidden._backprop_serial
+            if n_chunks == 1 or threads == 1
+            else _kernels_hidden._backprop_parallel
+        )
+        cost, g_W_h, g_b_h, g_W_out, g_b_out = step(
+            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
+        )
+    if l2 != 0.0:
+        # λW added once, after the chunk sums: the same single rounding as
+        # the book's ``grad_w_h + l2 * w_h``.
+        g_W_h += dtype.type(l2) * W_h
+        g_W_out += dtype.type(l2) * W_out
+        cost += 0.5 * l2 * (
+            _kernels_hidden._sum_of_squares(W_h) + _kernels_hidden._sum_of_squares(W_out)
+        )
+    return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
+
+
+def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=None):
+    """Cost and all four gradients in one compiled pass over the examples.
+
+    Equivalent to ``A_h, A_out = forward(...)``, ``cost(A_out, Y)``,
+    ``delta_out``, :func:`delta_h`, :func:`grad_W_h`, :func:`grad_b_h`,
+    ``grad_W_out``, ``grad_b_out`` (plus the L2 terms), up to rounding, but
+    without building the (n, d) hidden activations or the (n, t) outputs:
+    examples go through forward and backward pass 32 at a time, and each
+    block's contributions are added to the gradients at once.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, m)
+        Inputs, one example per row.
+    Y : array_like, shape (n, t)
+        Targets, one-hot or any values in [0, 1].
+    W_h : array_like, shape (m, d)
+    b_h : array_like, shape (d,)
+    W_out : array_like, shape (d, t)
+    b_out : array_like, shape (t,)
+        Weights and biases of the m-d-t sigmoid network.
+    l2 : float, default 0.0
+        λ ≥ 0 of the L2 penalty (λ/2)(Σ W_h² + Σ W_out²), added to the cost,
+        with λ W_h and λ W_out added to the weight gradients.
+    n_chunks : int, optional
+        How many chunks the examples are cut into; by default
+        :func:`default_backprop_chunks` (from the shape only).  Each chunk
+        accumulates its own partial cost and gradients; the partials are
+        added in chunk order, so the result depends on the inputs and
+        ``n_chunks`` but never on the number of threads.
+    n_threads : int, optional
+        Numba threads to spread the chunks over for this call.  By default,
+        what :func:`numba.get_num_threads` says in the calling thread.  No
+        BLAS is called: all products are vectorised loops.
+
+    Returns
+    -------
+    BackpropResult
+        Named tuple ``(cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out)``
+        with shapes (), (m, d), (d,), (d, t), (t,), all in the (promoted)
+        dtype of the inputs.  The cost follows :func:`fastbp.cost`
+        (tiny-clamped logarithms, zero-weight terms exactly zero, summed in
+        float64, rounded once at the end); for n = 0 the cost is the
+        penalty alone and the data gradients are zero.
+    """
+    X = as_float_array(X, "X", 2)
+    Y = as_float_array(Y, "Y", 2)
+    W_h = as_float_array(W_h, "W_h", 2)
+    b_h = as_float_array(b_h, "b_h", 1)
+    W_out = as_float_array(W_out, "W_out", 2)
+    b_out = as_float_array(b_out, "b_out", 1)
+    require_equal("X", X.shape[1], "W_h", W_h.shape[0], "columns (m)", "rows (m)")
+    require_equal("W_h", W_h.shape[1], "b_h", b_h.shape[0], "columns (d)", "length (d)")
+    require_equal("W_h", W_h.shape[1], "W_out", W_out.shape[0], "columns (d)", "rows (d)")
+    require_equal("W_out", W_out.shape[1], "b_out", b_out.shape[0], "columns (t)", "length (t)")
+    require_equal("X", X.shape[0], "Y", Y.shape[0], "rows (n)", "rows (n)")
+    require_equal("Y", Y.shape[1], "W_out", W_out.shape[1], "columns (t)", "columns (t)")
+    l2 = _check_l2(l2)
+    n_threads = _check_n_threads(n_threads)
+    dtype = common_dtype(X, Y, W_h, b_h, W_out, b_out)
+    n, m = X.shape
+    d, t = W_out.shape
+    if n_chunks is None:
+        n_chunks = default_backprop_chunks(n, m, d, t, dtype.itemsize)
+    else:
+        n_chunks = positive_int(n_chunks, "n_chunks")
+    return _backprop_prepared(
+        contiguous(X, dtype),
+        contiguous(Y, dtype),
+        contiguous(W_h, dtype),
+        contiguous(b_h, dtype),
+        contiguous(W_out, dtype),
+        contiguous(b_out, dtype),
+        l2,
+        n_chunks,
+        n_threads,
+    )

@@ -1,0 +1,381 @@
+"""Hidden-layer functions and the fused training step against plain NumPy."""
+
+import math
+
+import numba
+import numpy as np
+import pytest
+
+from fastbp import _backprop
+from fastbp._backprop import (
+    backprop,
+    default_backprop_chunks,
+    delta_h,
+    grad_b_h,
+    grad_W_h,
+    l2_penalty,
+)
+from fastbp._core import cost, delta_out, forward, grad_b_out, grad_W_out
+
+from reference_hidden import (
+    backprop_rounding_bound,
+    delta_h_reference,
+    gamma,
+    grad_b_h_reference,
+    grad_W_h_reference,
+    network_cost,
+    unit_roundoff,
+)
+
+DTYPES = [np.float32, np.float64]
+# (n, m, d, t): n not a multiple of the block (32) nor of the fold (4);
+# d, t, m odd or 1; one shape large enough to be cut into several chunks.
+SHAPES = [(1, 1, 1, 1), (7, 5, 3, 2), (37, 9, 6, 3), (70, 13, 130, 5), (300, 11, 7, 4)]
+
+
+def random_network(rng, n, m, d, t, dtype, scale=0.5):
+    X = rng.random((n, m))
+    Y = np.eye(t)[rng.integers(0, t, n)]
+    W_h = rng.normal(0, scale, (m, d))
+    b_h = rng.normal(0, scale, d)
+    W_out = rng.normal(0, scale, (d, t))
+    b_out = rng.normal(0, scale, t)
+    return tuple(a.astype(dtype) for a in (X, Y, W_h, b_h, W_out, b_out))
+
+
+def composed(X, Y, W_h, b_h, W_out, b_out, l2=0.0):
+    """The fused step built from the unfused public functions."""
+    A_h, A_out = forward(X, W_h, b_h, W_out, b_out)
+    d_out = delta_out(A_out, Y)
+    d_h = delta_h(d_out, W_out, A_h)
+    dtype = A_out.dtype.type
+    return {
+        "cost": dtype(float(cost(A_out, Y)) + l2_penalty(W_h, W_out, l2)),
+        "grad_W_h": grad_W_h(X, d_h) + dtype(l2) * W_h,
+        "grad_b_h": grad_b_h(d_h),
+        "grad_W_out": grad_W_out(A_h, d_out) + dtype(l2) * W_out,
+        "grad_b_out": grad_b_out(d_out),
+    }
+
+
+# --------------------------------------------------------------------------
+# Exactly representable data: every product and partial sum is exact, so
+# any summation order gives the same bits.
+# --------------------------------------------------------------------------
+
+
+def exact_hidden_data(rng, n, d, t, dtype):
+    """δ_out, W_out small integers; A_h in {0, 1/4, 1/2, 3/4, 1} so a(1−a) is exact."""
+    d_out = rng.integers(-8, 9, (n, t)).astype(dtype)
+    W_out = rng.integers(-8, 9, (d, t)).astype(dtype)
+    A_h = (rng.integers(0, 5, (n, d)) / 4).astype(dtype)
+    return d_out, W_out, A_h
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, d, t", [(1, 1, 1), (9, 5, 3), (33, 130, 7), (0, 4, 2)])
+def test_delta_h_bitwise_on_exact_data(dtype, n, d, t):
+    rng = np.random.default_rng(1)
+    d_out, W_out, A_h = exact_hidden_data(rng, n, d, t, dtype)
+    result = delta_h(d_out, W_out, A_h)
+    assert result.dtype == dtype and result.shape == (n, d)
+    assert np.array_equal(result, delta_h_reference(d_out, W_out, A_h))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, m, d", [(1, 1, 1), (9, 5, 3), (70, 13, 130), (0, 3, 2)])
+def test_grad_W_h_and_grad_b_h_bitwise_on_exact_data(dtype, n, m, d):
+    rng = np.random.default_rng(2)
+    X = rng.integers(-16, 17, (n, m)).astype(dtype)
+    d_h = (rng.integers(-64, 65, (n, d)) / 16).astype(dtype)
+    G = grad_W_h(X, d_h)
+    b = grad_b_h(d_h)
+    assert G.dtype == dtype and G.shape == (m, d) and G.flags.c_contiguous
+    assert b.dtype == dtype and b.shape == (d,)
+    assert np.array_equal(G, (X.astype(np.float64).T @ d_h.astype(np.float64)).astype(dtype))
+    assert np.array_equal(b, d_h.astype(np.float64).sum(axis=0).astype(dtype))
+
+
+# --------------------------------------------------------------------------
+# Random data: within the proven rounding bound of a wide reference
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hidden_functions_within_rounding_bound(dtype):
+    rng = np.random.default_rng(3)
+    n, m, d, t = 301, 17, 45, 6
+    X = rng.normal(size=(n, m)).astype(dtype)
+    d_out = rng.normal(size=(n, t)).astype(dtype)
+    W_out = rng.normal(size=(d, t)).astype(dtype)
+    A_h = rng.random((n, d)).astype(dtype)
+    u = unit_roundoff(dtype)
+
+    result = delta_h(d_out, W_out, A_h)
+    wide = [a.astype(np.longdouble) for a in (d_out, W_out, A_h)]
+    exact = delta_h_reference(*wide)
+    # A t-term sum, then two products and 1 − a, each one rounding.
+    sig_d = wide[2] * (1 - wide[2])
+    bound = gamma(t, dtype) * (np.abs(wide[0]) @ np.abs(wide[1]).T) * sig_d + 4 * u * np.abs(exact)
+    assert np.all(np.abs(result - exact) <= bound)
+
+    d_h = result
+    G = grad_W_h(X, d_h)
+    bound_G = gamma(n, dtype) * (np.abs(X).astype(np.longdouble).T @ np.abs(d_h).astype(np.longdouble))
+    assert np.all(np.abs(G - grad_W_h_reference(X, d_h)) <= bound_G)
+    b = grad_b_h(d_h)
+    bound_b = gamma(n, dtype) * np.abs(d_h).astype(np.longdouble).sum(axis=0)
+    assert np.all(np.abs(b - grad_b_h_reference(d_h)) <= bound_b)
+
+
+# --------------------------------------------------------------------------
+# The fused step
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("l2", [0.0, 0.7])
+def test_backprop_equals_composition_within_bound(dtype, shape, l2):
+    rng = np.random.default_rng(4)
+    network = random_network(rng, *shape, dtype)
+    fused = backprop(*network, l2=l2, n_threads=1)
+    unfused = composed(*network, l2=l2)
+    bound = backprop_rounding_bound(*network, l2, dtype)
+    for key, expected in unfused.items():
+        value = getattr(fused, key)
+        assert np.asarray(value).dtype == dtype, key
+        assert np.shape(value) == np.shape(expected), key
+        difference = np.abs(np.asarray(value, np.float64) - np.asarray(expected, np.float64))
+        assert np.all(difference <= bound[key]), (key, np.max(difference / bound[key]))
+
+
+def test_backprop_fields_are_named():
+    rng = np.random.default_rng(5)
+    result = backprop(*random_network(rng, 4, 3, 2, 2, np.float64))
+    assert result._fields == ("cost", "grad_W_h", "grad_b_h", "grad_W_out", "grad_b_out")
+    assert result.grad_W_h.shape == (3, 2) and result.grad_W_out.shape == (2, 2)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.3])
+def test_every_gradient_is_the_derivative_of_the_cost(l2):
+    """Central differences of J_λ for every weight and bias (float64).
+
+    The central difference D(h) = g + c h² + O(h⁴), so D(2h) − D(h) ≈ 3 c h²
+    and 2 |D(h) − D(2h)| covers the truncation error c h² of D(h) six times
+    over.  J itself is evaluated with a relative error of at most a few tens
+    of u (a sum of 2 n t = 42 logarithms), so rounding adds at most
+    2 · 50 u |J| / (2h) = 50 u |J| / h to each difference; we allow 100.
+    A wrong gradient is off by O(|g|) ≈ 0.1 to 1, far above these ≈ 1e-8.
+    """
+    rng = np.random.default_rng(6)
+    n, m, d, t = 7, 4, 3, 3
+    network = list(random_network(rng, n, m, d, t, np.float64, scale=1.0))
+    X, Y = network[:2]
+    result = backprop(*network, l2=l2)
+    gradients = [result.grad_W_h, result.grad_b_h, result.grad_W_out, result.grad_b_out]
+    J = network_cost(*network, l2)
+    assert math.isclose(float(result.cost), J, rel_tol=1e-13)
+    u = unit_roundoff(np.float64)
+    h = 1e-5
+
+    def central(params, k, index, step):
+        plus = [p.copy() for p in params]
+        minus = [p.copy() for p in params]
+        plus[k][index] += step
+        minus[k][index] -= step
+        return (network_cost(X, Y, *plus, l2) - network_cost(X, Y, *minus, l2)) / (2 * step)
+
+    params = network[2:]
+    checked = 0
+    for k, gradient in enumerate(gradients):
+        for index in np.ndindex(params[k].shape):
+            fd_h = central(params, k, index, h)
+            fd_2h = central(params, k, index, 2 * h)
+            tolerance = 2 * abs(fd_h - fd_2h) + 100 * u * abs(J) / h
+            assert abs(gradient[index] - fd_h) <= tolerance, (k, index, gradient[index], fd_h)
+            checked += 1
+    assert checked == m * d + d + d * t + t
+
+
+needs_two_threads = pytest.mark.skipif(
+    numba.config.NUMBA_NUM_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2"
+)
+
+
+@needs_two_threads
+@pytest.mark.parametrize("n_chunks", [None, 3])
+def test_one_and_two_threads_give_identical_bits(n_chunks):
+    rng = np.random.default_rng(7)
+    network = random_network(rng, 600, 19, 37, 5, np.float64)
+    if n_chunks is None:
+        assert default_backprop_chunks(600, 19, 37, 5, 8) == 4
+    one = backprop(*network, l2=0.1, n_chunks=n_chunks, n_threads=1)
+    two = backprop(*network, l2=0.1, n_chunks=n_chunks, n_threads=2)
+    for a, b in zip(one, two):
+        assert np.array_equal(a, b)
+
+
+def test_default_chunks_depend_on_shape_only():
+    assert default_backprop_chunks(0, 5, 5, 5, 8) == 1
+    assert default_backprop_chunks(255, 5, 5, 5, 8) == 1
+    assert default_backprop_chunks(1000, 5, 5, 5, 8) == 4  # 7 → power of two below
+    assert default_backprop_chunks(60000, 784, 100, 10, 8) == 16
+    # 16 partial gradients of a 4000 × 4000 W_h would take 2 GiB: fewer chunks.
+    assert default_backprop_chunks(60000, 4000, 4000, 10, 8) == 1
+
+
+def test_cost_follows_fastbp_cost_convention_on_saturated_outputs():
+    """Outputs exactly 0 and 1: zero-weight terms give 0, log(0) reads as log(tiny)."""
+    X = np.array([[1.0], [1.0], [-1.0]])
+    W_h = np.array([[1.0]])
+    b_h = np.zeros(1)
+    W_out = np.array([[3000.0, -3000.0]])
+    b_out = np.zeros(2)
+    Y = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    A_out = forward(X, W_h, b_h, W_out, b_out)[1]
+    assert set(np.unique(A_out)) == {0.0, 1.0}
+    expected = cost(A_out, Y)
+    result = backprop(X, Y, W_h, b_h, W_out, b_out)
+    assert result.cost == expected
+    assert expected == pytest.approx(-2 * np.log(np.finfo(np.float64).tiny))
+
+
+def test_l2_penalty_value_and_consistency():
+    W_h = np.array([[1.0, -2.0]])
+    W_out = np.array([[3.0], [0.5]])
+    assert l2_penalty(W_h, W_out, 0.5) == 0.25 * (1 + 4 + 9 + 0.25)
+    assert l2_penalty(W_h, W_out, 0.0) == 0.0
+    with pytest.raises(ValueError, match="l2"):
+        l2_penalty(W_h, W_out, -1.0)
+
+
+# --------------------------------------------------------------------------
+# Input handling
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zero_examples(dtype):
+    rng = np.random.default_rng(8)
+    X, Y, W_h, b_h, W_out, b_out = random_network(rng, 0, 3, 4, 2, dtype)
+    assert delta_h(np.zeros((0, 2), dtype), W_out, np.zeros((0, 4), dtype)).shape == (0, 4)
+    assert np.array_equal(grad_W_h(X, np.zeros((0, 4), dtype)), np.zeros((3, 4), dtype))
+    assert np.array_equal(grad_b_h(np.zeros((0, 4), dtype)), np.zeros(4, dtype))
+    result = backprop(X, Y, W_h, b_h, W_out, b_out, l2=2.0)
+    assert result.cost == dtype(l2_penalty(W_h, W_out, 2.0))
+    assert np.array_equal(result.grad_W_h, dtype(2.0) * W_h)
+    assert np.array_equal(result.grad_b_h, np.zeros(4, dtype))
+    assert np.array_equal(result.grad_b_out, np.zeros(2, dtype))
+
+
+def test_float32_stays_float32_and_mixed_promotes():
+    rng = np.random.default_rng(9)
+    network = random_network(rng, 5, 3, 4, 2, np.float32)
+    result = backprop(*network)
+    assert isinstance(result.cost, np.float32)
+    assert all(g.dtype == np.float32 for g in result[1:])
+    mixed = list(network)
+    mixed[2] = mixed[2].astype(np.float64)
+    assert all(np.asarray(v).dtype == np.float64 for v in backprop(*mixed))
+    assert delta_h(network[1], network[4], np.zeros((5, 4))).dtype == np.float64
+    assert grad_W_h(network[0], np.zeros((5, 4), np.float32)).dtype == np.float32
+    assert grad_b_h(np.zeros((5, 4), np.float32)).dtype == np.float32
+
+
+def test_any_layout_accepted_and_inputs_not_modified():
+    rng = np.random.default_rng(10)
+    network = random_network(rng, 41, 6, 5, 3, np.float64)
+    expected = backprop(*network, l2=0.2)
+    # Fortran order, strided views, read-only arrays.
+    odd = []
+    for a in network:
+        if a.ndim == 2:
+            b = np.asfortranarray(a)
+        else:
+            b = np.repeat(a, 2)[::2]
+        b.flags.writeable = False
+        odd.append(b)
+    copies = [a.copy() for a in odd]
+    result = backprop(*odd, l2=0.2)
+    for a, b in zip(result, expected):
+        assert np.array_equal(a, b)
+    X, Y, W_h, b_h, W_out, b_out = odd
+    A_h = np.asfortranarray(rng.random((41, 5)))
+    A_h.flags.writeable = False
+    d_out = odd[1]
+    d_h = delta_h(d_out, W_out, A_h)
+    assert np.array_equal(d_h, delta_h(np.ascontiguousarray(d_out), np.ascontiguousarray(W_out), np.ascontiguousarray(A_h)))
+    grad_W_h(X, np.asfortranarray(d_h))
+    grad_b_h(np.asfortranarray(d_h))
+    for a, b in zip(odd, copies):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda a: delta_h(a["d_out"].astype(int), a["W_out"], a["A_h"]), "delta_out"),
+        (lambda a: delta_h(a["d_out"], a["W_out"].astype(np.float16), a["A_h"]), "W_out"),
+        (lambda a: delta_h(a["d_out"], a["W_out"], a["A_h"].astype(bool)), "A_h"),
+        (lambda a: grad_W_h(a["X"].astype(np.int32), a["d_h"]), "X"),
+        (lambda a: grad_W_h(a["X"], a["d_h"].astype(complex)), "delta_h"),
+        (lambda a: grad_b_h(a["d_h"].astype(np.int64)), "delta_h"),
+        (lambda a: backprop(a["X"], a["Y"].astype(int), *a["net"]), "Y"),
+        (lambda a: backprop(a["X"], a["Y"], a["net"][0].astype(int), *a["net"][1:]), "W_h"),
+        (lambda a: backprop(a["X"], a["Y"], *a["net"][:3], a["net"][3].astype(int)), "b_out"),
+    ],
+)
+def test_bad_dtype_names_the_argument(call, name):
+    with pytest.raises(TypeError, match=rf"^{name} has dtype"):
+        call(bad_input_arrays())
+
+
+def bad_input_arrays():
+    rng = np.random.default_rng(11)
+    X, Y, W_h, b_h, W_out, b_out = random_network(rng, 4, 3, 5, 2, np.float64)
+    return {
+        "X": X, "Y": Y, "net": (W_h, b_h, W_out, b_out), "W_out": W_out,
+        "d_out": np.zeros((4, 2)), "A_h": np.zeros((4, 5)), "d_h": np.zeros((4, 5)),
+    }
+
+
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (lambda a: delta_h(a["d_out"][:, :1], a["W_out"], a["A_h"]), "delta_out.*W_out"),
+        (lambda a: delta_h(a["d_out"], a["W_out"], a["A_h"][:, :4]), "A_h.*W_out"),
+        (lambda a: delta_h(a["d_out"][:3], a["W_out"], a["A_h"]), "delta_out.*A_h"),
+        (lambda a: delta_h(a["d_out"][0], a["W_out"], a["A_h"]), "delta_out must be 2-D"),
+        (lambda a: grad_W_h(a["X"][:3], a["d_h"]), "X.*delta_h"),
+        (lambda a: grad_W_h(a["X"], a["d_h"][0]), "delta_h must be 2-D"),
+        (lambda a: grad_b_h(a["d_h"][0]), "delta_h must be 2-D"),
+        (lambda a: backprop(a["X"][:, :2], a["Y"], *a["net"]), "X.*W_h"),
+        (lambda a: backprop(a["X"][:3], a["Y"], *a["net"]), "X.*Y"),
+        (lambda a: backprop(a["X"], a["Y"][:, :1], *a["net"]), "Y.*W_out"),
+        (lambda a: backprop(a["X"], a["Y"], a["net"][0], a["net"][1][:4], *a["net"][2:]), "W_h.*b_h"),
+        (lambda a: backprop(a["X"], a["Y"], *a["net"][:2], a["net"][2][:4], a["net"][3]), "W_h.*W_out"),
+        (lambda a: backprop(a["X"], a["Y"], *a["net"][:3], a["net"][3][:1]), "W_out.*b_out"),
+        (lambda a: backprop(a["X"], a["Y"], *a["net"], l2=-0.1), "l2"),
+        (lambda a: backprop(a["X"], a["Y"], *a["net"], l2=float("nan")), "l2"),
+        (lambda a: backprop(a["X"], a["Y"], *a["net"], n_chunks=0), "n_chunks"),
+        (lambda a: backprop(a["X"], a["Y"], *a["net"], n_threads=10**6), "n_threads"),
+    ],
+)
+def test_bad_shapes_and_options_name_the_arguments(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call(bad_input_arrays())
+
+
+def test_bad_option_types():
+    a = bad_input_arrays()
+    with pytest.raises(TypeError, match="l2"):
+        backprop(a["X"], a["Y"], *a["net"], l2="big")
+    with pytest.raises(TypeError, match="n_threads"):
+        backprop(a["X"], a["Y"], *a["net"], n_threads=1.5)
+
+
+def test_block_constants_are_sane():
+    # The bound derivations above assume nothing about block sizes, but the
+    # kernels need positive ones.
+    assert _backprop.BLOCK_ROWS > 0 and _backprop.BLOCK_COLS > 0

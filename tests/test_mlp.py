@@ -1,0 +1,204 @@
+"""fastbp.MLP against a NumPy transcription of the book's NeuralNetMLP."""
+
+import numpy as np
+import pytest
+
+from fastbp.datasets import load_digits
+from fastbp.mlp import MLP
+
+from reference_hidden import (
+    book_initial_weights,
+    book_minibatches,
+    book_one_hot,
+    book_step,
+    step_rounding_bound,
+)
+
+
+def small_problem(seed=0, n=23, m=6, t=3):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, m))
+    y = rng.integers(0, t, n)
+    y[:t] = np.arange(t)  # every class present, so t = y.max() + 1
+    return X, y
+
+
+def record_steps(model):
+    """Wrap model._step to keep the weights before and after every step."""
+    records = []
+    original = model._step
+
+    def step(X_batch, Y_batch, n_chunks):
+        before = tuple(a.copy() for a in (model.W_h, model.b_h, model.W_out, model.b_out))
+        original(X_batch, Y_batch, n_chunks)
+        after = tuple(a.copy() for a in (model.W_h, model.b_h, model.W_out, model.b_out))
+        records.append((X_batch.copy(), Y_batch.copy(), before, after))
+
+    model._step = step
+    return records
+
+
+@pytest.mark.parametrize("shuffle, minibatch_size, l2", [(False, 5, 0.0), (True, 4, 0.3), (True, 1, 0.01)])
+def test_every_step_matches_the_book_within_rounding(shuffle, minibatch_size, l2):
+    X, y = small_problem()
+    n, m = X.shape
+    d, t, eta, epochs, seed = 4, 3, 0.05, 3, 42
+    model = MLP(n_hidden=d, l2=l2, epochs=epochs, eta=eta, minibatch_size=minibatch_size,
+                shuffle=shuffle, seed=seed)
+    records = record_steps(model)
+    model.fit(X, y)
+
+    # The same generator draws: initial weights (bitwise), then each epoch's order.
+    rng = np.random.default_rng(seed)
+    initial = book_initial_weights(rng, m, d, t)
+    Y = book_one_hot(y, t)
+    batches = [b for _ in range(epochs) for b in book_minibatches(n, minibatch_size, shuffle, rng)]
+    assert len(records) == len(batches) == epochs * (n // minibatch_size)
+    for a, b in zip(records[0][2], initial):
+        assert np.array_equal(a, b)
+
+    for (X_batch, Y_batch, before, after), batch in zip(records, batches):
+        # The step saw exactly the book's examples, in the book's order.
+        assert np.array_equal(X_batch, X[batch]) and np.array_equal(Y_batch, Y[batch])
+        expected = book_step(X[batch], Y[batch], *before, eta, l2)
+        bounds = step_rounding_bound(X[batch], Y[batch], *before, eta, l2, np.float64)
+        for ours, theirs, bound in zip(after, expected, bounds):
+            assert np.all(np.abs(ours - theirs) <= bound)
+    # And each step starts where the previous one ended.
+    for previous, current in zip(records, records[1:]):
+        for a, b in zip(previous[3], current[2]):
+            assert np.array_equal(a, b)
+    for a, b in zip(records[-1][3], (model.W_h, model.b_h, model.W_out, model.b_out)):
+        assert np.array_equal(a, b)
+
+
+def test_whole_run_tracks_the_book():
+    """End to end, no hooks: 24 steps from the same start stay within 1e-12."""
+    X, y = small_problem(1)
+    n, m = X.shape
+    d, t, eta, l2, size, epochs, seed = 5, 3, 0.05, 0.1, 3, 3, 7
+    model = MLP(n_hidden=d, l2=l2, epochs=epochs, eta=eta, minibatch_size=size, seed=seed).fit(X, y)
+    rng = np.random.default_rng(seed)
+    weights = book_initial_weights(rng, m, d, t)
+    Y = book_one_hot(y, t)
+    for _ in range(epochs):
+        for batch in book_minibatches(n, size, True, rng):
+            weights = book_step(X[batch], Y[batch], *weights, eta, l2)
+    # The rigorous check is the per-step test above; this one, with no
+    # hooks, checks the wiring end to end.  Rounding differs by ≈ 1e-16 per
+    # step; a wrong example, order or update is off by η|g| ≈ 1e-3 or more.
+    # 1e-12 separates the two by four orders of magnitude on each side.
+    for ours, theirs in zip((model.W_h, model.b_h, model.W_out, model.b_out), weights):
+        assert np.max(np.abs(ours - theirs)) <= 1e-12
+
+
+def test_init_is_copied_not_modified():
+    X, y = small_problem()
+    rng = np.random.default_rng(3)
+    init = book_initial_weights(rng, X.shape[1], 4, 3)
+    copies = [a.copy() for a in init]
+    model = MLP(n_hidden=4, epochs=2, eta=0.05, minibatch_size=5, shuffle=False).fit(X, y, init=init)
+    for a, b in zip(init, copies):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(model.W_h, init[0])
+
+
+def test_history_and_callback():
+    X, y = small_problem()
+    seen = []
+    model = MLP(n_hidden=4, epochs=3, eta=0.05, minibatch_size=5, seed=0, l2=0.2)
+    model.fit(X[:18], y[:18], X[18:], y[18:], callback=lambda epoch, m: seen.append((epoch, len(m.history_["cost"]))))
+    assert seen == [(1, 1), (2, 2), (3, 3)]
+    assert set(model.history_) == {"cost", "train_acc", "valid_acc"}
+    assert all(len(v) == 3 for v in model.history_.values())
+    # The recorded cost is J + (λ/2)ΣW² at the end of the epoch.
+    from fastbp._backprop import backprop
+
+    Y = np.eye(3)[y[:18]]
+    expected = backprop(X[:18], Y, model.W_h, model.b_h, model.W_out, model.b_out, l2=0.2).cost
+    assert model.history_["cost"][-1] == pytest.approx(float(expected), rel=1e-12)
+    assert model.history_["train_acc"][-1] == np.mean(model.predict(X[:18]) == y[:18])
+    assert model.history_["valid_acc"][-1] == np.mean(model.predict(X[18:]) == y[18:])
+
+
+def test_learns_digits():
+    X, y = load_digits()
+    order = np.random.default_rng(0).permutation(len(y))
+    train, test = order[:1200], order[1200:]
+    model = MLP(n_hidden=30, epochs=15, eta=0.02, minibatch_size=32, l2=0.01, seed=0)
+    model.fit(X[train], y[train], X[test], y[test])
+    accuracy = np.mean(model.predict(X[test]) == y[test])
+    assert accuracy >= 0.9
+    assert model.history_["cost"][-1] < model.history_["cost"][0]
+
+
+def test_predict_shapes_and_proba_is_per_output_sigmoid():
+    X, y = small_problem()
+    model = MLP(n_hidden=4, epochs=1, eta=0.05, minibatch_size=5, seed=0).fit(X, y)
+    proba = model.predict_proba(X[:7])
+    assert proba.shape == (7, 3) and proba.dtype == np.float64
+    assert np.all((proba > 0) & (proba < 1))
+    labels = model.predict(X[:7])
+    assert labels.shape == (7,) and labels.dtype == np.int64
+    assert np.array_equal(labels, np.argmax(proba, axis=1))
+    assert model.predict(np.zeros((0, X.shape[1]))).shape == (0,)
+
+
+def test_float32_model():
+    X, y = small_problem()
+    model = MLP(n_hidden=4, epochs=2, eta=0.05, minibatch_size=5, seed=0, dtype=np.float32).fit(X, y)
+    assert model.W_h.dtype == np.float32 and model.predict_proba(X).dtype == np.float32
+
+
+def test_save_load_round_trip(tmp_path):
+    X, y = small_problem()
+    model = MLP(n_hidden=4, epochs=2, eta=0.05, minibatch_size=5, seed=0, l2=0.1).fit(X, y)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = MLP.load(path)
+    for name in ("W_h", "b_h", "W_out", "b_out"):
+        assert np.array_equal(getattr(loaded, name), getattr(model, name))
+    assert (loaded.l2, loaded.eta, loaded.minibatch_size, loaded.n_hidden) == (0.1, 0.05, 5, 4)
+    assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    np.savez(tmp_path / "other.npz", W_h=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="missing"):
+        MLP.load(tmp_path / "other.npz")
+
+
+@pytest.mark.parametrize(
+    "call, error, pattern",
+    [
+        (lambda X, y: MLP(epochs=1).fit(X.astype(int), y), TypeError, "X has dtype"),
+        (lambda X, y: MLP(epochs=1).fit(X, y.astype(float)), TypeError, r"y must hold integer.*astype"),
+        (lambda X, y: MLP(epochs=1).fit(X, y[:5]), ValueError, "y has 5 labels but X has 23"),
+        (lambda X, y: MLP(epochs=1).fit(X, -y), ValueError, "class labels"),
+        (lambda X, y: MLP(epochs=1).fit(X, y[:, None]), ValueError, "y must be 1-D"),
+        (lambda X, y: MLP(epochs=1).fit(X[0], y), ValueError, "X must be 2-D"),
+        (lambda X, y: MLP(epochs=1).fit(np.where(X > 0.5, np.nan, X), y), ValueError, "NaN"),
+        (lambda X, y: MLP(epochs=1).fit(X, y, X_valid=X), ValueError, "X_valid and y_valid"),
+        (lambda X, y: MLP(epochs=1).fit(X, y, X[:, :2], y), ValueError, "X_valid"),
+        (lambda X, y: MLP(n_hidden=4, epochs=1).fit(X, y, init=(1, 2)), TypeError, "init"),
+        (lambda X, y: MLP(n_hidden=4, epochs=1).fit(
+            X, y + 5, init=book_initial_weights(np.random.default_rng(0), 6, 4, 3)), ValueError, "class label 7"),
+        (lambda X, y: MLP(n_hidden=5, epochs=1).fit(
+            X, y, init=book_initial_weights(np.random.default_rng(0), 6, 4, 3)), ValueError, "n_hidden"),
+        (lambda X, y: MLP().predict(X), RuntimeError, "fit"),
+        (lambda X, y: MLP(n_hidden=0), ValueError, "n_hidden"),
+        (lambda X, y: MLP(eta=-1), ValueError, "eta"),
+        (lambda X, y: MLP(minibatch_size=0), ValueError, "minibatch_size"),
+        (lambda X, y: MLP(l2=-1), ValueError, "l2"),
+        (lambda X, y: MLP(seed=1.5), TypeError, "seed"),
+        (lambda X, y: MLP(dtype=np.int32), TypeError, "dtype"),
+    ],
+)
+def test_bad_input(call, error, pattern):
+    X, y = small_problem()
+    with pytest.raises(error, match=pattern):
+        call(X, y)
+
+
+def test_predict_checks_width():
+    X, y = small_problem()
+    model = MLP(n_hidden=4, epochs=1, eta=0.05, minibatch_size=5, seed=0).fit(X, y)
+    with pytest.raises(ValueError, match="X"):
+        model.predict(X[:, :3])
