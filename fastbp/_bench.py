@@ -22,16 +22,15 @@ import numba
 import numpy as np
 
 from . import _core
+from ._checks import gamma, unit_roundoff
 from ._timing import (
     blas_description,
     first_call_seconds,
-    gamma,
     gflops,
     interleaved_medians,
     machine_description,
     thread_counts,
     thread_limits,
-    unit_roundoff,
 )
 
 __all__ = ["add_arguments", "run"]

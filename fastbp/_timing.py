@@ -138,20 +138,6 @@ def thread_counts():
     return numba.get_num_threads(), blas
 
 
-def unit_roundoff(dtype):
-    """u = 2^-53 for float64, 2^-24 for float32 (half the machine epsilon)."""
-    return float(np.finfo(dtype).eps) / 2
-
-
-def gamma(n, u):
-    """γ_n = n·u / (1 − n·u), the rounding-error factor of a sum of n products.
-
-    Returns inf where n·u ≥ 1 (the bound says nothing there).
-    """
-    nu = n * u
-    return nu / (1.0 - nu) if nu < 1 else float("inf")
-
-
 # The child process of first_call_seconds: prints seconds for ``import fastbp``
 # and for the first grad_W_out call (which compiles, or loads from the cache).
 _FIRST_CALL_CHILD = """

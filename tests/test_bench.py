@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastbp import _bench, _timing
+from fastbp import _bench, _checks, _timing
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,7 +75,7 @@ def test_grad_check_flags_a_wrong_result():
     rng = np.random.default_rng(1)
     A_h, delta_out = rng.random((50, 4)), rng.random((50, 3)) - 0.5
     exact = A_h.T @ delta_out
-    u = _timing.unit_roundoff(np.float64)
+    u = _checks.unit_roundoff(np.float64)
     assert _bench._grad_check_ratio(exact, A_h, delta_out, exact, u) <= 1.0
     wrong = exact.copy()
     wrong[1, 2] += 1e-6
@@ -83,10 +83,10 @@ def test_grad_check_flags_a_wrong_result():
 
 
 def test_gamma_and_unit_roundoff():
-    assert _timing.unit_roundoff(np.float64) == 2.0**-53
-    assert _timing.unit_roundoff(np.float32) == 2.0**-24
-    assert _timing.gamma(10, 2.0**-24) == pytest.approx(10 * 2.0**-24, rel=1e-6)
-    assert _timing.gamma(2**24, 2.0**-24) == float("inf")
+    assert _checks.unit_roundoff(np.float64) == 2.0**-53
+    assert _checks.unit_roundoff(np.float32) == 2.0**-24
+    assert _checks.gamma(10, 2.0**-24) == pytest.approx(10 * 2.0**-24, rel=1e-6)
+    assert _checks.gamma(2**24, 2.0**-24) == float("inf")
 
 
 # --------------------------------------------------------------------------
