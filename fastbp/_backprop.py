@@ -27,7 +27,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import _kernels_hidden
-from ._core import _check_n_threads, _numba_threads
+from ._core import _check_n_threads, _numba_threads, network_arrays
 from ._validate import as_float_array, common_dtype, contiguous, positive_int, require_equal
 
 __all__ = [
@@ -282,35 +282,13 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
         float64, rounded once at the end); for n = 0 the cost is the
         penalty alone and the data gradients are zero.
     """
-    X = as_float_array(X, "X", 2)
-    Y = as_float_array(Y, "Y", 2)
-    W_h = as_float_array(W_h, "W_h", 2)
-    b_h = as_float_array(b_h, "b_h", 1)
-    W_out = as_float_array(W_out, "W_out", 2)
-    b_out = as_float_array(b_out, "b_out", 1)
-    require_equal("X", X.shape[1], "W_h", W_h.shape[0], "columns (m)", "rows (m)")
-    require_equal("W_h", W_h.shape[1], "b_h", b_h.shape[0], "columns (d)", "length (d)")
-    require_equal("W_h", W_h.shape[1], "W_out", W_out.shape[0], "columns (d)", "rows (d)")
-    require_equal("W_out", W_out.shape[1], "b_out", b_out.shape[0], "columns (t)", "length (t)")
-    require_equal("X", X.shape[0], "Y", Y.shape[0], "rows (n)", "rows (n)")
-    require_equal("Y", Y.shape[1], "W_out", W_out.shape[1], "columns (t)", "columns (t)")
+    X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
     l2 = _check_l2(l2)
     n_threads = _check_n_threads(n_threads)
-    dtype = common_dtype(X, Y, W_h, b_h, W_out, b_out)
     n, m = X.shape
     d, t = W_out.shape
     if n_chunks is None:
-        n_chunks = default_backprop_chunks(n, m, d, t, dtype.itemsize)
+        n_chunks = default_backprop_chunks(n, m, d, t, X.dtype.itemsize)
     else:
         n_chunks = positive_int(n_chunks, "n_chunks")
-    return _backprop_prepared(
-        contiguous(X, dtype),
-        contiguous(Y, dtype),
-        contiguous(W_h, dtype),
-        contiguous(b_h, dtype),
-        contiguous(W_out, dtype),
-        contiguous(b_out, dtype),
-        l2,
-        n_chunks,
-        n_threads,
-    )
+    return _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads)

@@ -101,23 +101,33 @@ def forward(X, W_h, b_h, W_out, b_out):
     A_out : numpy.ndarray, shape (n, t)
         Output activations.
     """
+    return _kernels._forward(*network_arrays(X, W_h, b_h, W_out, b_out))
+
+
+def network_arrays(X, W_h, b_h, W_out, b_out, Y=None):
+    """Validate a network's arrays and return them C-contiguous in one dtype.
+
+    Checks dtypes, dimensions and that every pair of sizes that must agree
+    does; promotes mixed precision as NumPy does.  With ``Y``, also checks
+    it against ``X`` (rows) and ``W_out`` (columns) and returns it last.
+    """
     X = as_float_array(X, "X", 2)
     W_h = as_float_array(W_h, "W_h", 2)
     b_h = as_float_array(b_h, "b_h", 1)
     W_out = as_float_array(W_out, "W_out", 2)
     b_out = as_float_array(b_out, "b_out", 1)
+    arrays = [X, W_h, b_h, W_out, b_out]
     require_equal("X", X.shape[1], "W_h", W_h.shape[0], "columns (m)", "rows (m)")
     require_equal("W_h", W_h.shape[1], "b_h", b_h.shape[0], "columns (d)", "length (d)")
     require_equal("W_h", W_h.shape[1], "W_out", W_out.shape[0], "columns (d)", "rows (d)")
     require_equal("W_out", W_out.shape[1], "b_out", b_out.shape[0], "columns (t)", "length (t)")
-    dtype = common_dtype(X, W_h, b_h, W_out, b_out)
-    return _kernels._forward(
-        contiguous(X, dtype),
-        contiguous(W_h, dtype),
-        contiguous(b_h, dtype),
-        contiguous(W_out, dtype),
-        contiguous(b_out, dtype),
-    )
+    if Y is not None:
+        Y = as_float_array(Y, "Y", 2)
+        require_equal("X", X.shape[0], "Y", Y.shape[0], "rows (n)", "rows (n)")
+        require_equal("Y", Y.shape[1], "W_out", W_out.shape[1], "columns (t)", "columns (t)")
+        arrays.append(Y)
+    dtype = common_dtype(*arrays)
+    return tuple(contiguous(array, dtype) for array in arrays)
 
 
 def _output_pair(A_out, Y):

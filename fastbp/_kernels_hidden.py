@@ -21,7 +21,7 @@ columns so that the tile being updated stays in L1.  Slices that start at 0
 which it needs to vectorise.
 
 The activations and the cost reuse the scalar helpers of
-:mod:`fastbp._kernels` (``_phi``, ``_cost``), so the fused step follows
+:mod:`fastbp._kernels` (``_add_bias_sigmoid_inplace``, ``_cost``), so the fused step follows
 exactly the conventions of :func:`fastbp.sigmoid` and :func:`fastbp.cost`.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import CONTRACT, kernel, parallel_kernel
-from ._kernels import _cost, _phi
+from ._kernels import _add_bias_sigmoid_inplace, _chunk_bounds, _cost
 
 # --------------------------------------------------------------------------
 # The two vectorised loop nests
@@ -178,17 +178,6 @@ def _matmul_tn_accumulate(lhs, rhs, out, block_cols):
 
 
 @kernel
-def _add_bias_sigmoid_rows(Z, b):
-    """Z[i, j] = φ(Z[i, j] + b[j]) in place: as :func:`fastbp.forward` does."""
-    one = Z.dtype.type(1.0)
-    n, width = Z.shape
-    for i in range(n):
-        row = Z[i]
-        for j in range(width):
-            row[j] = _phi(row[j] + b[j], one)
-
-
-@kernel
 def _times_sigmoid_derivative(S, A_h):
     """S[i, j] = S[i, j] · A_h[i, j] · (1 − A_h[i, j]) in place.
 
@@ -266,12 +255,6 @@ def _grad_b_h(delta_h):
 
 
 @kernel
-def _chunk_bounds(n, n_chunks, chunk):
-    """Examples [start, stop) of chunk ``chunk`` when n are cut into n_chunks."""
-    return (chunk * n) // n_chunks, ((chunk + 1) * n) // n_chunks
-
-
-@kernel
 def _backprop_chunk(
     X, Y, W_h, b_h, W_out, b_out, W_out_T, i_start, i_stop, tiny,
     grad_W_h, grad_b_h, grad_W_out_T, grad_b_out, block_rows, block_cols,
@@ -302,10 +285,10 @@ def _backprop_chunk(
         # Forward: as fastbp.forward, product first, then bias, then φ.
         A_h[:] = 0
         _matmul_accumulate(X_block, W_h, A_h, block_cols)
-        _add_bias_sigmoid_rows(A_h, b_h)
+        _add_bias_sigmoid_inplace(A_h, b_h)
         A_out[:] = 0
         _matmul_accumulate(A_h, W_out, A_out, block_cols)
-        _add_bias_sigmoid_rows(A_out, b_out)
+        _add_bias_sigmoid_inplace(A_out, b_out)
 
         chunk_cost += _cost(A_out, Y_block, tiny)
 
