@@ -165,7 +165,7 @@ def run_main_job(args, out=sys.stdout):
         failures += (not ok) and name != "numpy"
         emit(
             f"{name:<8} {times[name] * 1e3:>10.3f} {gflops(flops, times[name]):>8.2f} "
-            f"{times['numpy'] / times[name]:>8.2f}x {difference:>11.3e} {max_bound:>11.3e}  "
+            f"{times['numpy'] / times[name]:>8.2f}x {difference:>11.3e} {max_bound:>11.3e} {ratio:>10.2e}  "
             f"{'pass' if ok else 'FAIL'}"
         )
     bias_ok = bias_ratio <= 1.0

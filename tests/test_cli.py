@@ -29,9 +29,11 @@ def test_main_job_prints_table_and_passes(dtype):
     rows = {line.split()[0]: line.split() for line in lines[header + 2 : header + 6]}
     assert set(rows) == {"numpy", "outer", "blocked", "matmul"}
     for row in rows.values():
+        assert len(row) == 8, row  # method, ms, GFLOP/s, ratio, diff, bound, diff/bound, equal
         assert row[-1] == "pass"
         assert float(row[2]) > 0  # GFLOP/s
         assert row[3].endswith("x")
+        assert 0 <= float(row[6]) <= 1  # every element within its rounding bound
     assert rows["numpy"][3] == "1.00x"
     assert "all checks passed" in text
     assert f"n=1001 m=20 d=13 t=3 {dtype}" in text
