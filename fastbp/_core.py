@@ -43,8 +43,8 @@ GRAD_W_OUT_METHODS = ("outer", "blocked", "matmul")
 
 #: Default tile sizes of the blocked gradient (examples, hidden units, outputs).
 BLOCK_N = 256
-BLOCK_D = 128
-BLOCK_T = 16
+BLOCK_D = 256
+BLOCK_T = 48
 
 # Automatic chunking of the examples for the blocked gradient: at least this
 # many examples per chunk, at most this many chunks, and at most this many
@@ -342,15 +342,21 @@ grad_W_out_blocked.__doc__ += (
     """
     The examples are cut into ``n_chunks`` chunks.  Within a chunk the sum is
     tiled: ``block_n`` examples × ``block_d`` hidden units × ``block_t``
-    outputs at a time, four examples folded into each update with fused
-    multiply-adds.  Each chunk accumulates into its own partial gradient and
-    the partials are added in chunk order, so the result depends on the
-    inputs, the block sizes and ``n_chunks``, and never on the number of
-    threads: 1 and 2 threads give the same bits.
+    outputs at a time; each block of A_h is packed into contiguous panels
+    and register tiles (2 vectors of hidden units × up to 6 outputs) keep
+    their accumulators in vector registers across the block's examples
+    (:mod:`fastbp._simd`).  Every element is a chain of one fused
+    multiply-add per example in example order, so within a chunk the
+    result does not depend on the block sizes; each chunk accumulates into
+    its own partial gradient and the partials are added in chunk order.
+    The result therefore depends on the inputs and ``n_chunks`` only, never
+    on the block sizes or the number of threads: 1 and 2 threads give the
+    same bits.
 """
     + _GRAD_PARAMETERS
-    + """    block_n, block_d, block_t : int, default 256, 128, 16
-        Tile sizes over examples, hidden units and outputs.
+    + """    block_n, block_d, block_t : int, default 256, 256, 48
+        Block sizes over examples, hidden units and outputs (cache
+        blocking: they change the speed, not the result).
     n_chunks : int, optional
         Chunks of examples; by default :func:`default_n_chunks`.
     n_threads : int, optional

@@ -13,6 +13,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import CONTRACT, kernel, parallel_kernel
+from ._simd import VECTOR_BYTES, copy_vectors, tile_fma
 
 # --------------------------------------------------------------------------
 # Activations and the forward pass
@@ -146,55 +147,196 @@ def _grad_W_out_matmul(A_h, delta_out):
     return A_h.T @ delta_out
 
 
+#: Most outputs (rows of gradT) in one register tile: 2 vectors × 6 outputs
+#: = 12 vector accumulators, which leaves 4 of the 16 AVX2 registers for a
+#: row of A_h and a broadcast element of δ.
+_TILE_K = 6
+
+
+@kernel
+def _tile_2(A_h, delta_out, i0, i1, ja, jg, k, kt, gradT):
+    """One register tile two vectors wide and ``kt`` (1…6) outputs tall."""
+    if kt == 6:
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 6, 0)
+    elif kt == 5:
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 5, 0)
+    elif kt == 4:
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 4, 0)
+    elif kt == 3:
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 3, 0)
+    elif kt == 2:
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 2, 0)
+    else:
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 1, 0)
+
+
+@kernel
+def _tile_1(A_h, delta_out, i0, i1, ja, jg, k, kt, gradT, skip):
+    """One register tile one vector wide, ``kt`` (1…6) outputs tall.
+
+    With ``skip`` > 0 the first ``skip`` columns of the tile are left as
+    they are (an overlapping tile at the end of a row, see :func:`tile_fma`).
+    """
+    if skip == 0:
+        if kt == 6:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 6, 0)
+        elif kt == 5:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 5, 0)
+        elif kt == 4:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 4, 0)
+        elif kt == 3:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 3, 0)
+        elif kt == 2:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 2, 0)
+        else:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 1, 0)
+    else:
+        if kt == 6:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 6, 1)
+        elif kt == 5:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 5, 1)
+        elif kt == 4:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 4, 1)
+        elif kt == 3:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 3, 1)
+        elif kt == 2:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 2, 1)
+        else:
+            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 1, 1)
+
+
 @kernel(fastmath=CONTRACT)
+def _tile_scalar(A_h, delta_out, i0, i1, j0, j1, jg, k, kt, gradT):
+    """The same update as a register tile, one element at a time.
+
+    Only for a column range narrower than one vector (d or ``block_d``
+    below W).  Each element is the same left-to-right chain of fused
+    multiply-adds over the examples as in :func:`tile_fma`.
+    """
+    for q in range(k, k + kt):
+        for jj in range(j0, j1):
+            s = gradT[q, jg + jj - j0]
+            for i in range(i0, i1):
+                s += delta_out[i, q] * A_h[i, jj]
+            gradT[q, jg + jj - j0] = s
+
+
+@kernel
+def _pack_A_block(A_h, i_block, nb, j_block, width, w, abuf):
+    """Copy A_h[i_block:i_block+nb, j_block:j_block+width] into panels.
+
+    Panel p holds the block's columns c_p … c_p+sw_p-1 for all nb rows,
+    row after row (nb × sw_p, contiguous), so a tile reads its strip of
+    A_h sequentially.  The panels: full strips of 2w columns, then one of
+    w columns if that many are left, then, if columns are still left, one
+    of the last w columns (it overlaps the previous panel; the tile that
+    reads it writes only its new columns).  Needs width >= w.  A_h is read
+    row by row (sequentially).  Returns the number of panels.
+    """
+    n2 = width // (2 * w)
+    rest = width - n2 * 2 * w
+    for r in range(nb):
+        i = i_block + r
+        for p in range(n2):
+            copy_vectors(A_h, i, j_block + p * 2 * w, abuf, p * nb * 2 * w + r * 2 * w, 2)
+        off = n2 * nb * 2 * w
+        if rest >= w:
+            copy_vectors(A_h, i, j_block + n2 * 2 * w, abuf, off + r * w, 1)
+            off += nb * w
+        if rest != 0 and rest != w:
+            copy_vectors(A_h, i, j_block + width - w, abuf, off + r * w, 1)
+
+
+@kernel
+def _pack_D_block(delta_out, i_block, nb, k_block, kb, dbuf):
+    """Copy delta_out[i_block:i_block+nb, k_block:k_block+kb] into dbuf (nb × kb)."""
+    for r in range(nb):
+        for e in range(kb):
+            dbuf[r * kb + e] = delta_out[i_block + r, k_block + e]
+
+
+@kernel
+def _tiles_for_panel(P, Dp, nb, nvec, jg, skip, k_block, kb, gradT):
+    """All register tiles of one panel P (nb × nvec·w) against outputs k_block…k_block+kb-1."""
+    n_kt = (kb + _TILE_K - 1) // _TILE_K
+    kt_small = kb // n_kt  # tiles of kt_small or kt_small + 1 outputs
+    n_big = kb - kt_small * n_kt
+    k = 0
+    for q in range(n_kt):
+        kt = kt_small + 1 if q < n_big else kt_small
+        # Dp's column k is output k_block + k: shift gradT's row instead.
+        if nvec == 2:
+            _tile_2(P, Dp, 0, nb, 0, jg, k, kt, gradT[k_block:])
+        else:
+            _tile_1(P, Dp, 0, nb, 0, jg, k, kt, gradT[k_block:], skip)
+        k += kt
+
+
+@kernel
 def _accumulate_gradT_rows(A_h, delta_out, i_start, i_stop, gradT, block_n, block_d, block_t):
     """gradT[k, j] += Σ_{i_start ≤ i < i_stop} δ[i, k] · A_h[i, j].
 
-    The gradient is held transposed, (t, d), so the innermost loop runs over
-    hidden units j: unit stride in both a row of A_h and a row of gradT, and
-    long (d) rather than short (t), which is what vectorises.
+    The gradient is held transposed, (t, d), so a row of A_h and a row of
+    gradT run the same way (over hidden units j, unit stride).
 
-    Tiles: examples in blocks of ``block_n`` (the A_h tile stays in L2),
-    hidden units in blocks of ``block_d`` and outputs in blocks of
-    ``block_t`` (the gradT tile, block_t × block_d, stays in L1).  Inside a
-    tile four examples are folded into each update of gradT, so one load
-    and one store of gradT serve four fused multiply-adds; a tail loop
-    takes the last (n mod 4) examples of each block one at a time.
+    Blocks: examples in blocks of ``block_n``, hidden units in blocks of
+    ``block_d``, outputs in blocks of ``block_t``.  Each A_h block is
+    copied (read sequentially) into panels of 2W hidden units (W = 4
+    float64 or 8 float32, one 32-byte vector), each panel contiguous; each
+    δ block into a contiguous buffer.  Register tiles of 2 vectors × up to
+    6 outputs then run over the block's examples with their 12
+    accumulators in vector registers (:func:`fastbp._simd.tile_fma`),
+    reading a panel and the δ buffer sequentially from cache.  A block
+    width that is not a multiple of W ends with one vector-wide panel that
+    overlaps the previous columns, whose tile writes only its new ones; a
+    block narrower than W is done element by element.
+
+    Every element of gradT is updated by one fused multiply-add per example
+    in ascending example order, starting from its value on entry, whatever
+    the block sizes: the same order as the seed's outer-product loop.
     """
     d = A_h.shape[1]
     t = delta_out.shape[1]
+    w = VECTOR_BYTES // A_h.itemsize
+    n_rows = max(i_stop - i_start, 0)
+    bn = min(block_n, n_rows)
+    abuf = np.empty(bn * (min(block_d, d) + w), dtype=A_h.dtype)
+    dbuf = np.empty(bn * min(block_t, t), dtype=A_h.dtype)
     for i_block in range(i_start, i_stop, block_n):
-        i_block_end = min(i_block + block_n, i_stop)
+        i_end = min(i_block + block_n, i_stop)
+        nb = i_end - i_block
         for j_block in range(0, d, block_d):
-            j_block_end = min(j_block + block_d, d)
-            width = j_block_end - j_block
+            j_end = min(j_block + block_d, d)
+            width = j_end - j_block
+            if width < w:
+                for k_block in range(0, t, block_t):
+                    kb = min(block_t, t - k_block)
+                    _tile_scalar(
+                        A_h, delta_out, i_block, i_end, j_block, j_end, j_block, k_block, kb, gradT
+                    )
+                continue
+            _pack_A_block(A_h, i_block, nb, j_block, width, w, abuf)
+            n2 = width // (2 * w)
+            rest = width - n2 * 2 * w
             for k_block in range(0, t, block_t):
-                k_block_end = min(k_block + block_t, t)
-                i = i_block
-                while i + 4 <= i_block_end:
-                    # Slices starting at 0 let LLVM prove the index is never
-                    # negative, which is what allows the j loop to vectorise.
-                    a0 = A_h[i, j_block:j_block_end]
-                    a1 = A_h[i + 1, j_block:j_block_end]
-                    a2 = A_h[i + 2, j_block:j_block_end]
-                    a3 = A_h[i + 3, j_block:j_block_end]
-                    for k in range(k_block, k_block_end):
-                        c0 = delta_out[i, k]
-                        c1 = delta_out[i + 1, k]
-                        c2 = delta_out[i + 2, k]
-                        c3 = delta_out[i + 3, k]
-                        g = gradT[k, j_block:j_block_end]
-                        for j in range(width):
-                            g[j] += c0 * a0[j] + c1 * a1[j] + c2 * a2[j] + c3 * a3[j]
-                    i += 4
-                while i < i_block_end:
-                    a0 = A_h[i, j_block:j_block_end]
-                    for k in range(k_block, k_block_end):
-                        c0 = delta_out[i, k]
-                        g = gradT[k, j_block:j_block_end]
-                        for j in range(width):
-                            g[j] += c0 * a0[j]
-                    i += 1
+                kb = min(block_t, t - k_block)
+                if kb == t:  # the δ block is already contiguous
+                    Dp = delta_out[i_block:i_end]
+                else:
+                    _pack_D_block(delta_out, i_block, nb, k_block, kb, dbuf)
+                    Dp = dbuf[: nb * kb].reshape((nb, kb))
+                for p in range(n2):
+                    P = abuf[p * nb * 2 * w:(p + 1) * nb * 2 * w].reshape((nb, 2 * w))
+                    _tiles_for_panel(P, Dp, nb, 2, j_block + p * 2 * w, 0, k_block, kb, gradT)
+                off = n2 * nb * 2 * w
+                if rest >= w:
+                    P = abuf[off:off + nb * w].reshape((nb, w))
+                    _tiles_for_panel(P, Dp, nb, 1, j_block + n2 * 2 * w, 0, k_block, kb, gradT)
+                    off += nb * w
+                if rest != 0 and rest != w:
+                    P = abuf[off:off + nb * w].reshape((nb, w))
+                    skip = w - (rest % w)
+                    _tiles_for_panel(P, Dp, nb, 1, j_end - w, skip, k_block, kb, gradT)
 
 
 @kernel

@@ -60,14 +60,38 @@ MUTATIONS = [
     (
         "blocked: drop the last partial block of outputs",
         KERNELS,
-        "for k_block in range(0, t, block_t):",
-        "for k_block in range(0, t - block_t + 1, block_t):",
+        "for k_block in range(0, t, block_t):\n                kb = min(block_t, t - k_block)\n                if kb == t:",
+        "for k_block in range(0, t - block_t + 1, block_t):\n                kb = min(block_t, t - k_block)\n                if kb == t:",
     ),
     (
-        "blocked: off-by-one in the tail loop over the last examples",
+        "blocked: off-by-one in the overlapping tail panel (one column too few)",
         KERNELS,
-        "while i < i_block_end:",
-        "while i < i_block_end - 1:",
+        "skip = w - (rest % w)",
+        "skip = w - (rest % w) + 1",
+    ),
+    (
+        "blocked: the last partial panel of hidden units left out",
+        KERNELS,
+        "if rest != 0 and rest != w:",
+        "if rest > w:",
+    ),
+    (
+        "blocked: off-by-one in the scalar tail loop over examples",
+        KERNELS,
+        "for i in range(i0, i1):\n                s += delta_out[i, q] * A_h[i, jj]",
+        "for i in range(i0, i1 - 1):\n                s += delta_out[i, q] * A_h[i, jj]",
+    ),
+    (
+        "blocked: swap the loop indices jj and q in the scalar tail",
+        KERNELS,
+        "s += delta_out[i, q] * A_h[i, jj]",
+        "s += delta_out[i, jj] * A_h[i, q]",
+    ),
+    (
+        "blocked: uneven output tiles lose their extra output",
+        KERNELS,
+        "kt = kt_small + 1 if q < n_big else kt_small",
+        "kt = kt_small",
     ),
     (
         "blocked: the last chunk stops one example short",

@@ -80,6 +80,20 @@ def test_blocked_bitwise_for_every_block_size(block_n, block_d, block_t, n_chunk
     assert np.array_equal(result, expected)
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_blocked_result_does_not_depend_on_block_sizes(dtype, rng):
+    # Documented: every element is one fused multiply-add per example in
+    # example order, so cache blocking changes the speed, never the bits.
+    A_h, delta = random_pair(3001, 37, 11, dtype, rng)
+    results = [
+        fastbp.grad_W_out_blocked(A_h, delta, block_n=bn, block_d=bd, block_t=bt, n_chunks=3)
+        for bn, bd, bt, _ in BLOCK_CASES
+    ]
+    for result in results[1:]:
+        assert np.array_equal(result, results[0])
+    assert_within_bound(results[0], A_h, delta)
+
+
 @pytest.mark.parametrize("n", [0, 1, 5, 4099])
 def test_blocked_more_chunks_than_examples(n, rng):
     A_h, delta = exact_pair(n, 6, 4, np.float64, rng)
