@@ -72,8 +72,8 @@ MUTATIONS = [
     (
         "blocked: the last partial panel of hidden units left out",
         KERNELS,
-        "if rest != 0 and rest != w:",
-        "if rest > w:",
+        "if rest != 0 and rest != w:\n                    P = abuf",
+        "if rest > w:\n                    P = abuf",
     ),
     (
         "blocked: off-by-one in the scalar tail loop over examples",
