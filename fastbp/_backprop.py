@@ -132,15 +132,15 @@ def grad_W_h(X, delta_h):
     -------
     numpy.ndarray, shape (m, d)
         C-contiguous, in the (promoted) dtype of the inputs; zeros for n = 0.
-        Summed over examples in blocks of 32, four examples per update.
+        Every element is summed over the examples in order, one fused
+        multiply-add each, by the register-tiled kernel of
+        :func:`fastbp.grad_W_out_blocked`.
     """
     X = as_float_array(X, "X", 2)
     delta_h = as_float_array(delta_h, "delta_h", 2)
     require_equal("X", X.shape[0], "delta_h", delta_h.shape[0], "rows (n)", "rows (n)")
     dtype = common_dtype(X, delta_h)
-    return _kernels_hidden._grad_W_h(
-        contiguous(X, dtype), contiguous(delta_h, dtype), BLOCK_ROWS, BLOCK_COLS
-    )
+    return _kernels_hidden._grad_W_h(contiguous(X, dtype), contiguous(delta_h, dtype))
 
 
 def grad_b_h(delta_h):

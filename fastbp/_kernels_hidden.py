@@ -5,20 +5,14 @@ validate shapes, make every array C-contiguous and give all float arrays one
 dtype (float32 or float64) before calling in.  Kernels never write to their
 inputs.
 
-Two loop nests do all the matrix work, both written so that the innermost
-loop runs with unit stride over the last (C-contiguous) axis of its operands
-and of the output, which is what LLVM vectorises:
-
-* :func:`_matmul_accumulate` — ``out += lhs @ rhs``
-  (forward products and δ_out W_outᵀ);
-* :func:`_matmul_tn_accumulate` — ``out += lhsᵀ @ rhs``
-  (the gradients Xᵀ δ_h and δ_outᵀ A_h, one term per example).
-
-Both fold four terms of the sum into each update of ``out`` (one load and
-one store of ``out`` serve four fused multiply-adds) and tile the output's
-columns so that the tile being updated stays in L1.  Slices that start at 0
-(``row[j0:j1]`` indexed from 0) let LLVM prove indices are non-negative,
-which it needs to vectorise.
+The large products, X_block W_h (forward) and the gradients Xᵀ δ_h and
+δ_outᵀ A_h, all run on the register-tiled kernel of the blocked output
+gradient, :func:`fastbp._kernels._accumulate_gradT_rows`, which computes
+G[k, j] += Σ_i D[i, k] · A[i, j] with one fused multiply-add per term in
+order of i: each product below is that formula with the operands named to
+fit.  The small products with W_out (t columns or rows) use
+:func:`_matmul_accumulate`, a loop nest whose innermost loop runs with unit
+stride over the output's columns, four terms folded into each update.
 
 The activations and the cost reuse the scalar helpers of
 :mod:`fastbp._kernels` (``_add_bias_sigmoid_inplace``, ``_cost``), so the fused step follows
@@ -29,7 +23,12 @@ import numpy as np
 from numba import prange
 
 from ._jit import CONTRACT, kernel, parallel_kernel
-from ._kernels import _add_bias_sigmoid_inplace, _chunk_bounds, _cost
+from ._kernels import _accumulate_gradT_rows, _add_bias_sigmoid_inplace, _chunk_bounds, _cost
+
+# Block sizes handed to the register-tiled gradient kernel (as grad_W_out's).
+_GRAD_BLOCK_N = 256
+_GRAD_BLOCK_D = 256
+_GRAD_BLOCK_T = 48
 
 # --------------------------------------------------------------------------
 # The two vectorised loop nests
@@ -98,80 +97,6 @@ def _matmul_accumulate(lhs, rhs, out, block_cols):
             p += 1
 
 
-@kernel(fastmath=CONTRACT)
-def _matmul_tn_accumulate(lhs, rhs, out, block_cols):
-    """out[p, :] += Σ_r lhs[r, p] · rhs[r, :], for (B, K)ᵀ @ (B, N) into (K, N).
-
-    One term per example r: this is how a gradient accumulates over a block
-    of examples (Xᵀ δ_h, or δ_outᵀ A_h held transposed).  Loop order: column
-    tile → rows of ``out`` two at a time → examples four at a time, so each
-    load of four ``rhs`` rows serves two rows of ``out``, and the
-    (B, block_cols) tile of ``rhs`` stays in L1.  Paired or not, a row of
-    ``out`` gets the same expression.
-    """
-    n_rows, inner = lhs.shape
-    n_cols = rhs.shape[1]
-    for c0 in range(0, n_cols, block_cols):
-        c1 = min(c0 + block_cols, n_cols)
-        width = c1 - c0
-        p = 0
-        while p + 2 <= inner:
-            o = out[p, c0:c1]
-            q = out[p + 1, c0:c1]
-            r = 0
-            while r + 4 <= n_rows:
-                x0 = lhs[r, p]
-                x1 = lhs[r + 1, p]
-                x2 = lhs[r + 2, p]
-                x3 = lhs[r + 3, p]
-                y0 = lhs[r, p + 1]
-                y1 = lhs[r + 1, p + 1]
-                y2 = lhs[r + 2, p + 1]
-                y3 = lhs[r + 3, p + 1]
-                d0 = rhs[r, c0:c1]
-                d1 = rhs[r + 1, c0:c1]
-                d2 = rhs[r + 2, c0:c1]
-                d3 = rhs[r + 3, c0:c1]
-                for j in range(width):
-                    v0 = d0[j]
-                    v1 = d1[j]
-                    v2 = d2[j]
-                    v3 = d3[j]
-                    o[j] += x0 * v0 + x1 * v1 + x2 * v2 + x3 * v3
-                    q[j] += y0 * v0 + y1 * v1 + y2 * v2 + y3 * v3
-                r += 4
-            while r < n_rows:
-                x0 = lhs[r, p]
-                y0 = lhs[r, p + 1]
-                d0 = rhs[r, c0:c1]
-                for j in range(width):
-                    o[j] += x0 * d0[j]
-                    q[j] += y0 * d0[j]
-                r += 1
-            p += 2
-        if p < inner:
-            o = out[p, c0:c1]
-            r = 0
-            while r + 4 <= n_rows:
-                x0 = lhs[r, p]
-                x1 = lhs[r + 1, p]
-                x2 = lhs[r + 2, p]
-                x3 = lhs[r + 3, p]
-                d0 = rhs[r, c0:c1]
-                d1 = rhs[r + 1, c0:c1]
-                d2 = rhs[r + 2, c0:c1]
-                d3 = rhs[r + 3, c0:c1]
-                for j in range(width):
-                    o[j] += x0 * d0[j] + x1 * d1[j] + x2 * d2[j] + x3 * d3[j]
-                r += 4
-            while r < n_rows:
-                x0 = lhs[r, p]
-                d0 = rhs[r, c0:c1]
-                for j in range(width):
-                    o[j] += x0 * d0[j]
-                r += 1
-
-
 # --------------------------------------------------------------------------
 # Elementwise pieces
 # --------------------------------------------------------------------------
@@ -230,14 +155,35 @@ def _delta_h(delta_out, W_out_T, A_h, block_cols):
 
 
 @kernel
-def _grad_W_h(X, delta_h, block_rows, block_cols):
-    """Xᵀ δ_h, (m, d), accumulated over examples in blocks of ``block_rows``."""
-    n, m = X.shape
-    d = delta_h.shape[1]
-    grad = np.zeros((m, d), dtype=X.dtype)
-    for i0 in range(0, n, block_rows):
-        i1 = min(i0 + block_rows, n)
-        _matmul_tn_accumulate(X[i0:i1], delta_h[i0:i1], grad, block_cols)
+def _grad_W_h_accumulate(X, delta_h, grad):
+    """grad[p, j] += Σ_i X[i, p] · δ_h[i, j]: the register-tiled kernel of grad_W_out.
+
+    :func:`fastbp._kernels._accumulate_gradT_rows` computes
+    G[k, j] += Σ_i D[i, k] · A[i, j]; with A = δ_h and D = X that is Xᵀ δ_h
+    itself, (m, d), one fused multiply-add per example in example order.
+    """
+    _accumulate_gradT_rows(delta_h, X, 0, X.shape[0], grad, _GRAD_BLOCK_N, _GRAD_BLOCK_D, _GRAD_BLOCK_T)
+
+
+@kernel
+def _hidden_product(X_block, W_h, Z):
+    """Z[i, j] += Σ_p X_block[i, p] · W_h[p, j], the hidden layer's big product.
+
+    Also the register-tiled kernel: with A = W_h (m, d) and D = X_blockᵀ
+    (m, rows), G[k, j] += Σ_p D[p, k] · A[p, j] is Z = X_block W_h, summed
+    over the m inputs in order, one fused multiply-add each.  The block of
+    examples is transposed once (rows × m copies against rows × m × d
+    multiply-adds).
+    """
+    X_T = np.ascontiguousarray(X_block.T)
+    _accumulate_gradT_rows(W_h, X_T, 0, W_h.shape[0], Z, _GRAD_BLOCK_N, _GRAD_BLOCK_D, _GRAD_BLOCK_T)
+
+
+@kernel
+def _grad_W_h(X, delta_h):
+    """Xᵀ δ_h, (m, d), summed over the examples in order."""
+    grad = np.zeros((X.shape[1], delta_h.shape[1]), dtype=X.dtype)
+    _grad_W_h_accumulate(X, delta_h, grad)
     return grad
 
 
@@ -284,7 +230,7 @@ def _backprop_chunk(
 
         # Forward: as fastbp.forward, product first, then bias, then φ.
         A_h[:] = 0
-        _matmul_accumulate(X_block, W_h, A_h, block_cols)
+        _hidden_product(X_block, W_h, A_h)
         _add_bias_sigmoid_inplace(A_h, b_h)
         A_out[:] = 0
         _matmul_accumulate(A_h, W_out, A_out, block_cols)
@@ -296,13 +242,15 @@ def _backprop_chunk(
         delta_out = A_out
         _subtract_inplace(delta_out, Y_block)
         _add_column_sums(delta_out, grad_b_out)
-        _matmul_tn_accumulate(delta_out, A_h, grad_W_out_T, block_cols)
+        _accumulate_gradT_rows(
+            A_h, delta_out, 0, rows, grad_W_out_T, _GRAD_BLOCK_N, _GRAD_BLOCK_D, _GRAD_BLOCK_T
+        )
 
         delta_h[:] = 0
         _matmul_accumulate(delta_out, W_out_T, delta_h, block_cols)
         _times_sigmoid_derivative(delta_h, A_h)
         _add_column_sums(delta_h, grad_b_h)
-        _matmul_tn_accumulate(X_block, delta_h, grad_W_h, block_cols)
+        _grad_W_h_accumulate(X_block, delta_h, grad_W_h)
     return chunk_cost
 
 
