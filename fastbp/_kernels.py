@@ -174,35 +174,24 @@ def _tile_2(A_h, delta_out, i0, i1, ja, jg, k, kt, gradT):
 def _tile_1(A_h, delta_out, i0, i1, ja, jg, k, kt, gradT, skip):
     """One register tile one vector wide, ``kt`` (1…6) outputs tall.
 
-    With ``skip`` > 0 the first ``skip`` columns of the tile are left as
-    they are (an overlapping tile at the end of a row, see :func:`tile_fma`).
+    The first ``skip`` columns of the tile are left as they are (an
+    overlapping tile at the end of a row, see :func:`tile_fma`); with
+    ``skip`` = 0 every column is written.  Always blending costs one load
+    and one select per accumulator per block, and halves the number of
+    specialised tiles to compile.
     """
-    if skip == 0:
-        if kt == 6:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 6, 0)
-        elif kt == 5:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 5, 0)
-        elif kt == 4:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 4, 0)
-        elif kt == 3:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 3, 0)
-        elif kt == 2:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 2, 0)
-        else:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 1, 1, 0)
+    if kt == 6:
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 6, 1)
+    elif kt == 5:
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 5, 1)
+    elif kt == 4:
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 4, 1)
+    elif kt == 3:
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 3, 1)
+    elif kt == 2:
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 2, 1)
     else:
-        if kt == 6:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 6, 1)
-        elif kt == 5:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 5, 1)
-        elif kt == 4:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 4, 1)
-        elif kt == 3:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 3, 1)
-        elif kt == 2:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 2, 1)
-        else:
-            tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 1, 1)
+        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 1, 1)
 
 
 @kernel(fastmath=CONTRACT)
@@ -318,6 +307,10 @@ def _accumulate_gradT_rows(A_h, delta_out, i_start, i_stop, gradT, block_n, bloc
             _pack_A_block(A_h, i_block, nb, j_block, width, w, abuf)
             n2 = width // (2 * w)
             rest = width - n2 * 2 * w
+            # Panels as _pack_A_block lays them out: n2 of 2W columns, then
+            # one of W if that many are left, then one overlapping W-wide
+            # panel for the last (rest mod W) columns.
+            n_panels = n2 + (1 if rest >= w else 0) + (1 if rest % w != 0 else 0)
             for k_block in range(0, t, block_t):
                 kb = min(block_t, t - k_block)
                 if kb == t:  # the δ block is already contiguous
@@ -325,18 +318,21 @@ def _accumulate_gradT_rows(A_h, delta_out, i_start, i_stop, gradT, block_n, bloc
                 else:
                     _pack_D_block(delta_out, i_block, nb, k_block, kb, dbuf)
                     Dp = dbuf[: nb * kb].reshape((nb, kb))
-                for p in range(n2):
-                    P = abuf[p * nb * 2 * w:(p + 1) * nb * 2 * w].reshape((nb, 2 * w))
-                    _tiles_for_panel(P, Dp, nb, 2, j_block + p * 2 * w, 0, k_block, kb, gradT)
-                off = n2 * nb * 2 * w
-                if rest >= w:
-                    P = abuf[off:off + nb * w].reshape((nb, w))
-                    _tiles_for_panel(P, Dp, nb, 1, j_block + n2 * 2 * w, 0, k_block, kb, gradT)
-                    off += nb * w
-                if rest != 0 and rest != w:
-                    P = abuf[off:off + nb * w].reshape((nb, w))
-                    skip = w - (rest % w)
-                    _tiles_for_panel(P, Dp, nb, 1, j_end - w, skip, k_block, kb, gradT)
+                # One call site for every panel: each call site of
+                # _tiles_for_panel is a full copy of its 18 unrolled tiles,
+                # so this keeps compile time down.
+                offset = 0
+                for p in range(n_panels):
+                    if p < n2:
+                        nvec, first_column, skip = 2, j_block + p * 2 * w, 0
+                    elif p == n2 and rest >= w:
+                        nvec, first_column, skip = 1, j_block + n2 * 2 * w, 0
+                    else:
+                        nvec, first_column, skip = 1, j_end - w, w - (rest % w)
+                    size = nb * nvec * w
+                    P = abuf[offset : offset + size].reshape((nb, nvec * w))
+                    _tiles_for_panel(P, Dp, nb, nvec, first_column, skip, k_block, kb, gradT)
+                    offset += size
 
 
 @kernel

@@ -66,14 +66,14 @@ MUTATIONS = [
     (
         "blocked: off-by-one in the overlapping tail panel (one column too few)",
         KERNELS,
-        "skip = w - (rest % w)",
-        "skip = w - (rest % w) + 1",
+        "nvec, first_column, skip = 1, j_end - w, w - (rest % w)",
+        "nvec, first_column, skip = 1, j_end - w, w - (rest % w) + 1",
     ),
     (
         "blocked: the last partial panel of hidden units left out",
         KERNELS,
-        "if rest != 0 and rest != w:\n                    P = abuf",
-        "if rest > w:\n                    P = abuf",
+        "(1 if rest % w != 0 else 0)",
+        "(1 if rest > w else 0)",
     ),
     (
         "blocked: off-by-one in the scalar tail loop over examples",
