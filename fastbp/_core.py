@@ -328,11 +328,13 @@ def grad_W_out_blocked(
         n_chunks = default_n_chunks(n, d, t, A_h.dtype.itemsize)
     else:
         n_chunks = positive_int(n_chunks, "n_chunks")
-    with _numba_threads(n_threads) as threads:
-        if n_chunks == 1 or threads == 1:
-            return _kernels._grad_W_out_blocked_serial(
-                A_h, delta_out, n_chunks, block_n, block_d, block_t
-            )
+    # Same bits either way; the serial kernel skips the thread pool's start-up
+    # (and, for one chunk, the thread-count lookup) on small problems.
+    if n_chunks == 1 or n_threads == 1 or (n_threads is None and numba.get_num_threads() == 1):
+        return _kernels._grad_W_out_blocked_serial(
+            A_h, delta_out, n_chunks, block_n, block_d, block_t
+        )
+    with _numba_threads(n_threads):
         return _kernels._grad_W_out_blocked_parallel(
             A_h, delta_out, n_chunks, block_n, block_d, block_t
         )

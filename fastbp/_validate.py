@@ -90,6 +90,8 @@ def require_same_shape(name_a, a, name_b, b):
 
 def positive_int(value, name):
     """Return ``value`` as an int, or raise if it is not a positive integer."""
+    if type(value) is int and value > 0:  # the common case, without the ABC check
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be a positive integer, got {value!r}")
     if value < 1:
