@@ -88,8 +88,11 @@ def _add_main_arguments(parser):
     group.add_argument(
         "--threads",
         type=_positive,
-        default=None,
-        help="BLAS and Numba threads (default: all Numba threads, i.e. NUMBA_NUM_THREADS)",
+        default=1,
+        help=(
+            "BLAS and Numba threads (default 1: on few cores, OpenBLAS threads that spin "
+            "between NumPy calls take cores from Numba's and blur the comparison)"
+        ),
     )
     group.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
 
@@ -99,7 +102,7 @@ def run_main_job(args, out=sys.stdout):
     import numba
 
     dtype = np.dtype(_DTYPES[args.dtype])
-    threads = args.threads if args.threads is not None else numba.config.NUMBA_NUM_THREADS
+    threads = args.threads
     if threads > numba.config.NUMBA_NUM_THREADS:
         print(
             f"fastbp: --threads {threads} exceeds NUMBA_NUM_THREADS="

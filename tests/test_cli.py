@@ -47,6 +47,7 @@ def test_main_job_fails_when_a_way_is_wrong(monkeypatch):
     monkeypatch.setattr(_core, "grad_W_out_blocked", off_by_one_example)
     status, text = run(SMALL)
     assert status == 1
+    assert "threads: 1 Numba, 1 BLAS" in text  # the default
     assert any(line.startswith("blocked") and line.endswith("FAIL") for line in text.splitlines())
     assert "1 check(s) FAILED" in text
 
