@@ -97,12 +97,32 @@ def test_gamma_and_unit_roundoff():
 @pytest.fixture
 def suite(monkeypatch):
     monkeypatch.syspath_prepend(REPOSITORY)
+    # The suite's package turns on a disk cache for asv's fresh processes
+    # unless FASTBP_CACHE is already set; keep it out of this test process.
+    monkeypatch.setenv("FASTBP_CACHE", "0")
     import benchmarks.bench_backprop
     import benchmarks.bench_first_call
     import benchmarks.bench_forward
     import benchmarks.bench_grad
 
     return benchmarks
+
+
+def test_suite_caches_by_source_hash(monkeypatch):
+    monkeypatch.delenv("FASTBP_CACHE", raising=False)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.syspath_prepend(REPOSITORY)
+    import benchmarks
+
+    benchmarks._use_per_source_cache()
+    assert os.environ["FASTBP_CACHE"] == "1"
+    assert "fastbp-asv-cache" in os.environ["NUMBA_CACHE_DIR"]
+    folder = os.environ["NUMBA_CACHE_DIR"]
+    monkeypatch.setenv("FASTBP_CACHE", "0")
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    benchmarks._use_per_source_cache()  # an explicit FASTBP_CACHE wins
+    assert os.environ["FASTBP_CACHE"] == "0" and "NUMBA_CACHE_DIR" not in os.environ
+    assert len(os.path.basename(folder)) == 16
 
 
 def run_benchmark(cls, params, names):
