@@ -40,9 +40,11 @@ __all__ = [
     "l2_penalty",
 ]
 
-#: Examples per block inside the fused step and the hidden-layer gradient:
-#: a (block_rows, block_cols) tile of activations or deltas fits in L1.
-BLOCK_ROWS = 32
+#: Examples per block of the fused step: long enough that each register
+#: tile of Xᵀ δ_h sums 192 examples between loads and stores of the
+#: gradient, short enough that the block's (192, d) activations and deltas
+#: stay in L2 for d up to a few hundred.
+BLOCK_ROWS = 192
 #: Columns (hidden units or outputs) per tile of the vectorised loops.
 BLOCK_COLS = 128
 
@@ -244,7 +246,7 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
     ``delta_out``, :func:`delta_h`, :func:`grad_W_h`, :func:`grad_b_h`,
     ``grad_W_out``, ``grad_b_out`` (plus the L2 terms), up to rounding, but
     without building the (n, d) hidden activations or the (n, t) outputs:
-    examples go through forward and backward pass 32 at a time, and each
+    examples go through forward and backward pass 192 at a time, and each
     block's contributions are added to the gradients at once.
 
     Parameters

@@ -23,7 +23,17 @@ import numpy as np
 from numba import prange
 
 from ._jit import CONTRACT, kernel, parallel_kernel
-from ._kernels import _accumulate_gradT_rows, _add_bias_sigmoid_inplace, _chunk_bounds, _cost
+from ._kernels import (
+    _accumulate_gradT_rows,
+    _add_bias_sigmoid_inplace,
+    _chunk_bounds,
+    _cost,
+    _pack_A_block,
+    _panel_count,
+    _panel_layout,
+    _tiles_for_panel,
+)
+from ._simd import VECTOR_BYTES
 
 # Block sizes handed to the register-tiled gradient kernel (as grad_W_out's).
 _GRAD_BLOCK_N = 256
@@ -196,13 +206,126 @@ def _grad_b_h(delta_h):
 
 
 # --------------------------------------------------------------------------
+# The two large products of the fused step, on packed operands
+# --------------------------------------------------------------------------
+
+# Register tiles are _TILE_ROWS rows of the product tall (see _tiles_for_panel).
+_TILE_ROWS = 6
+# Inputs per pass of the forward product: a W_h panel of _FORWARD_DEPTH × 2W
+# values (16 KiB in float64) stays in L1 while every row group runs over it.
+_FORWARD_DEPTH = 400
+# Inputs per pass of Xᵀ δ_h: the packed X columns of one pass, rows × this,
+# stay in L2 while every δ_h panel runs over them.
+_GRAD_INPUTS = 96
+
+
+@kernel
+def _pack_panels(W, wpack):
+    """Copy all of W (K, N) into the panels of :func:`_pack_A_block`; N ≥ W."""
+    w = VECTOR_BYTES // W.itemsize
+    _pack_A_block(W, 0, W.shape[0], 0, W.shape[1], w, wpack)
+
+
+@kernel
+def _pack_rows_transposed(X, first_row, kt, p0, p1, out):
+    """out[pp, q] = X[first_row + q, p0 + pp] for q < kt: up to six rows, transposed.
+
+    ``out`` is a flat buffer read as (p1 − p0, kt); the kt rows of X are
+    read side by side and ``out`` is written in order.  Six rows (the usual
+    case) are unrolled, so each step is six loads and one contiguous run of
+    six stores.
+    """
+    depth = p1 - p0
+    if kt == 6:
+        x0 = X[first_row, p0:p1]
+        x1 = X[first_row + 1, p0:p1]
+        x2 = X[first_row + 2, p0:p1]
+        x3 = X[first_row + 3, p0:p1]
+        x4 = X[first_row + 4, p0:p1]
+        x5 = X[first_row + 5, p0:p1]
+        for pp in range(depth):
+            base = 6 * pp
+            out[base] = x0[pp]
+            out[base + 1] = x1[pp]
+            out[base + 2] = x2[pp]
+            out[base + 3] = x3[pp]
+            out[base + 4] = x4[pp]
+            out[base + 5] = x5[pp]
+    else:
+        for pp in range(depth):
+            for q in range(kt):
+                out[pp * kt + q] = X[first_row + q, p0 + pp]
+
+
+@kernel
+def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, xbuf):
+    """Z[r, j] += Σ_p X[i0 + r, p] · W_h[p, j] for r < rows, W_h given as panels.
+
+    ``wpack`` holds W_h (m, d) in the panels of :func:`_pack_panels`, packed
+    once per call.  The m inputs go in equal passes of at most
+    ``_FORWARD_DEPTH``; in a pass, each group of six rows of X is copied,
+    transposed, into a (depth, ≤ 6) buffer (``xbuf``) that stays in L1
+    while every W_h panel runs over it, the accumulators in registers.
+    Each element of Z gets one fused multiply-add per input in order of p,
+    whatever the pass depth: the bits of :func:`_hidden_product`.
+    """
+    w = VECTOR_BYTES // X.itemsize
+    n_groups = (rows + _TILE_ROWS - 1) // _TILE_ROWS
+    n_panels = _panel_count(d, w)
+    n_passes = (m + _FORWARD_DEPTH - 1) // _FORWARD_DEPTH
+    for s in range(n_passes):
+        p0 = (m * s) // n_passes
+        p1 = (m * (s + 1)) // n_passes
+        depth = p1 - p0
+        for g in range(n_groups):
+            r0 = g * _TILE_ROWS
+            kt = min(_TILE_ROWS, rows - r0)
+            _pack_rows_transposed(X, i0 + r0, kt, p0, p1, xbuf)
+            D = xbuf[: depth * kt].reshape((depth, kt))
+            offset = 0
+            for panel in range(n_panels):
+                nvec, first_column, skip = _panel_layout(d, w, panel)
+                pw = nvec * w
+                P = wpack[offset + p0 * pw : offset + p1 * pw].reshape((depth, pw))
+                _tiles_for_panel(P, D, depth, nvec, first_column, skip, r0, kt, Z)
+                offset += m * pw
+
+
+@kernel
+def _grad_W_h_packed(X, i0, rows, delta_h, grad, dpack):
+    """grad[p, j] += Σ_r X[i0 + r, p] · δ_h[r, j] for r < rows (δ_h is the block's).
+
+    δ_h is copied into panels once; X is read in place, in passes of
+    ``_GRAD_INPUTS`` columns (the pass's slice of the block stays in L2
+    while every δ_h panel runs over it, six inputs per register tile).
+    Each element of grad gets one fused multiply-add per example in example
+    order: the bits of :func:`_grad_W_h_accumulate`.
+    """
+    m = X.shape[1]
+    d = delta_h.shape[1]
+    w = VECTOR_BYTES // X.itemsize
+    _pack_A_block(delta_h, 0, rows, 0, d, w, dpack)
+    n_panels = _panel_count(d, w)
+    for p0 in range(0, m, _GRAD_INPUTS):
+        p1 = min(p0 + _GRAD_INPUTS, m)
+        D = X[i0 : i0 + rows, p0:p1]
+        offset = 0
+        for panel in range(n_panels):
+            nvec, first_column, skip = _panel_layout(d, w, panel)
+            pw = nvec * w
+            P = dpack[offset : offset + rows * pw].reshape((rows, pw))
+            _tiles_for_panel(P, D, rows, nvec, first_column, skip, p0, p1 - p0, grad)
+            offset += rows * pw
+
+
+# --------------------------------------------------------------------------
 # The fused step
 # --------------------------------------------------------------------------
 
 
 @kernel
 def _backprop_chunk(
-    X, Y, W_h, b_h, W_out, b_out, W_out_T, i_start, i_stop, tiny,
+    X, Y, W_h, b_h, W_out, b_out, W_out_T, wpack, i_start, i_stop, tiny,
     grad_W_h, grad_b_h, grad_W_out_T, grad_b_out, block_rows, block_cols,
 ):
     """Forward and backward pass over examples [i_start, i_stop), in blocks.
@@ -211,13 +334,20 @@ def _backprop_chunk(
     (``grad_W_out_T`` is held transposed, (t, d), so its innermost loop runs
     over the d hidden units) and returns the chunk's cost (float64).  Only
     block-sized activations exist at any time: (block_rows, d) and
-    (block_rows, t).
+    (block_rows, t).  ``wpack`` is W_h in panels (:func:`_pack_panels`)
+    when d is at least one vector wide; otherwise it is unused and the two
+    large products run on the unpacked kernels.
     """
+    m = X.shape[1]
     d = W_h.shape[1]
     t = W_out.shape[1]
+    w = VECTOR_BYTES // X.itemsize
+    packed = d >= w
     A_h_block = np.empty((block_rows, d), dtype=X.dtype)
     delta_h_block = np.empty((block_rows, d), dtype=X.dtype)
     A_out_block = np.empty((block_rows, t), dtype=X.dtype)
+    xbuf = np.empty(_TILE_ROWS * min(_FORWARD_DEPTH, m), dtype=X.dtype)
+    dpack = np.empty(block_rows * (d + w) if packed else 0, dtype=X.dtype)
     chunk_cost = 0.0
     for i0 in range(i_start, i_stop, block_rows):
         i1 = min(i0 + block_rows, i_stop)
@@ -230,7 +360,10 @@ def _backprop_chunk(
 
         # Forward: as fastbp.forward, product first, then bias, then φ.
         A_h[:] = 0
-        _hidden_product(X_block, W_h, A_h)
+        if packed:
+            _hidden_forward_packed(X, i0, rows, wpack, m, d, A_h, xbuf)
+        else:
+            _hidden_product(X_block, W_h, A_h)
         _add_bias_sigmoid_inplace(A_h, b_h)
         A_out[:] = 0
         _matmul_accumulate(A_h, W_out, A_out, block_cols)
@@ -250,8 +383,23 @@ def _backprop_chunk(
         _matmul_accumulate(delta_out, W_out_T, delta_h, block_cols)
         _times_sigmoid_derivative(delta_h, A_h)
         _add_column_sums(delta_h, grad_b_h)
-        _grad_W_h_accumulate(X_block, delta_h, grad_W_h)
+        if packed:
+            _grad_W_h_packed(X, i0, rows, delta_h, grad_W_h, dpack)
+        else:
+            _grad_W_h_accumulate(X_block, delta_h, grad_W_h)
     return chunk_cost
+
+
+@kernel
+def _packed_W_h(W_h):
+    """W_h in panels for :func:`_hidden_forward_packed`, or an empty array when d < W."""
+    m, d = W_h.shape
+    w = VECTOR_BYTES // W_h.itemsize
+    if d < w:
+        return np.empty(0, dtype=W_h.dtype)
+    wpack = np.empty(m * (d + w), dtype=W_h.dtype)
+    _pack_panels(W_h, wpack)
+    return wpack
 
 
 @kernel
@@ -302,11 +450,12 @@ def _backprop_serial(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, b
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
+    wpack = _packed_W_h(W_h)
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X)
     for c in range(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         costs[c] = _backprop_chunk(
-            X, Y, W_h, b_h, W_out, b_out, W_out_T, i_start, i_stop, tiny,
+            X, Y, W_h, b_h, W_out, b_out, W_out_T, wpack, i_start, i_stop, tiny,
             g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols,
         )
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out)
@@ -324,11 +473,12 @@ def _backprop_parallel(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows,
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
+    wpack = _packed_W_h(W_h)
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X)
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         costs[c] = _backprop_chunk(
-            X, Y, W_h, b_h, W_out, b_out, W_out_T, i_start, i_stop, tiny,
+            X, Y, W_h, b_h, W_out, b_out, W_out_T, wpack, i_start, i_stop, tiny,
             g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols,
         )
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out)

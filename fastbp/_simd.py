@@ -1,4 +1,4 @@
-"""Explicit SIMD register tiles for the blocked gradient, as Numba intrinsics.
+"""Explicit SIMD register tiles for the blocked gradient, and scalar bit casts, as Numba intrinsics.
 
 Why this module exists
 ----------------------
@@ -23,6 +23,11 @@ machine without them LLVM splits the vectors and uses a multiply and an add.
 code rounds exactly like the scalar fallback compiled with ``CONTRACT``.
 Nothing here is x86-specific; the width (32 bytes) is only a tuning choice.
 
+The bit casts (:func:`bits_from_float`, :func:`float_from_bits`) and
+:func:`cast_like` are single LLVM instructions: they let the exponential of
+:mod:`fastbp._kernels` build 2^k from its exponent bits in plain, vectorisable
+code, and round a float64 result to the caller's float type.
+
 Summation order
 ---------------
 For every element, ``tile_fma`` starts from the value already in ``G`` and
@@ -37,7 +42,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["VECTOR_BYTES", "copy_vectors", "tile_fma"]
+__all__ = ["VECTOR_BYTES", "bits_from_float", "cast_like", "copy_vectors", "float_from_bits", "tile_fma"]
 
 #: Bytes per vector register the tiles are shaped for (AVX2: 32).
 VECTOR_BYTES = 32
@@ -61,7 +66,9 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
     Arguments
     ---------
     A : 2-D C-contiguous float array (n, d)
-    D : 2-D C-contiguous float array (n, t), same dtype
+    D : 2-D float array (n, t), same dtype, whose rows may be strided but
+        whose elements within a row must be contiguous (a column slice of
+        a larger C-contiguous array is read in place, no copy)
     i0, i1 : int
         Examples [i0, i1).
     ja, jg, k : int
@@ -90,6 +97,8 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
     if not (A.dtype == D.dtype == G.dtype and A.dtype in (types.float32, types.float64)):
         return None
     if not (A.ndim == D.ndim == G.ndim == 2):
+        return None
+    if A.layout != "C" or G.layout != "C" or D.layout not in ("C", "A"):
         return None
     nv = _literal_int(nvec, "nvec")
     nk = _literal_int(kt, "kt")
@@ -131,8 +140,15 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
             return ary.data, shape[1]
 
         dA, ncA = unpack(A, aA)
-        dD, ncD = unpack(D, aD)
         dG, ncG = unpack(G, aG)
+        # D by its row stride, in elements; within a row, unit stride (a
+        # compile-time constant offset per output keeps the loop's address
+        # arithmetic free).
+        d_ary = context.make_array(D)(context, builder, aD)
+        dD = d_ary.data
+        sD0 = builder.sdiv(
+            cgutils.unpack_tuple(builder, d_ary.strides, 2)[0], ir.Constant(intp, itemsize)
+        )
 
         fname = "llvm.fmuladd.v%d%s" % (width, "f64" if itemsize == 8 else "f32")
         fmuladd = cgutils.get_or_insert_function(
@@ -170,7 +186,7 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
 
         builder.position_at_end(body)
         avec = [vload(dA, iphi, ncA, acols[v]) for v in range(nv)]
-        drow = _elem_ptr(builder, dD, iphi, ncD, kv)
+        drow = builder.gep(dD, [builder.add(builder.mul(iphi, sD0), kv)])
         new = []
         for q in range(nk):
             c = builder.load(builder.gep(drow, [ir.Constant(intp, q)]), align=itemsize)
@@ -253,3 +269,44 @@ def copy_vectors(typingctx, A, row, col, buf, off, nvec):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+# --------------------------------------------------------------------------
+# Scalar bit casts, for the vectorisable exp of fastbp._kernels
+# --------------------------------------------------------------------------
+
+
+@intrinsic
+def bits_from_float(typingctx, value):
+    """The IEEE-754 bits of a float64, as an int64 (a bit cast, no conversion)."""
+    if value != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(value), codegen
+
+
+@intrinsic
+def float_from_bits(typingctx, bits):
+    """The float64 whose IEEE-754 bits are the int64 ``bits`` (a bit cast)."""
+    if bits != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(bits), codegen
+
+
+@intrinsic
+def cast_like(typingctx, value, like):
+    """``value`` converted (rounded to nearest) to the float type of ``like``."""
+    if not (isinstance(value, types.Float) and isinstance(like, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return context.cast(builder, args[0], signature.args[0], signature.args[1])
+
+    return like(value, like), codegen

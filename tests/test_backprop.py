@@ -28,9 +28,17 @@ from reference_hidden import (
 )
 
 DTYPES = [np.float32, np.float64]
-# (n, m, d, t): n not a multiple of the block (32) nor of the fold (4);
-# d, t, m odd or 1; one shape large enough to be cut into several chunks.
-SHAPES = [(1, 1, 1, 1), (7, 5, 3, 2), (37, 9, 6, 3), (70, 13, 130, 5), (300, 11, 7, 4)]
+# (n, m, d, t): n not a multiple of the block (192) nor of the tile (6);
+# d, t, m odd or 1; one shape large enough to be cut into several chunks;
+# one with m over both input passes of the packed products (400 and 96).
+SHAPES = [
+    (1, 1, 1, 1),
+    (7, 5, 3, 2),
+    (37, 9, 6, 3),
+    (70, 13, 130, 5),
+    (300, 11, 7, 4),
+    (401, 803, 19, 3),
+]
 
 
 def random_network(rng, n, m, d, t, dtype, scale=0.5):
@@ -373,6 +381,43 @@ def test_bad_option_types():
         backprop(a["X"], a["Y"], *a["net"], l2="big")
     with pytest.raises(TypeError, match="n_threads"):
         backprop(a["X"], a["Y"], *a["net"], n_threads=1.5)
+
+
+# The packed products of the fused step promise the bits of the unpacked
+# kernels (the same fused multiply-adds in the same order); shapes cross
+# every edge: rows not a multiple of the 6-row tile, m over the forward's
+# 400-input passes and the gradient's 96-input passes, d not a multiple of
+# a vector (an overlapping last panel) or exactly one vector.
+PACKED_SHAPES = [(1, 1, 8), (5, 7, 16), (7, 401, 19), (13, 97, 33), (192, 803, 100), (6, 400, 9)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, m, d", PACKED_SHAPES)
+def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d, rng):
+    from fastbp import _kernels_hidden as kh
+
+    X = rng.normal(size=(rows + 3, m)).astype(dtype)  # the block starts at row 2
+    W_h = rng.normal(size=(m, d)).astype(dtype)
+    D = rng.normal(size=(rows, d)).astype(dtype)
+    w = 32 // np.dtype(dtype).itemsize
+    if d < w:
+        pytest.skip("the packed kernels need d of at least one vector")
+    Z0 = rng.normal(size=(rows, d)).astype(dtype)  # both accumulate onto Z0
+    Z_packed, Z_plain = Z0.copy(), Z0.copy()
+    xbuf = np.empty(6 * min(kh._FORWARD_DEPTH, m), dtype)
+    kh._hidden_forward_packed(X, 2, rows, kh._packed_W_h(W_h), m, d, Z_packed, xbuf)
+    kh._hidden_product(X[2 : 2 + rows], W_h, Z_plain)
+    assert np.array_equal(Z_packed, Z_plain)
+
+    G0 = rng.normal(size=(m, d)).astype(dtype)
+    G_packed, G_plain = G0.copy(), G0.copy()
+    kh._grad_W_h_packed(X, 2, rows, D, G_packed, np.empty(rows * (d + w), dtype))
+    kh._grad_W_h_accumulate(X[2 : 2 + rows], D, G_plain)
+    assert np.array_equal(G_packed, G_plain)
+    # and both are the product itself (float64 reference, within γ_k)
+    reference = G0.astype(np.float64) + X[2 : 2 + rows].T.astype(np.float64) @ D.astype(np.float64)
+    magnitude = np.abs(G0).astype(np.float64) + np.abs(X[2 : 2 + rows].T).astype(np.float64) @ np.abs(D)
+    assert np.all(np.abs(G_packed - reference) <= gamma(rows + 1, dtype) * magnitude)
 
 
 def test_block_constants_are_sane():

@@ -136,3 +136,38 @@ def test_cost_nan_propagates_and_out_of_range_is_nan():
 
 def test_cost_of_no_examples_is_zero():
     assert fastbp.cost(np.zeros((0, 3)), np.zeros((0, 3))) == 0
+
+
+def test_exp_of_the_sigmoid_within_one_ulp():
+    # φ's exp is fastbp's own (a polynomial, vectorisable); check it against
+    # long-double exp over the whole non-positive range, subnormals included.
+    import numba
+
+    from fastbp._kernels import _exp_nonpositive
+
+    @numba.njit
+    def exp_all(x, out):
+        for i in range(x.shape[0]):
+            out[i] = _exp_nonpositive(x[i])
+
+    rng = np.random.default_rng(12)
+    x = -np.concatenate(
+        [
+            rng.random(200_000) * 746,
+            rng.random(200_000) * 2,
+            rng.random(1000) * 1e-12,
+            [0.0, 1e-300, 0.34657359, 708.39, 708.4, 709.0, 744.4, 745.1, 745.2, 746, 800, 1e308, np.inf],
+        ]
+    )
+    result = np.empty_like(x)
+    exp_all(x, result)
+    expected = np.exp(x.astype(np.longdouble))
+    ulp = np.spacing(expected.astype(np.float64)).astype(np.longdouble)  # subnormal spacing at the bottom
+    assert np.all(np.abs(result - expected) <= ulp)
+    assert np.isnan(exp_all_single(exp_all, np.nan))
+
+
+def exp_all_single(exp_all, value):
+    out = np.empty(1)
+    exp_all(np.array([value]), out)
+    return out[0]
