@@ -15,7 +15,15 @@ import numpy as np
 from numba import prange
 
 from ._jit import CONTRACT, kernel, parallel_kernel
-from ._simd import VECTOR_BYTES, bits_from_float, cast_like, copy_vectors, float_from_bits, tile_fma
+from ._simd import (
+    VECTOR_BYTES,
+    bits_from_float,
+    cast_like,
+    copy_vectors,
+    float_from_bits,
+    is_float32,
+    tile_fma,
+)
 
 # --------------------------------------------------------------------------
 # Activations and the forward pass
@@ -23,10 +31,12 @@ from ._simd import VECTOR_BYTES, bits_from_float, cast_like, copy_vectors, float
 
 
 # exp for the sigmoid: Cody–Waite reduction x = k·ln2 + r, |r| ≤ ln2/2, and
-# the degree-13 Taylor polynomial of e^r (truncation below 1e-17 relative),
-# then 2^k put into the exponent bits.  Plain arithmetic, selects and bit
-# casts only, so loops over it vectorise; measured within 0.96 ulp of the
-# correctly rounded exp (tests/test_forward.py checks 1 ulp).
+# the Taylor polynomial of e^r, then 2^k put into the exponent bits.  Plain
+# arithmetic, selects and bit casts only, so loops over it vectorise.
+# Degree 13 for float64 results (truncation below 1e-17 relative; measured
+# within 0.96 ulp of the correctly rounded exp), degree 7 when the result
+# is rounded to float32 (truncation 5e-9 relative, a tenth of float32's u).
+# tests/test_forward.py checks both against long-double exp.
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 bits: k·_LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10  # ln 2 − _LN2_HI
@@ -36,11 +46,13 @@ _EXP_TAYLOR = tuple(1.0 / math.factorial(i) for i in range(14))
 
 
 @kernel
-def _exp_nonpositive(x):
+def _exp_nonpositive(x, for_float32):
     """e^x in float64 for x ≤ 0 (NaN propagates), without a library call.
 
     Arguments below −746 give 0 (e^−746 is under half the smallest
-    subnormal); results in the subnormal range are rounded once.
+    subnormal); results in the subnormal range are rounded once.  With
+    ``for_float32`` (a constant after inlining) the polynomial stops at
+    degree 7, enough for a result that will be rounded to float32.
     """
     c = _EXP_TAYLOR
     xc = -746.0 if x < -746.0 else x
@@ -48,13 +60,16 @@ def _exp_nonpositive(x):
     k_float = shifted - _ROUNDER
     k = bits_from_float(shifted) - _ROUNDER_BITS  # the same integer, as int64
     r = (xc - k_float * _LN2_HI) - k_float * _LN2_LO
-    q = c[13] * r + c[12]
-    q = q * r + c[11]
-    q = q * r + c[10]
-    q = q * r + c[9]
-    q = q * r + c[8]
-    q = q * r + c[7]
-    q = q * r + c[6]
+    if for_float32:
+        q = c[7] * r + c[6]
+    else:
+        q = c[13] * r + c[12]
+        q = q * r + c[11]
+        q = q * r + c[10]
+        q = q * r + c[9]
+        q = q * r + c[8]
+        q = q * r + c[7]
+        q = q * r + c[6]
     q = q * r + c[5]
     q = q * r + c[4]
     q = q * r + c[3]
@@ -82,7 +97,7 @@ def _phi(z, one):
     that dtype).  NaN propagates.
     """
     minus_abs = z if z < 0 else -z
-    e = cast_like(_exp_nonpositive(np.float64(minus_abs)), one)
+    e = cast_like(_exp_nonpositive(np.float64(minus_abs), is_float32(one)), one)
     numerator = one if z >= 0 else e
     return numerator / (one + e)
 

@@ -265,7 +265,7 @@ def _pack_rows_transposed(X, first_row, kt, p0, p1, out):
 
 @kernel
 def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, xbuf):
-    """Z[r, j] += Σ_p X[i0 + r, p] · W_h[p, j] for r < rows, W_h given as panels.
+    """Z[r, j] += Σ_p X[i0 + r, p] · W_h[p, j] for r < rows, W_h (m, d) given as panels.
 
     ``wpack`` holds W_h (m, d) in the panels of :func:`_pack_panels`, packed
     once per call.  The m inputs go in equal passes of at most
@@ -273,7 +273,8 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, xbuf):
     transposed, into a (depth, ≤ 6) buffer (``xbuf``) that stays in L1
     while every W_h panel runs over it, the accumulators in registers.
     Each element of Z gets one fused multiply-add per input in order of p,
-    whatever the pass depth: the bits of :func:`_hidden_product`.
+    whatever the pass depth: the bits of :func:`_hidden_product`.  The
+    output layer's A_h W_out runs on it too (X = A_h, W_h = W_out).
     """
     w = VECTOR_BYTES // X.itemsize
     n_groups = (rows + _TILE_ROWS - 1) // _TILE_ROWS
@@ -304,7 +305,7 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, xbuf):
 
 @kernel
 def _backprop_chunk(
-    X, Y, W_h, b_h, W_out, b_out, W_out_T, wpack, i_start, i_stop, tiny,
+    X, Y, W_h, b_h, W_out, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
     grad_W_h_T, grad_b_h, grad_W_out_T, grad_b_out, block_rows, block_cols,
 ):
     """Forward and backward pass over examples [i_start, i_stop), in blocks.
@@ -314,19 +315,21 @@ def _backprop_chunk(
     transposed, ``grad_W_h_T`` (d, m) and ``grad_W_out_T`` (t, d), so that
     the register tiles' vectors run along rows of X and of A_h.  Only
     block-sized activations exist at any time: (block_rows, d) and
-    (block_rows, t).  ``wpack`` is W_h in panels (:func:`_pack_panels`)
-    when d is at least one vector wide; otherwise it is unused and the two
-    large products run on the unpacked kernels.
+    (block_rows, t).  ``wpack`` and ``wpack_out`` are W_h and W_out in
+    panels (:func:`_packed_weights`) when d, resp. t, is at least one
+    vector wide; otherwise they are empty and the forward products run on
+    the unpacked kernels.
     """
     m = X.shape[1]
     d = W_h.shape[1]
     t = W_out.shape[1]
     w = VECTOR_BYTES // X.itemsize
     packed = d >= w
+    packed_out = t >= w
     A_h_block = np.empty((block_rows, d), dtype=X.dtype)
     delta_h_block = np.empty((block_rows, d), dtype=X.dtype)
     A_out_block = np.empty((block_rows, t), dtype=X.dtype)
-    xbuf = np.empty(_TILE_ROWS * min(_FORWARD_DEPTH, m), dtype=X.dtype)
+    xbuf = np.empty(_TILE_ROWS * min(_FORWARD_DEPTH, max(m, d)), dtype=X.dtype)
     chunk_cost = 0.0
     for i0 in range(i_start, i_stop, block_rows):
         i1 = min(i0 + block_rows, i_stop)
@@ -345,7 +348,10 @@ def _backprop_chunk(
             _hidden_product(X_block, W_h, A_h)
         _add_bias_sigmoid_inplace(A_h, b_h)
         A_out[:] = 0
-        _matmul_accumulate(A_h, W_out, A_out, block_cols)
+        if packed_out:
+            _hidden_forward_packed(A_h, 0, rows, wpack_out, d, t, A_out, xbuf)
+        else:
+            _matmul_accumulate(A_h, W_out, A_out, block_cols)
         _add_bias_sigmoid_inplace(A_out, b_out)
 
         chunk_cost += _cost(A_out, Y_block, tiny)
@@ -372,14 +378,14 @@ def _backprop_chunk(
 
 
 @kernel
-def _packed_W_h(W_h):
-    """W_h in panels for :func:`_hidden_forward_packed`, or an empty array when d < W."""
-    m, d = W_h.shape
-    w = VECTOR_BYTES // W_h.itemsize
-    if d < w:
-        return np.empty(0, dtype=W_h.dtype)
-    wpack = np.empty(m * (d + w), dtype=W_h.dtype)
-    _pack_panels(W_h, wpack)
+def _packed_weights(W):
+    """W (K, N) in panels for :func:`_hidden_forward_packed`, or an empty array when N < W."""
+    rows, cols = W.shape
+    w = VECTOR_BYTES // W.itemsize
+    if cols < w:
+        return np.empty(0, dtype=W.dtype)
+    wpack = np.empty(rows * (cols + w), dtype=W.dtype)
+    _pack_panels(W, wpack)
     return wpack
 
 
@@ -445,12 +451,13 @@ def _backprop_serial(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, b
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
-    wpack = _packed_W_h(W_h)
+    wpack = _packed_weights(W_h)
+    wpack_out = _packed_weights(W_out)
     costs, g_W_h_T, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X)
     for c in range(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         costs[c] = _backprop_chunk(
-            X, Y, W_h, b_h, W_out, b_out, W_out_T, wpack, i_start, i_stop, tiny,
+            X, Y, W_h, b_h, W_out, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
             g_W_h_T[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols,
         )
     return _sum_chunks(costs, g_W_h_T, g_b_h, g_W_out_T, g_b_out)
@@ -468,12 +475,13 @@ def _backprop_parallel(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows,
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
-    wpack = _packed_W_h(W_h)
+    wpack = _packed_weights(W_h)
+    wpack_out = _packed_weights(W_out)
     costs, g_W_h_T, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X)
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         costs[c] = _backprop_chunk(
-            X, Y, W_h, b_h, W_out, b_out, W_out_T, wpack, i_start, i_stop, tiny,
+            X, Y, W_h, b_h, W_out, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
             g_W_h_T[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols,
         )
     return _sum_chunks(costs, g_W_h_T, g_b_h, g_W_out_T, g_b_out)

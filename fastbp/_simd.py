@@ -42,7 +42,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["VECTOR_BYTES", "bits_from_float", "cast_like", "copy_vectors", "float_from_bits", "tile_fma"]
+__all__ = ["VECTOR_BYTES", "bits_from_float", "cast_like", "copy_vectors", "float_from_bits", "is_float32", "tile_fma"]
 
 #: Bytes per vector register the tiles are shaped for (AVX2: 32).
 VECTOR_BYTES = 32
@@ -310,3 +310,16 @@ def cast_like(typingctx, value, like):
         return context.cast(builder, args[0], signature.args[0], signature.args[1])
 
     return like(value, like), codegen
+
+
+@intrinsic
+def is_float32(typingctx, value):
+    """True when ``value`` is a float32 (a constant: LLVM folds branches on it)."""
+    if not isinstance(value, types.Float):
+        return None
+    single = value == types.float32
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(ir.IntType(1), int(single))
+
+    return types.boolean(value), codegen

@@ -148,7 +148,12 @@ def test_exp_of_the_sigmoid_within_one_ulp():
     @numba.njit
     def exp_all(x, out):
         for i in range(x.shape[0]):
-            out[i] = _exp_nonpositive(x[i])
+            out[i] = _exp_nonpositive(x[i], False)
+
+    @numba.njit
+    def exp_all_float32(x, out):  # the float32 polynomial, rounded to float32
+        for i in range(x.shape[0]):
+            out[i] = np.float32(_exp_nonpositive(x[i], True))
 
     rng = np.random.default_rng(12)
     x = -np.concatenate(
@@ -165,6 +170,11 @@ def test_exp_of_the_sigmoid_within_one_ulp():
     ulp = np.spacing(expected.astype(np.float64)).astype(np.longdouble)  # subnormal spacing at the bottom
     assert np.all(np.abs(result - expected) <= ulp)
     assert np.isnan(exp_all_single(exp_all, np.nan))
+
+    result32 = np.empty(x.shape, np.float32)
+    exp_all_float32(x, result32)
+    ulp32 = np.spacing(expected.astype(np.float32)).astype(np.longdouble)
+    assert np.all(np.abs(result32 - expected) <= ulp32)
 
 
 def exp_all_single(exp_all, value):
