@@ -428,6 +428,11 @@ def _step_rows(shape, dtype):
     return rows
 
 
+#: Idle time before each timing on more than one thread (see
+#: :func:`fastbp._timing.interleaved_medians`): longer than OpenBLAS's spin.
+SETTLE_SECONDS = 0.25
+
+
 def _time_table(title, rows, threads_list, repeats):
     """Time ``rows`` at each thread count; print one table per count."""
     records = []
@@ -438,7 +443,10 @@ def _time_table(title, rows, threads_list, repeats):
             _torch_threads(torch, threads) if torch is not None else contextlib.nullcontext()
         ):
             medians = interleaved_medians(
-                {row.key: row.call for row in active}, repeats, min_time=0.01
+                {row.key: row.call for row in active},
+                repeats,
+                min_time=0.01,
+                settle=SETTLE_SECONDS if threads > 1 else 0.0,
             )
             records += _print_table(title, active, medians, threads)
     return records

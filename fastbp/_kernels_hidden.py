@@ -213,10 +213,10 @@ def _grad_b_h(delta_h):
 _TILE_ROWS = 6
 # Inputs per pass of the forward product (m is cut into equal passes of at
 # most this many): a row group's transposed inputs, _FORWARD_DEPTH × 6
-# values (19 KiB in float64), stay in L1 while the W_h panels stream from
-# L2.  Measured at 1000×784×100, one thread: 400 (two passes) beat 128 and
-# 256 by 5–15 %.
-_FORWARD_DEPTH = 400
+# values, are read by every W_h panel in turn.  Measured at 1000×784×100,
+# one thread: one pass of 784 matched or beat two of 392 (float32 by up to
+# 7 %) and beat 128 or 256 by 5–15 %.
+_FORWARD_DEPTH = 800
 # Block sizes for (Xᵀ δ_h)ᵀ = δ_hᵀ X on the register-tiled gradient kernel:
 # the block's X is packed 128 inputs at a time, and up to 128 hidden units
 # of δ_h are read in place (no copy of δ_h for d ≤ 128).  Measured at

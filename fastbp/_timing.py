@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 
-def interleaved_medians(functions, repeats, min_time=0.0):
+def interleaved_medians(functions, repeats, min_time=0.0, settle=0.0):
     """Median wall time of each function, timed in interleaved rounds.
 
     Parameters
@@ -27,6 +27,12 @@ def interleaved_medians(functions, repeats, min_time=0.0):
         A candidate faster than this (seconds) is called in a loop of k
         calls per timing and its time divided by k, so short calls are not
         lost in timer resolution.
+    settle : float, default 0.0
+        Seconds of idle (untimed) before each candidate's timing.  On a
+        machine with few cores, threads that one candidate leaves spinning
+        (OpenBLAS's wait for work lasts about 0.1 s) take cores from the
+        next; a pause longer than that lets every candidate start from idle
+        threads, as it would when run on its own.
 
     Returns
     -------
@@ -44,6 +50,8 @@ def interleaved_medians(functions, repeats, min_time=0.0):
     for _ in range(repeats):
         for name, function in functions.items():
             k = loops[name]
+            if settle > 0:
+                time.sleep(settle)
             start = time.perf_counter()
             for _ in range(k):
                 function()

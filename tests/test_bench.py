@@ -213,3 +213,17 @@ def test_first_call_seconds_cold_and_cached(tmp_path):
     cached = _timing.first_call_seconds("matmul", "float32", cache_dir=tmp_path)
     assert set(cold) == set(cached) == {"import", "first_call"}
     assert any(tmp_path.iterdir())  # the first cached process wrote the cache
+
+
+def test_interleaved_medians_settles_before_each_timing_untimed():
+    import time
+
+    from fastbp._timing import interleaved_medians
+
+    calls = []
+    start = time.perf_counter()
+    medians = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, settle=0.05)
+    elapsed = time.perf_counter() - start
+    assert elapsed >= 4 * 0.05  # two rounds of two candidates, each after a pause
+    assert all(value < 0.05 for value in medians.values())  # the pause is not timed
+    assert calls.count("a") == calls.count("b") == 4  # 2 untimed first calls + 2 rounds
