@@ -6,11 +6,15 @@ dtype (float32 or float64) before calling in.  Kernels never write to their
 inputs.
 
 The large products, X_block W_h (forward) and the gradients Xᵀ δ_h and
-δ_outᵀ A_h, all run on the register-tiled kernel of the blocked output
-gradient, :func:`fastbp._kernels._accumulate_gradT_rows`, which computes
+δ_outᵀ A_h, all run on the register tiles of the blocked output gradient
+(:func:`fastbp._kernels._tiles_for_panel`), which compute
 G[k, j] += Σ_i D[i, k] · A[i, j] with one fused multiply-add per term in
 order of i: each product below is that formula with the operands named to
-fit.  The small products with W_out (t columns or rows) use
+fit.  In the fused step, W_h (and W_out when t spans a vector) is copied
+into panels once per call and each block's inputs are copied transposed,
+six rows at a time (:func:`_hidden_forward_packed`); Xᵀ δ_h is computed as
+δ_hᵀ X (:func:`fastbp._kernels._accumulate_gradT_rows`), vectors along the
+rows of X.  The remaining small products with W_out use
 :func:`_matmul_accumulate`, a loop nest whose innermost loop runs with unit
 stride over the output's columns, four terms folded into each update.
 
