@@ -66,8 +66,8 @@ MUTATIONS = [
     (
         "blocked: off-by-one in the overlapping tail panel (one column too few)",
         KERNELS,
-        "nvec, first_column, skip = 1, j_end - w, w - (rest % w)",
-        "nvec, first_column, skip = 1, j_end - w, w - (rest % w) + 1",
+        "return 1, width - w, w - (rest % w)",
+        "return 1, width - w, w - (rest % w) + 1",
     ),
     (
         "blocked: the last partial panel of hidden units left out",
