@@ -230,13 +230,6 @@ _GRAD_W_H_BLOCK_HIDDEN = 128
 
 
 @kernel
-def _pack_panels(W, wpack):
-    """Copy all of W (K, N) into the panels of :func:`_pack_A_block`; N ≥ W."""
-    w = VECTOR_BYTES // W.itemsize
-    _pack_A_block(W, 0, W.shape[0], 0, W.shape[1], w, wpack)
-
-
-@kernel
 def _pack_rows_transposed(X, first_row, kt, p0, p1, out):
     """out[pp, q] = X[first_row + q, p0 + pp] for q < kt: up to six rows, transposed.
 
@@ -271,7 +264,7 @@ def _pack_rows_transposed(X, first_row, kt, p0, p1, out):
 def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, xbuf):
     """Z[r, j] += Σ_p X[i0 + r, p] · W_h[p, j] for r < rows, W_h (m, d) given as panels.
 
-    ``wpack`` holds W_h (m, d) in the panels of :func:`_pack_panels`, packed
+    ``wpack`` holds W_h (m, d) in the panels of :func:`_packed_weights`, packed
     once per call.  The m inputs go in equal passes of at most
     ``_FORWARD_DEPTH``; in a pass, each group of six rows of X is copied,
     transposed, into a (depth, ≤ 6) buffer (``xbuf``) that stays in L1
@@ -327,9 +320,8 @@ def _backprop_chunk(
     m = X.shape[1]
     d = W_h.shape[1]
     t = W_out.shape[1]
-    w = VECTOR_BYTES // X.itemsize
-    packed = d >= w
-    packed_out = t >= w
+    packed = wpack.shape[0] > 0
+    packed_out = wpack_out.shape[0] > 0
     A_h_block = np.empty((block_rows, d), dtype=X.dtype)
     delta_h_block = np.empty((block_rows, d), dtype=X.dtype)
     A_out_block = np.empty((block_rows, t), dtype=X.dtype)
@@ -389,7 +381,7 @@ def _packed_weights(W):
     if cols < w:
         return np.empty(0, dtype=W.dtype)
     wpack = np.empty(rows * (cols + w), dtype=W.dtype)
-    _pack_panels(W, wpack)
+    _pack_A_block(W, 0, rows, 0, cols, w, wpack)
     return wpack
 
 

@@ -66,9 +66,7 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
     Arguments
     ---------
     A : 2-D C-contiguous float array (n, d)
-    D : 2-D float array (n, t), same dtype, whose rows may be strided but
-        whose elements within a row must be contiguous (a column slice of
-        a larger C-contiguous array is read in place, no copy)
+    D : 2-D C-contiguous float array (n, t), same dtype
     i0, i1 : int
         Examples [i0, i1).
     ja, jg, k : int
@@ -97,8 +95,6 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
     if not (A.dtype == D.dtype == G.dtype and A.dtype in (types.float32, types.float64)):
         return None
     if not (A.ndim == D.ndim == G.ndim == 2):
-        return None
-    if A.layout != "C" or G.layout != "C" or D.layout not in ("C", "A"):
         return None
     nv = _literal_int(nvec, "nvec")
     nk = _literal_int(kt, "kt")
@@ -141,14 +137,7 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
 
         dA, ncA = unpack(A, aA)
         dG, ncG = unpack(G, aG)
-        # D by its row stride, in elements; within a row, unit stride (a
-        # compile-time constant offset per output keeps the loop's address
-        # arithmetic free).
-        d_ary = context.make_array(D)(context, builder, aD)
-        dD = d_ary.data
-        sD0 = builder.sdiv(
-            cgutils.unpack_tuple(builder, d_ary.strides, 2)[0], ir.Constant(intp, itemsize)
-        )
+        dD, ncD = unpack(D, aD)
 
         fname = "llvm.fmuladd.v%d%s" % (width, "f64" if itemsize == 8 else "f32")
         fmuladd = cgutils.get_or_insert_function(
@@ -186,7 +175,7 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
 
         builder.position_at_end(body)
         avec = [vload(dA, iphi, ncA, acols[v]) for v in range(nv)]
-        drow = builder.gep(dD, [builder.add(builder.mul(iphi, sD0), kv)])
+        drow = _elem_ptr(builder, dD, iphi, ncD, kv)
         new = []
         for q in range(nk):
             c = builder.load(builder.gep(drow, [ir.Constant(intp, q)]), align=itemsize)

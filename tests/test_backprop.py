@@ -30,7 +30,8 @@ from reference_hidden import (
 DTYPES = [np.float32, np.float64]
 # (n, m, d, t): n not a multiple of the block (192) nor of the tile (6);
 # d, t, m odd or 1; one shape large enough to be cut into several chunks;
-# one with m over both input passes of the packed products (400 and 96).
+# one with m over the forward product's 800-input pass and the gradient's
+# 128-input blocks.
 SHAPES = [
     (1, 1, 1, 1),
     (7, 5, 3, 2),
@@ -386,10 +387,10 @@ def test_bad_option_types():
 # The products of the fused step promise the bits of the plain kernels
 # (the same fused multiply-adds in the same order); shapes cross every
 # edge: rows not a multiple of the 6-row tile, m over the forward's
-# 400-input passes and the gradient's 128-input blocks, d not a multiple of
+# 800-input pass (two passes) and the gradient's 128-input blocks, d not a multiple of
 # a vector (an overlapping last panel), over 128 (δ_h copied in blocks) or
 # exactly one vector.
-PACKED_SHAPES = [(1, 1, 8), (5, 7, 16), (7, 401, 19), (13, 97, 33), (192, 803, 100), (6, 400, 9), (9, 130, 131)]
+PACKED_SHAPES = [(1, 1, 8), (5, 7, 16), (7, 1601, 19), (13, 97, 33), (192, 803, 100), (6, 400, 9), (9, 130, 131)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
