@@ -431,6 +431,8 @@ def _step_rows(shape, dtype):
 #: Idle time before each timing on more than one thread (see
 #: :func:`fastbp._timing.interleaved_medians`): longer than OpenBLAS's spin.
 SETTLE_SECONDS = 0.25
+#: Untimed calls after the settle (at least one): threads woken, caches warm.
+WARMUP_SECONDS = 0.02
 
 
 def _time_table(title, rows, threads_list, repeats):
@@ -447,6 +449,7 @@ def _time_table(title, rows, threads_list, repeats):
                 repeats,
                 min_time=0.01,
                 settle=SETTLE_SECONDS if threads > 1 else 0.0,
+                warmup=WARMUP_SECONDS if threads > 1 else 0.0,
             )
             records += _print_table(title, active, medians, threads)
     return records

@@ -307,8 +307,9 @@ def _backprop_chunk(
 ):
     """Forward and backward pass over examples [i_start, i_stop), in blocks.
 
-    Adds this chunk's gradient sums into the four ``grad_*`` buffers and
-    returns the chunk's cost (float64).  The weight gradients are held
+    Sets the four ``grad_*`` buffers to this chunk's gradient sums (they are
+    zeroed first, in the thread that runs the chunk) and returns the chunk's
+    cost (float64).  The weight gradients are held
     transposed, ``grad_W_h_T`` (d, m) and ``grad_W_out_T`` (t, d), so that
     the register tiles' vectors run along rows of X and of A_h.  Only
     block-sized activations exist at any time: (block_rows, d) and
@@ -322,6 +323,10 @@ def _backprop_chunk(
     t = W_out.shape[1]
     packed = wpack.shape[0] > 0
     packed_out = wpack_out.shape[0] > 0
+    _fill_zero(grad_W_h_T)
+    grad_b_h[:] = 0
+    _fill_zero(grad_W_out_T)
+    grad_b_out[:] = 0
     A_h_block = np.empty((block_rows, d), dtype=X.dtype)
     delta_h_block = np.empty((block_rows, d), dtype=X.dtype)
     A_out_block = np.empty((block_rows, t), dtype=X.dtype)
@@ -386,57 +391,97 @@ def _packed_weights(W):
 
 
 @kernel
-def _add_into(total, partial):
-    """total += partial, elementwise (same-shape 2-D arrays)."""
-    rows, cols = total.shape
-    for r in range(rows):
-        total_row = total[r]
-        partial_row = partial[r]
-        for c in range(cols):
-            total_row[c] += partial_row[c]
+def _sum_rows_in_order(partials, total, r0, r1):
+    """total[r, :] = Σ_c partials[c, r, :] for r0 ≤ r < r1, chunks in order c = 0, 1, ….
+
+    Starts from chunk 0's row itself, not from zeros: the same values,
+    except that a −0 (from products that all underflowed) stays −0, as it
+    does in the unfused :func:`_grad_W_h` and in a single chunk.
+    """
+    n_chunks = partials.shape[0]
+    for r in range(r0, r1):
+        out = total[r]
+        first = partials[0, r]
+        for p in range(out.shape[0]):
+            out[p] = first[p]
+        for c in range(1, n_chunks):
+            row = partials[c, r]
+            for p in range(out.shape[0]):
+                out[p] += row[p]
+
+
+@kernel
+def _sum_small_partials(costs, grad_b_h, grad_W_out_T, grad_b_out):
+    """Cost, Σ δ_h, A_hᵀ δ_out (transposed back to (d, t)) and Σ δ_out over the chunks, in chunk order."""
+    n_chunks, t, d = grad_W_out_T.shape
+    dtype = grad_W_out_T.dtype
+    total_cost = 0.0
+    total_b_h = np.zeros(d, dtype=dtype)
+    total_b_out = np.zeros(t, dtype=dtype)
+    for c in range(n_chunks):
+        total_cost += costs[c]
+        for j in range(d):
+            total_b_h[j] += grad_b_h[c, j]
+        for k in range(t):
+            total_b_out[k] += grad_b_out[c, k]
+    total_W_out_T = np.empty((t, d), dtype=dtype)
+    _sum_rows_in_order(grad_W_out_T, total_W_out_T, 0, t)
+    return total_cost, total_b_h, np.ascontiguousarray(total_W_out_T.T), total_b_out
 
 
 @kernel
 def _sum_chunks(costs, grad_W_h_T, grad_b_h, grad_W_out_T, grad_b_out):
     """Add the per-chunk partials in chunk order 0, 1, …, then transpose the weight gradients.
 
+    The sums run along the partials' contiguous rows (one vectorised pass
+    per chunk); the transposition is one copy at the end.
+
     Returns (cost, grad_W_h (m, d), grad_b_h, grad_W_out (d, t), grad_b_out).
     """
     n_chunks, d, m = grad_W_h_T.shape
-    t = grad_b_out.shape[1]
-    dtype = grad_W_h_T.dtype
-    total_cost = 0.0
-    total_W_h_T = np.zeros((d, m), dtype=dtype)
-    total_b_h = np.zeros(d, dtype=dtype)
-    total_W_out_T = np.zeros((t, d), dtype=dtype)
-    total_b_out = np.zeros(t, dtype=dtype)
-    for c in range(n_chunks):
-        total_cost += costs[c]
-        _add_into(total_W_h_T, grad_W_h_T[c])
-        for j in range(d):
-            total_b_h[j] += grad_b_h[c, j]
-        _add_into(total_W_out_T, grad_W_out_T[c])
-        for k in range(t):
-            total_b_out[k] += grad_b_out[c, k]
-    return (
-        total_cost,
-        np.ascontiguousarray(total_W_h_T.T),
-        total_b_h,
-        np.ascontiguousarray(total_W_out_T.T),
-        total_b_out,
+    if n_chunks == 1:
+        total_W_h_T = grad_W_h_T[0]
+    else:
+        total_W_h_T = _empty_2d(d, m, grad_W_h_T)
+        _sum_rows_in_order(grad_W_h_T, total_W_h_T, 0, d)
+    total_W_h = _transposed_copy(total_W_h_T)
+    cost, total_b_h, total_W_out, total_b_out = _sum_small_partials(
+        costs, grad_b_h, grad_W_out_T, grad_b_out
     )
+    return cost, total_W_h, total_b_h, total_W_out, total_b_out
+
+
+@kernel
+def _empty_2d(rows, cols, dtype_sample):
+    """An uninitialised (rows, cols) array of ``dtype_sample``'s dtype."""
+    return np.empty((rows, cols), dtype=dtype_sample.dtype)
+
+
+@kernel
+def _fill_zero(A):
+    """A[...] = 0 (any number of dimensions)."""
+    A[:] = 0
+
+
+@kernel
+def _transposed_copy(A):
+    """A C-contiguous copy of Aᵀ."""
+    return np.ascontiguousarray(A.T)
 
 
 @kernel
 def _allocate_partials(n_chunks, m, d, t, dtype_sample):
-    """Zeroed per-chunk partials: costs, (Xᵀ δ_h)ᵀ (d, m), Σ δ_h, (A_hᵀ δ_out)ᵀ (t, d), Σ δ_out."""
+    """Per-chunk partials, uninitialised: costs, (Xᵀ δ_h)ᵀ (d, m), Σ δ_h, (A_hᵀ δ_out)ᵀ (t, d), Σ δ_out.
+
+    :func:`_backprop_chunk` zeroes its own, in the thread that fills them.
+    """
     dtype = dtype_sample.dtype
     return (
         np.zeros(n_chunks, dtype=np.float64),
-        np.zeros((n_chunks, d, m), dtype=dtype),
-        np.zeros((n_chunks, d), dtype=dtype),
-        np.zeros((n_chunks, t, d), dtype=dtype),
-        np.zeros((n_chunks, t), dtype=dtype),
+        np.empty((n_chunks, d, m), dtype=dtype),
+        np.empty((n_chunks, d), dtype=dtype),
+        np.empty((n_chunks, t, d), dtype=dtype),
+        np.empty((n_chunks, t), dtype=dtype),
     )
 
 
@@ -470,7 +515,7 @@ def _backprop_parallel(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows,
     n, m = X.shape
     d = W_h.shape[1]
     t = W_out.shape[1]
-    W_out_T = np.ascontiguousarray(W_out.T)
+    W_out_T = _transposed_copy(W_out)
     wpack = _packed_weights(W_h)
     wpack_out = _packed_weights(W_out)
     costs, g_W_h_T, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X)

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 
-def interleaved_medians(functions, repeats, min_time=0.0, settle=0.0):
+def interleaved_medians(functions, repeats, min_time=0.0, settle=0.0, warmup=0.0):
     """Median wall time of each function, timed in interleaved rounds.
 
     Parameters
@@ -33,6 +33,12 @@ def interleaved_medians(functions, repeats, min_time=0.0, settle=0.0):
         (OpenBLAS's wait for work lasts about 0.1 s) take cores from the
         next; a pause longer than that lets every candidate start from idle
         threads, as it would when run on its own.
+    warmup : float, default 0.0
+        After the settle, the candidate is called (untimed) until this
+        many seconds have passed, at least once when positive, so each
+        timing sees its own threads awake and its data in cache, as in a
+        loop that calls it again and again (a training loop), rather than
+        the first call after an idle pause.
 
     Returns
     -------
@@ -52,6 +58,11 @@ def interleaved_medians(functions, repeats, min_time=0.0, settle=0.0):
             k = loops[name]
             if settle > 0:
                 time.sleep(settle)
+            if warmup > 0:
+                until = time.perf_counter() + warmup
+                function()
+                while time.perf_counter() < until:
+                    function()
             start = time.perf_counter()
             for _ in range(k):
                 function()

@@ -227,3 +227,28 @@ def test_interleaved_medians_settles_before_each_timing_untimed():
     assert elapsed >= 4 * 0.05  # two rounds of two candidates, each after a pause
     assert all(value < 0.05 for value in medians.values())  # the pause is not timed
     assert calls.count("a") == calls.count("b") == 4  # 2 untimed first calls + 2 rounds
+
+
+def test_interleaved_medians_warms_up_untimed_after_the_settle():
+    import time
+
+    from fastbp._timing import interleaved_medians
+
+    calls = []
+
+    def slow_after_pause():
+        # The first call after a pause (or ever) is slow; the rest are fast.
+        slow = not calls or calls[-1] == "pause"
+        calls.append("call")
+        if slow:
+            time.sleep(0.02)
+
+    def pause_marker():
+        calls.append("pause")
+
+    medians = interleaved_medians(
+        {"marker": pause_marker, "slow": slow_after_pause}, 3, settle=0.001, warmup=0.005
+    )
+    assert medians["slow"] < 0.01  # the slow first call after each pause is untimed
+    # 2 untimed first calls, then per round ≥ 1 warm-up call and 1 timed call.
+    assert calls.count("call") >= 2 + 3 * 2
