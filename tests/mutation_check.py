@@ -23,6 +23,7 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KERNELS = "fastbp/_kernels.py"
+HIDDEN = "fastbp/_kernels_hidden.py"
 
 # The tests that guard the three ways; the mutants must fail at least one.
 TESTS = [
@@ -31,7 +32,10 @@ TESTS = [
     "tests/test_gradcheck.py",
 ]
 
-# (what the bug is, file, exact text, replacement)
+# The tests that guard the fused step (for the mutants in HIDDEN).
+FUSED_TESTS = ["tests/test_backprop.py"]
+
+# (what the bug is, file, exact text, replacement[, tests instead of TESTS])
 MUTATIONS = [
     (
         "outer: swap the loop indices j and k in the product",
@@ -111,10 +115,24 @@ MUTATIONS = [
         "    for i in range(n):\n        for k in range(t):\n            out[k] += delta_out[i, k]",
         "    for i in range(1, n):\n        for k in range(t):\n            out[k] += delta_out[i, k]",
     ),
+    (
+        "fused: a chunk's partial Xᵀ δ_h is not zeroed before it accumulates",
+        HIDDEN,
+        "    _fill_zero(grad_W_h_T)\n",
+        "",
+        FUSED_TESTS,
+    ),
+    (
+        "fused: the last chunk's partial Xᵀ δ_h is not added",
+        HIDDEN,
+        "        for c in range(1, n_chunks):\n            row = partials[c, r]",
+        "        for c in range(1, n_chunks - 1):\n            row = partials[c, r]",
+        FUSED_TESTS,
+    ),
 ]
 
 
-def run_mutant(description, path, old, new):
+def run_mutant(description, path, old, new, tests=TESTS):
     with tempfile.TemporaryDirectory() as scratch:
         copy = pathlib.Path(scratch) / "repo"
         shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".asv", ".venv", "__pycache__"))
@@ -130,7 +148,7 @@ def run_mutant(description, path, old, new):
         if not where.startswith(str(copy)):
             return f"NOT APPLIED (fastbp imported from {where}): {description}"
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
             cwd=copy,
             env=env,
             capture_output=True,
