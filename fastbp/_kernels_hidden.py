@@ -323,9 +323,9 @@ def _backprop_chunk(
     t = W_out.shape[1]
     packed = wpack.shape[0] > 0
     packed_out = wpack_out.shape[0] > 0
-    _fill_zero(grad_W_h_T)
+    grad_W_h_T[:] = 0
     grad_b_h[:] = 0
-    _fill_zero(grad_W_out_T)
+    grad_W_out_T[:] = 0
     grad_b_out[:] = 0
     A_h_block = np.empty((block_rows, d), dtype=X.dtype)
     delta_h_block = np.empty((block_rows, d), dtype=X.dtype)
@@ -442,31 +442,13 @@ def _sum_chunks(costs, grad_W_h_T, grad_b_h, grad_W_out_T, grad_b_out):
     if n_chunks == 1:
         total_W_h_T = grad_W_h_T[0]
     else:
-        total_W_h_T = _empty_2d(d, m, grad_W_h_T)
+        total_W_h_T = np.empty((d, m), dtype=grad_W_h_T.dtype)
         _sum_rows_in_order(grad_W_h_T, total_W_h_T, 0, d)
-    total_W_h = _transposed_copy(total_W_h_T)
+    total_W_h = np.ascontiguousarray(total_W_h_T.T)
     cost, total_b_h, total_W_out, total_b_out = _sum_small_partials(
         costs, grad_b_h, grad_W_out_T, grad_b_out
     )
     return cost, total_W_h, total_b_h, total_W_out, total_b_out
-
-
-@kernel
-def _empty_2d(rows, cols, dtype_sample):
-    """An uninitialised (rows, cols) array of ``dtype_sample``'s dtype."""
-    return np.empty((rows, cols), dtype=dtype_sample.dtype)
-
-
-@kernel
-def _fill_zero(A):
-    """A[...] = 0 (any number of dimensions)."""
-    A[:] = 0
-
-
-@kernel
-def _transposed_copy(A):
-    """A C-contiguous copy of Aᵀ."""
-    return np.ascontiguousarray(A.T)
 
 
 @kernel
@@ -515,7 +497,7 @@ def _backprop_parallel(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows,
     n, m = X.shape
     d = W_h.shape[1]
     t = W_out.shape[1]
-    W_out_T = _transposed_copy(W_out)
+    W_out_T = np.ascontiguousarray(W_out.T)
     wpack = _packed_weights(W_h)
     wpack_out = _packed_weights(W_out)
     costs, g_W_h_T, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X)

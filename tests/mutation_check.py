@@ -118,7 +118,7 @@ MUTATIONS = [
     (
         "fused: a chunk's partial Xᵀ δ_h is not zeroed before it accumulates",
         HIDDEN,
-        "    _fill_zero(grad_W_h_T)\n",
+        "    grad_W_h_T[:] = 0\n",
         "",
         FUSED_TESTS,
     ),
