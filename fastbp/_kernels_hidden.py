@@ -56,9 +56,16 @@ def _matmul_accumulate(lhs, rhs, out, block_cols):
     Loop order: column tile of ``out`` → four rows of ``rhs`` → rows of
     ``out`` two at a time.  Each load of the four ``rhs`` rows serves two
     rows of ``out`` (eight multiply-adds per five loads instead of four),
-    and the (B, block_cols) tile of ``out`` stays in L1.  Every row of
-    ``out`` is computed by the same expression whether it is paired or not,
-    so a row's bits do not depend on where it falls in the block.
+    and the (B, block_cols) tile of ``out`` stays in L1.
+
+    Each update is written ((((o + x0·v0) + x1·v1) + x2·v2) + x3·v3), which
+    the ``contract`` flag turns into four chained fused multiply-adds: every
+    element of ``out`` gets one fused multiply-add per term, in order of p,
+    starting from its value on entry, exactly as in the register tiles
+    (:func:`fastbp._simd.tile_fma`).  So this kernel and the packed
+    forward product give the same bits, and a row's bits depend neither on
+    where it falls in the block nor on the vector width that decides which
+    of the two the fused step uses.
     """
     n_rows, inner = lhs.shape
     n_cols = rhs.shape[1]
@@ -88,8 +95,8 @@ def _matmul_accumulate(lhs, rhs, out, block_cols):
                     v1 = w1[j]
                     v2 = w2[j]
                     v3 = w3[j]
-                    o[j] += x0 * v0 + x1 * v1 + x2 * v2 + x3 * v3
-                    q[j] += y0 * v0 + y1 * v1 + y2 * v2 + y3 * v3
+                    o[j] = o[j] + x0 * v0 + x1 * v1 + x2 * v2 + x3 * v3
+                    q[j] = q[j] + y0 * v0 + y1 * v1 + y2 * v2 + y3 * v3
                 r += 2
             while r < n_rows:
                 x0 = lhs[r, p]
@@ -98,7 +105,7 @@ def _matmul_accumulate(lhs, rhs, out, block_cols):
                 x3 = lhs[r, p + 3]
                 o = out[r, c0:c1]
                 for j in range(width):
-                    o[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
+                    o[j] = o[j] + x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
                 r += 1
             p += 4
         while p < inner:

@@ -7,7 +7,8 @@ gradient (d ≈ 100) every pass pays loop set-up, run-time alias checks and a
 scalar remainder, and a scalar register tile written out by hand is not
 turned into vector code (the SLP vectoriser gives up).  So the one hot loop
 of :func:`fastbp._kernels._accumulate_gradT_rows` is emitted here directly
-as LLVM IR on *generic* vector types (``<4 x double>``, ``<8 x float>``):
+as LLVM IR on *generic* vector types (``<4 x double>``, ``<8 x float>``,
+or twice as long with AVX-512):
 the accumulators of a whole tile live in vector registers across a block of
 examples and touch memory only at the start and the end.
 
@@ -16,12 +17,15 @@ Portability
 Only target-independent IR is used: vector loads/stores, ``insertelement``
 / ``shufflevector`` (broadcast), ``select`` and the generic
 ``llvm.fmuladd.*`` intrinsic.  LLVM lowers these on any target: with AVX2 +
-FMA one vector is one ymm register and ``fmuladd`` one ``vfmadd``; on a
-machine without them LLVM splits the vectors and uses a multiply and an add.
+FMA one 32-byte vector is one ymm register and ``fmuladd`` one
+``vfmadd``, with AVX-512 a 64-byte vector one zmm register; on a machine
+without them LLVM splits the vectors and uses a multiply and an add.
 ``llvm.fmuladd`` fuses exactly where the ``contract`` fast-math flag would
 (the only fast-math flag fastbp uses, see :mod:`fastbp._jit`), so the vector
 code rounds exactly like the scalar fallback compiled with ``CONTRACT``.
-Nothing here is x86-specific; the width (32 bytes) is only a tuning choice.
+Nothing here is x86-specific; the width (:data:`VECTOR_BYTES`, 32 or 64
+bytes, chosen at import by :func:`choose_vector_bytes`) is only a tuning
+choice.
 
 The bit casts (:func:`bits_from_float`, :func:`float_from_bits`) and
 :func:`cast_like` are single LLVM instructions: they let the exponential of
@@ -34,18 +38,73 @@ For every element, ``tile_fma`` starts from the value already in ``G`` and
 adds the examples one at a time in ascending order ``i0, i0+1, …``, one
 rounded (fused) multiply-add each.  No reassociation: the result of a sum
 over a range of examples does not depend on how the range is cut into
-calls, nor on the tile shape.
+calls, nor on the tile shape, nor on the vector width.
 """
+
+import os
 
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["VECTOR_BYTES", "bits_from_float", "cast_like", "copy_vectors", "float_from_bits", "is_float32", "tile_fma"]
+__all__ = [
+    "VECTOR_BYTES",
+    "bits_from_float",
+    "cast_like",
+    "choose_vector_bytes",
+    "copy_vectors",
+    "float_from_bits",
+    "is_float32",
+    "tile_fma",
+]
 
-#: Bytes per vector register the tiles are shaped for (AVX2: 32).
-VECTOR_BYTES = 32
+_VECTOR_BYTES_CHOICES = (32, 64)
+
+
+def _target_features():
+    """The LLVM feature string Numba compiles for (``NUMBA_CPU_FEATURES`` or the host's)."""
+    from numba.core import config
+
+    if config.CPU_FEATURES is not None:
+        return config.CPU_FEATURES
+    if config.CPU_NAME is not None and config.CPU_NAME != "host":
+        return ""  # a named CPU without a feature list: assume nothing
+    import llvmlite.binding as llvm
+
+    return llvm.get_host_cpu_features().flatten()
+
+
+def choose_vector_bytes(environ=None, features=None):
+    """Bytes per vector register for the register tiles: 64 with AVX-512, else 32.
+
+    ``FASTBP_VECTOR_BYTES`` (32 or 64) in ``environ`` overrides the choice,
+    for testing the other width or for code meant to run elsewhere.  The
+    width changes only speed, never results: every element is the same
+    chain of fused multiply-adds whatever the vector width (see
+    "Summation order" above).
+
+    Raises
+    ------
+    ValueError
+        If ``FASTBP_VECTOR_BYTES`` is set to anything but 32 or 64.
+    """
+    environ = os.environ if environ is None else environ
+    setting = environ.get("FASTBP_VECTOR_BYTES", "").strip()
+    if setting:
+        if setting not in {str(v) for v in _VECTOR_BYTES_CHOICES}:
+            raise ValueError(
+                f"FASTBP_VECTOR_BYTES must be 32 or 64 (bytes per vector register), got {setting!r}"
+            )
+        return int(setting)
+    features = _target_features() if features is None else features
+    return 64 if "+avx512f" in features.split(",") else 32
+
+
+#: Bytes per vector register the tiles are shaped for: 64 where Numba's
+#: target has AVX-512 (32 vector registers, 64 bytes each), else 32 (AVX2;
+#: on other targets LLVM splits the vectors).  Fixed at import.
+VECTOR_BYTES = choose_vector_bytes()
 
 
 def _literal_int(ty, name):

@@ -120,8 +120,10 @@ def blas_description():
 
 
 def machine_description():
-    """A line naming the processor, core count and library versions."""
+    """A line naming the processor, core count, library versions and fastbp's vector width."""
     import os
+
+    from ._simd import VECTOR_BYTES
 
     processor = platform.processor() or platform.machine()
     try:
@@ -134,7 +136,8 @@ def machine_description():
         pass
     return (
         f"{processor}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
-        f"NumPy {np.__version__}, Numba {numba.__version__}"
+        f"NumPy {np.__version__}, Numba {numba.__version__}; "
+        f"fastbp's register tiles: {VECTOR_BYTES}-byte vectors"
     )
 
 

@@ -129,6 +129,13 @@ MUTATIONS = [
         "        for c in range(1, n_chunks - 1):\n            row = partials[c, r]",
         FUSED_TESTS,
     ),
+    (
+        "fused: the loop nest adds its four terms up before the update (not one chain)",
+        HIDDEN,
+        "o[j] = o[j] + x0 * v0 + x1 * v1 + x2 * v2 + x3 * v3",
+        "o[j] += x0 * v0 + x1 * v1 + x2 * v2 + x3 * v3",
+        FUSED_TESTS,
+    ),
 ]
 
 

@@ -389,19 +389,23 @@ def test_bad_option_types():
 # edge: rows not a multiple of the 6-row tile, m over the forward's
 # 800-input pass (two passes) and the gradient's 128-input blocks, d not a multiple of
 # a vector (an overlapping last panel), over 128 (δ_h copied in blocks) or
-# exactly one vector.
-PACKED_SHAPES = [(1, 1, 8), (5, 7, 16), (7, 1601, 19), (13, 97, 33), (192, 803, 100), (6, 400, 9), (9, 130, 131)]
+# exactly one or two vectors (of 32 or of 64 bytes).
+PACKED_SHAPES = [
+    (1, 1, 8), (5, 7, 16), (4, 20, 24), (7, 1601, 19), (13, 97, 33), (11, 50, 48),
+    (192, 803, 100), (6, 400, 9), (9, 130, 131),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows, m, d", PACKED_SHAPES)
 def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d, rng):
     from fastbp import _kernels_hidden as kh
+    from fastbp._simd import VECTOR_BYTES
 
     X = rng.normal(size=(rows + 3, m)).astype(dtype)  # the block starts at row 2
     W_h = rng.normal(size=(m, d)).astype(dtype)
     D = rng.normal(size=(rows, d)).astype(dtype)
-    w = 32 // np.dtype(dtype).itemsize
+    w = VECTOR_BYTES // np.dtype(dtype).itemsize
     if d < w:
         pytest.skip("the packed kernels need d of at least one vector")
     Z0 = rng.normal(size=(rows, d)).astype(dtype)  # both accumulate onto Z0
@@ -410,6 +414,13 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
     kh._hidden_forward_packed(X, 2, rows, kh._packed_weights(W_h), m, d, Z_packed, xbuf)
     kh._hidden_product(X[2 : 2 + rows], W_h, Z_plain)
     assert np.array_equal(Z_packed, Z_plain)
+    # and the loop nest the fused step uses when the columns are narrower
+    # than a vector: the same chain of fused multiply-adds, whatever the
+    # column tile
+    for block_cols in (_backprop.BLOCK_COLS, 5):
+        Z_loop = Z0.copy()
+        kh._matmul_accumulate(X[2 : 2 + rows], W_h, Z_loop, block_cols)
+        assert np.array_equal(Z_loop, Z_plain)
 
     # Xᵀ δ_h as the fused step computes it, transposed: (δ_hᵀ X)[j, p]
     G0 = rng.normal(size=(m, d)).astype(dtype)
