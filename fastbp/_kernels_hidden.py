@@ -11,12 +11,12 @@ The large products, X_block W_h (forward) and the gradients Xᵀ δ_h and
 G[k, j] += Σ_i D[i, k] · A[i, j] with one fused multiply-add per term in
 order of i: each product below is that formula with the operands named to
 fit.  In the fused step, W_h (and W_out when t spans a vector) is copied
-into panels once per call and each block's inputs are copied transposed,
-six rows at a time (:func:`_hidden_forward_packed`); Xᵀ δ_h is computed as
+into panels once per call and each block's inputs are read in place, six
+rows at a time (:func:`_hidden_forward_packed`); Xᵀ δ_h is computed as
 δ_hᵀ X (:func:`fastbp._kernels._accumulate_gradT_rows`), vectors along the
 rows of X.  The remaining small products with W_out use
 :func:`_matmul_accumulate`, a loop nest whose innermost loop runs with unit
-stride over the output's columns, four terms folded into each update.
+stride over the output's columns, four chained terms in each update.
 
 The activations and the cost reuse the scalar helpers of
 :mod:`fastbp._kernels` (``_add_bias_sigmoid_inplace``, ``_cost``), so the fused step follows
@@ -223,10 +223,10 @@ def _grad_b_h(delta_h):
 # Register tiles are _TILE_ROWS rows of the product tall (see _tiles_for_panel).
 _TILE_ROWS = 6
 # Inputs per pass of the forward product (m is cut into equal passes of at
-# most this many): a row group's transposed inputs, _FORWARD_DEPTH × 6
-# values, are read by every W_h panel in turn.  Measured at 1000×784×100,
-# one thread: one pass of 784 matched or beat two of 392 (float32 by up to
-# 7 %) and beat 128 or 256 by 5–15 %.
+# most this many): a row group's inputs, 6 × _FORWARD_DEPTH values, are
+# read by every W_h panel in turn.  Measured at 1000×784×100, one thread:
+# one pass of 784 matched or beat two of 392 (float32 by up to 7 %) and
+# beat 128 or 256 by 5–15 %.
 _FORWARD_DEPTH = 800
 # Block sizes for (Xᵀ δ_h)ᵀ = δ_hᵀ X on the register-tiled gradient kernel:
 # the block's X is packed 128 inputs at a time, and up to 128 hidden units
@@ -237,45 +237,16 @@ _GRAD_W_H_BLOCK_HIDDEN = 128
 
 
 @kernel
-def _pack_rows_transposed(X, first_row, kt, p0, p1, out):
-    """out[pp, q] = X[first_row + q, p0 + pp] for q < kt: up to six rows, transposed.
-
-    ``out`` is a flat buffer read as (p1 − p0, kt); the kt rows of X are
-    read side by side and ``out`` is written in order.  Six rows (the usual
-    case) are unrolled, so each step is six loads and one contiguous run of
-    six stores.
-    """
-    depth = p1 - p0
-    if kt == 6:
-        x0 = X[first_row, p0:p1]
-        x1 = X[first_row + 1, p0:p1]
-        x2 = X[first_row + 2, p0:p1]
-        x3 = X[first_row + 3, p0:p1]
-        x4 = X[first_row + 4, p0:p1]
-        x5 = X[first_row + 5, p0:p1]
-        for pp in range(depth):
-            base = 6 * pp
-            out[base] = x0[pp]
-            out[base + 1] = x1[pp]
-            out[base + 2] = x2[pp]
-            out[base + 3] = x3[pp]
-            out[base + 4] = x4[pp]
-            out[base + 5] = x5[pp]
-    else:
-        for pp in range(depth):
-            for q in range(kt):
-                out[pp * kt + q] = X[first_row + q, p0 + pp]
-
-
-@kernel
-def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, xbuf):
+def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
     """Z[r, j] += Σ_p X[i0 + r, p] · W_h[p, j] for r < rows, W_h (m, d) given as panels.
 
     ``wpack`` holds W_h (m, d) in the panels of :func:`_packed_weights`, packed
     once per call.  The m inputs go in equal passes of at most
-    ``_FORWARD_DEPTH``; in a pass, each group of six rows of X is copied,
-    transposed, into a (depth, ≤ 6) buffer (``xbuf``) that stays in L1
-    while every W_h panel runs over it, the accumulators in registers.
+    ``_FORWARD_DEPTH``; in a pass, each group of six rows of X is read in
+    place (the tiles take it as the strided D = X[rows].T, see
+    :func:`fastbp._simd.tile_fma`) and stays in L1 while every W_h panel
+    runs over it, the accumulators in registers.  (Copying the rows
+    transposed first cost 8–11 % of the product at 1000×784×100.)
     Each element of Z gets one fused multiply-add per input in order of p,
     whatever the pass depth: the bits of :func:`_hidden_product`.  The
     output layer's A_h W_out runs on it too (X = A_h, W_h = W_out).
@@ -291,8 +262,7 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, xbuf):
         for g in range(n_groups):
             r0 = g * _TILE_ROWS
             kt = min(_TILE_ROWS, rows - r0)
-            _pack_rows_transposed(X, i0 + r0, kt, p0, p1, xbuf)
-            D = xbuf[: depth * kt].reshape((depth, kt))
+            D = X[i0 + r0 : i0 + r0 + kt, p0:p1].T  # read in place, by rows
             offset = 0
             for panel in range(n_panels):
                 nvec, first_column, skip = _panel_layout(d, w, panel)
@@ -337,7 +307,6 @@ def _backprop_chunk(
     A_h_block = np.empty((block_rows, d), dtype=X.dtype)
     delta_h_block = np.empty((block_rows, d), dtype=X.dtype)
     A_out_block = np.empty((block_rows, t), dtype=X.dtype)
-    xbuf = np.empty(_TILE_ROWS * min(_FORWARD_DEPTH, max(m, d)), dtype=X.dtype)
     chunk_cost = 0.0
     for i0 in range(i_start, i_stop, block_rows):
         i1 = min(i0 + block_rows, i_stop)
@@ -351,13 +320,13 @@ def _backprop_chunk(
         # Forward: as fastbp.forward, product first, then bias, then φ.
         A_h[:] = 0
         if packed:
-            _hidden_forward_packed(X, i0, rows, wpack, m, d, A_h, xbuf)
+            _hidden_forward_packed(X, i0, rows, wpack, m, d, A_h)
         else:
             _hidden_product(X_block, W_h, A_h)
         _add_bias_sigmoid_inplace(A_h, b_h)
         A_out[:] = 0
         if packed_out:
-            _hidden_forward_packed(A_h, 0, rows, wpack_out, d, t, A_out, xbuf)
+            _hidden_forward_packed(A_h, 0, rows, wpack_out, d, t, A_out)
         else:
             _matmul_accumulate(A_h, W_out, A_out, block_cols)
         _add_bias_sigmoid_inplace(A_out, b_out)

@@ -125,7 +125,11 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
     Arguments
     ---------
     A : 2-D C-contiguous float array (n, d)
-    D : 2-D C-contiguous float array (n, t), same dtype
+    D : 2-D float array (n, t), same dtype, any strides.  When it is not
+        C-contiguous (the transpose of a block of rows, say), its elements
+        are addressed through its strides: the forward product reads the
+        rows of X in place this way, as D = X[rows].T, instead of copying
+        them transposed first.
     i0, i1 : int
         Examples [i0, i1).
     ja, jg, k : int
@@ -153,7 +157,7 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
         return None
     if not (A.dtype == D.dtype == G.dtype and A.dtype in (types.float32, types.float64)):
         return None
-    if not (A.ndim == D.ndim == G.ndim == 2):
+    if not (A.ndim == D.ndim == G.ndim == 2 and A.layout == G.layout == "C"):
         return None
     nv = _literal_int(nvec, "nvec")
     nk = _literal_int(kt, "kt")
@@ -197,6 +201,13 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
         dA, ncA = unpack(A, aA)
         dG, ncG = unpack(G, aG)
         dD, ncD = unpack(D, aD)
+        d_strided = D.layout != "C"
+        if d_strided:  # byte strides; row k+q of the tile starts at column k+q
+            d_strides = cgutils.unpack_tuple(
+                builder, context.make_array(D)(context, builder, aD).strides, 2
+            )
+            d_bytes = builder.bitcast(dD, ir.IntType(8).as_pointer())
+            fptr = ftype.as_pointer()
 
         fname = "llvm.fmuladd.v%d%s" % (width, "f64" if itemsize == 8 else "f32")
         fmuladd = cgutils.get_or_insert_function(
@@ -215,6 +226,10 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
         acols = [builder.add(jav, ir.Constant(intp, v * width)) for v in range(nv)]
         rows = [builder.add(kv, ir.Constant(intp, q)) for q in range(nk)]
 
+        if d_strided:  # where column k+q of D starts, for each q
+            d_cols = [
+                builder.gep(d_bytes, [builder.mul(rows[q], d_strides[1])]) for q in range(nk)
+            ]
         # Load the accumulators.
         init = [[vload(dG, rows[q], ncG, cols[v]) for v in range(nv)] for q in range(nk)]
         pre = builder.basic_block
@@ -234,10 +249,15 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
 
         builder.position_at_end(body)
         avec = [vload(dA, iphi, ncA, acols[v]) for v in range(nv)]
-        drow = _elem_ptr(builder, dD, iphi, ncD, kv)
+        if d_strided:
+            offset = builder.mul(iphi, d_strides[0])
+            dptrs = [builder.bitcast(builder.gep(d_cols[q], [offset]), fptr) for q in range(nk)]
+        else:
+            drow = _elem_ptr(builder, dD, iphi, ncD, kv)
+            dptrs = [builder.gep(drow, [ir.Constant(intp, q)]) for q in range(nk)]
         new = []
         for q in range(nk):
-            c = builder.load(builder.gep(drow, [ir.Constant(intp, q)]), align=itemsize)
+            c = builder.load(dptrs[q], align=itemsize)
             b = builder.shuffle_vector(
                 builder.insert_element(undef_v, c, ir.Constant(i32, 0)), undef_v, splat_mask
             )

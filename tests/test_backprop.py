@@ -410,8 +410,7 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
         pytest.skip("the packed kernels need d of at least one vector")
     Z0 = rng.normal(size=(rows, d)).astype(dtype)  # both accumulate onto Z0
     Z_packed, Z_plain = Z0.copy(), Z0.copy()
-    xbuf = np.empty(6 * min(kh._FORWARD_DEPTH, m), dtype)
-    kh._hidden_forward_packed(X, 2, rows, kh._packed_weights(W_h), m, d, Z_packed, xbuf)
+    kh._hidden_forward_packed(X, 2, rows, kh._packed_weights(W_h), m, d, Z_packed)
     kh._hidden_product(X[2 : 2 + rows], W_h, Z_plain)
     assert np.array_equal(Z_packed, Z_plain)
     # and the loop nest the fused step uses when the columns are narrower
