@@ -290,16 +290,19 @@ def _backprop_chunk(
     transposed, ``grad_W_h_T`` (d, m) and ``grad_W_out_T`` (t, d), so that
     the register tiles' vectors run along rows of X and of A_h.  Only
     block-sized activations exist at any time: (block_rows, d) and
-    (block_rows, t).  ``wpack`` and ``wpack_out`` are W_h and W_out in
-    panels (:func:`_packed_weights`) when d, resp. t, is at least one
-    vector wide; otherwise they are empty and the forward products run on
-    the unpacked kernels.
+    (block_rows, t).  ``wpack`` is W_h in panels (:func:`_packed_weights`)
+    when d is at least one vector wide, else empty (the hidden product then
+    runs on the unpacked kernel); ``wpack_out`` is W_out in panels, padded
+    with zero columns to one vector when t is narrower
+    (:func:`_packed_output_weights`), so A_h W_out always runs on the
+    register tiles, its extra columns computed and dropped.
     """
     m = X.shape[1]
     d = W_h.shape[1]
     t = W_out.shape[1]
     packed = wpack.shape[0] > 0
-    packed_out = wpack_out.shape[0] > 0
+    w = VECTOR_BYTES // X.itemsize
+    padded_out = t < w
     grad_W_h_T[:] = 0
     grad_b_h[:] = 0
     grad_W_out_T[:] = 0
@@ -307,6 +310,7 @@ def _backprop_chunk(
     A_h_block = np.empty((block_rows, d), dtype=X.dtype)
     delta_h_block = np.empty((block_rows, d), dtype=X.dtype)
     A_out_block = np.empty((block_rows, t), dtype=X.dtype)
+    Z_out_block = np.empty((block_rows if padded_out else 0, w), dtype=X.dtype)
     chunk_cost = 0.0
     for i0 in range(i_start, i_stop, block_rows):
         i1 = min(i0 + block_rows, i_stop)
@@ -324,11 +328,14 @@ def _backprop_chunk(
         else:
             _hidden_product(X_block, W_h, A_h)
         _add_bias_sigmoid_inplace(A_h, b_h)
-        A_out[:] = 0
-        if packed_out:
-            _hidden_forward_packed(A_h, 0, rows, wpack_out, d, t, A_out)
+        if padded_out:
+            Z_out = Z_out_block[:rows]
+            Z_out[:] = 0
+            _hidden_forward_packed(A_h, 0, rows, wpack_out, d, w, Z_out)
+            A_out[:] = Z_out[:, :t]
         else:
-            _matmul_accumulate(A_h, W_out, A_out, block_cols)
+            A_out[:] = 0
+            _hidden_forward_packed(A_h, 0, rows, wpack_out, d, t, A_out)
         _add_bias_sigmoid_inplace(A_out, b_out)
 
         chunk_cost += _cost(A_out, Y_block, tiny)
@@ -364,6 +371,23 @@ def _packed_weights(W):
     wpack = np.empty(rows * (cols + w), dtype=W.dtype)
     _pack_A_block(W, 0, rows, 0, cols, w, wpack)
     return wpack
+
+
+@kernel
+def _packed_output_weights(W_out):
+    """W_out (d, t) in panels, with zero columns added up to one vector when t < W.
+
+    A column's products and sums are the same whatever columns stand
+    beside it, so the real columns of the padded product have the bits of
+    the unpadded one (and of :func:`_matmul_accumulate`).
+    """
+    rows, cols = W_out.shape
+    w = VECTOR_BYTES // W_out.itemsize
+    if cols >= w:
+        return _packed_weights(W_out)
+    padded = np.zeros((rows, w), dtype=W_out.dtype)
+    padded[:, :cols] = W_out
+    return _packed_weights(padded)
 
 
 @kernel
@@ -451,7 +475,7 @@ def _backprop_serial(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, b
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
     wpack = _packed_weights(W_h)
-    wpack_out = _packed_weights(W_out)
+    wpack_out = _packed_output_weights(W_out)
     costs, g_W_h_T, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X)
     for c in range(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
@@ -475,7 +499,7 @@ def _backprop_parallel(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows,
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
     wpack = _packed_weights(W_h)
-    wpack_out = _packed_weights(W_out)
+    wpack_out = _packed_output_weights(W_out)
     costs, g_W_h_T, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X)
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)

@@ -432,6 +432,28 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
     assert np.array_equal(G_T.T, G_plain)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("t", [1, 3, 7, 15])
+def test_padded_output_weights_give_the_bits_of_the_loop_nest(dtype, t, rng):
+    # Outputs narrower than a vector run on zero-padded panels; the real
+    # columns must not notice the padding.
+    from fastbp import _kernels_hidden as kh
+    from fastbp._simd import VECTOR_BYTES
+
+    w = VECTOR_BYTES // np.dtype(dtype).itemsize
+    rows, d = 13, 37
+    A_h = rng.random((rows, d)).astype(dtype)
+    W_out = rng.normal(size=(d, t)).astype(dtype)
+    wpack = kh._packed_output_weights(W_out)
+    width = max(t, w)
+    Z = np.zeros((rows, width), dtype)
+    kh._hidden_forward_packed(A_h, 0, rows, wpack, d, width, Z)
+    expected = np.zeros((rows, t), dtype)
+    kh._matmul_accumulate(A_h, W_out, expected, _backprop.BLOCK_COLS)
+    assert np.array_equal(Z[:, :t], expected)
+    assert not Z[:, t:].any()
+
+
 def test_block_constants_are_sane():
     # The bound derivations above assume nothing about block sizes, but the
     # kernels need positive ones.
