@@ -24,7 +24,11 @@ cache
     source, or, when the package folder is read-only, in its user-wide cache
     folder (``NUMBA_CACHE_DIR`` overrides both).  Off by default because a
     cache keyed on one module's source can go stale when a kernel it calls
-    changes in another module.
+    changes in another module.  Also off whenever ``FASTBP_VECTOR_BYTES``
+    is set: the register tiles' width is compiled into the kernels, and
+    Numba's cache knows the CPU's features (from which fastbp derives the
+    width by default) but not this override, so a cache written at one
+    width would be loaded, kernel by kernel, at the other.
 compilation
     Lazy: nothing is compiled at import.  The public functions normalise
     their inputs so each kernel sees at most two specialisations
@@ -37,8 +41,11 @@ import numba
 
 __all__ = ["CACHE", "CONTRACT", "kernel", "parallel_kernel"]
 
-#: Whether compiled code is cached on disk (``FASTBP_CACHE=1``).
-CACHE = os.environ.get("FASTBP_CACHE", "0").strip().lower() in {"1", "true", "yes", "on"}
+#: Whether compiled code is cached on disk (``FASTBP_CACHE=1``, and no
+#: ``FASTBP_VECTOR_BYTES`` override).
+CACHE = os.environ.get("FASTBP_CACHE", "0").strip().lower() in {"1", "true", "yes", "on"} and not (
+    os.environ.get("FASTBP_VECTOR_BYTES", "").strip()
+)
 
 #: The only fast-math flag fastbp uses: allow fused multiply-add.
 CONTRACT = frozenset({"contract"})

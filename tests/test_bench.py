@@ -109,6 +109,10 @@ def suite(monkeypatch):
 
 
 def test_suite_caches_by_source_hash(monkeypatch):
+    # A private copy of the environment: the suite's package writes to
+    # os.environ when it is first imported, and monkeypatch.delenv restores
+    # nothing for a variable that was not set.
+    monkeypatch.setattr(os, "environ", dict(os.environ))
     monkeypatch.delenv("FASTBP_CACHE", raising=False)
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.syspath_prepend(REPOSITORY)

@@ -72,7 +72,11 @@ _WIDTH_SCRIPT = textwrap.dedent(
 
 def _results_with_width(width, path):
     env = dict(os.environ, FASTBP_VECTOR_BYTES=str(width))
-    subprocess.run([sys.executable, "-c", _WIDTH_SCRIPT, str(path)], env=env, check=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", _WIDTH_SCRIPT, str(path)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, f"width {width}: exit {result.returncode}\n{result.stderr[-3000:]}"
     with np.load(path) as data:
         return {name: data[name] for name in data.files}
 
@@ -94,3 +98,16 @@ def test_benchmark_header_states_the_vector_width():
     from fastbp._timing import machine_description
 
     assert f"{VECTOR_BYTES}-byte vectors" in machine_description()
+
+
+def test_vector_width_setting_turns_the_disk_cache_off():
+    # Numba's cache keys on the CPU's features, not on this override: a
+    # cache written at one width must never be loaded at the other.
+    code = "import fastbp._jit as j; print(j.CACHE)"
+    for setting, expected in (("", "True"), ("32", "False"), ("64", "False")):
+        env = dict(os.environ, FASTBP_CACHE="1", FASTBP_VECTOR_BYTES=setting)
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected, setting
