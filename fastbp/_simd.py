@@ -143,7 +143,7 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
         a row whose width is not a multiple of W needs no scalar
         remainder).  Must be in [0, W).  Ignored with ``blend=0``.
     nvec, kt, blend : compile-time int constants
-        Vectors per row (width nvec·W, W = 32 // itemsize elements), rows
+        Vectors per row (width nvec·W, W = VECTOR_BYTES // itemsize elements), rows
         of G in the tile, and whether the first vector is blended.
 
     All of A[i0:i1, ja:ja+nvec·W], D[i0:i1, k:k+kt] and G[k:k+kt,
@@ -202,7 +202,7 @@ def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
         dG, ncG = unpack(G, aG)
         dD, ncD = unpack(D, aD)
         d_strided = D.layout != "C"
-        if d_strided:  # byte strides; row k+q of the tile starts at column k+q
+        if d_strided:  # byte strides; row k+q of G reads column k+q of D
             d_strides = cgutils.unpack_tuple(
                 builder, context.make_array(D)(context, builder, aD).strides, 2
             )
@@ -299,7 +299,7 @@ def copy_vectors(typingctx, A, row, col, buf, off, nvec):
     """buf[off:off+nvec·W] = A[row, col:col+nvec·W], as nvec vector loads/stores.
 
     A is a 2-D C-contiguous float array, buf a 1-D contiguous array of the
-    same dtype, nvec a compile-time int constant, W = 32 // itemsize.  No
+    same dtype, nvec a compile-time int constant, W = VECTOR_BYTES // itemsize.  No
     bounds are checked.  (A plain copy: the values are not changed.)
     """
     if not (isinstance(A, types.Array) and isinstance(buf, types.Array)):
