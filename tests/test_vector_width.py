@@ -83,7 +83,7 @@ def _results_with_width(width, path):
 
 def test_both_vector_widths_give_the_same_bits(tmp_path):
     # 32-byte and 64-byte tiles run the same chain of fused multiply-adds
-    # per element, so every gradient, activation and cost is bitwise equal.
+    # per element, so every cost and gradient is bitwise equal.
     # On a machine without AVX-512, LLVM splits the 64-byte vectors.
     narrow = _results_with_width(32, tmp_path / "narrow.npz")
     wide = _results_with_width(64, tmp_path / "wide.npz")
