@@ -54,6 +54,12 @@ BLOCK_COLS = 128
 _MIN_CHUNK_ROWS = 128
 _MAX_CHUNKS = 16
 _MAX_PARTIAL_BYTES = 64 * 2**20
+# With one chunk on several threads, each thread packs its own copy of W_h
+# when a copy is at most this large (half of a 2 MiB L2), so that no thread
+# reads panels just written in another core's cache.  Measured at
+# 100 × 784 × 100 float32 on 2 threads: 10–20 µs (4–7 %) faster than one
+# shared copy.
+_REPLICATE_PACK_BYTES = 2**20
 
 BackpropResult = namedtuple(
     "BackpropResult", ["cost", "grad_W_h", "grad_b_h", "grad_W_out", "grad_b_out"]
@@ -220,14 +226,20 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
     dtype = X.dtype
     tiny = float(np.finfo(dtype).tiny)
     with _numba_threads(n_threads) as threads:
-        step = (
-            _kernels_hidden._backprop_serial
-            if n_chunks == 1 or threads == 1
-            else _kernels_hidden._backprop_parallel
-        )
-        cost, g_W_h, g_b_h, g_W_out, g_b_out = step(
-            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
-        )
+        if threads == 1:
+            result = _kernels_hidden._backprop_serial(
+                X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
+            )
+        elif n_chunks == 1:
+            result = _kernels_hidden._backprop_blocks_parallel(
+                X, Y, W_h, b_h, W_out, b_out, tiny, threads, BLOCK_ROWS, BLOCK_COLS,
+                _REPLICATE_PACK_BYTES,
+            )
+        else:
+            result = _kernels_hidden._backprop_parallel(
+                X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
+            )
+    cost, g_W_h, g_b_h, g_W_out, g_b_out = result
     if l2 != 0.0:
         # λW added once, after the chunk sums: the same single rounding as
         # the book's ``grad_w_h + l2 * w_h``.
@@ -270,8 +282,12 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
         added in chunk order, so the result depends on the inputs and
         ``n_chunks`` but never on the number of threads.
     n_threads : int, optional
-        Numba threads to spread the chunks over for this call.  By default,
-        what :func:`numba.get_num_threads` says in the calling thread.  No
+        Numba threads for this call.  By default, what
+        :func:`numba.get_num_threads` says in the calling thread.  Several
+        chunks are spread over the threads; a single chunk (fewer than 256
+        examples by default) is shared out block by block instead: rows of
+        the block for the forward pass and the deltas, inputs for
+        Xᵀ δ_h, with each element computed exactly as on one thread.  No
         BLAS is called: all products are vectorised loops.
 
     Returns

@@ -158,24 +158,32 @@ def _clamped_log(x, tiny):
 
 
 @kernel
+def _cost_term(a, y, tiny):
+    """y log a + (1 − y) log(1 − a) in float64, a term of zero weight exactly zero.
+
+    So a confident correct output (a = y = 1) costs 0, not 0·(−∞).
+    """
+    a = np.float64(a)
+    y = np.float64(y)
+    term = 0.0
+    if y != 0.0:
+        term += y * _clamped_log(a, tiny)
+    if y != 1.0:
+        term += (1.0 - y) * _clamped_log(1.0 - a, tiny)
+    return term
+
+
+@kernel
 def _cost(A_out, Y, tiny):
     """J = −Σ_i Σ_k [y log a + (1 − y) log(1 − a)], accumulated in float64.
 
-    A term whose weight (y or 1 − y) is exactly zero contributes exactly
-    zero, so a confident correct output (a = y = 1) costs 0, not 0·(−∞).
+    The terms are :func:`_cost_term`'s, subtracted from 0 in row-major order.
     """
     n, t = A_out.shape
     total = 0.0
     for i in range(n):
         for k in range(t):
-            a = np.float64(A_out[i, k])
-            y = np.float64(Y[i, k])
-            term = 0.0
-            if y != 0.0:
-                term += y * _clamped_log(a, tiny)
-            if y != 1.0:
-                term += (1.0 - y) * _clamped_log(1.0 - a, tiny)
-            total -= term
+            total -= _cost_term(A_out[i, k], Y[i, k], tiny)
     return total
 
 
@@ -377,6 +385,10 @@ def _accumulate_gradT_rows(A_h, delta_out, i_start, i_stop, gradT, block_n, bloc
     Every element of gradT is updated by one fused multiply-add per example
     in ascending example order, starting from its value on entry, whatever
     the block sizes: the same order as the seed's outer-product loop.
+
+    ``delta_out`` may have any strides; with ``block_t`` ≥ t it is read in
+    place (no copy), otherwise each block is copied into a contiguous
+    buffer first.
     """
     d = A_h.shape[1]
     t = delta_out.shape[1]
@@ -384,7 +396,7 @@ def _accumulate_gradT_rows(A_h, delta_out, i_start, i_stop, gradT, block_n, bloc
     n_rows = max(i_stop - i_start, 0)
     bn = min(block_n, n_rows)
     abuf = np.empty(bn * (min(block_d, d) + w), dtype=A_h.dtype)
-    dbuf = np.empty(bn * min(block_t, t), dtype=A_h.dtype)
+    dbuf = np.empty(bn * block_t if block_t < t else 0, dtype=A_h.dtype)
     for i_block in range(i_start, i_stop, block_n):
         i_end = min(i_block + block_n, i_stop)
         nb = i_end - i_block

@@ -118,8 +118,22 @@ MUTATIONS = [
     (
         "fused: a chunk's partial Xᵀ δ_h is not zeroed before it accumulates",
         HIDDEN,
-        "    grad_W_h_T[:] = 0\n",
+        "    grad_W_h[:] = 0\n",
         "",
+        FUSED_TESTS,
+    ),
+    (
+        "fused, one chunk on threads: each part's rows stop one short",
+        HIDDEN,
+        "            r1 = min(g1 * _TILE_ROWS, rows)\n",
+        "            r1 = min(g1 * _TILE_ROWS, rows) - 1\n",
+        FUSED_TESTS,
+    ),
+    (
+        "fused, one chunk on threads: the last part's inputs are left out of Xᵀ δ_h",
+        HIDDEN,
+        "            p1 = min(q1 * _TILE_ROWS, m)\n",
+        "            p1 = min(q1 * _TILE_ROWS, m - 1)\n",
         FUSED_TESTS,
     ),
     (

@@ -225,6 +225,41 @@ def test_one_and_two_threads_give_identical_bits(n_chunks):
         assert np.array_equal(a, b)
 
 
+def _same_bits(first, second):
+    return all(
+        np.asarray(a).dtype == np.asarray(b).dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes()
+        for a, b in zip(first, second)
+    )
+
+
+@needs_two_threads
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "n, m, d, t",
+    [(100, 784, 100, 10), (1, 5, 3, 2), (7, 40, 33, 17), (400, 13, 70, 3), (250, 64, 131, 40)],
+)
+def test_one_chunk_shared_among_threads_gives_the_serial_bits(dtype, n, m, d, t):
+    # One chunk on several threads: rows of each block for the forward pass
+    # and deltas, inputs for Xᵀ δ_h.  Every element must keep the serial
+    # bits, -0 included, for any number of parts and whether W_h's panels
+    # are packed once or once per part.
+    from fastbp import _kernels_hidden as kh
+
+    rng = np.random.default_rng([n, m, d, t])
+    network = random_network(rng, n, m, d, t, dtype)
+    serial = backprop(*network, n_chunks=1, n_threads=1)
+    assert _same_bits(backprop(*network, n_chunks=1, n_threads=2), serial)
+    X, Y, W_h, b_h, W_out, b_out = network
+    tiny = float(np.finfo(dtype).tiny)
+    for n_parts in (2, 3):
+        for replicate_bytes in (0, 2**30):
+            parallel = kh._backprop_blocks_parallel(
+                X, Y, W_h, b_h, W_out, b_out, tiny, n_parts,
+                _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS, replicate_bytes,
+            )
+            assert _same_bits((dtype(parallel[0]),) + tuple(parallel[1:]), serial)
+
+
 def test_default_chunks_depend_on_shape_only():
     assert default_backprop_chunks(0, 5, 5, 5, 8) == 1
     assert default_backprop_chunks(255, 5, 5, 5, 8) == 1
@@ -421,15 +456,17 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
         kh._matmul_accumulate(X[2 : 2 + rows], W_h, Z_loop, block_cols)
         assert np.array_equal(Z_loop, Z_plain)
 
-    # Xᵀ δ_h as the fused step computes it, transposed: (δ_hᵀ X)[j, p]
+    # Xᵀ δ_h as the fused step computes it: X read in place from row 2,
+    # all inputs at once and split into two input ranges as two threads
+    # would take them
     G0 = rng.normal(size=(m, d)).astype(dtype)
-    G_T = np.ascontiguousarray(G0.T)
     G_plain = G0.copy()
-    kh._accumulate_gradT_rows(
-        X[2 : 2 + rows], D, 0, rows, G_T, kh._GRAD_BLOCK_N, kh._GRAD_W_H_BLOCK_INPUTS, kh._GRAD_W_H_BLOCK_HIDDEN
-    )
     kh._grad_W_h_accumulate(X[2 : 2 + rows], D, G_plain)
-    assert np.array_equal(G_T.T, G_plain)
+    for cut in (m, (m // 2) // kh._TILE_ROWS * kh._TILE_ROWS, 1):
+        G_fused = G0.copy()
+        kh._add_grad_W_h(X, 2, rows, D, G_fused, 0, cut)
+        kh._add_grad_W_h(X, 2, rows, D, G_fused, cut, m)
+        assert np.array_equal(G_fused, G_plain)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
