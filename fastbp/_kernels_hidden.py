@@ -12,10 +12,13 @@ G[k, j] += Σ_i D[i, k] · A[i, j] with one fused multiply-add per term in
 order of i: each product below is that formula with the operands named to
 fit.  In the fused step, W_h (and W_out when t spans a vector) is copied
 into panels once per call and each block's inputs are read in place, six
-rows at a time (:func:`_hidden_forward_packed`); for Xᵀ δ_h each block's
-δ_h is packed and its X read in place (:func:`_add_grad_W_h`).  The remaining small products with W_out use
-:func:`_matmul_accumulate`, a loop nest whose innermost loop runs with unit
-stride over the output's columns, four chained terms in each update.
+rows at a time (:func:`_hidden_forward_packed`).  Xᵀ δ_h is accumulated
+as (m, d), each block's δ_h packed and its X read in place
+(:func:`_add_grad_W_h`), or with several chunks as (d, m), X packed and
+δ_h read in place (:func:`_add_grad_W_h_T`).  The remaining small products
+with W_out use :func:`_matmul_accumulate`, a loop nest whose innermost loop
+runs with unit stride over the output's columns, four chained terms in
+each update.
 
 The activations and the cost reuse the scalar helpers of
 :mod:`fastbp._kernels` (``_add_bias_sigmoid_inplace``, ``_cost_term``), so the fused step follows
@@ -229,8 +232,9 @@ _TILE_ROWS = 6
 _FORWARD_DEPTH = 800
 # Xᵀ δ_h has two orientations, with the same bits.  One chunk (few
 # examples): (m, d), δ_h packed and X read in place (:func:`_add_grad_W_h`);
-# measured at 100 × 784 × 100 on one thread, up to 12 % faster than (d, m)
-# because it needs no transposition at the end.  Several chunks: (d, m)
+# measured at 100 × 784 × 100 on one thread, about 10 % faster than (d, m)
+# in both dtypes, because it needs no transposition at the end.  Several
+# chunks: (d, m)
 # (:func:`_add_grad_W_h_T`), X packed 128 inputs at a time and up to 128
 # hidden units of δ_h read in place, summed and transposed once per call.
 _GRAD_W_H_BLOCK_INPUTS = 128
@@ -452,9 +456,10 @@ def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T):
     the vectors) and D = δ_h read in place.  Each element gets the same
     chain of fused multiply-adds as in :func:`_add_grad_W_h`.  For d = 100,
     a row of the (m, d) orientation takes 7 float32 vectors (112 columns)
-    while m = 784 inputs fill 49 exactly; with chunks, whose sums are added
-    and transposed once per call anyway, this orientation was measured
-    5–10 % faster (1000 × 784 × 100 float32, AMD EPYC, AVX-512).
+    while m = 784 inputs fill 49 exactly: on a block of 192 × 784 × 100 on
+    one thread (AMD EPYC, AVX-512), this orientation measured 10 % faster in
+    float32 and level in float64, before the transposition that chunked
+    sums pay once per call.
     """
     _accumulate_gradT_rows(
         X[i0 : i0 + rows], delta_h_block[:rows], 0, rows, grad_W_h_T,
