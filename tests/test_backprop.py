@@ -248,6 +248,7 @@ def test_one_chunk_shared_among_threads_gives_the_serial_bits(dtype, n, m, d, t)
     rng = np.random.default_rng([n, m, d, t])
     network = random_network(rng, n, m, d, t, dtype)
     serial = backprop(*network, n_chunks=1, n_threads=1)
+    # (the public function shares the block only from _MIN_SHARED_WORK up)
     assert _same_bits(backprop(*network, n_chunks=1, n_threads=2), serial)
     X, Y, W_h, b_h, W_out, b_out = network
     tiny = float(np.finfo(dtype).tiny)
