@@ -468,6 +468,10 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
         kh._add_grad_W_h(X, 2, rows, D, G_fused, 0, cut)
         kh._add_grad_W_h(X, 2, rows, D, G_fused, cut, m)
         assert np.array_equal(G_fused, G_plain)
+    # and in the transposed (d, m) orientation the chunked step uses
+    G_T = np.ascontiguousarray(G0.T)
+    kh._add_grad_W_h_T(X, 2, rows, D, G_T)
+    assert np.array_equal(G_T.T, G_plain)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
