@@ -57,8 +57,9 @@ _MAX_PARTIAL_BYTES = 64 * 2**20
 # With one chunk on several threads, each thread packs its own copy of W_h
 # when a copy is at most this large (half of a 2 MiB L2), so that no thread
 # reads panels just written in another core's cache.  Measured at
-# 100 × 784 × 100 float32 on 2 threads: 10–20 µs (4–7 %) faster than one
-# shared copy.
+# 100 × 784 × 100 on 2 threads against one shared copy: float32 21–38 µs
+# (6–12 %) faster in three runs of four (the fourth, a noisy one, showed no
+# difference), float64 23–58 µs (4–10 %) faster in two runs.
 _REPLICATE_PACK_BYTES = 2**20
 # A single chunk is shared among threads only from this many multiply-adds
 # of X W_h (n·m·d) up.  Measured in float64 on 2 threads against 1: 32 × 64
