@@ -114,6 +114,13 @@ def add_arguments(parser):
         "pip install 'fastbp[plot]')",
     )
     parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also show, per fused-step shape, where the step's time goes on one thread "
+        "(its two large products against OpenBLAS's, the rest, a square product for "
+        "reference) and how much each call slows when two run at once",
+    )
+    parser.add_argument(
         "--first-call",
         action="store_true",
         help="also time import fastbp + first grad_W_out in a fresh process, "
@@ -599,6 +606,18 @@ def run(args):
                 rows = _step_rows(shape, dtype)
                 for record in _time_table(title, rows, threads_list, repeats):
                     records.append(dict(record, shape=shape, dtype=dtype))
+
+    if args.breakdown and getattr(fastbp, "backprop", None) is not None:
+        from ._breakdown import breakdown_section, products_within_bound
+
+        for shape in step_shapes:
+            for dtype in dtypes:
+                ok = products_within_bound(shape, dtype, _network)
+                breakdown_section(shape, dtype, repeats, _network, _numpy_step)
+                print(f"check of fastbp's two products: {'ok' if ok else 'FAILED'}")
+                if not ok:
+                    records.append({"kernel": "breakdown", "implementation": "fastbp",
+                                    "shape": shape, "dtype": dtype, "check": "FAIL"})
 
     if args.first_call:
         _first_call_section(["matmul"] if args.quick else list(_core.GRAD_W_OUT_METHODS))

@@ -1,0 +1,327 @@
+"""``fastbp bench --breakdown``: where the fused step's time goes, on one core and on two.
+
+For a step shape (n, m, d, t), the table times, interleaved on one thread:
+the whole step (fastbp's and the book's NumPy step), each side's two large
+products (X W_h and Xᵀ δ_h, for fastbp as the step runs them, for NumPy as
+OpenBLAS does), and a square product of OpenBLAS as the core's reference
+speed.  "The rest" is the step less its two products: activations, cost,
+the small products with W_out, chunk sums and per-call work.
+
+The "two at once" lines run a call on both cores at the same time, each
+core on its own copy of the data, and give the time relative to the same
+call alone: fastbp's serial step twice in one parallel loop (two Numba
+threads), and OpenBLAS's square product on two Python threads (one BLAS
+thread each; the product releases the GIL).  If a call takes s times as
+long while the other core works too, two threads can speed it up by at
+most 2/s, whatever the code: on a shared virtual machine s can be well
+above 1.
+"""
+
+import threading
+
+import numba
+import numpy as np
+from numba import prange
+
+from . import _kernels_hidden
+from ._checks import gamma, unit_roundoff
+from ._jit import kernel, parallel_kernel
+from ._timing import gflops, interleaved_medians, thread_limits
+
+__all__ = ["breakdown_candidates", "breakdown_section", "products_within_bound"]
+
+#: Side of the square product that stands for what OpenBLAS reaches on one core.
+REFERENCE_SIDE = 1024
+
+
+@kernel
+def _forward_product(X, W_h, block_rows):
+    """X W_h as the fused step computes it: W_h packed once, blocks of rows read in place."""
+    n, m = X.shape
+    d = W_h.shape[1]
+    Z = np.zeros((n, d), dtype=X.dtype)
+    wpack = _kernels_hidden._packed_weights(W_h)
+    for i0 in range(0, n, block_rows):
+        rows = min(block_rows, n - i0)
+        if wpack.shape[0] > 0:
+            _kernels_hidden._hidden_forward_packed(X, i0, rows, wpack, m, d, Z[i0 : i0 + rows])
+        else:
+            _kernels_hidden._hidden_product(X[i0 : i0 + rows], W_h, Z[i0 : i0 + rows])
+    return Z
+
+
+@kernel
+def _input_gradient(X, delta_h, block_rows, transposed):
+    """Xᵀ δ_h as the fused step accumulates it, block by block, returned as (m, d).
+
+    ``transposed`` picks the step's orientation with several chunks ((d, m),
+    transposed once at the end); without it, the single chunk's (m, d).
+    """
+    n, m = X.shape
+    d = delta_h.shape[1]
+    if transposed:
+        G_T = np.zeros((d, m), dtype=X.dtype)
+        for i0 in range(0, n, block_rows):
+            rows = min(block_rows, n - i0)
+            _kernels_hidden._add_grad_W_h_T(X, i0, rows, delta_h[i0 : i0 + rows], G_T)
+        return np.ascontiguousarray(G_T.T)
+    G = np.zeros((m, d), dtype=X.dtype)
+    for i0 in range(0, n, block_rows):
+        rows = min(block_rows, n - i0)
+        _kernels_hidden._add_grad_W_h(X, i0, rows, delta_h[i0 : i0 + rows], G, 0, m)
+    return G
+
+
+def products_within_bound(shape, dtype, network_maker):
+    """Whether the breakdown's two fastbp products are right, elementwise within their rounding bound.
+
+    With L the length of each dot product (m for X W_h, n for Xᵀ δ_h), any
+    order of summation with one rounding per multiply-add is within
+    γ_L(u)·(|A| |B|) of the exact product; the float64 reference adds its
+    own γ_L(2⁻⁵³)·(|A| |B|), and the float64 scale, computed the same way,
+    is allowed as much again.  A wrong index or a missing block of
+    examples is far outside this.
+    """
+    import fastbp
+
+    from . import _backprop
+
+    n, m, d, t = map(int, shape.split("x"))
+    network = network_maker(n, m, d, t, dtype, 0)
+    X, W_h = network["X"], network["W_h"]
+    delta_h = _delta_h_sample(n, m, d, dtype)
+    transposed = fastbp.default_backprop_chunks(n, m, d, t, X.itemsize) > 1
+    u = unit_roundoff(dtype)
+    X64, W64, D64 = (a.astype(np.float64) for a in (X, W_h, delta_h))
+    checks = (
+        (_forward_product(X, W_h, _backprop.BLOCK_ROWS), X64 @ W64, np.abs(X64) @ np.abs(W64), m),
+        (
+            _input_gradient(X, delta_h, _backprop.BLOCK_ROWS, transposed),
+            X64.T @ D64,
+            np.abs(X64).T @ np.abs(D64),
+            n,
+        ),
+    )
+    return all(
+        result.shape == exact.shape
+        and bool(
+            np.all(
+                np.abs(result.astype(np.float64) - exact)
+                <= (gamma(length, u) + 2 * gamma(length, unit_roundoff(np.float64))) * scale
+            )
+        )
+        for result, exact, scale, length in checks
+    )
+
+
+def _delta_h_sample(n, m, d, dtype):
+    """Seeded stand-in for δ_h: small values of both signs, as in training."""
+    rng = np.random.default_rng([2, n, m, d])
+    return (0.01 * rng.standard_normal((n, d))).astype(dtype)
+
+
+def _step_arrays(network):
+    return [network[k] for k in ("X", "Y", "W_h", "b_h", "W_out", "b_out")]
+
+
+class _TwoAtOnce:
+    """Calls ``call`` in this thread and ``other_call`` in a second one, started together.
+
+    For calls that release the GIL for all their length (one OpenBLAS
+    product): the second thread is started once and waits at a barrier
+    between calls, so a timing holds the two calls and two barrier
+    crossings, not the start of a thread.  :meth:`close` ends it.
+    """
+
+    def __init__(self, call, other_call):
+        self._call = call
+        self._other_call = other_call
+        self._start = threading.Barrier(2)
+        self._done = threading.Barrier(2)
+        self._stopping = False
+        self._worker = threading.Thread(target=self._serve, daemon=True)
+        self._worker.start()
+
+    def _serve(self):
+        while True:
+            self._start.wait()
+            if self._stopping:
+                return
+            self._other_call()
+            self._done.wait()
+
+    def __call__(self):
+        self._start.wait()
+        self._call()
+        self._done.wait()
+
+    def close(self):
+        self._stopping = True
+        self._start.wait()
+        self._worker.join()
+
+
+@parallel_kernel
+def _two_serial_steps(first, second, tiny, n_chunks, block_rows, block_cols):
+    """The serial fused step on two networks at once, one per Numba thread; returns the costs.
+
+    Each of ``first`` and ``second`` is the tuple (X, Y, W_h, b_h, W_out,
+    b_out).  Both calls are :func:`fastbp._kernels_hidden._backprop_serial`,
+    the kernel that ``fastbp.backprop(..., n_threads=1)`` runs, started
+    together by one parallel loop (no Python threads, no GIL hand-over).
+    """
+    costs = np.zeros(2)
+    for p in prange(2):
+        X, Y, W_h, b_h, W_out, b_out = first if p == 0 else second
+        costs[p] = _kernels_hidden._backprop_serial(
+            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols
+        )[0]
+    return costs
+
+
+def _on_numba_threads(n_threads, call):
+    """``call`` run with ``n_threads`` Numba threads (BLAS threads are left as they are)."""
+
+    def run():
+        previous = numba.get_num_threads()
+        numba.set_num_threads(n_threads)
+        try:
+            return call()
+        finally:
+            numba.set_num_threads(previous)
+
+    return run
+
+
+def breakdown_candidates(shape, dtype, network_maker, numpy_step):
+    """The timed calls of one breakdown table, each with its floating-point operations.
+
+    Parameters
+    ----------
+    shape : str
+        ``"n x m x d x t"``, as ``"1000x784x100x10"``.
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    network_maker : callable
+        ``(n, m, d, t, dtype, seed) -> dict`` of seeded arrays ``X, Y, W_h,
+        b_h, W_out, b_out`` (``fastbp._bench._network``).
+    numpy_step : callable
+        The book's NumPy step on those arrays.
+
+    Returns
+    -------
+    dict of str to (callable, float)
+        Label → (call with no arguments, floating-point operations a call).
+        The OpenBLAS "two at once" call holds a waiting thread: call its
+        ``close()`` when done (:func:`breakdown_section` does).  The "two at
+        once" rows are left out where Numba has a single thread.
+    """
+    import fastbp
+
+    from . import _backprop
+
+    n, m, d, t = map(int, shape.split("x"))
+    network = network_maker(n, m, d, t, dtype, 0)
+    twin = network_maker(n, m, d, t, dtype, 1)  # the second thread's own data
+    arrays, twin_arrays = _step_arrays(network), _step_arrays(twin)
+    X, W_h = network["X"], network["W_h"]
+    delta_h = _delta_h_sample(n, m, d, dtype)
+    transposed = fastbp.default_backprop_chunks(n, m, d, t, X.itemsize) > 1
+    rows = _backprop.BLOCK_ROWS
+    side = REFERENCE_SIDE
+    square = np.random.default_rng(3).random((4, side, side)).astype(dtype)
+    product_flops = 2 * n * m * d
+    step_flops = 4 * n * m * d + 6 * n * d * t
+
+    def step():
+        return fastbp.backprop(*arrays, n_threads=1)
+
+    tiny = float(np.finfo(dtype).tiny)
+    n_chunks = fastbp.default_backprop_chunks(n, m, d, t, X.itemsize)
+    square_pair = _TwoAtOnce(lambda: square[0] @ square[1], lambda: square[2] @ square[3])
+    candidates = {
+        "fastbp step": (step, step_flops),
+        "numpy step": (lambda: numpy_step(*arrays), step_flops),
+        "fastbp X W_h": (lambda: _forward_product(X, W_h, rows), product_flops),
+        "numpy X @ W_h": (lambda: X @ W_h, product_flops),
+        "fastbp Xᵀ δ_h": (lambda: _input_gradient(X, delta_h, rows, transposed), product_flops),
+        "numpy X.T @ δ_h": (lambda: X.T @ delta_h, product_flops),
+        f"numpy {side}³ product": (lambda: square[0] @ square[1], 2 * side**3),
+        "fastbp step kernel": (
+            lambda: _kernels_hidden._backprop_serial(
+                *arrays, tiny, n_chunks, _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS
+            ),
+            step_flops,
+        ),
+    }
+    if numba.config.NUMBA_NUM_THREADS >= 2:  # a second core to run on
+        candidates["fastbp step kernel, two at once"] = (
+            _on_numba_threads(
+                2,
+                lambda: _two_serial_steps(
+                    tuple(arrays), tuple(twin_arrays), tiny, n_chunks,
+                    _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS,
+                ),
+            ),
+            step_flops,
+        )
+        candidates[f"numpy {side}³ product, two at once"] = (square_pair, 2 * side**3)
+    else:
+        square_pair.close()
+    return candidates
+
+
+def breakdown_section(shape, dtype, repeats, network_maker, numpy_step):
+    """Print the breakdown table of one step shape and dtype (one thread, interleaved rounds).
+
+    Returns
+    -------
+    dict of str to float
+        Median seconds per label, and ``"fastbp rest"`` / ``"numpy rest"``:
+        the step less its two products.
+    """
+    candidates = breakdown_candidates(shape, dtype, network_maker, numpy_step)
+    try:
+        with thread_limits(1):
+            medians = interleaved_medians(
+                {label: call for label, (call, _) in candidates.items()}, repeats, min_time=0.01
+            )
+    finally:
+        for call, _ in candidates.values():
+            if isinstance(call, _TwoAtOnce):
+                call.close()
+    medians["fastbp rest"] = (
+        medians["fastbp step"] - medians["fastbp X W_h"] - medians["fastbp Xᵀ δ_h"]
+    )
+    medians["numpy rest"] = (
+        medians["numpy step"] - medians["numpy X @ W_h"] - medians["numpy X.T @ δ_h"]
+    )
+    n, m, d, t = shape.split("x")
+    print(
+        f"\nwhere the step's time goes: n={n} m={m} d={d} t={t} {dtype}, 1 thread "
+        "(BLAS 1, Numba 1); 'two at once': the same call on both cores at the same "
+        "time, each on its own data; 'step kernel': the step without the public "
+        "function's checks"
+    )
+    print(f"{'part':<34} {'median':>10} {'GFLOP/s':>9}")
+    print("-" * 55)
+    for label, (_, flops) in candidates.items():
+        seconds = medians[label]
+        if label.endswith("two at once"):
+            alone = medians[label.replace(", two at once", "")]  # the same call, alone
+            print(f"{label:<34} {_format(seconds):>10} {'':>9}  {seconds / alone:.2f}× one alone")
+            continue
+        print(f"{label:<34} {_format(seconds):>10} {gflops(flops, seconds):>9.1f}")
+        if label == "numpy X.T @ δ_h":
+            for side in ("fastbp", "numpy"):
+                rest = medians[f"{side} rest"]
+                share = rest / medians[f"{side} step"]
+                print(f"{side + ' rest of the step':<34} {_format(rest):>10} {'':>9}  {share:.0%} of its step")
+    return medians
+
+
+def _format(seconds):
+    if abs(seconds) >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} µs"
+
