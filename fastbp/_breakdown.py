@@ -130,7 +130,8 @@ class _TwoAtOnce:
     For calls that release the GIL for all their length (one OpenBLAS
     product): the second thread is started once and waits at a barrier
     between calls, so a timing holds the two calls and two barrier
-    crossings, not the start of a thread.  :meth:`close` ends it.
+    crossings, not the start of a thread.  An exception in either call is
+    raised here once both have ended.  :meth:`close` ends the thread.
     """
 
     def __init__(self, call, other_call):
@@ -139,6 +140,7 @@ class _TwoAtOnce:
         self._start = threading.Barrier(2)
         self._done = threading.Barrier(2)
         self._stopping = False
+        self._error = None
         self._worker = threading.Thread(target=self._serve, daemon=True)
         self._worker.start()
 
@@ -147,13 +149,22 @@ class _TwoAtOnce:
             self._start.wait()
             if self._stopping:
                 return
-            self._other_call()
-            self._done.wait()
+            try:
+                self._other_call()
+            except BaseException as error:  # noqa: BLE001 - raised again in the caller
+                self._error = error
+            finally:
+                self._done.wait()
 
     def __call__(self):
         self._start.wait()
-        self._call()
-        self._done.wait()
+        try:
+            self._call()
+        finally:
+            self._done.wait()  # the second call has ended too, whatever happened
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     def close(self):
         self._stopping = True

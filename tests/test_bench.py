@@ -150,6 +150,31 @@ def test_breakdown_section_rest_is_step_less_products_and_threads_are_closed(cap
     assert all(value > 0 for key, value in medians.items() if not key.endswith("rest"))
 
 
+def test_two_at_once_runs_both_calls_and_raises_the_second_threads_error():
+    import threading
+
+    from fastbp import _breakdown
+
+    seen = []
+
+    def fail():
+        seen.append(("second", threading.get_ident()))
+        raise ZeroDivisionError("in the second thread")
+
+    pair = _breakdown._TwoAtOnce(lambda: seen.append(("first", threading.get_ident())), fail)
+    try:
+        for _ in range(2):  # the waiting thread survives an error and serves again
+            with pytest.raises(ZeroDivisionError, match="second thread"):
+                pair()
+    finally:
+        pair.close()
+    assert not pair._worker.is_alive()
+    assert sorted(name for name, _ in seen) == ["first", "first", "second", "second"]
+    first = {ident for name, ident in seen if name == "first"}
+    second = {ident for name, ident in seen if name == "second"}
+    assert first == {threading.get_ident()} and len(second) == 1 and not first & second
+
+
 def test_two_serial_steps_gives_each_networks_cost():
     from fastbp import _backprop, _breakdown
 
