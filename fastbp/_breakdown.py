@@ -237,7 +237,8 @@ def breakdown_candidates(shape, dtype, network_maker, numpy_step):
     arrays, twin_arrays = _step_arrays(network), _step_arrays(twin)
     X, W_h = network["X"], network["W_h"]
     delta_h = _delta_h_sample(n, m, d, dtype)
-    transposed = fastbp.default_backprop_chunks(n, m, d, t, X.itemsize) > 1
+    n_chunks = fastbp.default_backprop_chunks(n, m, d, t, X.itemsize)
+    transposed = n_chunks > 1  # the step's orientation of Xᵀ δ_h
     rows = _backprop.BLOCK_ROWS
     side = REFERENCE_SIDE
     square = np.random.default_rng(3).random((4, side, side)).astype(dtype)
@@ -248,7 +249,6 @@ def breakdown_candidates(shape, dtype, network_maker, numpy_step):
         return fastbp.backprop(*arrays, n_threads=1)
 
     tiny = float(np.finfo(dtype).tiny)
-    n_chunks = fastbp.default_backprop_chunks(n, m, d, t, X.itemsize)
     square_pair = _TwoAtOnce(lambda: square[0] @ square[1], lambda: square[2] @ square[3])
     candidates = {
         "fastbp step": (step, step_flops),
@@ -335,4 +335,3 @@ def _format(seconds):
     if abs(seconds) >= 1e-3:
         return f"{seconds * 1e3:.3g} ms"
     return f"{seconds * 1e6:.3g} µs"
-
