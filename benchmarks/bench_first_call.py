@@ -1,82 +1,47 @@
-"""Time to first result: ``import fastbp`` and the first ``grad_W_out`` call in a fresh process.
+"""Time to first result: ``import fastbp`` and a first call in a fresh process.
 
 Numba compiles lazily, so a new process pays for compilation on its first
-call.  ``cold`` is a process with no on-disk cache (``FASTBP_CACHE=0``);
-``cached`` is a second process with ``FASTBP_CACHE=1`` and a temporary
-``NUMBA_CACHE_DIR`` that a first process has filled in ``setup``.
+call unless fastbp's on-disk cache already holds the kernel.  ``cold`` is a
+process with an empty cache folder (it compiles, then saves); ``cached`` is
+a second process on a folder that a first process filled in ``setup``.
+The calls: each ``grad_W_out`` method on 1000 x 100 x 10, and the fused
+step ``backprop`` on the digits' 32 x 64 x 100 x 10 minibatch.
 """
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
-import fastbp
-
-# Runs in the child; prints seconds for the import and for the first call.
-CHILD = """
-import sys, time
-import numpy as np
-start = time.perf_counter()
-import fastbp
-imported = time.perf_counter()
-rng = np.random.default_rng(0)
-A_h = rng.random((1000, 100)).astype(sys.argv[2])
-delta_out = (rng.random((1000, 10)) - 0.5).astype(sys.argv[2])
-fastbp.grad_W_out(A_h, delta_out, method=sys.argv[1])
-done = time.perf_counter()
-print('{"import": %r, "first_call": %r}' % (imported - start, done - imported))
-"""
+from fastbp._timing import FIRST_CALL_METHODS, first_call_seconds
 
 
 class FirstCall:
-    """Fresh interpreter, ``import fastbp``, first ``grad_W_out`` (float64, 1000x100x10).
+    """Fresh interpreter, ``import fastbp``, first call (float64 and float32).
 
-    ``time_*`` is the child's whole wall time (interpreter and NumPy start-up
-    included, about 0.1 s); ``track_*`` is import + first call as the child
-    measures it.
+    ``track_*`` is import + first call as the child measures it
+    (interpreter and NumPy start-up excluded).
     """
 
-    params = [["outer", "blocked", "matmul"], ["cold", "cached"]]
-    param_names = ["method", "cache"]
+    params = [list(FIRST_CALL_METHODS), ["float64", "float32"], ["cold", "cached"]]
+    param_names = ["method", "dtype", "cache"]
     number = 1
     rounds = 1
-    repeat = (1, 3, 60.0)
+    repeat = 1
     warmup_time = 0
-    timeout = 300
+    timeout = 600
 
-    def setup(self, method, cache):
-        self.cache_dir = tempfile.mkdtemp(prefix="fastbp-asv-numba-cache-")
-        self.env = dict(os.environ, NUMBA_CACHE_DIR=self.cache_dir)
-        # The child imports the same fastbp as this process.
-        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            [package_parent] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-        )
-        self.env["FASTBP_CACHE"] = "1" if cache == "cached" else "0"
+    def setup(self, method, dtype, cache):
+        self.cache_dir = tempfile.mkdtemp(prefix="fastbp-asv-first-call-")
         if cache == "cached":
-            self.run_child(method)  # fills the cache
+            first_call_seconds(method, dtype, self.cache_dir)  # fills the cache
 
-    def teardown(self, method, cache):
+    def teardown(self, method, dtype, cache):
         shutil.rmtree(self.cache_dir, ignore_errors=True)
 
-    def run_child(self, method):
-        completed = subprocess.run(
-            [sys.executable, "-c", CHILD, method, "float64"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return json.loads(completed.stdout.strip().splitlines()[-1])
-
-    def time_import_and_first_grad(self, method, cache):
-        self.run_child(method)
-
-    def track_import_and_first_grad(self, method, cache):
-        seconds = self.run_child(method)
+    def track_import_and_first_call(self, method, dtype, cache):
+        if cache == "cold":  # a fresh, empty folder for each measurement
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+            self.cache_dir = tempfile.mkdtemp(prefix="fastbp-asv-first-call-")
+        seconds = first_call_seconds(method, dtype, self.cache_dir)
         return seconds["import"] + seconds["first_call"]
 
-    track_import_and_first_grad.unit = "seconds"
+    track_import_and_first_call.unit = "seconds"

@@ -25,7 +25,7 @@ from . import _core
 from ._checks import gamma, unit_roundoff
 from ._timing import (
     blas_description,
-    first_call_seconds,
+    first_calls_seconds,
     gflops,
     interleaved_medians,
     machine_description,
@@ -123,8 +123,8 @@ def add_arguments(parser):
     parser.add_argument(
         "--first-call",
         action="store_true",
-        help="also time import fastbp + first grad_W_out in a fresh process, "
-        "cold and from the FASTBP_CACHE=1 disk cache",
+        help="also time import fastbp and each public function's first call in a fresh "
+        "process, cold (empty cache) and from the on-disk cache, per dtype",
     )
     return parser
 
@@ -467,23 +467,26 @@ def _time_table(title, rows, threads_list, repeats):
 # --------------------------------------------------------------------------
 
 
-def _first_call_section(methods):
-    print("\nFirst call in a fresh process: import fastbp + first grad_W_out (float64, 1000x100x10)")
-    print(f"{'method':<8} {'import':>9} {'cold call':>10} {'cached call':>12}")
-    cache_dir = tempfile.mkdtemp(prefix="fastbp-bench-numba-cache-")
-    try:
-        for method in methods:
-            cold = first_call_seconds(method)
-            first_call_seconds(method, cache_dir=cache_dir)  # fills the cache
-            cached = first_call_seconds(method, cache_dir=cache_dir)
-            print(
-                f"{method:<8} {_format_seconds(cold['import']):>9} "
-                f"{_format_seconds(cold['first_call']):>10} {_format_seconds(cached['first_call']):>12}"
-            )
-    finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
-    print("cold: FASTBP_CACHE=0 (compiles); cached: FASTBP_CACHE=1, a second process "
-          "reading a temporary NUMBA_CACHE_DIR")
+def _first_call_section(dtypes):
+    """Each public function's first call in a fresh process: cold (empty cache) and cached."""
+    print("\nFirst call in a fresh process, per public function, in the order of "
+          "`fastbp compile`")
+    for dtype in dtypes:
+        with tempfile.TemporaryDirectory(prefix="fastbp-bench-cache-") as cache_dir:
+            cold = first_calls_seconds(dtype, cache_dir)
+            cached = first_calls_seconds(dtype, cache_dir)
+        print(f"\n{dtype}: import fastbp {_format_seconds(cold['import'])} cold, "
+              f"{_format_seconds(cached['import'])} cached")
+        print(f"{'call':<32} {'cold':>9} {'cached':>9}")
+        for (name, cold_seconds), (_, cached_seconds) in zip(cold["calls"], cached["calls"]):
+            print(f"{name:<32} {_format_seconds(cold_seconds):>9} "
+                  f"{_format_seconds(cached_seconds):>9}")
+        total_cold = sum(seconds for _, seconds in cold["calls"])
+        total_cached = sum(seconds for _, seconds in cached["calls"])
+        print(f"{'all':<32} {_format_seconds(total_cold):>9} {_format_seconds(total_cached):>9}")
+    print("cold: a fresh process and an empty FASTBP_CACHE_DIR (compiles, then saves); "
+          "cached: a second process on the same folder. A kernel shared by two calls "
+          "is compiled in the first.")
 
 
 def _plot(records, path):
@@ -620,7 +623,7 @@ def run(args):
                                     "shape": shape, "dtype": dtype, "check": "FAIL"})
 
     if args.first_call:
-        _first_call_section(["matmul"] if args.quick else list(_core.GRAD_W_OUT_METHODS))
+        _first_call_section(["float64"] if args.quick else list(dtypes))
 
     if args.plot:
         _plot(records, args.plot)

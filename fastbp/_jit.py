@@ -19,33 +19,33 @@ fastmath
     order exactly as written, so results stay deterministic and within the
     rounding bound the tests check.
 cache
-    Off unless the environment variable ``FASTBP_CACHE=1`` is set before
-    :mod:`fastbp` is imported.  Numba then stores compiled code beside the
-    source, or, when the package folder is read-only, in its user-wide cache
-    folder (``NUMBA_CACHE_DIR`` overrides both).  Off by default because a
-    cache keyed on one module's source can go stale when a kernel it calls
-    changes in another module.  Also off whenever ``FASTBP_VECTOR_BYTES``
-    is set: the register tiles' width is compiled into the kernels, and
-    Numba's cache knows the CPU's features (from which fastbp derives the
-    width by default) but not this override, so a cache written at one
-    width would be loaded, kernel by kernel, at the other.
+    On by default: compiled code is kept on disk in a folder keyed on a hash
+    of every fastbp source file, the Numba, llvmlite and NumPy versions, the
+    CPU and the register-tile width, so stale code cannot be loaded
+    (:mod:`fastbp._cache`; ``FASTBP_CACHE=0`` turns it off,
+    ``FASTBP_CACHE_DIR`` moves it).  Numba's own ``cache=True`` is not used:
+    it keys each function on its own file only.
 compilation
     Lazy: nothing is compiled at import.  The public functions normalise
     their inputs so each kernel sees at most two specialisations
     (float32 and float64, C-contiguous).
 """
 
-import os
+import inspect
 
 import numba
+from numba.core import types
+from numba.core.registry import CPUDispatcher
 
-__all__ = ["CACHE", "CONTRACT", "kernel", "parallel_kernel"]
+from ._cache import CACHE_ENABLED, enable_cache
 
-#: Whether compiled code is cached on disk (``FASTBP_CACHE=1``, and no
-#: ``FASTBP_VECTOR_BYTES`` override).
-CACHE = os.environ.get("FASTBP_CACHE", "0").strip().lower() in {"1", "true", "yes", "on"} and not (
-    os.environ.get("FASTBP_VECTOR_BYTES", "").strip()
-)
+__all__ = ["CACHE", "CONTRACT", "cache_counts", "kernel", "parallel_kernel"]
+
+#: Whether compiled code is cached on disk (``FASTBP_CACHE``, on by default).
+CACHE = CACHE_ENABLED
+
+# Every dispatcher made here, for cache_counts.
+_DISPATCHERS = []
 
 #: The only fast-math flag fastbp uses: allow fused multiply-add.
 CONTRACT = frozenset({"contract"})
@@ -53,12 +53,73 @@ CONTRACT = frozenset({"contract"})
 _BASE_OPTIONS = {
     "nogil": True,
     "error_model": "numpy",
-    "cache": CACHE,
     "boundscheck": False,
 }
 
 
-def kernel(func=None, *, fastmath=False):
+class _KernelDispatcher(CPUDispatcher):
+    """Numba's CPU dispatcher, compiling one specialisation per argument *type*.
+
+    Called from compiled code with a constant (``f(x, 0)``, a module-level
+    block size), Numba's own dispatcher compiles a specialisation for that
+    literal value, and type inference often compiles a loop variable's first
+    value (``k = 0``) as a literal before settling on int64: each a full
+    compilation of the callee and its callees, run for nothing.  Here every
+    argument type is made non-literal first, so each kernel compiles once
+    per dtype and layout.  (The intrinsics of :mod:`fastbp._simd` still see
+    their compile-time constants: they are not dispatchers.)
+
+    Arrays named in ``any_layout`` are typed with layout ``"A"`` when the
+    kernel is called from compiled code, so contiguous and strided callers
+    share one specialisation (see :func:`kernel`).
+    """
+
+    any_layout_positions = frozenset()
+
+    def _argument_type(self, position, ty):
+        ty = types.unliteral(ty)
+        if position in self.any_layout_positions and isinstance(ty, types.Array):
+            ty = ty.copy(layout="A")
+        return ty
+
+    def get_call_template(self, args, kws):
+        names = list(inspect.signature(self.py_func).parameters)
+        return super().get_call_template(
+            tuple(self._argument_type(i, a) for i, a in enumerate(args)),
+            {name: self._argument_type(names.index(name), a) for name, a in kws.items()},
+        )
+
+
+def _compile_lazily(func, options, any_layout=()):
+    """A dispatcher for ``func`` with fastbp's options (the plain function with the JIT off)."""
+    if numba.config.DISABLE_JIT:
+        return func
+    names = list(inspect.signature(func).parameters)
+    unknown = [name for name in any_layout if name not in names]
+    if unknown:
+        raise ValueError(f"any_layout names {unknown} are not parameters of {func.__name__}")
+    dispatcher = _KernelDispatcher(
+        py_func=func, locals={}, targetoptions={"nopython": True, **_BASE_OPTIONS, **options}
+    )
+    dispatcher.any_layout_positions = frozenset(names.index(name) for name in any_layout)
+    _DISPATCHERS.append(dispatcher)
+    return enable_cache(dispatcher)
+
+
+def cache_counts():
+    """(loads from the disk cache, compilations) of fastbp's kernels so far in this process.
+
+    Counted per specialisation, over every kernel, callees included (Numba's
+    ``_cache_hits`` and ``_cache_misses``); (0, 0) with the JIT off.
+    """
+    hits = misses = 0
+    for dispatcher in _DISPATCHERS:
+        hits += sum(getattr(dispatcher, "_cache_hits", {}).values())
+        misses += sum(getattr(dispatcher, "_cache_misses", {}).values())
+    return hits, misses
+
+
+def kernel(func=None, *, fastmath=False, any_layout=()):
     """Compile ``func`` with fastbp's options (serial kernel).
 
     Parameters
@@ -69,12 +130,18 @@ def kernel(func=None, *, fastmath=False):
         work.
     fastmath : bool or frozenset of str, default False
         ``False`` or :data:`CONTRACT`; anything else is refused.
+    any_layout : tuple of str, default ()
+        Array parameters compiled for any memory layout when the kernel is
+        called from compiled code: a kernel that its callers hand both
+        contiguous and strided arrays then compiles (with its callees) once
+        instead of once per layout.  Only for arrays the kernel reads
+        element by element, where the layout costs nothing.
     """
     if fastmath not in (False, CONTRACT):
         raise ValueError(f"fastmath must be False or CONTRACT, got {fastmath!r}")
 
     def wrap(f):
-        return numba.njit(fastmath=set(fastmath) if fastmath else False, **_BASE_OPTIONS)(f)
+        return _compile_lazily(f, {"fastmath": set(fastmath) if fastmath else False}, any_layout)
 
     return wrap if func is None else wrap(func)
 
@@ -89,8 +156,8 @@ def parallel_kernel(func=None, *, fastmath=False):
         raise ValueError(f"fastmath must be False or CONTRACT, got {fastmath!r}")
 
     def wrap(f):
-        return numba.njit(
-            fastmath=set(fastmath) if fastmath else False, parallel=True, **_BASE_OPTIONS
-        )(f)
+        return _compile_lazily(
+            f, {"fastmath": set(fastmath) if fastmath else False, "parallel": True}
+        )
 
     return wrap if func is None else wrap(func)

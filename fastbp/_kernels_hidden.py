@@ -152,6 +152,20 @@ def _add_column_sums(M, out):
 
 
 @kernel
+def _copy_columns(source, target):
+    """target[i, j] = source[i, j] for the columns both have (the narrower's width).
+
+    A loop rather than a slice assignment: Numba compiles a slice
+    assignment's shape-mismatch message (string formatting) into every
+    caller, several seconds of compilation for a check that cannot fail here.
+    """
+    width = min(source.shape[1], target.shape[1])
+    for i in range(source.shape[0]):
+        for j in range(width):
+            target[i, j] = source[i, j]
+
+
+@kernel
 def _subtract_inplace(A, B):
     """A -= B (same shape), turning output activations into δ_out."""
     n, width = A.shape
@@ -319,7 +333,7 @@ def _forward_and_deltas(
         Z_out = Z_out_block[r0:r1]
         Z_out[:] = 0
         _hidden_forward_packed(A_h, 0, rows, wpack_out, d, w, Z_out)
-        A_out[:] = Z_out[:, :t]
+        _copy_columns(Z_out, A_out)
     else:
         A_out[:] = 0
         _hidden_forward_packed(A_h, 0, rows, wpack_out, d, t, A_out)
@@ -569,7 +583,7 @@ def _packed_output_weights(W_out):
     if cols >= w:
         return _packed_weights(W_out)
     padded = np.zeros((rows, w), dtype=W_out.dtype)
-    padded[:, :cols] = W_out
+    _copy_columns(W_out, padded)
     return _packed_weights(padded)
 
 

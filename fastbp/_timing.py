@@ -161,7 +161,9 @@ def thread_counts():
 
 
 # The child process of first_call_seconds: prints seconds for ``import fastbp``
-# and for the first grad_W_out call (which compiles, or loads from the cache).
+# and for the first call (which compiles, or loads from the cache): a
+# grad_W_out method on 1000 x 100 x 10, or the fused step on the digits'
+# 32 x 64 x 100 x 10 minibatch.
 _FIRST_CALL_CHILD = """
 import sys, time
 import numpy as np
@@ -169,56 +171,107 @@ start = time.perf_counter()
 import fastbp
 imported = time.perf_counter()
 rng = np.random.default_rng(0)
-A_h = rng.random((1000, 100)).astype(sys.argv[2])
-delta_out = (rng.random((1000, 10)) - 0.5).astype(sys.argv[2])
-fastbp.grad_W_out(A_h, delta_out, method=sys.argv[1])
+method, dtype = sys.argv[1], sys.argv[2]
+if method == "backprop":
+    X = rng.random((32, 64)).astype(dtype)
+    Y = np.eye(10, dtype=dtype)[rng.integers(0, 10, 32)]
+    W_h = rng.normal(0, 0.1, (64, 100)).astype(dtype)
+    W_out = rng.normal(0, 0.1, (100, 10)).astype(dtype)
+    ready = time.perf_counter()
+    fastbp.backprop(X, Y, W_h, np.zeros(100, dtype), W_out, np.zeros(10, dtype), l2=0.01)
+else:
+    A_h = rng.random((1000, 100)).astype(dtype)
+    delta_out = (rng.random((1000, 10)) - 0.5).astype(dtype)
+    ready = time.perf_counter()
+    fastbp.grad_W_out(A_h, delta_out, method=method)
 done = time.perf_counter()
-print('{"import": %r, "first_call": %r}' % (imported - start, done - imported))
+print('{"import": %r, "first_call": %r}' % (imported - start, done - ready))
 """
 
+# The child process of first_calls_seconds: every public function's first
+# call in one dtype, in the order of ``fastbp compile``.
+_FIRST_CALLS_CHILD = """
+import json, sys, time
+start = time.perf_counter()
+import fastbp
+imported = time.perf_counter()
+from fastbp._compile import compile_all
+calls = [[name, seconds] for _, name, seconds in compile_all([sys.argv[1]])]
+print(json.dumps({"import": imported - start, "calls": calls}))
+"""
 
-def first_call_seconds(method="matmul", dtype="float64", cache_dir=None):
-    """Seconds for ``import fastbp`` and the first ``grad_W_out`` call, in a fresh process.
+FIRST_CALL_METHODS = ("outer", "blocked", "matmul", "backprop")
 
-    Parameters
-    ----------
-    method : str
-        ``grad_W_out`` method of the first call (on 1000 x 100 x 10 data).
-    dtype : str
-        ``"float32"`` or ``"float64"``.
-    cache_dir : str, optional
-        With a folder: ``FASTBP_CACHE=1`` and ``NUMBA_CACHE_DIR=cache_dir``
-        (a first call fills the cache, a later one loads from it).
-        Without: ``FASTBP_CACHE=0``, so the call compiles.
 
-    Returns
-    -------
-    dict
-        ``{"import": seconds, "first_call": seconds}`` as the child measured
-        them (interpreter and NumPy start-up not included).
-    """
-    import json
+def _child_environment(cache_dir):
+    """This process's environment for a child that imports the same fastbp, with ``cache_dir``."""
     import os
-    import subprocess
-    import sys
 
     env = dict(os.environ)
-    # The child imports the same fastbp as this process, installed or not.
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(
         [package_parent] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
-    if cache_dir is None:
-        env["FASTBP_CACHE"] = "0"
-        env.pop("NUMBA_CACHE_DIR", None)
-    else:
-        env["FASTBP_CACHE"] = "1"
-        env["NUMBA_CACHE_DIR"] = str(cache_dir)
+    env["FASTBP_CACHE"] = "1"
+    env["FASTBP_CACHE_DIR"] = str(cache_dir)
+    return env
+
+
+def _run_child(code, arguments, cache_dir):
+    import json
+    import subprocess
+    import sys
+
     completed = subprocess.run(
-        [sys.executable, "-c", _FIRST_CALL_CHILD, method, dtype],
-        env=env,
+        [sys.executable, "-c", code, *arguments],
+        env=_child_environment(cache_dir),
         capture_output=True,
         text=True,
         check=True,
     )
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def first_call_seconds(method="matmul", dtype="float64", cache_dir=None):
+    """Seconds for ``import fastbp`` and a first call, in a fresh process.
+
+    Parameters
+    ----------
+    method : str
+        One of :data:`FIRST_CALL_METHODS`: a ``grad_W_out`` method (on
+        1000 x 100 x 10 data) or ``"backprop"`` (32 x 64 x 100 x 10).
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    cache_dir : str or path, optional
+        The child's ``FASTBP_CACHE_DIR``: an empty folder measures a cold
+        start (compile, then save), a filled one a warm start.  By default a
+        temporary empty folder, removed afterwards.
+
+    Returns
+    -------
+    dict
+        ``{"import": seconds, "first_call": seconds}`` as the child measured
+        them (interpreter and NumPy start-up, and making the data, not
+        included).
+    """
+    if method not in FIRST_CALL_METHODS:
+        raise ValueError(f"method must be one of {FIRST_CALL_METHODS}, got {method!r}")
+    if cache_dir is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="fastbp-first-call-") as empty:
+            return _run_child(_FIRST_CALL_CHILD, [method, dtype], empty)
+    return _run_child(_FIRST_CALL_CHILD, [method, dtype], cache_dir)
+
+
+def first_calls_seconds(dtype, cache_dir):
+    """Every public function's first call in a fresh process, as ``fastbp compile`` makes them.
+
+    Returns
+    -------
+    dict
+        ``{"import": seconds, "calls": [[name, seconds], ...]}``.  Each call
+        is timed alone, in order, so a kernel shared by two functions is
+        compiled (or loaded) in the first one that uses it.
+    """
+    return _run_child(_FIRST_CALLS_CHILD, [dtype], cache_dir)

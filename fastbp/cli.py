@@ -1,4 +1,4 @@
-"""Command line: ``fastbp`` (the main job), ``fastbp bench``, ``fastbp train``.
+"""Command line: ``fastbp`` (the main job), ``bench``, ``train``, ``compile`` and ``cache``.
 
 The main job builds a seeded synthetic problem shaped like the book's MNIST
 network (n = 60000, m = 784, d = 100, t = 10), runs the forward pass and
@@ -204,12 +204,22 @@ def build_parser():
         "bench", help="benchmark every kernel against NumPy over a sweep of shapes"
     )
     train = commands.add_parser("train", help="train a 64-100-10 network on the 8x8 digits")
-    from . import _bench, _train
+    compile_ = commands.add_parser(
+        "compile", help="compile every kernel into the on-disk cache ahead of use"
+    )
+    cache = commands.add_parser(
+        "cache", help="show the compiled-code cache's folder and size (--clear empties it)"
+    )
+    from . import _bench, _compile, _train
 
     _bench.add_arguments(bench)
     _train.add_arguments(train)
+    _compile.add_compile_arguments(compile_)
+    _compile.add_cache_arguments(cache)
     bench.set_defaults(run=_bench.run)
     train.set_defaults(run=_train.run)
+    compile_.set_defaults(run=_compile.run_compile)
+    cache.set_defaults(run=_compile.run_cache)
     return parser
 
 

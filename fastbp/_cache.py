@@ -1,0 +1,324 @@
+"""The on-disk cache of compiled kernels: where it lives and why it cannot go stale.
+
+Numba's own cache keys each function on its own source file, so a kernel
+whose callee changed in another module would load stale machine code.
+fastbp keeps its compiled code in a folder of its own whose name is a hash
+of everything the code depends on (:func:`cache_key`): the source of every
+module of the installed package, the versions of Python, Numba, llvmlite and
+NumPy, the CPU name and features Numba compiles for, the register-tile width
+and the Numba settings that change generated code.  Change any of them and
+the folder is a new, empty one; stale code cannot be found, let alone
+loaded.
+
+Settings (read once, when :mod:`fastbp` is imported)
+----------------------------------------------------
+``FASTBP_CACHE``
+    ``0``, ``false``, ``no`` or ``off`` turn the cache off; anything else,
+    or nothing, leaves it on.
+``FASTBP_CACHE_DIR``
+    The root folder; by default ``$XDG_CACHE_HOME/fastbp``, else
+    ``~/.cache/fastbp``.  Each key gets a subfolder of the root.
+
+Safety
+------
+* Nothing touches the disk at import: the key's folder is made when the first
+  compiled kernel is saved.
+* Where the folder cannot be made or written (read-only package or home,
+  no home at all), kernels compile in memory as without a cache; one
+  :class:`CacheWarning` says so, once per process.  A cache file that cannot
+  be read is treated as absent.
+* Files are written under a temporary name and renamed into place (Numba's
+  ``_open_for_write``), so no process reads a partly written file.  Each
+  compiled specialisation is stored under a name derived from its own
+  index key, not from a counter, so two processes that save different
+  specialisations at once can at worst drop each other's index entry (that
+  kernel compiles again next time), never point one signature at another's
+  code.
+* The user's own Numba code and settings are untouched: only fastbp's
+  dispatchers get this cache (``NUMBA_CACHE_DIR`` is neither read nor set).
+
+Numba internals used
+--------------------
+``numba.core.caching.FunctionCache`` (its ``_impl_class``, ``_cache_file``
+and ``load_overload``/``save_overload``), ``CompileResultCacheImpl``,
+``IndexDataCacheFile`` and ``_CacheLocator``, and ``Dispatcher._cache``.
+They were tested with the Numba range pinned in ``pyproject.toml``;
+``tests/test_cache.py`` checks the mechanism itself.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+__all__ = [
+    "CACHE_ENABLED",
+    "CacheWarning",
+    "cache_description",
+    "cache_dir",
+    "cache_key",
+    "cache_root",
+    "clear_cache",
+    "enable_cache",
+    "folder_size",
+    "key_folders",
+]
+
+_OFF_WORDS = {"0", "false", "no", "off"}
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# The file that marks a folder as a fastbp cache folder (and says what its
+# key was made of); only folders that hold it are ever deleted.
+_MARKER = "fastbp-cache.json"
+_KEY_HEX_DIGITS = 16
+
+
+class CacheWarning(RuntimeWarning):
+    """The compiled-code cache could not be used; kernels compile in memory instead."""
+
+
+def cache_enabled(environ=None):
+    """Whether ``FASTBP_CACHE`` in ``environ`` leaves the cache on (the default)."""
+    environ = os.environ if environ is None else environ
+    return environ.get("FASTBP_CACHE", "1").strip().lower() not in _OFF_WORDS
+
+
+def cache_root(environ=None):
+    """The root folder of fastbp's caches, as an absolute :class:`pathlib.Path`.
+
+    ``FASTBP_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/fastbp``, else
+    ``~/.cache/fastbp``.  Nothing is created.
+    """
+    environ = os.environ if environ is None else environ
+    chosen = environ.get("FASTBP_CACHE_DIR", "").strip()
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    xdg = environ.get("XDG_CACHE_HOME", "").strip()
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "fastbp"
+    return Path(os.path.expanduser("~")).absolute() / ".cache" / "fastbp"
+
+
+def _source_digest(package_dir=_PACKAGE_DIR):
+    """SHA-256 over the relative path and bytes of every ``.py`` file of the package."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        digest.update(path.relative_to(package_dir).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def key_parts(package_dir=_PACKAGE_DIR):
+    """Everything the compiled code depends on, as a JSON-able dict (see the module docstring)."""
+    import llvmlite
+    import llvmlite.binding as llvm
+    import numba
+    import numpy
+    from numba.core import config
+
+    from ._simd import VECTOR_BYTES, _target_features
+
+    cpu_name = config.CPU_NAME or llvm.get_host_cpu_name()
+    return {
+        "sources": _source_digest(package_dir),
+        "python": f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}",
+        "numba": numba.__version__,
+        "llvmlite": llvmlite.__version__,
+        "numpy": numpy.__version__,
+        "cpu_name": cpu_name,
+        "cpu_features": _target_features(),
+        "vector_bytes": VECTOR_BYTES,
+        "numba_opt": str(config.OPT),
+        "numba_boundscheck": str(config.BOUNDSCHECK),
+        "numba_debuginfo": bool(config.DEBUGINFO_DEFAULT),
+    }
+
+
+def cache_key(parts=None):
+    """The folder name for ``parts`` (by default :func:`key_parts`): 16 hex digits of SHA-256."""
+    parts = key_parts() if parts is None else parts
+    text = json.dumps(parts, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:_KEY_HEX_DIGITS]
+
+
+#: Whether compiled code is cached (``FASTBP_CACHE``, read at import).
+CACHE_ENABLED = cache_enabled()
+_KEY_PARTS = key_parts() if CACHE_ENABLED else None
+_CACHE_DIR = cache_root() / cache_key(_KEY_PARTS) if CACHE_ENABLED else None
+_warned = False
+_saving = True  # cleared after the first failure to write: one notice, no retries
+
+
+def cache_dir():
+    """The folder this process's compiled code goes to, or None with the cache off."""
+    return _CACHE_DIR
+
+
+def _notice(message):
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(message, CacheWarning, stacklevel=3)
+
+
+def _write_marker(folder, parts):
+    """Mark ``folder`` as fastbp's and record its key's parts (atomically)."""
+    marker = folder / _MARKER
+    if marker.exists():
+        return
+    temporary = folder / f"{_MARKER}.tmp.{os.getpid()}"
+    temporary.write_text(json.dumps(parts, indent=1, sort_keys=True) + "\n")
+    os.replace(temporary, marker)
+
+
+def key_folders(root=None):
+    """The fastbp cache folders under ``root`` (default :func:`cache_root`), sorted."""
+    root = cache_root() if root is None else Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / _MARKER).is_file())
+
+
+def folder_size(folder):
+    """Bytes in the files under ``folder``."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def clear_cache(root=None):
+    """Delete every fastbp cache folder under ``root``; return how many bytes were freed.
+
+    Only folders that carry fastbp's marker file are removed, so a root
+    shared with other files (``FASTBP_CACHE_DIR=/tmp``, say) loses nothing
+    else.
+    """
+    freed = 0
+    for folder in key_folders(root):
+        freed += folder_size(folder)
+        shutil.rmtree(folder)
+    return freed
+
+
+def cache_description():
+    """Lines for ``fastbp cache``: the settings, this process's folder, every folder's size."""
+    root = cache_root()
+    lines = [f"cache: {'on' if CACHE_ENABLED else 'off (FASTBP_CACHE)'}", f"root: {root}"]
+    if CACHE_ENABLED:
+        exists = "" if _CACHE_DIR.is_dir() else " (not written yet)"
+        lines.append(f"this installation's folder: {_CACHE_DIR}{exists}")
+    folders = key_folders(root)
+    total = 0
+    for folder in folders:
+        size = folder_size(folder)
+        total += size
+        current = "  <- this installation" if folder == _CACHE_DIR else ""
+        lines.append(f"  {folder.name}  {size / 2**20:8.1f} MiB{current}")
+    lines.append(f"{len(folders)} folder(s), {total / 2**20:.1f} MiB in all")
+    return lines
+
+
+# --------------------------------------------------------------------------
+# The Numba side: a FunctionCache that stores into _CACHE_DIR
+# --------------------------------------------------------------------------
+
+
+def _numba_cache_class():
+    """Build the cache class on first use (Numba's caching module is imported lazily)."""
+    from numba.core import caching
+
+    class PackageLocator(caching._CacheLocator):
+        """Every fastbp kernel goes to the key's folder; the key is its source stamp."""
+
+        def __init__(self, py_func):
+            self._py_file = py_func.__code__.co_filename
+            self._lineno = py_func.__code__.co_firstlineno
+
+        def ensure_cache_path(self):
+            super().ensure_cache_path()
+            _write_marker(_CACHE_DIR, _KEY_PARTS)
+
+        def get_cache_path(self):
+            return str(_CACHE_DIR)
+
+        def get_source_stamp(self):
+            return _CACHE_DIR.name
+
+        def get_disambiguator(self):
+            return str(self._lineno)
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            return cls(py_func)
+
+    class PackageCacheImpl(caching.CompileResultCacheImpl):
+        def __init__(self, py_func):  # no locator search: always PackageLocator
+            self._lineno = py_func.__code__.co_firstlineno
+            self._locator = PackageLocator(py_func)
+            module = os.path.splitext(os.path.basename(py_func.__code__.co_filename))[0]
+            fullname = f"{module}.{py_func.__qualname__}"
+            self._filename_base = self.get_filename_base(fullname, getattr(sys, "abiflags", ""))
+
+    class KeyNamedDataFile(caching.IndexDataCacheFile):
+        """Data files named from their index key, so concurrent saves never swap them."""
+
+        def save(self, key, data):
+            name = self._data_name_pattern.replace(
+                "{number:d}", hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+            )
+            overloads = self._load_index()
+            self._save_data(name, data)  # the data first: an index entry never dangles
+            if overloads.get(key) != name:
+                overloads[key] = name
+                self._save_index(overloads)
+
+    class PackageCache(caching.FunctionCache):
+        _impl_class = PackageCacheImpl
+
+        def __init__(self, py_func):
+            super().__init__(py_func)
+            self._cache_file = KeyNamedDataFile(
+                cache_path=self._cache_path,
+                filename_base=self._impl.filename_base,
+                source_stamp=self._impl.locator.get_source_stamp(),
+            )
+
+        def load_overload(self, sig, target_context):
+            try:
+                return super().load_overload(sig, target_context)
+            except (FileNotFoundError, NotADirectoryError):
+                return None  # no folder (yet, or ever): a plain miss
+            except Exception as error:  # an unreadable file is a miss, never a failure
+                _notice(f"fastbp: could not read compiled code from {_CACHE_DIR} ({error}); "
+                        "compiling instead")
+                return None
+
+        def save_overload(self, sig, data):
+            global _saving
+            if not _saving:
+                return
+            try:
+                super().save_overload(sig, data)
+            except OSError as error:
+                _saving = False
+                _notice(f"fastbp: cannot write compiled code to {_CACHE_DIR} ({error}); "
+                        "kernels are compiled in memory in this process. Set FASTBP_CACHE_DIR "
+                        "to a writable folder, or FASTBP_CACHE=0 to silence this.")
+
+    return PackageCache
+
+
+_cache_class = None
+
+
+def enable_cache(dispatcher):
+    """Give a Numba dispatcher fastbp's cache; a no-op with the cache or the JIT off."""
+    global _cache_class
+    if not CACHE_ENABLED or not hasattr(dispatcher, "_cache"):
+        return dispatcher  # FASTBP_CACHE=0, or NUMBA_DISABLE_JIT=1 (a plain function)
+    if _cache_class is None:
+        _cache_class = _numba_cache_class()
+    dispatcher._cache = _cache_class(dispatcher.py_func)
+    return dispatcher

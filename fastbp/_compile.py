@@ -1,0 +1,155 @@
+"""``fastbp compile`` and ``fastbp cache``: fill, show and empty the compiled-code cache.
+
+``compile_all`` calls every public function once per dtype on small inputs
+chosen so that each kernel path runs (serial and threaded, one chunk and
+several, packed and unpacked weights), which compiles every kernel into the
+cache (:mod:`fastbp._cache`) ahead of use: for an image build, a cluster's
+workers, or CI.
+"""
+
+import time
+
+import numba
+import numpy as np
+
+from . import _backprop, _cache, _core
+
+__all__ = ["add_cache_arguments", "add_compile_arguments", "compile_all", "run_cache", "run_compile"]
+
+_DTYPES = ("float32", "float64")
+
+
+def _network(n, m, d, t, dtype, rng):
+    X = rng.random((n, m)).astype(dtype)
+    Y = np.eye(t, dtype=dtype)[rng.integers(0, t, n)]
+    W_h = rng.normal(0.0, 0.1, (m, d)).astype(dtype)
+    W_out = rng.normal(0.0, 0.1, (d, t)).astype(dtype)
+    return X, Y, W_h, np.zeros(d, dtype), W_out, np.zeros(t, dtype)
+
+
+def _calls(dtype, threads):
+    """(name, call) for every kernel path of the public API in ``dtype``."""
+    rng = np.random.default_rng(0)
+    X, Y, W_h, b_h, W_out, b_out = _network(8, 5, 3, 2, dtype, rng)
+    # Operands made with NumPy, so that only the timed calls compile.
+    A_h = rng.random((8, 3)).astype(dtype)
+    A_out = rng.random((8, 2)).astype(dtype)
+    delta = A_out - Y
+    # Shapes that reach each path of backprop: d and t under one vector
+    # (unpacked hidden product), several chunks (256 rows make 2), and one
+    # chunk with enough work (n·m·d ≥ 2**18) to be shared among threads.
+    small = _network(32, 8, 3, 2, dtype, rng)
+    wide = _network(32, 8, 40, 20, dtype, rng)
+    chunked = _network(256, 8, 40, 20, dtype, rng)
+    shared = _network(64, 64, 64, 10, dtype, rng)
+    A_wide = rng.random((9000, 20)).astype(dtype)  # 2 chunks of the blocked gradient
+    d_wide = rng.random((9000, 3)).astype(dtype)
+    calls = [
+        ("sigmoid", lambda: _core.sigmoid(X)),
+        ("forward", lambda: _core.forward(X, W_h, b_h, W_out, b_out)),
+        ("delta_out", lambda: _core.delta_out(A_out, Y)),
+        ("cost", lambda: _core.cost(A_out, Y)),
+        ("grad_b_out", lambda: _core.grad_b_out(delta)),
+        ("grad_W_out_outer", lambda: _core.grad_W_out_outer(A_h, delta)),
+        ("grad_W_out_matmul", lambda: _core.grad_W_out_matmul(A_h, delta)),
+        ("grad_W_out_blocked", lambda: _core.grad_W_out_blocked(A_wide, d_wide, n_threads=1)),
+        ("delta_h", lambda: _backprop.delta_h(delta, W_out, A_h)),
+        ("grad_W_h", lambda: _backprop.grad_W_h(X, A_h)),
+        ("grad_b_h", lambda: _backprop.grad_b_h(A_h)),
+        ("l2_penalty", lambda: _backprop.l2_penalty(W_h, W_out, 0.5)),
+        ("backprop (d < one vector)", lambda: _backprop.backprop(*small, l2=0.1, n_threads=1)),
+        ("backprop", lambda: _backprop.backprop(*wide, l2=0.1, n_threads=1)),
+        ("backprop (chunks)", lambda: _backprop.backprop(*chunked, n_threads=1)),
+    ]
+    if threads > 1:
+        calls += [
+            ("grad_W_out_blocked (threads)",
+             lambda: _core.grad_W_out_blocked(A_wide, d_wide, n_threads=threads)),
+            ("backprop (chunks, threads)",
+             lambda: _backprop.backprop(*chunked, n_threads=threads)),
+            ("backprop (one chunk, threads)",
+             lambda: _backprop.backprop(*shared, n_threads=threads)),
+        ]
+    return calls
+
+
+def compile_all(dtypes=_DTYPES, threads=None):
+    """Compile every kernel for each dtype (into the cache when it is on).
+
+    Parameters
+    ----------
+    dtypes : sequence of str
+        ``"float32"`` and/or ``"float64"``.
+    threads : int, optional
+        Threads for the threaded paths; by default ``min(2,
+        numba.config.NUMBA_NUM_THREADS)``.  With 1, the threaded kernels are
+        not compiled (they never run on one thread).
+
+    Returns
+    -------
+    list of (str, str, float)
+        (dtype, call, seconds) for each call, in order.
+    """
+    threads = min(2, numba.config.NUMBA_NUM_THREADS) if threads is None else threads
+    timings = []
+    for dtype in dtypes:
+        for name, call in _calls(np.dtype(dtype), threads):
+            start = time.perf_counter()
+            call()
+            timings.append((dtype, name, time.perf_counter() - start))
+    return timings
+
+
+def _dtype_list(text):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in _DTYPES]
+    if not names or unknown:
+        import argparse
+
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(_DTYPES)}, got {text!r}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def add_compile_arguments(parser):
+    """Add the ``compile`` options to an :class:`argparse.ArgumentParser`."""
+    parser.add_argument(
+        "--dtypes", type=_dtype_list, default=_DTYPES, metavar="LIST",
+        help="comma-separated dtypes to compile for (default float32,float64)",
+    )
+    return parser
+
+
+def add_cache_arguments(parser):
+    """Add the ``cache`` options to an :class:`argparse.ArgumentParser`."""
+    parser.add_argument(
+        "--clear", action="store_true",
+        help="delete every fastbp cache folder under the root (nothing else)",
+    )
+    return parser
+
+
+def run_compile(args):
+    """``fastbp compile``: compile every kernel into the cache; print each call's time."""
+    if not _cache.CACHE_ENABLED:
+        print("fastbp compile: the cache is off (FASTBP_CACHE=0); compiling in memory only")
+    else:
+        print(f"fastbp compile: into {_cache.cache_dir()}")
+    total = 0.0
+    for dtype, name, seconds in compile_all(args.dtypes):
+        total += seconds
+        print(f"  {dtype:<8} {name:<32} {seconds:7.2f} s")
+    print(f"compiled in {total:.1f} s")
+    return 0
+
+
+def run_cache(args):
+    """``fastbp cache``: print the cache's folder and size; ``--clear`` empties it."""
+    if args.clear:
+        freed = _cache.clear_cache()
+        print(f"fastbp cache: removed {freed / 2**20:.1f} MiB from {_cache.cache_root()}")
+        return 0
+    for line in _cache.cache_description():
+        print(line)
+    return 0
