@@ -14,7 +14,6 @@ command line (``fastbp bench``).
 
 import contextlib
 import os
-import shutil
 import sys
 import tempfile
 

@@ -26,6 +26,7 @@ from numba import prange
 from . import _kernels_hidden
 from ._checks import gamma, unit_roundoff
 from ._jit import kernel, parallel_kernel
+from ._simd import VECTOR_BYTES
 from ._timing import gflops, interleaved_medians, thread_limits
 
 __all__ = ["breakdown_candidates", "breakdown_section", "products_within_bound"]
@@ -39,15 +40,13 @@ def _forward_product(X, W_h, block_rows):
     """X W_h as the fused step computes it: W_h packed once, blocks of rows read in place."""
     n, m = X.shape
     d = W_h.shape[1]
-    Z = np.zeros((n, d), dtype=X.dtype)
-    wpack = _kernels_hidden._packed_weights(W_h)
+    width = max(d, VECTOR_BYTES // X.itemsize)  # the step pads W_h to one vector
+    Z = np.zeros((n, width), dtype=X.dtype)
+    wpack = _kernels_hidden._packed_padded_weights(W_h)
     for i0 in range(0, n, block_rows):
         rows = min(block_rows, n - i0)
-        if wpack.shape[0] > 0:
-            _kernels_hidden._hidden_forward_packed(X, i0, rows, wpack, m, d, Z[i0 : i0 + rows])
-        else:
-            _kernels_hidden._hidden_product(X[i0 : i0 + rows], W_h, Z[i0 : i0 + rows])
-    return Z
+        _kernels_hidden._hidden_forward_packed(X, i0, rows, wpack, m, width, Z[i0 : i0 + rows])
+    return np.ascontiguousarray(Z[:, :d])
 
 
 @kernel

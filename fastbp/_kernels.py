@@ -363,9 +363,7 @@ def _tiles_for_panel(P, Dp, nb, nvec, jg, skip, k_block, kb, gradT):
         k += kt
 
 
-# delta_out is contiguous in some callers and strided in others (X read in
-# place); one layout-free specialisation halves the register tiles compiled.
-@kernel(any_layout=("delta_out",))
+@kernel
 def _accumulate_gradT_rows(A_h, delta_out, i_start, i_stop, gradT, block_n, block_d, block_t):
     """gradT[k, j] += Σ_{i_start ≤ i < i_stop} δ[i, k] · A_h[i, j].
 

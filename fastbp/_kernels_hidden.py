@@ -10,8 +10,8 @@ The large products, X_block W_h (forward) and the gradients Xᵀ δ_h and
 (:func:`fastbp._kernels._tiles_for_panel`), which compute
 G[k, j] += Σ_i D[i, k] · A[i, j] with one fused multiply-add per term in
 order of i: each product below is that formula with the operands named to
-fit.  In the fused step, W_h (and W_out when t spans a vector) is copied
-into panels once per call and each block's inputs are read in place, six
+fit.  In the fused step, W_h and W_out (zero-padded to one vector when
+narrower) are copied into panels once per call and each block's inputs are read in place, six
 rows at a time (:func:`_hidden_forward_packed`).  Xᵀ δ_h is accumulated
 as (m, d), each block's δ_h packed and its X read in place
 (:func:`_add_grad_W_h`), or with several chunks as (d, m), X packed and
@@ -210,7 +210,9 @@ def _hidden_product(X_block, W_h, Z):
     (m, rows), G[k, j] += Σ_p D[p, k] · A[p, j] is Z = X_block W_h, summed
     over the m inputs in order, one fused multiply-add each.  The block of
     examples is transposed once (rows × m copies against rows × m × d
-    multiply-adds).
+    multiply-adds).  The plain form of the product: the fused step runs
+    :func:`_hidden_forward_packed` on packed weights instead, and the tests
+    hold the two to the same bits.
     """
     X_T = np.ascontiguousarray(X_block.T)
     _accumulate_gradT_rows(W_h, X_T, 0, W_h.shape[0], Z, _GRAD_BLOCK_N, _GRAD_BLOCK_D, _GRAD_BLOCK_T)
@@ -298,8 +300,8 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
 
 @kernel
 def _forward_and_deltas(
-    X, Y, i0, r0, r1, W_h, b_h, b_out, W_out_T, wpack, wpack_out, tiny, block_cols,
-    A_h_block, delta_out_block, delta_h_block, Z_out_block, cost_terms,
+    X, Y, i0, r0, r1, b_h, b_out, W_out_T, wpack, wpack_out, tiny, block_cols,
+    A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms,
 ):
     """Forward pass, cost terms, δ_out and δ_h for rows r0 ≤ r < r1 of the block at example i0.
 
@@ -322,15 +324,20 @@ def _forward_and_deltas(
     delta_h = delta_h_block[r0:r1]
     Y_rows = Y[i0 + r0 : i0 + r1]
 
-    # Forward: as fastbp.forward, product first, then bias, then φ.
-    A_h[:] = 0
-    if wpack.shape[0] > 0:
-        _hidden_forward_packed(X, i0 + r0, rows, wpack, m, d, A_h)
+    # Forward: as fastbp.forward, product first, then bias, then φ.  A layer
+    # narrower than one vector runs on weights padded with zero columns
+    # (:func:`_packed_padded_weights`) into Z_pad and keeps its real columns.
+    if d < w:
+        Z_h = Z_pad_block[r0:r1]
+        Z_h[:] = 0
+        _hidden_forward_packed(X, i0 + r0, rows, wpack, m, w, Z_h)
+        _copy_columns(Z_h, A_h)
     else:
-        _hidden_product(X[i0 + r0 : i0 + r1], W_h, A_h)
+        A_h[:] = 0
+        _hidden_forward_packed(X, i0 + r0, rows, wpack, m, d, A_h)
     _add_bias_sigmoid_inplace(A_h, b_h)
-    if t < w:  # W_out padded with zero columns to one vector
-        Z_out = Z_out_block[r0:r1]
+    if t < w:
+        Z_out = Z_pad_block[r0:r1]
         Z_out[:] = 0
         _hidden_forward_packed(A_h, 0, rows, wpack_out, d, w, Z_out)
         _copy_columns(Z_out, A_out)
@@ -376,14 +383,14 @@ def _add_small_gradients(
 
 @kernel
 def _block_buffers(block_rows, d, t, dtype_sample):
-    """Uninitialised A_h, δ_out, δ_h, padded Z_out (block_rows rows each) and cost terms."""
+    """Uninitialised A_h, δ_out, δ_h, Z_pad (one vector wide, for a layer narrower than that) and cost terms."""
     dtype = dtype_sample.dtype
     w = VECTOR_BYTES // dtype_sample.itemsize
     return (
         np.empty((block_rows, d), dtype=dtype),
         np.empty((block_rows, t), dtype=dtype),
         np.empty((block_rows, d), dtype=dtype),
-        np.empty((block_rows if t < w else 0, w), dtype=dtype),
+        np.empty((block_rows if min(d, t) < w else 0, w), dtype=dtype),
         np.empty((block_rows, t), dtype=np.float64),
     )
 
@@ -403,12 +410,10 @@ def _backprop_chunk(
     ``transposed`` (d, m), its vectors along rows of X (see
     :func:`_add_grad_W_h_T`).  Only
     block-sized activations exist at any time: (block_rows, d) and
-    (block_rows, t).  ``wpack`` is W_h in panels (:func:`_packed_weights`)
-    when d is at least one vector wide, else empty (the hidden product then
-    runs on the unpacked kernel); ``wpack_out`` is W_out in panels, padded
-    with zero columns to one vector when t is narrower
-    (:func:`_packed_output_weights`), so A_h W_out always runs on the
-    register tiles, its extra columns computed and dropped.
+    (block_rows, t).  ``wpack`` and ``wpack_out`` are W_h and W_out in
+    panels, each padded with zero columns to one vector when narrower
+    (:func:`_packed_padded_weights`), so both products always run on the
+    register tiles, any extra columns computed and dropped.
 
     Each block is :func:`_forward_and_deltas` on all its rows,
     :func:`_add_small_gradients`, then :func:`_add_grad_W_h` on all m inputs: the same
@@ -422,15 +427,15 @@ def _backprop_chunk(
     grad_b_h[:] = 0
     grad_W_out_T[:] = 0
     grad_b_out[:] = 0
-    A_h_block, delta_out_block, delta_h_block, Z_out_block, cost_terms = _block_buffers(
+    A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms = _block_buffers(
         block_rows, d, t, X
     )
     chunk_cost = 0.0
     for i0 in range(i_start, i_stop, block_rows):
         rows = min(i0 + block_rows, i_stop) - i0
         _forward_and_deltas(
-            X, Y, i0, 0, rows, W_h, b_h, b_out, W_out_T, wpack, wpack_out, tiny, block_cols,
-            A_h_block, delta_out_block, delta_h_block, Z_out_block, cost_terms,
+            X, Y, i0, 0, rows, b_h, b_out, W_out_T, wpack, wpack_out, tiny, block_cols,
+            A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms,
         )
         chunk_cost += _add_small_gradients(
             rows, A_h_block, delta_out_block, delta_h_block, cost_terms,
@@ -512,8 +517,10 @@ def _backprop_blocks_parallel(
     t = W_out.shape[1]
     w = VECTOR_BYTES // X.itemsize
     W_out_T = np.ascontiguousarray(W_out.T)
-    wpack_out = _packed_output_weights(W_out)
-    pack_size = m * (d + w) if d >= w else 0
+    wpack_out = _packed_padded_weights(W_out)
+    W_h_cols = _padded_to_one_vector(W_h)
+    width = W_h_cols.shape[1]
+    pack_size = m * (width + w)  # as _packed_weights lays it out
     n_copies = n_parts if pack_size * X.itemsize <= replicate_bytes else 1
     wpacks = np.empty((n_copies, pack_size), dtype=X.dtype)
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(1, m, d, t, X, False)
@@ -521,13 +528,13 @@ def _backprop_blocks_parallel(
     g_b_h[:] = 0
     g_W_out_T[:] = 0
     g_b_out[:] = 0
-    A_h_block, delta_out_block, delta_h_block, Z_out_block, cost_terms = _block_buffers(
+    A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms = _block_buffers(
         block_rows, d, t, X
     )
     n_input_groups = (m + _TILE_ROWS - 1) // _TILE_ROWS
     for part in prange(n_parts):
-        if part < n_copies and pack_size > 0:
-            _pack_A_block(W_h, 0, m, 0, d, w, wpacks[part])
+        if part < n_copies:
+            _pack_A_block(W_h_cols, 0, m, 0, width, w, wpacks[part])
         q0, q1 = _share(n_input_groups, n_parts, part)
         grad_W_h[q0 * _TILE_ROWS : min(q1 * _TILE_ROWS, m)] = 0
     total = 0.0
@@ -540,9 +547,9 @@ def _backprop_blocks_parallel(
             r1 = min(g1 * _TILE_ROWS, rows)
             if r1 > r0:
                 _forward_and_deltas(
-                    X, Y, i0, r0, r1, W_h, b_h, b_out, W_out_T, wpacks[part % n_copies],
+                    X, Y, i0, r0, r1, b_h, b_out, W_out_T, wpacks[part % n_copies],
                     wpack_out, tiny, block_cols, A_h_block, delta_out_block, delta_h_block,
-                    Z_out_block, cost_terms,
+                    Z_pad_block, cost_terms,
                 )
         total += _add_small_gradients(
             rows, A_h_block, delta_out_block, delta_h_block, cost_terms,
@@ -571,20 +578,28 @@ def _packed_weights(W):
 
 
 @kernel
-def _packed_output_weights(W_out):
-    """W_out (d, t) in panels, with zero columns added up to one vector when t < W.
+def _padded_to_one_vector(W):
+    """W itself, or a copy with zero columns added up to one vector when it is narrower."""
+    rows, cols = W.shape
+    w = VECTOR_BYTES // W.itemsize
+    if cols >= w:
+        return W
+    padded = np.zeros((rows, w), dtype=W.dtype)
+    _copy_columns(W, padded)
+    return padded
+
+
+@kernel
+def _packed_padded_weights(W):
+    """W (K, N) in panels, with zero columns added up to one vector when N < W.
 
     A column's products and sums are the same whatever columns stand
     beside it, so the real columns of the padded product have the bits of
-    the unpadded one (and of :func:`_matmul_accumulate`).
+    the unpadded one (and of :func:`_matmul_accumulate` and
+    :func:`_hidden_product`).  So both layers of the fused step always run
+    on the register tiles, and the step compiles one product kernel.
     """
-    rows, cols = W_out.shape
-    w = VECTOR_BYTES // W_out.itemsize
-    if cols >= w:
-        return _packed_weights(W_out)
-    padded = np.zeros((rows, w), dtype=W_out.dtype)
-    _copy_columns(W_out, padded)
-    return _packed_weights(padded)
+    return _packed_weights(_padded_to_one_vector(W))
 
 
 @kernel
@@ -679,8 +694,8 @@ def _backprop_serial(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, b
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
-    wpack = _packed_weights(W_h)
-    wpack_out = _packed_output_weights(W_out)
+    wpack = _packed_padded_weights(W_h)
+    wpack_out = _packed_padded_weights(W_out)
     transposed = n_chunks > 1
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X, transposed)
     for c in range(n_chunks):
@@ -704,8 +719,8 @@ def _backprop_parallel(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows,
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
-    wpack = _packed_weights(W_h)
-    wpack_out = _packed_output_weights(W_out)
+    wpack = _packed_padded_weights(W_h)
+    wpack_out = _packed_padded_weights(W_out)
     transposed = n_chunks > 1
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X, transposed)
     for c in prange(n_chunks):

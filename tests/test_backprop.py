@@ -486,7 +486,7 @@ def test_padded_output_weights_give_the_bits_of_the_loop_nest(dtype, t, rng):
     rows, d = 13, 37
     A_h = rng.random((rows, d)).astype(dtype)
     W_out = rng.normal(size=(d, t)).astype(dtype)
-    wpack = kh._packed_output_weights(W_out)
+    wpack = kh._packed_padded_weights(W_out)
     width = max(t, w)
     Z = np.zeros((rows, width), dtype)
     kh._hidden_forward_packed(A_h, 0, rows, wpack, d, width, Z)

@@ -1,0 +1,77 @@
+"""fastbp._jit: the dispatcher every kernel is compiled through."""
+
+import numpy as np
+import pytest
+from numba.core import types
+from numba.core.caching import NullCache
+
+from fastbp import _jit
+
+
+def without_disk_cache(dispatcher):
+    dispatcher._cache = NullCache()  # test kernels stay out of fastbp's cache folder
+    return dispatcher
+
+
+def test_constant_arguments_compile_no_extra_specialisation():
+    @without_disk_cache
+    @_jit.kernel
+    def callee(x, k):
+        return x + k
+
+    @without_disk_cache
+    @_jit.kernel
+    def caller(x):
+        total = 0.0
+        k = 0  # a loop variable's first value: typed as the literal 0 at first
+        for _ in range(3):
+            total += callee(x, k) + callee(x, 5)
+            k += 1
+        return total
+
+    assert caller(1.0) == (1 + 0 + 1 + 5) + (1 + 1 + 1 + 5) + (1 + 2 + 1 + 5)
+    assert callee.signatures == [(types.float64, types.int64)]
+
+
+def test_fastmath_other_than_contract_is_refused():
+    with pytest.raises(ValueError, match="fastmath must be False or CONTRACT"):
+        _jit.kernel(fastmath=True)
+    with pytest.raises(ValueError, match="fastmath must be False or CONTRACT"):
+        _jit.parallel_kernel(fastmath={"nnan"})
+
+
+# In a fresh process with the disk cache off, so that every kernel compiles
+# (a kernel loaded from the cache never compiles its callees at all).
+TILES_CHILD = """
+import numpy as np
+import fastbp
+from fastbp import _kernels
+rng = np.random.default_rng(0)
+X = rng.random((40, 30))
+Y = np.eye(20)[rng.integers(0, 20, 40)]
+W_h, W_out = rng.random((30, 40)), rng.random((40, 20))
+fastbp.backprop(X, Y, W_h, np.zeros(40), W_out, np.zeros(20), n_threads=1)
+fastbp.grad_W_out_blocked(X, Y, n_threads=1)
+for kernel in (_kernels._accumulate_gradT_rows, _kernels._tiles_for_panel,
+               _kernels._tile_1, _kernels._tile_2):
+    print(kernel.__name__, len(kernel.signatures))
+"""
+
+
+def test_the_register_tiles_compile_once_per_layout():
+    # The fused step reads X in place (strided) and δ contiguous; the
+    # blocked gradient reads δ contiguous.
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTBP_CACHE="0")
+    out = subprocess.run(
+        [sys.executable, "-c", TILES_CHILD], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    counts = dict(zip(out[::2], map(int, out[1::2])))
+    # One specialisation per layout of the δ operand (contiguous δ, and X
+    # read in place through strides), none per constant.
+    assert counts == {
+        "_accumulate_gradT_rows": 2, "_tiles_for_panel": 2, "_tile_1": 2, "_tile_2": 2
+    }
