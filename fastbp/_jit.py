@@ -25,6 +25,10 @@ cache
     (:mod:`fastbp._cache`; ``FASTBP_CACHE=0`` turns it off,
     ``FASTBP_CACHE_DIR`` moves it).  Numba's own ``cache=True`` is not used:
     it keys each function on its own file only.
+dispatcher
+    :class:`_KernelDispatcher`, Numba's CPU dispatcher with constant
+    arguments typed as their plain types, so that no kernel compiles a
+    specialisation per constant value.
 compilation
     Lazy: nothing is compiled at import.  The public functions normalise
     their inputs so each kernel sees at most two specialisations

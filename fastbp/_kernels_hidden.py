@@ -11,8 +11,8 @@ The large products, X_block W_h (forward) and the gradients Xᵀ δ_h and
 G[k, j] += Σ_i D[i, k] · A[i, j] with one fused multiply-add per term in
 order of i: each product below is that formula with the operands named to
 fit.  In the fused step, W_h and W_out (zero-padded to one vector when
-narrower) are copied into panels once per call and each block's inputs are read in place, six
-rows at a time (:func:`_hidden_forward_packed`).  Xᵀ δ_h is accumulated
+narrower) are copied into panels once per call and each block's inputs are
+read in place, six rows at a time (:func:`_hidden_forward_packed`).  Xᵀ δ_h is accumulated
 as (m, d), each block's δ_h packed and its X read in place
 (:func:`_add_grad_W_h`), or with several chunks as (d, m), X packed and
 δ_h read in place (:func:`_add_grad_W_h_T`).  The remaining small products
@@ -383,7 +383,11 @@ def _add_small_gradients(
 
 @kernel
 def _block_buffers(block_rows, d, t, dtype_sample):
-    """Uninitialised A_h, δ_out, δ_h, Z_pad (one vector wide, for a layer narrower than that) and cost terms."""
+    """Uninitialised A_h, δ_out, δ_h, Z_pad and cost terms, block_rows rows each.
+
+    Z_pad is one vector wide, for the product of a layer narrower than that
+    (empty when both layers are at least one vector wide).
+    """
     dtype = dtype_sample.dtype
     w = VECTOR_BYTES // dtype_sample.itemsize
     return (

@@ -322,6 +322,35 @@ def test_first_call_seconds_cold_then_cached(tmp_path):
         _timing.first_call_seconds("nope")
 
 
+def test_first_calls_seconds_times_every_call_of_fastbp_compile():
+    # On the test process's own cache root (warm after `fastbp compile`, as
+    # in CI; else the child compiles what is missing and saves it there).
+    from fastbp import _cache
+    from fastbp._compile import _calls
+
+    result = _timing.first_calls_seconds("float32", _cache.cache_root())
+    names = [name for name, _ in _calls(np.dtype("float32"), min(2, numba.config.NUMBA_NUM_THREADS))]
+    assert [name for name, _ in result["calls"]] == names
+    assert result["import"] > 0 and all(seconds >= 0 for _, seconds in result["calls"])
+
+
+def test_first_call_section_prints_cold_and_cached_per_call(monkeypatch, capsys):
+    def fake(dtype, cache_dir):
+        fake.folders.append(cache_dir)
+        cached = len(fake.folders) % 2 == 0
+        return {"import": 0.25, "calls": [["forward", 0.001 if cached else 1.5],
+                                          ["backprop", 0.002 if cached else 12.0]]}
+
+    fake.folders = []
+    monkeypatch.setattr(_bench, "first_calls_seconds", fake)
+    _bench._first_call_section(["float64"])
+    out = capsys.readouterr().out
+    assert fake.folders[0] == fake.folders[1]  # the cached run reads what the cold one wrote
+    assert "float64: import fastbp" in out
+    assert any(line.split()[:1] == ["backprop"] and "12" in line for line in out.splitlines())
+    assert any(line.split()[:1] == ["all"] for line in out.splitlines())
+
+
 def test_interleaved_medians_settles_before_each_timing_untimed():
     import time
 
