@@ -42,9 +42,9 @@ __all__ = [
 GRAD_W_OUT_METHODS = ("outer", "blocked", "matmul")
 
 #: Default tile sizes of the blocked gradient (examples, hidden units, outputs).
-BLOCK_N = 256
-BLOCK_D = 256
-BLOCK_T = 48
+BLOCK_N = _kernels.GRAD_BLOCK_N
+BLOCK_D = _kernels.GRAD_BLOCK_D
+BLOCK_T = _kernels.GRAD_BLOCK_T
 
 # Automatic chunking of the examples for the blocked gradient: at least this
 # many examples per chunk, at most this many chunks, and at most this many

@@ -223,10 +223,17 @@ def _grad_W_out_matmul(A_h, delta_out):
     return A_h.T @ delta_out
 
 
-#: Most outputs (rows of gradT) in one register tile: 2 vectors × 6 outputs
+#: Rows of one register tile (outputs, rows of gradT): 2 vectors × 6 rows
 #: = 12 vector accumulators, which leaves 4 of the 16 AVX2 registers for a
-#: row of A_h and a broadcast element of δ.
-_TILE_K = 6
+#: row of A_h and a broadcast element of δ.  The fused step's forward
+#: product takes its examples in groups of this many for the same reason.
+_TILE_ROWS = 6
+
+#: Default block sizes of the register-tiled gradient (examples, hidden
+#: units, outputs), for grad_W_out_blocked and the fused step's products.
+GRAD_BLOCK_N = 256
+GRAD_BLOCK_D = 256
+GRAD_BLOCK_T = 48
 
 
 @kernel
@@ -349,7 +356,7 @@ def _panel_layout(width, w, panel):
 @kernel
 def _tiles_for_panel(P, Dp, nb, nvec, jg, skip, k_block, kb, gradT):
     """All register tiles of one panel P (nb × nvec·w) against outputs k_block…k_block+kb-1."""
-    n_kt = (kb + _TILE_K - 1) // _TILE_K
+    n_kt = (kb + _TILE_ROWS - 1) // _TILE_ROWS
     kt_small = kb // n_kt  # tiles of kt_small or kt_small + 1 outputs
     n_big = kb - kt_small * n_kt
     k = 0
@@ -434,7 +441,11 @@ def _accumulate_gradT_rows(A_h, delta_out, i_start, i_stop, gradT, block_n, bloc
 
 @kernel
 def _chunk_bounds(n, n_chunks, chunk):
-    """Examples [start, stop) of chunk ``chunk`` when n are cut into n_chunks."""
+    """Units [start, stop) of part ``chunk`` when n units are cut into n_chunks contiguous parts.
+
+    Parts differ in size by at most one.  Used for chunks of examples and
+    for a block's row groups and input groups shared among threads.
+    """
     return (chunk * n) // n_chunks, ((chunk + 1) * n) // n_chunks
 
 

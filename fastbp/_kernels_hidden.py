@@ -30,6 +30,10 @@ from numba import prange
 
 from ._jit import CONTRACT, kernel, parallel_kernel
 from ._kernels import (
+    _TILE_ROWS,
+    GRAD_BLOCK_D,
+    GRAD_BLOCK_N,
+    GRAD_BLOCK_T,
     _accumulate_gradT_rows,
     _add_bias_sigmoid_inplace,
     _chunk_bounds,
@@ -41,13 +45,8 @@ from ._kernels import (
 )
 from ._simd import VECTOR_BYTES
 
-# Block sizes handed to the register-tiled gradient kernel (as grad_W_out's).
-_GRAD_BLOCK_N = 256
-_GRAD_BLOCK_D = 256
-_GRAD_BLOCK_T = 48
-
 # --------------------------------------------------------------------------
-# The two vectorised loop nests
+# The loop nest of the small products with W_out
 # --------------------------------------------------------------------------
 
 
@@ -199,7 +198,7 @@ def _grad_W_h_accumulate(X, delta_h, grad):
     G[k, j] += Σ_i D[i, k] · A[i, j]; with A = δ_h and D = X that is Xᵀ δ_h
     itself, (m, d), one fused multiply-add per example in example order.
     """
-    _accumulate_gradT_rows(delta_h, X, 0, X.shape[0], grad, _GRAD_BLOCK_N, _GRAD_BLOCK_D, _GRAD_BLOCK_T)
+    _accumulate_gradT_rows(delta_h, X, 0, X.shape[0], grad, GRAD_BLOCK_N, GRAD_BLOCK_D, GRAD_BLOCK_T)
 
 
 @kernel
@@ -215,7 +214,7 @@ def _hidden_product(X_block, W_h, Z):
     hold the two to the same bits.
     """
     X_T = np.ascontiguousarray(X_block.T)
-    _accumulate_gradT_rows(W_h, X_T, 0, W_h.shape[0], Z, _GRAD_BLOCK_N, _GRAD_BLOCK_D, _GRAD_BLOCK_T)
+    _accumulate_gradT_rows(W_h, X_T, 0, W_h.shape[0], Z, GRAD_BLOCK_N, GRAD_BLOCK_D, GRAD_BLOCK_T)
 
 
 @kernel
@@ -238,8 +237,6 @@ def _grad_b_h(delta_h):
 # The hidden layer's forward product on packed operands; block sizes
 # --------------------------------------------------------------------------
 
-# Register tiles are _TILE_ROWS rows of the product tall (see _tiles_for_panel).
-_TILE_ROWS = 6
 # Inputs per pass of the forward product (m is cut into equal passes of at
 # most this many): a row group's inputs, 6 × _FORWARD_DEPTH values, are
 # read by every W_h panel in turn.  Measured at 1000×784×100, one thread:
@@ -375,7 +372,7 @@ def _add_small_gradients(
             block_cost -= cost_terms[r, k]
     _add_column_sums(delta_out, grad_b_out)
     _accumulate_gradT_rows(
-        A_h, delta_out, 0, rows, grad_W_out_T, _GRAD_BLOCK_N, _GRAD_BLOCK_D, _GRAD_BLOCK_T
+        A_h, delta_out, 0, rows, grad_W_out_T, GRAD_BLOCK_N, GRAD_BLOCK_D, GRAD_BLOCK_T
     )
     _add_column_sums(delta_h, grad_b_h)
     return block_cost
@@ -467,7 +464,7 @@ def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1):
         return
     _accumulate_gradT_rows(
         delta_h_block[:rows], X[i0 : i0 + rows, p0:p1], 0, rows, grad_W_h[p0:p1],
-        _GRAD_BLOCK_N, _GRAD_BLOCK_D, p1 - p0,
+        GRAD_BLOCK_N, GRAD_BLOCK_D, p1 - p0,
     )
 
 
@@ -486,14 +483,8 @@ def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T):
     """
     _accumulate_gradT_rows(
         X[i0 : i0 + rows], delta_h_block[:rows], 0, rows, grad_W_h_T,
-        _GRAD_BLOCK_N, _GRAD_W_H_BLOCK_INPUTS, _GRAD_W_H_BLOCK_HIDDEN,
+        GRAD_BLOCK_N, _GRAD_W_H_BLOCK_INPUTS, _GRAD_W_H_BLOCK_HIDDEN,
     )
-
-
-@kernel
-def _share(n_units, n_parts, part):
-    """Units [start, stop) of part ``part`` when n_units are shared out among n_parts."""
-    return (n_units * part) // n_parts, (n_units * (part + 1)) // n_parts
 
 
 @parallel_kernel
@@ -539,14 +530,14 @@ def _backprop_blocks_parallel(
     for part in prange(n_parts):
         if part < n_copies:
             _pack_A_block(W_h_cols, 0, m, 0, width, w, wpacks[part])
-        q0, q1 = _share(n_input_groups, n_parts, part)
+        q0, q1 = _chunk_bounds(n_input_groups, n_parts, part)
         grad_W_h[q0 * _TILE_ROWS : min(q1 * _TILE_ROWS, m)] = 0
     total = 0.0
     for i0 in range(0, n, block_rows):
         rows = min(i0 + block_rows, n) - i0
         n_groups = (rows + _TILE_ROWS - 1) // _TILE_ROWS
         for part in prange(n_parts):
-            g0, g1 = _share(n_groups, n_parts, part)
+            g0, g1 = _chunk_bounds(n_groups, n_parts, part)
             r0 = g0 * _TILE_ROWS
             r1 = min(g1 * _TILE_ROWS, rows)
             if r1 > r0:
@@ -560,7 +551,7 @@ def _backprop_blocks_parallel(
             g_b_h[0], g_W_out_T[0], g_b_out[0],
         )
         for part in prange(n_parts):
-            q0, q1 = _share(n_input_groups, n_parts, part)
+            q0, q1 = _chunk_bounds(n_input_groups, n_parts, part)
             p0 = q0 * _TILE_ROWS
             p1 = min(q1 * _TILE_ROWS, m)
             if p1 > p0:
