@@ -59,12 +59,14 @@ __all__ = [
     "CacheWarning",
     "cache_description",
     "cache_dir",
+    "cache_enabled",
     "cache_key",
     "cache_root",
     "clear_cache",
     "enable_cache",
     "folder_size",
     "key_folders",
+    "key_parts",
 ]
 
 _OFF_WORDS = {"0", "false", "no", "off"}
@@ -276,10 +278,11 @@ def _numba_cache_class():
 
     class PackageCache(caching.FunctionCache):
         _impl_class = PackageCacheImpl
+        data_file_class = KeyNamedDataFile
 
         def __init__(self, py_func):
             super().__init__(py_func)
-            self._cache_file = KeyNamedDataFile(
+            self._cache_file = self.data_file_class(
                 cache_path=self._cache_path,
                 filename_base=self._impl.filename_base,
                 source_stamp=self._impl.locator.get_source_stamp(),
@@ -314,10 +317,10 @@ _cache_class = None
 
 
 def enable_cache(dispatcher):
-    """Give a Numba dispatcher fastbp's cache; a no-op with the cache or the JIT off."""
+    """Give a Numba dispatcher fastbp's cache; a no-op with the cache off (FASTBP_CACHE=0)."""
     global _cache_class
-    if not CACHE_ENABLED or not hasattr(dispatcher, "_cache"):
-        return dispatcher  # FASTBP_CACHE=0, or NUMBA_DISABLE_JIT=1 (a plain function)
+    if not CACHE_ENABLED:
+        return dispatcher
     if _cache_class is None:
         _cache_class = _numba_cache_class()
     dispatcher._cache = _cache_class(dispatcher.py_func)

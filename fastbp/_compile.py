@@ -1,9 +1,9 @@
 """``fastbp compile`` and ``fastbp cache``: fill, show and empty the compiled-code cache.
 
-``compile_all`` calls every public function once per dtype on small inputs
-chosen so that each kernel path runs (serial and threaded, one chunk and
-several, packed and unpacked weights), which compiles every kernel into the
-cache (:mod:`fastbp._cache`) ahead of use: for an image build, a cluster's
+``compile_all`` calls every public function once per dtype on small inputs,
+once more on two threads where a threaded kernel exists (chunks spread over
+threads, and one chunk shared by threads), which compiles every kernel into
+the cache (:mod:`fastbp._cache`) ahead of use: for an image build, a cluster's
 workers, or CI.
 """
 
@@ -13,35 +13,36 @@ import numba
 import numpy as np
 
 from . import _backprop, _cache, _core
+from .cli import make_problem
 
 __all__ = ["add_cache_arguments", "add_compile_arguments", "compile_all", "run_cache", "run_compile"]
 
 _DTYPES = ("float32", "float64")
 
 
-def _network(n, m, d, t, dtype, rng):
-    X = rng.random((n, m)).astype(dtype)
-    Y = np.eye(t, dtype=dtype)[rng.integers(0, t, n)]
-    W_h = rng.normal(0.0, 0.1, (m, d)).astype(dtype)
-    W_out = rng.normal(0.0, 0.1, (d, t)).astype(dtype)
-    return X, Y, W_h, np.zeros(d, dtype), W_out, np.zeros(t, dtype)
+def _network(n, m, d, t, dtype):
+    """(X, Y, W_h, b_h, W_out, b_out): ``backprop``'s arguments, from :func:`make_problem`."""
+    problem = make_problem(n, m, d, t, dtype)
+    return tuple(problem[name] for name in ("X", "Y", "W_h", "b_h", "W_out", "b_out"))
 
 
 def _calls(dtype, threads):
-    """(name, call) for every kernel path of the public API in ``dtype``."""
+    """(name, call) for every kernel path of the public API in ``dtype``.
+
+    Kernels specialise on types, not shapes, so one call per dispatched
+    kernel is enough; the shapes only have to select it.
+    """
     rng = np.random.default_rng(0)
-    X, Y, W_h, b_h, W_out, b_out = _network(8, 5, 3, 2, dtype, rng)
+    X, Y, W_h, b_h, W_out, b_out = _network(8, 5, 3, 2, dtype)
     # Operands made with NumPy, so that only the timed calls compile.
     A_h = rng.random((8, 3)).astype(dtype)
     A_out = rng.random((8, 2)).astype(dtype)
     delta = A_out - Y
-    # Shapes that reach each path of backprop: d and t under one vector
-    # (unpacked hidden product), several chunks (256 rows make 2), and one
-    # chunk with enough work (n·m·d ≥ 2**18) to be shared among threads.
-    small = _network(32, 8, 3, 2, dtype, rng)
-    wide = _network(32, 8, 40, 20, dtype, rng)
-    chunked = _network(256, 8, 40, 20, dtype, rng)
-    shared = _network(64, 64, 64, 10, dtype, rng)
+    # The threaded step: 256 rows make 2 chunks; one chunk is shared among
+    # threads from n·m·d ≥ 2**18 multiply-adds on.
+    step = _network(32, 8, 3, 2, dtype)
+    chunked = _network(256, 8, 40, 20, dtype)
+    shared = _network(64, 64, 64, 10, dtype)
     A_wide = rng.random((9000, 20)).astype(dtype)  # 2 chunks of the blocked gradient
     d_wide = rng.random((9000, 3)).astype(dtype)
     calls = [
@@ -57,9 +58,7 @@ def _calls(dtype, threads):
         ("grad_W_h", lambda: _backprop.grad_W_h(X, A_h)),
         ("grad_b_h", lambda: _backprop.grad_b_h(A_h)),
         ("l2_penalty", lambda: _backprop.l2_penalty(W_h, W_out, 0.5)),
-        ("backprop (d < one vector)", lambda: _backprop.backprop(*small, l2=0.1, n_threads=1)),
-        ("backprop", lambda: _backprop.backprop(*wide, l2=0.1, n_threads=1)),
-        ("backprop (chunks)", lambda: _backprop.backprop(*chunked, n_threads=1)),
+        ("backprop", lambda: _backprop.backprop(*step, l2=0.1, n_threads=1)),
     ]
     if threads > 1:
         calls += [

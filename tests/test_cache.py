@@ -147,6 +147,25 @@ def test_an_unreadable_cache_file_is_compiled_again_and_replaced(tmp_path):
     assert third["result"] == first["result"]
 
 
+def test_a_save_from_a_stale_index_never_overwrites_another_signatures_code(tmp_path):
+    # Two processes each read the index, then save: the second one's view
+    # lacks the first one's entry.  With data files numbered from the index
+    # (Numba's own scheme) both would write file 1, and the first process's
+    # index entry would then name the second one's code.
+    data_file_class = _cache._numba_cache_class().data_file_class
+
+    def data_file():
+        return data_file_class(cache_path=str(tmp_path), filename_base="k", source_stamp="s")
+
+    first, second = data_file(), data_file()
+    first.save(("float64",), "code for float64")
+    entry_of_first = first._load_index()[("float64",)]
+    second._load_index = lambda: {}  # read before the first one saved
+    second.save(("float32",), "code for float32")
+    assert first._load_data(entry_of_first) == "code for float64"
+    assert data_file().load(("float32",)) == "code for float32"
+
+
 def test_processes_racing_on_one_folder_never_load_each_others_code(tmp_path):
     env = {"FASTBP_CACHE_DIR": tmp_path}
     racers = [start_child(env, dtype) for dtype in ("float64", "float32", "float64", "float32")]
