@@ -29,7 +29,7 @@ from ._core import (
     grad_b_out,
     sigmoid,
 )
-
+from ._sgd import sgd_epoch
 from .mlp import MLP
 
 __version__ = "0.1.0"
@@ -45,6 +45,7 @@ __all__ = [
     "grad_W_h",
     "grad_b_h",
     "l2_penalty",
+    "sgd_epoch",
     "cost",
     "default_n_chunks",
     "delta_out",

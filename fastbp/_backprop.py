@@ -229,17 +229,25 @@ def default_backprop_chunks(n, m, d, t, itemsize):
     return 1 << (limit.bit_length() - 1)
 
 
+def _shares_threads(n, m, d, n_chunks, threads):
+    """Whether :func:`backprop` runs a threaded kernel: several chunks, or enough work in one."""
+    if threads <= 1:
+        return False
+    return n_chunks > 1 or n * m * d >= _MIN_SHARED_WORK
+
+
 def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
     """:func:`backprop` on validated, C-contiguous, same-dtype arrays."""
     dtype = X.dtype
     tiny = float(np.finfo(dtype).tiny)
     n, m = X.shape
     with _numba_threads(n_threads) as threads:
-        if n_chunks > 1 and threads > 1:
+        shares = _shares_threads(n, m, W_h.shape[1], n_chunks, threads)
+        if shares and n_chunks > 1:
             result = _kernels_hidden._backprop_parallel(
                 X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
             )
-        elif n_chunks == 1 and threads > 1 and n * m * W_h.shape[1] >= _MIN_SHARED_WORK:
+        elif shares:
             result = _kernels_hidden._backprop_blocks_parallel(
                 X, Y, W_h, b_h, W_out, b_out, tiny, threads, BLOCK_ROWS, BLOCK_COLS,
                 _REPLICATE_PACK_BYTES,

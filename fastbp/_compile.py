@@ -12,7 +12,7 @@ import time
 import numba
 import numpy as np
 
-from . import _backprop, _cache, _core
+from . import _backprop, _cache, _core, _sgd
 from .cli import make_problem
 
 __all__ = ["add_cache_arguments", "add_compile_arguments", "compile_all", "run_cache", "run_compile"]
@@ -59,6 +59,8 @@ def _calls(dtype, threads):
         ("grad_b_h", lambda: _backprop.grad_b_h(A_h)),
         ("l2_penalty", lambda: _backprop.l2_penalty(W_h, W_out, 0.5)),
         ("backprop", lambda: _backprop.backprop(*step, l2=0.1, n_threads=1)),
+        ("sgd_epoch", lambda: _sgd.sgd_epoch(
+            *step[:2], *[w.copy() for w in step[2:]], np.arange(32), 0.1, 8, l2=0.1)),
     ]
     if threads > 1:
         calls += [

@@ -398,7 +398,7 @@ def _block_buffers(block_rows, d, t, dtype_sample):
 
 @kernel
 def _backprop_chunk(
-    X, Y, W_h, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
+    X, Y, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
     grad_W_h, grad_b_h, grad_W_out_T, grad_b_out, block_rows, block_cols, transposed,
 ):
     """Forward and backward pass over examples [i_start, i_stop), in blocks.
@@ -422,7 +422,7 @@ def _backprop_chunk(
     threads.
     """
     m = X.shape[1]
-    d = W_h.shape[1]
+    d = b_h.shape[0]
     t = W_out_T.shape[0]
     grad_W_h[:] = 0
     grad_b_h[:] = 0
@@ -696,7 +696,7 @@ def _backprop_serial(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, b
     for c in range(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         costs[c] = _backprop_chunk(
-            X, Y, W_h, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
+            X, Y, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
             g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols, transposed,
         )
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed)
@@ -721,7 +721,7 @@ def _backprop_parallel(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows,
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         costs[c] = _backprop_chunk(
-            X, Y, W_h, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
+            X, Y, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
             g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols, transposed,
         )
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed)
@@ -729,11 +729,180 @@ def _backprop_parallel(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows,
 
 @kernel
 def _sum_of_squares(W):
-    """Σ W², accumulated in float64 in row-major order."""
-    total = 0.0
+    """Σ W² in float64: each column's squares summed down the rows, then the columns in order.
+
+    Column by column, so the row loop runs on a vector of column sums (a
+    fixed order, the same on every machine) and the epoch kernel can take
+    the same sum from the packed panels (:func:`_sum_of_squares_packed`).
+    """
     rows, cols = W.shape
+    column_sums = np.zeros(cols, dtype=np.float64)
     for i in range(rows):
         for j in range(cols):
-            w = np.float64(W[i, j])
-            total += w * w
+            v = np.float64(W[i, j])
+            column_sums[j] += v * v
+    total = 0.0
+    for j in range(cols):
+        total += column_sums[j]
     return total
+
+
+# --------------------------------------------------------------------------
+# A whole epoch of minibatch steps
+# --------------------------------------------------------------------------
+
+
+@kernel
+def _sgd_update_packed(wpack, rows, width, cols, grad, eta, l2, with_l2):
+    """W ← W − η (grad + λ W), elementwise, on W (rows, cols) held as panels in ``wpack``.
+
+    The update of :meth:`fastbp.MLP` and of NumPy's ``W -= eta * (grad +
+    l2 * W)``: the product λW rounded, then the sum, then η times it, then
+    the difference, each in the weights' dtype and never fused (this kernel
+    is compiled without ``contract``).  Without ``with_l2`` the λW term is
+    left out altogether, as the per-step loop leaves it out for λ = 0.
+    A column that two panels hold (the last panel overlaps its neighbour)
+    gets the same update from the same value in both, so the copies stay
+    equal; padding columns stay zero.
+    """
+    w = VECTOR_BYTES // wpack.itemsize
+    offset = 0
+    for panel in range(_panel_count(width, w)):
+        nvec, first, skip = _panel_layout(width, w, panel)
+        pw = nvec * w
+        stop = min(pw, cols - first)
+        for p in range(rows):
+            base = offset + p * pw
+            g = grad[p]
+            if with_l2:
+                for c in range(stop):
+                    v = wpack[base + c]
+                    wpack[base + c] = v - eta * (g[first + c] + l2 * v)
+            else:
+                for c in range(stop):
+                    wpack[base + c] = wpack[base + c] - eta * g[first + c]
+        offset += rows * pw
+
+
+@kernel
+def _sum_of_squares_packed(wpack, rows, width, cols, column_sums):
+    """Σ W² of W (rows, cols) held in panels: the order and bits of :func:`_sum_of_squares`.
+
+    ``column_sums`` (cols,) float64 is scratch.  A column that two panels
+    hold is counted in the first; padding columns are not counted.
+    """
+    w = VECTOR_BYTES // wpack.itemsize
+    column_sums[:] = 0.0
+    offset = 0
+    for panel in range(_panel_count(width, w)):
+        nvec, first, skip = _panel_layout(width, w, panel)
+        pw = nvec * w
+        stop = min(pw, cols - first)
+        for p in range(rows):
+            base = offset + p * pw
+            for c in range(skip, stop):
+                v = np.float64(wpack[base + c])
+                column_sums[first + c] += v * v
+        offset += rows * pw
+    total = 0.0
+    for j in range(cols):
+        total += column_sums[j]
+    return total
+
+
+@kernel
+def _unpack_weights(wpack, rows, width, W):
+    """W[p, j] = its value in the panels, for the real columns of W (rows, cols)."""
+    w = VECTOR_BYTES // wpack.itemsize
+    cols = W.shape[1]
+    offset = 0
+    for panel in range(_panel_count(width, w)):
+        nvec, first, skip = _panel_layout(width, w, panel)
+        pw = nvec * w
+        stop = min(pw, cols - first)
+        for p in range(rows):
+            base = offset + p * pw
+            for c in range(skip, stop):
+                W[p, first + c] = wpack[base + c]
+        offset += rows * pw
+
+
+@kernel
+def _sgd_epoch(
+    X, Y, order, minibatch_size, W_h, b_h, W_out, b_out, eta, l2, with_l2, l2_float64, tiny,
+    n_chunks, block_rows, block_cols,
+):
+    """One epoch of minibatch steps, the weights updated in place; returns Σ of the step costs.
+
+    Step s takes the examples ``order[s·B : (s+1)·B]`` (B =
+    ``minibatch_size``, full minibatches only), gathers their rows of X and
+    Y into one buffer, and runs the chunk loop of :func:`_backprop_serial`
+    on it with ``n_chunks`` chunks: the cost and the four gradients with
+    the bits of :func:`fastbp.backprop`.  Then W ← W − η (∇ + λW) and
+    b ← b − η ∇b, as :meth:`fastbp.MLP` does after each call.  ``eta`` and
+    ``l2`` are in the weights' dtype, for the updates; ``l2_float64`` is λ
+    for the penalty, which is added to each step's float64 cost as
+    :func:`fastbp.backprop` adds it.
+
+    W_h and W_out stay in the products' panel layout for the whole epoch
+    (W_out also as W_outᵀ for δ_h): packed once, updated in place there,
+    written back to ``W_h`` and ``W_out`` once at the end.  The biases are
+    updated in place at every step.  Step costs (with the penalty at the
+    step's weights when ``with_l2``) are summed in step order.
+    """
+    m = X.shape[1]
+    d = W_h.shape[1]
+    t = W_out.shape[1]
+    w = VECTOR_BYTES // X.itemsize
+    width_h = max(d, w)
+    width_out = max(t, w)
+    wpack = _packed_padded_weights(W_h)
+    wpack_out = _packed_padded_weights(W_out)
+    W_out_T = np.ascontiguousarray(W_out.T)
+    column_sums = np.empty(max(d, t), dtype=np.float64)
+    X_batch = np.empty((minibatch_size, m), dtype=X.dtype)
+    Y_batch = np.empty((minibatch_size, t), dtype=Y.dtype)
+    transposed = n_chunks > 1
+    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(
+        n_chunks, m, d, t, X, transposed
+    )
+    epoch_cost = 0.0
+    for s in range(order.shape[0] // minibatch_size):
+        for r in range(minibatch_size):
+            i = order[s * minibatch_size + r]
+            for p in range(m):
+                X_batch[r, p] = X[i, p]
+            for k in range(t):
+                Y_batch[r, k] = Y[i, k]
+        for c in range(n_chunks):
+            i_start, i_stop = _chunk_bounds(minibatch_size, n_chunks, c)
+            costs[c] = _backprop_chunk(
+                X_batch, Y_batch, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop,
+                tiny, g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols,
+                transposed,
+            )
+        step_cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _sum_chunks(
+            costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed
+        )
+        if with_l2:
+            step_cost += 0.5 * l2_float64 * (
+                _sum_of_squares_packed(wpack, m, width_h, d, column_sums)
+                + _sum_of_squares_packed(wpack_out, d, width_out, t, column_sums)
+            )
+        epoch_cost += step_cost
+        _sgd_update_packed(wpack, m, width_h, d, grad_W_h, eta, l2, with_l2)
+        _sgd_update_packed(wpack_out, d, width_out, t, grad_W_out, eta, l2, with_l2)
+        for k in range(t):
+            for j in range(d):
+                v = W_out_T[k, j]
+                if with_l2:
+                    W_out_T[k, j] = v - eta * (grad_W_out[j, k] + l2 * v)
+                else:
+                    W_out_T[k, j] = v - eta * grad_W_out[j, k]
+        for j in range(d):
+            b_h[j] = b_h[j] - eta * grad_b_h[j]
+        for k in range(t):
+            b_out[k] = b_out[k] - eta * grad_b_out[k]
+    _unpack_weights(wpack, m, width_h, W_h)
+    _unpack_weights(wpack_out, d, width_out, W_out)
+    return epoch_cost

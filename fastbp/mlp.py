@@ -3,20 +3,31 @@
 :class:`MLP` is Raschka's ``NeuralNetMLP`` (*Python Machine Learning*,
 chapter 12) with the same hyperparameters, the same initialisation and the
 same update rule, but every step computed by the fused
-:func:`fastbp.backprop` kernel.
+:func:`fastbp.backprop` kernel, a whole epoch at a time in compiled code
+(:func:`fastbp.sgd_epoch`).
 """
 
 import numbers
+import zipfile
 
+import numba
 import numpy as np
 
-from ._backprop import _backprop_prepared, _check_l2, default_backprop_chunks, l2_penalty
+from ._backprop import (
+    _backprop_prepared,
+    _check_l2,
+    _shares_threads,
+    default_backprop_chunks,
+    l2_penalty,
+)
 from ._core import _check_n_threads, cost, forward
+from ._sgd import sgd_epoch
 from ._validate import as_float_array, positive_int, require_equal
 
 __all__ = ["MLP"]
 
 _WEIGHT_NAMES = ("W_h", "b_h", "W_out", "b_out")
+_HYPERPARAMETER_NAMES = ("l2", "epochs", "eta", "minibatch_size", "shuffle")
 
 
 def _as_labels(y, name, n):
@@ -24,6 +35,8 @@ def _as_labels(y, name, n):
     labels = np.asarray(y)
     if labels.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one class label per example), got shape {labels.shape}")
+    if labels.dtype.kind in "fc" and labels.size and not np.all(np.isfinite(labels)):
+        raise ValueError(f"{name} contains NaN or infinity; it must hold class labels 0..t-1")
     if labels.dtype.kind not in "iu":
         if labels.dtype.kind == "f" and labels.size and np.all(np.isfinite(labels)) and np.all(
             labels == np.round(labels)
@@ -71,9 +84,10 @@ class MLP:
         Learning rate η.  Gradients are *sums* over the minibatch (the book's
         and the seed's convention), so the effective step per example is η.
     minibatch_size : int, default 1
-        Examples per step.  Each epoch walks only full minibatches, as the
-        book does: the last ``n mod minibatch_size`` examples of the
-        (shuffled) order are left out of that epoch.
+        Examples per step, at most the number of training examples.  Each
+        epoch walks only full minibatches, as the book does: the last
+        ``n mod minibatch_size`` examples of the (shuffled) order are left
+        out of that epoch.
     shuffle : bool, default True
         Shuffle the example order at the start of each epoch.
     seed : int or None, default None
@@ -162,27 +176,38 @@ class MLP:
         # Copies in the model's dtype: the caller's arrays are never modified.
         return tuple(np.array(a, dtype=self.dtype, order="C", copy=True) for a in (W_h, b_h, W_out, b_out))
 
-    def _minibatches(self, n, rng):
-        """Index arrays of one epoch's full minibatches, in the book's order."""
+    def _epoch_order(self, n, rng):
+        """The examples' order for one epoch: shuffled by ``rng`` or 0, 1, …, n−1."""
         indices = np.arange(n)
         if self.shuffle:
             rng.shuffle(indices)
-        size = self.minibatch_size
-        for start in range(0, indices.shape[0] - size + 1, size):
-            yield indices[start : start + size]
+        return indices
 
-    def _step(self, X_batch, Y_batch, n_chunks):
-        """One update W ← W − η (∇J + λW) on one minibatch (biases without λ)."""
-        result = _backprop_prepared(
-            X_batch, Y_batch, self.W_h, self.b_h, self.W_out, self.b_out,
-            self.l2, n_chunks, self.n_threads,
-        )
+    def _epoch(self, X, Y, order, n_chunks):
+        """One epoch of updates W ← W − η (∇J + λW) over the full minibatches of ``order``.
+
+        In one call to :func:`fastbp.sgd_epoch`, unless ``n_threads`` would
+        share each step among threads: then step by step through the
+        threaded :func:`fastbp.backprop` kernels.  The two give the same bits.
+        """
+        size = self.minibatch_size
+        m, d = self.W_h.shape
+        threads = numba.get_num_threads() if self.n_threads is None else self.n_threads
+        if not _shares_threads(size, m, d, n_chunks, threads):
+            sgd_epoch(X, Y, self.W_h, self.b_h, self.W_out, self.b_out, order, self.eta, size, self.l2)
+            return
         eta = self.dtype.type(self.eta)
-        # The gradients already hold the λW terms; as the book: w -= eta * delta_w.
-        self.W_h -= eta * result.grad_W_h
-        self.b_h -= eta * result.grad_b_h
-        self.W_out -= eta * result.grad_W_out
-        self.b_out -= eta * result.grad_b_out
+        for start in range(0, order.shape[0] - size + 1, size):
+            batch = order[start : start + size]
+            result = _backprop_prepared(
+                X[batch], Y[batch], self.W_h, self.b_h, self.W_out, self.b_out,
+                self.l2, n_chunks, self.n_threads,
+            )
+            # The gradients already hold the λW terms; as the book: w -= eta * delta_w.
+            self.W_h -= eta * result.grad_W_h
+            self.b_h -= eta * result.grad_b_h
+            self.W_out -= eta * result.grad_W_out
+            self.b_out -= eta * result.grad_b_out
 
     def fit(self, X, y, X_valid=None, y_valid=None, init=None, callback=None):
         """Train on (X, y) for ``epochs`` epochs.
@@ -210,10 +235,31 @@ class MLP:
         -------
         MLP
             ``self``.
+
+        Raises
+        ------
+        ValueError
+            NaN or infinity in ``X``, ``y``, ``X_valid`` or ``y_valid``;
+            ``minibatch_size`` larger than the number of rows of ``X``;
+            shapes that disagree; labels outside the network's outputs.
+        TypeError
+            Non-float inputs or non-integer labels.
+
+        Notes
+        -----
+        Each epoch is one call to :func:`fastbp.sgd_epoch` (all its steps
+        in compiled code), or, when ``n_threads`` would share each step
+        among threads, a loop over the threaded :func:`fastbp.backprop`;
+        both give the same weights to the bit.
         """
         X = _as_inputs(X, "X")
         n, m = X.shape
         labels = _as_labels(y, "y", n)
+        if n and self.minibatch_size > n:
+            raise ValueError(
+                f"minibatch_size ({self.minibatch_size}) is larger than the training set "
+                f"(X has {n} rows): no full minibatch, so no step would be taken"
+            )
         if (X_valid is None) != (y_valid is None):
             raise ValueError("give both X_valid and y_valid, or neither")
         rng = np.random.default_rng(self.seed)
@@ -236,12 +282,13 @@ class MLP:
         X = np.ascontiguousarray(X, dtype=self.dtype)
         Y = _one_hot(labels, n_classes, self.dtype)
         n_chunks = default_backprop_chunks(
-            min(self.minibatch_size, n), m, self.n_hidden, n_classes, self.dtype.itemsize
+            self.minibatch_size, m, self.n_hidden, n_classes, self.dtype.itemsize
         )
         self.history_ = {"cost": [], "train_acc": [], "valid_acc": []}
         for epoch in range(1, self.epochs + 1):
-            for batch in self._minibatches(n, rng):
-                self._step(X[batch], Y[batch], n_chunks)
+            order = self._epoch_order(n, rng)
+            if n:
+                self._epoch(X, Y, order, n_chunks)
             A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
             training_cost = float(cost(A_out, Y)) + l2_penalty(self.W_h, self.W_out, self.l2)
             self.history_["cost"].append(training_cost)
@@ -328,10 +375,28 @@ class MLP:
             With the saved weights and hyperparameters (``seed`` is None and
             ``history_`` is None: neither is saved).
         """
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in _WEIGHT_NAMES if k not in archive]
+        expected = ", ".join(_WEIGHT_NAMES + _HYPERPARAMETER_NAMES)
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+            # NumPy's own message for a non-NumPy file proposes allow_pickle=True:
+            # never pass that on; say what a model file is instead.
+            raise ValueError(
+                f"{path!r} is not a saved fastbp model: expected a NumPy .npz archive "
+                f"written by MLP.save, with arrays {expected} ({type(error).__name__})"
+            ) from None
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError(
+                f"{path!r} is not a saved fastbp model: it holds a single NumPy array, "
+                f"not an .npz archive with arrays {expected}"
+            )
+        with loaded as archive:
+            missing = [k for k in _WEIGHT_NAMES + _HYPERPARAMETER_NAMES if k not in archive]
             if missing:
-                raise ValueError(f"{path!r} is not an MLP file: missing {', '.join(missing)}")
+                raise ValueError(
+                    f"{path!r} is not a saved fastbp model: missing {', '.join(missing)} "
+                    f"(a model file holds {expected})"
+                )
             weights = {k: archive[k] for k in _WEIGHT_NAMES}
             model = cls(
                 n_hidden=weights["W_h"].shape[1],

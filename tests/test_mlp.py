@@ -23,52 +23,67 @@ def small_problem(seed=0, n=23, m=6, t=3):
     return X, y
 
 
-def record_steps(model):
-    """Wrap model._step to keep the weights before and after every step."""
+def record_epochs(monkeypatch):
+    """Wrap the model's calls of fastbp.sgd_epoch to keep its arguments and results."""
+    import fastbp.mlp
+
     records = []
-    original = model._step
+    real = fastbp.mlp.sgd_epoch
 
-    def step(X_batch, Y_batch, n_chunks):
-        before = tuple(a.copy() for a in (model.W_h, model.b_h, model.W_out, model.b_out))
-        original(X_batch, Y_batch, n_chunks)
-        after = tuple(a.copy() for a in (model.W_h, model.b_h, model.W_out, model.b_out))
-        records.append((X_batch.copy(), Y_batch.copy(), before, after))
+    def epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2):
+        before = tuple(a.copy() for a in (W_h, b_h, W_out, b_out))
+        real(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2)
+        after = tuple(a.copy() for a in (W_h, b_h, W_out, b_out))
+        records.append((X.copy(), Y.copy(), order.copy(), before, after))
 
-    model._step = step
-    return records
+    monkeypatch.setattr(fastbp.mlp, "sgd_epoch", epoch)
+    return records, real
 
 
 @pytest.mark.parametrize("shuffle, minibatch_size, l2", [(False, 5, 0.0), (True, 4, 0.3), (True, 1, 0.01)])
-def test_every_step_matches_the_book_within_rounding(shuffle, minibatch_size, l2):
+def test_every_step_matches_the_book_within_rounding(monkeypatch, shuffle, minibatch_size, l2):
     X, y = small_problem()
     n, m = X.shape
     d, t, eta, epochs, seed = 4, 3, 0.05, 3, 42
     model = MLP(n_hidden=d, l2=l2, epochs=epochs, eta=eta, minibatch_size=minibatch_size,
                 shuffle=shuffle, seed=seed)
-    records = record_steps(model)
+    records, sgd_epoch = record_epochs(monkeypatch)
     model.fit(X, y)
 
     # The same generator draws: initial weights (bitwise), then each epoch's order.
     rng = np.random.default_rng(seed)
     initial = book_initial_weights(rng, m, d, t)
     Y = book_one_hot(y, t)
-    batches = [b for _ in range(epochs) for b in book_minibatches(n, minibatch_size, shuffle, rng)]
-    assert len(records) == len(batches) == epochs * (n // minibatch_size)
-    for a, b in zip(records[0][2], initial):
+    assert len(records) == epochs
+    for a, b in zip(records[0][3], initial):
         assert np.array_equal(a, b)
 
-    for (X_batch, Y_batch, before, after), batch in zip(records, batches):
-        # The step saw exactly the book's examples, in the book's order.
-        assert np.array_equal(X_batch, X[batch]) and np.array_equal(Y_batch, Y[batch])
-        expected = book_step(X[batch], Y[batch], *before, eta, l2)
-        bounds = step_rounding_bound(X[batch], Y[batch], *before, eta, l2, np.float64)
-        for ours, theirs, bound in zip(after, expected, bounds):
-            assert np.all(np.abs(ours - theirs) <= bound)
-    # And each step starts where the previous one ended.
-    for previous, current in zip(records, records[1:]):
-        for a, b in zip(previous[3], current[2]):
+    steps = 0
+    for X_seen, Y_seen, order, before, after in records:
+        assert np.array_equal(X_seen, X) and np.array_equal(Y_seen, Y)
+        batches = book_minibatches(n, minibatch_size, shuffle, rng)
+        # The epoch walks exactly the book's minibatches: replay it one step at a
+        # time (sgd_epoch on one minibatch) and hold every step to the book's.
+        weights = before
+        for batch in batches:
+            new = tuple(a.copy() for a in weights)
+            sgd_epoch(X, Y, *new, batch, eta, minibatch_size, l2)
+            expected = book_step(X[batch], Y[batch], *weights, eta, l2)
+            bounds = step_rounding_bound(X[batch], Y[batch], *weights, eta, l2, np.float64)
+            for ours, theirs, bound in zip(new, expected, bounds):
+                assert np.all(np.abs(ours - theirs) <= bound)
+            weights = new
+            steps += 1
+        assert np.array_equal(np.concatenate(batches), order[: len(batches) * minibatch_size])
+        # One call over the epoch has the bits of the steps taken one by one.
+        for a, b in zip(weights, after):
             assert np.array_equal(a, b)
-    for a, b in zip(records[-1][3], (model.W_h, model.b_h, model.W_out, model.b_out)):
+    assert steps == epochs * (n // minibatch_size)
+    # And each epoch starts where the previous one ended.
+    for previous, current in zip(records, records[1:]):
+        for a, b in zip(previous[4], current[3]):
+            assert np.array_equal(a, b)
+    for a, b in zip(records[-1][4], (model.W_h, model.b_h, model.W_out, model.b_out)):
         assert np.array_equal(a, b)
 
 
@@ -160,9 +175,45 @@ def test_save_load_round_trip(tmp_path):
         assert np.array_equal(getattr(loaded, name), getattr(model, name))
     assert (loaded.l2, loaded.eta, loaded.minibatch_size, loaded.n_hidden) == (0.1, 0.05, 5, 4)
     assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
-    np.savez(tmp_path / "other.npz", W_h=np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="missing"):
-        MLP.load(tmp_path / "other.npz")
+
+
+def test_minibatch_of_the_whole_set_takes_one_step_per_epoch():
+    X, y = small_problem()
+    model = MLP(n_hidden=4, epochs=1, eta=0.05, minibatch_size=23, shuffle=False, seed=0).fit(X, y)
+    rng = np.random.default_rng(0)
+    start = book_initial_weights(rng, 6, 4, 3)
+    expected = book_step(X, book_one_hot(y, 3), *start, 0.05, 0.0)
+    for ours, theirs in zip((model.W_h, model.b_h, model.W_out, model.b_out), expected):
+        assert np.max(np.abs(ours - theirs)) <= 1e-14
+
+
+@pytest.mark.parametrize("kind", ["other npz", "npz without hyperparameters", "npy", "text", "pickle", "empty"])
+def test_load_refuses_files_that_are_not_models(tmp_path, kind):
+    import pickle
+
+    path = tmp_path / "file"
+    if kind == "other npz":
+        np.savez(path, W_h=np.zeros((2, 2)))
+        path, pattern = tmp_path / "file.npz", "missing b_h, W_out, b_out, l2"
+    elif kind == "npz without hyperparameters":
+        np.savez(path, W_h=np.zeros((2, 2)), b_h=np.zeros(2), W_out=np.zeros((2, 1)), b_out=np.zeros(1))
+        path, pattern = tmp_path / "file.npz", "missing l2, epochs, eta, minibatch_size, shuffle"
+    elif kind == "npy":
+        np.save(path, np.zeros(3))
+        path, pattern = tmp_path / "file.npy", "single NumPy array, not an .npz archive"
+    elif kind == "text":
+        path.write_text("W_h,b_h\n1,2\n")
+        pattern = "expected a NumPy .npz archive written by MLP.save"
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps({"W_h": [1.0]}))
+        pattern = "expected a NumPy .npz archive written by MLP.save"
+    else:
+        path.write_bytes(b"")
+        pattern = "expected a NumPy .npz archive written by MLP.save"
+    with pytest.raises(ValueError, match="is not a saved fastbp model") as caught:
+        MLP.load(path)
+    assert caught.match(pattern)
+    assert "pickle" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -174,7 +225,17 @@ def test_save_load_round_trip(tmp_path):
         (lambda X, y: MLP(epochs=1).fit(X, -y), ValueError, "class labels"),
         (lambda X, y: MLP(epochs=1).fit(X, y[:, None]), ValueError, "y must be 1-D"),
         (lambda X, y: MLP(epochs=1).fit(X[0], y), ValueError, "X must be 2-D"),
-        (lambda X, y: MLP(epochs=1).fit(np.where(X > 0.5, np.nan, X), y), ValueError, "NaN"),
+        (lambda X, y: MLP(epochs=1).fit(np.where(X > 0.5, np.nan, X), y), ValueError, "X contains NaN"),
+        (lambda X, y: MLP(epochs=1).fit(np.where(X > 0.5, np.inf, X), y), ValueError, "X contains NaN or inf"),
+        (lambda X, y: MLP(epochs=1).fit(np.where(X > 0.5, -np.inf, X), y), ValueError, "X contains NaN or inf"),
+        (lambda X, y: MLP(epochs=1).fit(X, np.where(y > 0, np.nan, y)), ValueError, "y contains NaN"),
+        (lambda X, y: MLP(epochs=1).fit(X, np.where(y > 0, np.inf, y)), ValueError, "y contains NaN or inf"),
+        (lambda X, y: MLP(epochs=1).fit(X[:18], y[:18], X[18:] * np.nan, y[18:]), ValueError,
+         "X_valid contains NaN"),
+        (lambda X, y: MLP(epochs=1).fit(X[:18], y[:18], X[18:], y[18:] * np.nan), ValueError,
+         "y_valid contains NaN"),
+        (lambda X, y: MLP(epochs=1, minibatch_size=24).fit(X, y), ValueError,
+         r"minibatch_size \(24\) is larger than the training set \(X has 23 rows\)"),
         (lambda X, y: MLP(epochs=1).fit(X, y, X_valid=X), ValueError, "X_valid and y_valid"),
         (lambda X, y: MLP(epochs=1).fit(X, y, X[:, :2], y), ValueError, "X_valid"),
         (lambda X, y: MLP(n_hidden=4, epochs=1).fit(X, y, init=(1, 2)), TypeError, "init"),
