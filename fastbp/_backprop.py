@@ -22,6 +22,7 @@ weight updates are therefore identical to fastbp's, and only the recorded
 cost differs, by (λ/2) Σ W².
 """
 
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -69,6 +70,9 @@ _REPLICATE_PACK_BYTES = 2**20
 # shared kernel at all.
 _MIN_SHARED_WORK = 2**18
 
+# The smallest normal number per dtype, the floor of the cost's logarithms.
+_TINY = {np.dtype(t): float(np.finfo(t).tiny) for t in (np.float32, np.float64)}
+
 BackpropResult = namedtuple(
     "BackpropResult", ["cost", "grad_W_h", "grad_b_h", "grad_W_out", "grad_b_out"]
 )
@@ -86,6 +90,8 @@ grad_b_out : numpy.ndarray, shape (t,)
 
 
 def _check_l2(l2):
+    if type(l2) is float and 0.0 <= l2 < math.inf:  # the common case, at no cost
+        return l2
     try:
         value = float(l2)
     except (TypeError, ValueError):
@@ -239,32 +245,36 @@ def _shares_threads(n, m, d, n_chunks, threads):
 def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
     """:func:`backprop` on validated, C-contiguous, same-dtype arrays."""
     dtype = X.dtype
-    tiny = float(np.finfo(dtype).tiny)
+    tiny = _TINY[dtype]
     n, m = X.shape
-    with _numba_threads(n_threads) as threads:
-        shares = _shares_threads(n, m, W_h.shape[1], n_chunks, threads)
-        if shares and n_chunks > 1:
-            result = _kernels_hidden._backprop_parallel(
-                X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
-            )
-        elif shares:
-            result = _kernels_hidden._backprop_blocks_parallel(
-                X, Y, W_h, b_h, W_out, b_out, tiny, threads, BLOCK_ROWS, BLOCK_COLS,
-                _REPLICATE_PACK_BYTES,
-            )
-        else:  # one thread, or too little work to share: the same bits
-            result = _kernels_hidden._backprop_serial(
-                X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
-            )
+    d = W_h.shape[1]
+    if n_threads == 1 or not _shares_threads(n, m, d, n_chunks, 2):
+        # Serial whatever the thread count: skip asking Numba for it.
+        result = _kernels_hidden._backprop_serial(
+            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
+        )
+    else:
+        with _numba_threads(n_threads) as threads:
+            shares = _shares_threads(n, m, d, n_chunks, threads)
+            if shares and n_chunks > 1:
+                result = _kernels_hidden._backprop_parallel(
+                    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
+                )
+            elif shares:
+                result = _kernels_hidden._backprop_blocks_parallel(
+                    X, Y, W_h, b_h, W_out, b_out, tiny, threads, BLOCK_ROWS, BLOCK_COLS,
+                    _REPLICATE_PACK_BYTES,
+                )
+            else:  # one thread: the same bits
+                result = _kernels_hidden._backprop_serial(
+                    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
+                )
     cost, g_W_h, g_b_h, g_W_out, g_b_out = result
     if l2 != 0.0:
-        # λW added once, after the chunk sums: the same single rounding as
-        # the book's ``grad_w_h + l2 * w_h``.
-        g_W_h += dtype.type(l2) * W_h
-        g_W_out += dtype.type(l2) * W_out
-        cost += 0.5 * l2 * (
-            _kernels_hidden._sum_of_squares(W_h) + _kernels_hidden._sum_of_squares(W_out)
-        )
+        # λW added once, after the chunk sums, in one compiled call: the
+        # same roundings as the book's ``grad_w_h + l2 * w_h``.
+        squares = _kernels_hidden._add_l2_gradients(g_W_h, g_W_out, W_h, W_out, dtype.type(l2))
+        cost += 0.5 * l2 * squares
     return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
 
 

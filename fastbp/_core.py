@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _kernels
 from ._validate import (
+    _FLOAT_DTYPES,
     as_float_array,
     common_dtype,
     contiguous,
@@ -104,6 +105,37 @@ def forward(X, W_h, b_h, W_out, b_out):
     return _kernels._forward(*network_arrays(X, W_h, b_h, W_out, b_out))
 
 
+_NETWORK_NDIMS = (2, 2, 1, 2, 1, 2)
+
+
+def _ready(arrays):
+    """True when a network's arrays already are what the kernels take, and their shapes agree.
+
+    C-contiguous ndarrays of one float dtype, with the right dimensions and
+    sizes: then :func:`network_arrays` has nothing to convert and returns
+    them as they are (a minibatch step's Python overhead is mostly this).
+    """
+    dtype = arrays[0].dtype if type(arrays[0]) is np.ndarray else None
+    # Identity, not equality: NumPy's native float dtypes are singletons, and
+    # anything else (a byte-swapped dtype) takes the full path.
+    if dtype is not _FLOAT_DTYPES[0] and dtype is not _FLOAT_DTYPES[1]:
+        return False
+    for array, ndim in zip(arrays, _NETWORK_NDIMS):
+        if (
+            type(array) is not np.ndarray
+            or array.dtype is not dtype
+            or array.ndim != ndim
+            or not array.flags.c_contiguous
+        ):
+            return False
+    X, W_h, b_h, W_out, b_out = arrays[:5]
+    m, d = W_h.shape
+    t = W_out.shape[1]
+    if X.shape[1] != m or b_h.shape[0] != d or W_out.shape[0] != d or b_out.shape[0] != t:
+        return False
+    return len(arrays) == 5 or arrays[5].shape == (X.shape[0], t)
+
+
 def network_arrays(X, W_h, b_h, W_out, b_out, Y=None):
     """Validate a network's arrays and return them C-contiguous in one dtype.
 
@@ -111,6 +143,9 @@ def network_arrays(X, W_h, b_h, W_out, b_out, Y=None):
     does; promotes mixed precision as NumPy does.  With ``Y``, also checks
     it against ``X`` (rows) and ``W_out`` (columns) and returns it last.
     """
+    arrays = (X, W_h, b_h, W_out, b_out) if Y is None else (X, W_h, b_h, W_out, b_out, Y)
+    if _ready(arrays):
+        return arrays
     X = as_float_array(X, "X", 2)
     W_h = as_float_array(W_h, "W_h", 2)
     b_h = as_float_array(b_h, "b_h", 1)

@@ -428,8 +428,9 @@ def _backprop_chunk(
     grad_b_h[:] = 0
     grad_W_out_T[:] = 0
     grad_b_out[:] = 0
+    # Buffers no taller than the chunk: a minibatch's step touches only what it uses.
     A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms = _block_buffers(
-        block_rows, d, t, X
+        max(1, min(block_rows, i_stop - i_start)), d, t, X
     )
     chunk_cost = 0.0
     for i0 in range(i_start, i_stop, block_rows):
@@ -747,6 +748,28 @@ def _sum_of_squares(W):
     return total
 
 
+@kernel
+def _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, l2):
+    """grad += λ W for both weight matrices, in place; returns Σ W_h² + Σ W_out².
+
+    Each element is g + (λ·w), the product rounded and then the sum, as
+    NumPy's ``grad += l2 * W`` (no fused multiply-add: this kernel is
+    compiled without ``contract``).  The sums of squares are
+    :func:`_sum_of_squares`'s, added W_h first.
+    """
+    for i in range(W_h.shape[0]):
+        g = grad_W_h[i]
+        w = W_h[i]
+        for j in range(W_h.shape[1]):
+            g[j] = g[j] + l2 * w[j]
+    for i in range(W_out.shape[0]):
+        g = grad_W_out[i]
+        w = W_out[i]
+        for j in range(W_out.shape[1]):
+            g[j] = g[j] + l2 * w[j]
+    return _sum_of_squares(W_h) + _sum_of_squares(W_out)
+
+
 # --------------------------------------------------------------------------
 # A whole epoch of minibatch steps
 # --------------------------------------------------------------------------
@@ -772,15 +795,16 @@ def _sgd_update_packed(wpack, rows, width, cols, grad, eta, l2, with_l2):
         pw = nvec * w
         stop = min(pw, cols - first)
         for p in range(rows):
-            base = offset + p * pw
-            g = grad[p]
+            # Slices, so every index is a loop counter from 0 and the loops vectorise.
+            target = wpack[offset + p * pw : offset + p * pw + stop]
+            g = grad[p, first : first + stop]
             if with_l2:
                 for c in range(stop):
-                    v = wpack[base + c]
-                    wpack[base + c] = v - eta * (g[first + c] + l2 * v)
+                    v = target[c]
+                    target[c] = v - eta * (g[c] + l2 * v)
             else:
                 for c in range(stop):
-                    wpack[base + c] = wpack[base + c] - eta * g[first + c]
+                    target[c] = target[c] - eta * g[c]
         offset += rows * pw
 
 
@@ -798,11 +822,13 @@ def _sum_of_squares_packed(wpack, rows, width, cols, column_sums):
         nvec, first, skip = _panel_layout(width, w, panel)
         pw = nvec * w
         stop = min(pw, cols - first)
-        for p in range(rows):
-            base = offset + p * pw
-            for c in range(skip, stop):
-                v = np.float64(wpack[base + c])
-                column_sums[first + c] += v * v
+        if stop > skip:
+            sums = column_sums[first + skip : first + stop]
+            for p in range(rows):
+                values = wpack[offset + p * pw + skip : offset + p * pw + stop]
+                for c in range(stop - skip):
+                    v = np.float64(values[c])
+                    sums[c] += v * v
         offset += rows * pw
     total = 0.0
     for j in range(cols):
@@ -820,10 +846,12 @@ def _unpack_weights(wpack, rows, width, W):
         nvec, first, skip = _panel_layout(width, w, panel)
         pw = nvec * w
         stop = min(pw, cols - first)
-        for p in range(rows):
-            base = offset + p * pw
-            for c in range(skip, stop):
-                W[p, first + c] = wpack[base + c]
+        if stop > skip:
+            for p in range(rows):
+                values = wpack[offset + p * pw + skip : offset + p * pw + stop]
+                target = W[p, first + skip : first + stop]
+                for c in range(stop - skip):
+                    target[c] = values[c]
         offset += rows * pw
 
 
@@ -892,13 +920,14 @@ def _sgd_epoch(
         epoch_cost += step_cost
         _sgd_update_packed(wpack, m, width_h, d, grad_W_h, eta, l2, with_l2)
         _sgd_update_packed(wpack_out, d, width_out, t, grad_W_out, eta, l2, with_l2)
-        for k in range(t):
-            for j in range(d):
+        for j in range(d):
+            g = grad_W_out[j]
+            for k in range(t):
                 v = W_out_T[k, j]
                 if with_l2:
-                    W_out_T[k, j] = v - eta * (grad_W_out[j, k] + l2 * v)
+                    W_out_T[k, j] = v - eta * (g[k] + l2 * v)
                 else:
-                    W_out_T[k, j] = v - eta * grad_W_out[j, k]
+                    W_out_T[k, j] = v - eta * g[k]
         for j in range(d):
             b_h[j] = b_h[j] - eta * grad_b_h[j]
         for k in range(t):
