@@ -37,7 +37,7 @@ from ._kernels import (
     _accumulate_gradT_rows,
     _add_bias_sigmoid_inplace,
     _chunk_bounds,
-    _cost_term,
+    _cost_terms,
     _pack_A_block,
     _panel_count,
     _panel_layout,
@@ -343,9 +343,12 @@ def _forward_and_deltas(
         _hidden_forward_packed(A_h, 0, rows, wpack_out, d, t, A_out)
     _add_bias_sigmoid_inplace(A_out, b_out)
 
-    for r in range(rows):
-        for k in range(t):
-            cost_terms[r0 + r, k] = _cost_term(A_out[r, k], Y_rows[r, k], tiny)
+    # One loop over the rows' rows·t terms (all three arrays are C-contiguous
+    # row blocks), so it vectorises across rows as well as outputs.
+    a_flat = delta_out_block.reshape(-1)[r0 * t : r1 * t]
+    y_flat = Y.reshape(-1)[(i0 + r0) * t : (i0 + r1) * t]
+    terms = cost_terms.reshape(-1)[r0 * t : r1 * t]
+    _cost_terms(a_flat, y_flat, tiny, terms)
 
     # Backward: A_out becomes δ_out in place (it is not needed again).
     _subtract_inplace(A_out, Y_rows)

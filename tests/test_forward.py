@@ -177,6 +177,51 @@ def test_exp_of_the_sigmoid_within_one_ulp():
     assert np.all(np.abs(result32 - expected) <= ulp32)
 
 
+def test_log_of_the_cost_within_one_ulp():
+    # The cost's log is fastbp's own too (vectorisable): check it against
+    # long-double log from the smallest normal float64 to the largest, with
+    # the arguments the cost gives it (a and 1 − a near 0 and near 1).
+    import numba
+
+    from fastbp._kernels import _clamped_log
+
+    @numba.njit
+    def log_all(x, tiny, out):
+        for i in range(x.shape[0]):
+            out[i] = _clamped_log(x[i], tiny)
+
+    rng = np.random.default_rng(13)
+    tiny = float(np.finfo(np.float64).tiny)
+    x = np.concatenate(
+        [
+            rng.random(200_000),
+            1.0 - rng.random(200_000) * 1e-6,
+            np.exp(rng.uniform(-708, 709, 200_000)),
+            1.0 + rng.uniform(-0.3, 0.42, 200_000),
+            np.sqrt(2.0) + rng.uniform(-1e-6, 1e-6, 1000),
+            [tiny, 2 * tiny, 0.5, 1.0, 2.0, np.nextafter(1.0, 0), np.nextafter(1.0, 2), 1e308,
+             np.finfo(np.float64).max, float(np.finfo(np.float32).tiny)],
+        ]
+    )
+    result = np.empty_like(x)
+    log_all(x, tiny, result)
+    expected = np.log(x.astype(np.longdouble))
+    ulp = np.spacing(np.abs(expected.astype(np.float64))).astype(np.longdouble)
+    assert np.all(np.abs(result - expected) <= ulp)
+    assert result[x == 1.0][0] == 0.0
+
+    special = np.array([0.0, tiny / 4, -0.0, -1.0, -np.inf, np.nan, np.inf])
+    out = np.empty_like(special)
+    log_all(special, tiny, out)
+    assert out[0] == out[1] == out[2] == np.log(tiny)  # [0, tiny) reads as tiny
+    assert np.isnan(out[3]) and np.isnan(out[4]) and np.isnan(out[5])
+    assert out[6] == np.inf
+    # With float32's tiny, as the float32 cost uses it.
+    tiny32 = float(np.finfo(np.float32).tiny)
+    log_all(np.array([0.0, tiny32 / 2]), tiny32, out[:2])
+    assert out[0] == out[1] == np.float64(np.log(np.longdouble(tiny32)))
+
+
 def exp_all_single(exp_all, value):
     out = np.empty(1)
     exp_all(np.array([value]), out)
