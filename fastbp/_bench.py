@@ -8,14 +8,22 @@ threads and Numba threads are set alike for each table and stated, and so
 is the BLAS library that threadpoolctl finds.  Every result is also checked
 against a float64 NumPy reference and a failure is flagged (exit status 1).
 
+The fused-step tables also give each row's GFLOP/s as a percentage of the
+core's reference: a square product through NumPy's BLAS in the same dtype
+and on the same threads, timed once per dtype and thread count in the run.
+PyTorch and JAX rows are added where those packages are installed; neither
+is a dependency, and neither is imported where it is not installed.
+
 The lead engineer wires :func:`add_arguments` and :func:`run` into the
 command line (``fastbp bench``).
 """
 
 import contextlib
+import functools
 import os
 import sys
 import tempfile
+import time
 
 import numba
 import numpy as np
@@ -38,11 +46,33 @@ __all__ = ["add_arguments", "run"]
 #: a larger batch and the whole training set, then a wide and a square layer.
 GRAD_SHAPES = ("100x100x10", "1000x100x10", "60000x100x10", "10000x512x64", "4096x1024x1024")
 
-#: (n, m, d, t) of the fused training step.
-STEP_SHAPES = ("100x784x100x10", "1000x784x100x10", "60000x784x100x10", "10000x64x512x64")
+#: (n, m, d, t) of the fused training step: minibatches of the digits' 64-input
+#: network and of MNIST's 784-input one, a batch and the whole MNIST set, a wide layer.
+STEP_SHAPES = (
+    "32x64x100x10",
+    "128x64x100x10",
+    "256x64x100x10",
+    "32x784x100x10",
+    "100x784x100x10",
+    "128x784x100x10",
+    "256x784x100x10",
+    "1000x784x100x10",
+    "60000x784x100x10",
+    "10000x64x512x64",
+)
 
-#: Shapes that --quick leaves out, so it ends within a minute on two cores.
-QUICK_DROPPED = {"4096x1024x1024", "60000x784x100x10"}
+#: Gradient shapes that --quick leaves out, so it stays short on two cores.
+QUICK_DROPPED = {"4096x1024x1024"}
+
+#: The step shapes --quick keeps: a digits minibatch, an MNIST minibatch, an MNIST batch.
+QUICK_STEP_SHAPES = ("32x64x100x10", "128x784x100x10", "1000x784x100x10")
+
+#: Side of the square product that gives each step table its reference speed:
+#: 512³ reached 1024³'s GFLOP/s within 3 % here, in an eighth of the time.
+STEP_REFERENCE_SIDE = 512
+
+#: Rounds of the reference product's timing, each at least 0.02 s: about 0.1 s a timing.
+REFERENCE_ROUNDS = 5
 
 #: --quick leaves out kernels of more floating-point operations than this a
 #: call: the forward pass at (n, m, d) = (60000, 784, 100) and (10000, 512, 512).
@@ -103,8 +133,8 @@ def add_arguments(parser):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="3 rounds, without the two largest shapes and without kernels of more "
-        "than 4 GFLOP a call (under a minute on two cores)",
+        help="3 rounds, without the largest gradient shape, without kernels of more "
+        f"than 4 GFLOP a call, and only the step shapes {','.join(QUICK_STEP_SHAPES)}",
     )
     parser.add_argument(
         "--plot",
@@ -202,6 +232,44 @@ def _torch_threads(torch, n_threads):
         torch.set_num_threads(previous)
 
 
+def _jax():
+    """JAX if importable (never a dependency), else None; float64 switched on at first import."""
+    try:
+        import jax
+    except ImportError:
+        return None
+    # Without x64 JAX silently computes float64 inputs in float32; float32 ones stay float32.
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def _schedulable_cpus():
+    """How many CPUs this process may run on (its affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call here (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def _jax_step(jax):
+    """The book's step in JAX: ``jax.jit(jax.value_and_grad(loss))``, gradients by autodiff.
+
+    ``loss`` is the cost of :func:`_numpy_step` (no L2 term, as the fastbp
+    row's ``l2=0.0``).  The returned function takes ``((W_h, b_h, W_out,
+    b_out), X, Y)`` and gives ``(cost, (grad_W_h, grad_b_h, grad_W_out,
+    grad_b_out))``.
+    """
+    jnp = jax.numpy
+
+    def loss(weights, X, Y):
+        W_h, b_h, W_out, b_out = weights
+        A_h = jax.nn.sigmoid(X @ W_h + b_h)
+        A_out = jax.nn.sigmoid(A_h @ W_out + b_out)
+        return -jnp.sum(Y * jnp.log(A_out) + (1.0 - Y) * jnp.log(1.0 - A_out))
+
+    return jax.jit(jax.value_and_grad(loss))
+
+
 def _torch_step(torch, X, Y, W_h, b_h, W_out, b_out):
     """The book's step written in torch (same operations as :func:`_numpy_step`)."""
     A_h = torch.sigmoid(X @ W_h + b_h)
@@ -274,13 +342,16 @@ def _normwise_ratio(results, references, n_terms, u):
 class _Row:
     """One timed candidate: kernel, implementation, its call, flops, its check."""
 
-    def __init__(self, kernel, implementation, call, flops, serial=False, check=None):
+    def __init__(self, kernel, implementation, call, flops, serial=False, check=None,
+                 cpus=None):
         self.kernel = kernel
         self.implementation = implementation
         self.call = call
         self.flops = flops
         self.serial = serial  # timed at the first thread count only
         self.check = check  # err/bound, or a label like "bitwise"
+        # CPUs the call runs on whatever the thread settings (JAX); None: it follows them.
+        self.cpus = cpus
         self.key = f"{kernel}/{implementation}"
 
 
@@ -307,12 +378,22 @@ def _check_failed(check):
     return isinstance(check, float) and not check <= 1.0 or check == "FAIL"
 
 
-def _print_table(title, rows, medians, threads):
-    """Print one table; return its records (for the plot and the exit status)."""
+def _print_table(title, rows, medians, threads, reference=None):
+    """Print one table; return its records (for the plot and the exit status).
+
+    ``reference`` is ``(label, GFLOP/s)`` of the core's reference speed
+    (:func:`_reference_gflops`): it is named in the title line and each
+    row gets a "% ref" column, its GFLOP/s as a percentage of it.
+    """
     numba_threads, blas_threads = thread_counts()
     blas = ", ".join(str(count) for count in blas_threads) or "not controlled"
-    print(f"\n{title}  [threads={threads}: Numba {numba_threads}, BLAS {blas}]")
-    header = f"{'kernel':<12} {'implementation':<16} {'median':>10} {'GFLOP/s':>9} {'x NumPy':>8}  check"
+    line = f"\n{title}  [threads={threads}: Numba {numba_threads}, BLAS {blas}]"
+    if reference is not None:
+        line += f"  reference: {reference[0]}, {reference[1]:.3g} GFLOP/s"
+    print(line)
+    percent_column = f" {'% ref':>6}" if reference is not None else ""
+    header = (f"{'kernel':<12} {'implementation':<16} {'median':>10} {'GFLOP/s':>9}"
+              f"{percent_column} {'x NumPy':>8}  check")
     print(header)
     print("-" * (len(header) + 18))
     records = []
@@ -321,21 +402,25 @@ def _print_table(title, rows, medians, threads):
         baseline = medians.get(f"{row.kernel}/numpy")
         speedup = baseline / seconds if baseline and seconds > 0 else float("nan")
         rate = gflops(row.flops, seconds) if row.flops else float("nan")
+        record = {
+            "kernel": row.kernel,
+            "implementation": row.implementation,
+            "threads": threads,
+            "seconds": seconds,
+            "gflops": rate,
+            "speedup": speedup,
+            "check": row.check,
+        }
+        percent = ""
+        if reference is not None:
+            record["reference_gflops"] = reference[1]
+            record["percent_of_reference"] = 100 * rate / reference[1]
+            percent = f" {record['percent_of_reference']:>6.3g}"
         print(
             f"{row.kernel:<12} {row.implementation:<16} {_format_seconds(seconds):>10} "
-            f"{rate:>9.3g} {speedup:>8.2f}  {_format_check(row.check)}"
+            f"{rate:>9.3g}{percent} {speedup:>8.2f}  {_format_check(row.check)}"
         )
-        records.append(
-            {
-                "kernel": row.kernel,
-                "implementation": row.implementation,
-                "threads": threads,
-                "seconds": seconds,
-                "gflops": rate,
-                "speedup": speedup,
-                "check": row.check,
-            }
-        )
+        records.append(record)
     return records
 
 
@@ -426,12 +511,61 @@ def _step_rows(shape, dtype):
     if torch is not None:
         tensors = [torch.from_numpy(a) for a in arrays]
         candidates["torch"] = lambda: _torch_step(torch, *tensors)
+    jax = _jax()
+    if jax is not None:
+        jax_step = _jax_step(jax)
+        X, Y, *weights = (jax.device_put(a) for a in arrays)  # copied once, untimed
+        candidates["jax"] = lambda: jax.block_until_ready(jax_step(tuple(weights), X, Y))
     rows = []
     for name, call in candidates.items():
-        results = [r.numpy() if hasattr(r, "numpy") else r for r in call()]
+        results = call()
+        if name == "jax":
+            cost, gradients = results
+            results = [cost, *gradients]
+        results = [r.numpy() if hasattr(r, "numpy") else np.asarray(r) for r in results]
         check = _normwise_ratio(results, reference, n_terms, u)
-        rows.append(_Row("step", name, call, flops, check=check))
+        # XLA sizes its thread pool from the CPUs the process may run on and ignores our limits.
+        cpus = _schedulable_cpus() if name == "jax" else None
+        rows.append(_Row("step", name, call, flops, check=check, cpus=cpus))
     return rows
+
+
+def _numpy_blas_name():
+    """The library behind NumPy's ``@`` as threadpoolctl names it (e.g. OpenBLAS), else "BLAS"."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "BLAS"
+    names = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS", "flexiblas": "FlexiBLAS"}
+    for info in threadpool_info():
+        if info.get("user_api") == "blas" and "numpy" in info.get("filepath", ""):
+            return names.get(info.get("internal_api"), info.get("internal_api") or "BLAS")
+    return "BLAS"
+
+
+def _reference_gflops(dtype, threads, cache):
+    """The core's reference speed for a step table: ``(label, GFLOP/s)``, timed once per run.
+
+    A square product through NumPy's BLAS (:func:`fastbp._breakdown.reference_product`,
+    side :data:`STEP_REFERENCE_SIDE`) in ``dtype``, timed on ``threads`` BLAS
+    threads the first time a (dtype, threads) pair is asked for and kept in
+    ``cache`` (a dict the run owns) after that.  About 0.1 s a timing.
+    """
+    key = (dtype, threads)
+    if key not in cache:
+        from ._breakdown import reference_product
+
+        side = STEP_REFERENCE_SIDE
+        call, flops = reference_product(dtype, side)
+        with thread_limits(threads):
+            if threads > 1:
+                time.sleep(SETTLE_SECONDS)  # threads the last table left spinning go idle
+            seconds = interleaved_medians(
+                {"reference": call}, REFERENCE_ROUNDS, min_time=0.02,
+                warmup=WARMUP_SECONDS if threads > 1 else 0.0,
+            )["reference"]
+        cache[key] = (f"square {_numpy_blas_name()} product {side}³", gflops(flops, seconds))
+    return cache[key]
 
 
 #: Idle time before each timing on more than one thread (see
@@ -441,12 +575,22 @@ SETTLE_SECONDS = 0.25
 WARMUP_SECONDS = 0.02
 
 
-def _time_table(title, rows, threads_list, repeats):
-    """Time ``rows`` at each thread count; print one table per count."""
+def _time_table(title, rows, threads_list, repeats, reference=None):
+    """Time ``rows`` at each thread count; print one table per count.
+
+    ``reference``, for the step tables, is called as ``reference(threads)``
+    and gives the ``(label, GFLOP/s)`` that :func:`_print_table` compares
+    each row with.  A row that runs on a fixed number of CPUs whatever the
+    thread settings (``row.cpus``, JAX) is timed only in the table of that
+    many threads; elsewhere a note says why it is missing.
+    """
     records = []
     torch = _torch()
     for index, threads in enumerate(threads_list):
         active = [row for row in rows if index == 0 or not row.serial]
+        left_out = [row for row in active if row.cpus is not None and row.cpus != threads]
+        active = [row for row in active if row not in left_out]
+        table_reference = reference(threads) if reference is not None else None
         with thread_limits(threads), (
             _torch_threads(torch, threads) if torch is not None else contextlib.nullcontext()
         ):
@@ -457,8 +601,19 @@ def _time_table(title, rows, threads_list, repeats):
                 settle=SETTLE_SECONDS if threads > 1 else 0.0,
                 warmup=WARMUP_SECONDS if threads > 1 else 0.0,
             )
-            records += _print_table(title, active, medians, threads)
+            records += _print_table(title, active, medians, threads, table_reference)
+        for row in left_out:
+            print(_fixed_cpus_note(row, threads))
     return records
+
+
+def _fixed_cpus_note(row, threads):
+    """Why a row that ignores thread settings (JAX) is not in the table of ``threads`` threads."""
+    note = (f"{row.implementation}: left out of this table: it runs on the {row.cpus} CPU(s) "
+            f"this process may use, whatever the thread settings")
+    if threads == 1:
+        return note + "; for the one-thread table run under `taskset -c 0`"
+    return note + f", not on {threads}"
 
 
 # --------------------------------------------------------------------------
@@ -535,9 +690,9 @@ def run(args):
         shapes = _shape_list(args.shapes, 3) if args.shapes else [
             s for s in GRAD_SHAPES if not (args.quick and s in QUICK_DROPPED)
         ]
-        step_shapes = _shape_list(args.step_shapes, 4) if args.step_shapes else [
-            s for s in STEP_SHAPES if not (args.quick and s in QUICK_DROPPED)
-        ]
+        step_shapes = _shape_list(args.step_shapes, 4) if args.step_shapes else list(
+            QUICK_STEP_SHAPES if args.quick else STEP_SHAPES
+        )
         dtypes = [item.strip() for item in args.dtypes.split(",")]
         for dtype in dtypes:
             if dtype not in DTYPES:
@@ -580,6 +735,10 @@ def run(args):
     torch = _torch()
     if torch is not None:
         print(f"PyTorch {torch.__version__} found: torch rows added")
+    jax = _jax() if getattr(fastbp, "backprop", None) is not None else None  # step rows only
+    if jax is not None:
+        print(f"JAX {jax.__version__} found: jax rows added to the step tables "
+              f"(on the {_schedulable_cpus()} CPU(s) this process may use)")
 
     records = []
     for shape in shapes:
@@ -601,12 +760,18 @@ def run(args):
     if getattr(fastbp, "backprop", None) is None:
         print("\nFused step: fastbp.backprop is not in this version; rows left out.")
     else:
+        print("\nFused step: checks within 16·(n+m+d+t)·u normwise (heuristic); '% ref' = "
+              "GFLOP/s as a percentage of the reference's,\nthe reference being a square "
+              "product through NumPy's BLAS in the same dtype on the same threads, timed "
+              "once in this run")
+        references = {}
         for shape in step_shapes:
             n, m, d, t = map(int, shape.split("x"))
             for dtype in dtypes:
-                title = f"fused step n={n} m={m} d={d} t={t} {dtype} (checks: 16·(n+m+d+t)·u normwise, heuristic)"
+                title = f"fused step n={n} m={m} d={d} t={t} {dtype}"
                 rows = _step_rows(shape, dtype)
-                for record in _time_table(title, rows, threads_list, repeats):
+                reference = functools.partial(_reference_gflops, dtype, cache=references)
+                for record in _time_table(title, rows, threads_list, repeats, reference):
                     records.append(dict(record, shape=shape, dtype=dtype))
 
     if args.breakdown and getattr(fastbp, "backprop", None) is not None:

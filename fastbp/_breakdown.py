@@ -29,10 +29,47 @@ from ._jit import kernel, parallel_kernel
 from ._simd import VECTOR_BYTES
 from ._timing import gflops, interleaved_medians, thread_limits
 
-__all__ = ["breakdown_candidates", "breakdown_section", "products_within_bound"]
+__all__ = [
+    "breakdown_candidates",
+    "breakdown_section",
+    "products_within_bound",
+    "reference_product",
+]
 
 #: Side of the square product that stands for what OpenBLAS reaches on one core.
 REFERENCE_SIDE = 1024
+
+
+def square_operands(dtype, count=2, side=REFERENCE_SIDE):
+    """Seeded operands of the reference product: ``count`` uniform (side, side) matrices.
+
+    The first two are the same for any ``count`` (one stream of draws), so
+    the breakdown's product and ``fastbp bench``'s reference multiply the
+    same matrices where their sides agree.
+    """
+    return np.random.default_rng(3).random((count, side, side)).astype(dtype)
+
+
+def reference_product(dtype, side=REFERENCE_SIDE, operands=None):
+    """The core's reference speed: a square product through NumPy's BLAS (OpenBLAS).
+
+    Parameters
+    ----------
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    side : int, default :data:`REFERENCE_SIDE`
+        The product is (side × side) times (side × side).
+    operands : numpy.ndarray, optional
+        Matrices from :func:`square_operands` (of this ``dtype`` and
+        ``side``) whose first two are multiplied; by default two made here.
+
+    Returns
+    -------
+    (callable, float)
+        The call (no arguments) and its floating-point operations, 2·side³.
+    """
+    first, second = (square_operands(dtype, 2, side) if operands is None else operands)[:2]
+    return (lambda: first @ second), 2 * side**3
 
 
 @kernel
@@ -240,7 +277,7 @@ def breakdown_candidates(shape, dtype, network_maker, numpy_step):
     transposed = n_chunks > 1  # the step's orientation of Xᵀ δ_h
     rows = _backprop.BLOCK_ROWS
     side = REFERENCE_SIDE
-    square = np.random.default_rng(3).random((4, side, side)).astype(dtype)
+    square = square_operands(dtype, 4)
     product_flops = 2 * n * m * d
     step_flops = 4 * n * m * d + 6 * n * d * t
 
@@ -256,7 +293,7 @@ def breakdown_candidates(shape, dtype, network_maker, numpy_step):
         "numpy X @ W_h": (lambda: X @ W_h, product_flops),
         "fastbp Xᵀ δ_h": (lambda: _input_gradient(X, delta_h, rows, transposed), product_flops),
         "numpy X.T @ δ_h": (lambda: X.T @ delta_h, product_flops),
-        f"numpy {side}³ product": (lambda: square[0] @ square[1], 2 * side**3),
+        f"numpy {side}³ product": reference_product(dtype, side, square),
         "fastbp step kernel": (
             lambda: _kernels_hidden._backprop_serial(
                 *arrays, tiny, n_chunks, _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS

@@ -5,6 +5,7 @@ No timing is asserted anywhere: the machine is shared and figures move.
 
 import argparse
 import os
+import re
 import sys
 
 import numba
@@ -39,8 +40,8 @@ def test_bench_tiny_prints_tables_and_exits_0(capsys):
 
 
 def test_bench_two_thread_counts_leave_serial_kernels_out_of_the_second_table(capsys):
-    status = _bench.run(parse("--shapes", "9x4x2", "--dtypes", "float64", "--repeats", "1",
-                              "--threads", "1,2"))
+    status = _bench.run(parse("--shapes", "9x4x2", "--step-shapes", "6x4x5x3", "--dtypes",
+                              "float64", "--repeats", "1", "--threads", "1,2"))
     out = capsys.readouterr().out
     assert status == 0
     second = out.split("[threads=2")[1]
@@ -186,6 +187,196 @@ def test_two_serial_steps_gives_each_networks_cost():
         assert cost == float(fastbp.backprop(*network, n_chunks=1, n_threads=1).cost)
 
 
+# --------------------------------------------------------------------------
+# Step tables: "% ref" against a square BLAS product, default shapes, JAX rows
+# --------------------------------------------------------------------------
+
+
+def step_tables(out):
+    """{title line: [row tokens]} of each fused-step table in ``out``."""
+    tables = {}
+    lines = out.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("fused step "):
+            rows = []
+            for row in lines[index + 3 :]:  # title, column header, rule
+                if not row.startswith("step "):
+                    break
+                rows.append(row.split())
+            tables[line] = rows
+    return tables
+
+
+def test_step_tables_give_the_reference_and_each_rows_percentage_of_it(capsys):
+    assert _bench.run(parse(*TINY, "--dtypes", "float64")) == 0
+    out = capsys.readouterr().out
+    tables = step_tables(out)
+    assert len(tables) == 1
+    ((title, rows),) = tables.items()
+    match = re.search(r"reference: square (\S+) product 512³, ([0-9.e+]+) GFLOP/s$", title)
+    assert match, title
+    reference = float(match.group(2))
+    assert reference > 0
+    header = out.splitlines()[out.splitlines().index(title) + 1].split()
+    assert header[header.index("GFLOP/s") + 1 : header.index("GFLOP/s") + 3] == ["%", "ref"]
+    assert {row[1] for row in rows} >= {"fastbp", "numpy"}
+    for row in rows:
+        # kernel, implementation, median and its unit, GFLOP/s, % ref, x NumPy, check
+        rate, percent = float(row[4]), float(row[5])
+        assert percent == pytest.approx(100 * rate / reference, rel=0.01)  # 3 digits each
+    # The gradient tables have no reference.
+    gradient_titles = [line for line in out.splitlines() if line.startswith("n=7 d=5 t=3")]
+    assert gradient_titles and not any("reference:" in line for line in gradient_titles)
+
+
+def test_the_reference_is_timed_once_per_dtype_and_thread_count(monkeypatch, capsys):
+    from fastbp import _breakdown
+
+    made = []
+    real = _breakdown.reference_product
+
+    def counted(dtype, side=_breakdown.REFERENCE_SIDE, operands=None):
+        made.append((dtype, side))
+        return real(dtype, side, operands)
+
+    monkeypatch.setattr(_breakdown, "reference_product", counted)
+    threads = "1,2" if numba.config.NUMBA_NUM_THREADS >= 2 else "1"
+    arguments = ("--shapes", "7x5x3", "--step-shapes", "6x4x5x3,9x4x5x3", "--repeats", "1",
+                 "--threads", threads)
+    assert _bench.run(parse(*arguments)) == 0
+    tables = step_tables(capsys.readouterr().out)
+    n_threads = len(threads.split(","))
+    assert len(tables) == 2 * 2 * n_threads  # shapes × dtypes × thread counts
+    assert sorted(made) == sorted(
+        (dtype, _bench.STEP_REFERENCE_SIDE) for dtype in ("float32", "float64")
+        for _ in range(n_threads)
+    )
+    # Each (dtype, threads) pair shows one figure in all its tables.
+    figures = {}
+    for title in tables:
+        key = (title.split()[6], title.split("[threads=")[1].split(":")[0])
+        figures.setdefault(key, set()).add(title.split("reference: ")[1])
+    assert len(figures) == 2 * n_threads and all(len(f) == 1 for f in figures.values())
+
+
+def test_default_step_shapes_hold_the_minibatches_and_the_earlier_shapes():
+    minibatches = {f"{n}x{m}x100x10" for n in (32, 128, 256) for m in (64, 784)}
+    earlier = {"100x784x100x10", "1000x784x100x10", "60000x784x100x10", "10000x64x512x64"}
+    assert set(_bench.STEP_SHAPES) == minibatches | earlier
+    assert len(_bench.STEP_SHAPES) == len(set(_bench.STEP_SHAPES))
+    assert set(_bench.QUICK_STEP_SHAPES) < set(_bench.STEP_SHAPES)
+    assert _bench._shape_list(",".join(_bench.STEP_SHAPES), 4) == list(_bench.STEP_SHAPES)
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_run_times_the_default_step_shapes_or_the_quick_ones(monkeypatch, capsys, quick):
+    titles = []
+    monkeypatch.setattr(_bench, "_grad_rows", lambda *args: [])
+    monkeypatch.setattr(_bench, "_step_rows", lambda *args: [])
+    monkeypatch.setattr(_bench, "_time_table",
+                        lambda title, *args, **kwargs: titles.append(title) or [])
+    arguments = ("--dtypes", "float64", "--threads", "1") + (("--quick",) if quick else ())
+    assert _bench.run(parse(*arguments)) == 0
+    step_titles = [title for title in titles if title.startswith("fused step")]
+    expected = _bench.QUICK_STEP_SHAPES if quick else _bench.STEP_SHAPES
+    shapes = ["x".join(part.split("=")[1] for part in title.split()[2:6]) for title in step_titles]
+    assert shapes == list(expected)
+
+
+def fixed_cpus_rows(cpus):
+    """A NumPy row that follows the thread settings and a row that runs on ``cpus`` CPUs."""
+    return [_bench._Row("step", "numpy", lambda: None, 1e6),
+            _bench._Row("step", "jax", lambda: None, 1e6, cpus=cpus)]
+
+
+def test_a_row_on_more_cpus_than_the_one_thread_table_is_left_out_with_a_note(capsys):
+    _bench._time_table("fused step demo", fixed_cpus_rows(2), [1], 1)
+    out = capsys.readouterr().out
+    assert "step         numpy" in out and "step         jax" not in out
+    note = [line for line in out.splitlines() if line.startswith("jax: left out")]
+    assert len(note) == 1 and "taskset -c 0" in note[0] and "2 CPU(s)" in note[0]
+
+
+def test_a_row_pinned_to_one_cpu_is_in_the_one_thread_table_only(capsys):
+    threads = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
+    records = _bench._time_table("fused step demo", fixed_cpus_rows(1), threads, 1)
+    out = capsys.readouterr().out
+    jax_tables = [r["threads"] for r in records if r["implementation"] == "jax"]
+    assert jax_tables == [1]
+    assert "taskset" not in out
+    if len(threads) == 2:
+        assert "jax: left out of this table" in out.split("[threads=2")[1]
+
+
+def fake_jax():
+    """A stand-in for JAX with NumPy underneath: ``loss`` is run for the value, the
+    gradients come from the NumPy step, so the bench's plumbing is tested without JAX."""
+    import types
+
+    def value_and_grad(loss):
+        def both(weights, X, Y):
+            _, *gradients = _bench._numpy_step(X, Y, *weights)
+            return loss(weights, X, Y), tuple(gradients)
+
+        return both
+
+    return types.SimpleNamespace(
+        __version__="fake", numpy=np, nn=types.SimpleNamespace(sigmoid=_bench._sigmoid),
+        jit=lambda function: function, value_and_grad=value_and_grad,
+        device_put=np.asarray, block_until_ready=lambda tree: tree,
+    )
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_jax_rows_from_a_fake_jax_follow_the_cpus_of_the_process(monkeypatch, capsys, cpus):
+    monkeypatch.setattr(_bench, "_jax", fake_jax)
+    monkeypatch.setattr(_bench, "_schedulable_cpus", lambda: cpus)
+    assert _bench.run(parse(*TINY, "--dtypes", "float64")) == 0
+    out = capsys.readouterr().out
+    assert "JAX fake found" in out
+    ((_, rows),) = step_tables(out).items()
+    jax_rows = [row for row in rows if row[1] == "jax"]
+    if cpus == 1:
+        assert len(jax_rows) == 1 and jax_rows[0][7] == "ok"  # the loss is the NumPy step's cost
+        assert "left out" not in out
+    else:
+        assert not jax_rows and "jax: left out of this table" in out and "taskset -c 0" in out
+
+
+def test_a_wrong_jax_loss_fails_its_check(monkeypatch):
+    def wrong_loss_jax():
+        jax = fake_jax()
+        right = jax.value_and_grad
+        jax.value_and_grad = lambda loss: right(lambda *args: 1.01 * loss(*args))
+        return jax
+
+    monkeypatch.setattr(_bench, "_jax", wrong_loss_jax)
+    rows = {row.implementation: row for row in _bench._step_rows("6x4x5x3", "float64")}
+    assert rows["jax"].check > 1 and rows["numpy"].check <= 1
+
+
+def test_jax_step_with_real_jax_passes_its_check_on_the_processs_cpus():
+    pytest.importorskip("jax")
+    for dtype in ("float32", "float64"):
+        rows = {row.implementation: row for row in _bench._step_rows("40x12x17x3", dtype)}
+        assert rows["jax"].check <= 1
+        assert rows["jax"].cpus == _bench._schedulable_cpus()
+        assert rows["numpy"].cpus is None
+    # float64 rows are computed in float64 (JAX's x64 switched on by _jax).
+    import jax
+
+    assert jax.config.jax_enable_x64
+
+
+def test_without_jax_no_row_and_no_note(monkeypatch, capsys):
+    # A None entry in sys.modules makes ``import jax`` raise ImportError.
+    monkeypatch.setitem(sys.modules, "jax", None)
+    assert _bench._jax() is None
+    assert _bench.run(parse(*TINY, "--dtypes", "float32")) == 0
+    out = capsys.readouterr().out
+    assert "jax" not in out.lower()
+
+
 @pytest.mark.parametrize(
     "arguments",
     [("--shapes", "7x5"), ("--dtypes", "float16"), ("--threads", "0"), ("--repeats", "0")],
@@ -225,6 +416,7 @@ def suite(monkeypatch):
     import benchmarks.bench_first_call
     import benchmarks.bench_forward
     import benchmarks.bench_grad
+    import benchmarks.bench_sgd_epoch
 
     return benchmarks
 
@@ -301,6 +493,66 @@ def test_asv_numpy_step_matches_finite_structure(suite):
     assert np.ndim(cost) == 0
     assert grad_W_h.shape == (6, 4) and grad_b_h.shape == (4,)
     assert grad_W_out.shape == (4, 3) and grad_b_out.shape == (3,)
+
+
+DIGITS_EPOCH = "1797x64x100x10"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_asv_sgd_epoch_numpy_times_the_same_epoch_every_call(suite, dtype):
+    benchmark = suite.bench_sgd_epoch.SgdEpoch()
+    benchmark.setup(DIGITS_EPOCH, dtype, "numpy")
+    try:
+        costs = [benchmark.call() for _ in range(2)]
+        assert benchmark.track_gflops(DIGITS_EPOCH, dtype, "numpy") > 0
+    finally:
+        benchmark.teardown(DIGITS_EPOCH, dtype, "numpy")
+    # The weights are restored before each call: no drift from one call to the next.
+    assert costs[0] == costs[1] and np.isfinite(costs[0])
+    assert set(suite.bench_sgd_epoch.EPOCHS) == {"1797x64x100x10", "6000x784x100x10"}
+
+
+def test_asv_sgd_epoch_numpy_baseline_is_the_per_step_loop(suite):
+    epochs = suite.bench_sgd_epoch
+    X, Y, start, order, minibatch_size, eta = epochs.epoch_data(DIGITS_EPOCH, "float64")
+    order = order[:100]  # three minibatches of 32, four examples left over
+    weights = [np.array(w) for w in start]
+    cost = epochs.numpy_sgd_epoch(X, Y, *weights, order, eta, minibatch_size, l2=0.5)
+    expected = [np.array(w) for w in start]
+    expected_cost = 0.0
+    for step in range(3):
+        rows = order[step * 32 : (step + 1) * 32]
+        J, *gradients = _bench._numpy_step(X[rows], Y[rows], *expected)
+        expected_cost += J + 0.25 * (np.sum(expected[0] ** 2) + np.sum(expected[2] ** 2))
+        gradients[0] = gradients[0] + 0.5 * expected[0]
+        gradients[2] = gradients[2] + 0.5 * expected[2]
+        for weight, gradient in zip(expected, gradients):
+            weight -= eta * gradient
+    assert cost == pytest.approx(expected_cost, rel=1e-12)
+    for weight, wanted in zip(weights, expected):
+        np.testing.assert_allclose(weight, wanted, rtol=1e-12, atol=1e-15)
+
+
+def test_asv_sgd_epoch_fastbp_or_skipped(suite, monkeypatch):
+    SgdEpoch = suite.bench_sgd_epoch.SgdEpoch
+    if hasattr(fastbp, "sgd_epoch"):
+        costs = {}
+        for implementation in ("fastbp", "numpy"):
+            benchmark = SgdEpoch()
+            benchmark.setup(DIGITS_EPOCH, "float64", implementation)
+            try:
+                benchmark.time_epoch(DIGITS_EPOCH, "float64", implementation)
+                costs[implementation] = benchmark.call()
+            finally:
+                benchmark.teardown(DIGITS_EPOCH, "float64", implementation)
+        # Both sides train the same epoch: the costs agree to rounding.
+        assert costs["fastbp"] == pytest.approx(costs["numpy"], rel=1e-9)
+    monkeypatch.delattr(fastbp, "sgd_epoch", raising=False)  # as on an older commit
+    with pytest.raises(NotImplementedError, match="sgd_epoch"):
+        SgdEpoch().setup(DIGITS_EPOCH, "float64", "fastbp")
+    monkeypatch.setitem(sys.modules, "fastbp.datasets", None)  # a commit without the digits
+    with pytest.raises(NotImplementedError, match="digits"):
+        SgdEpoch().setup(DIGITS_EPOCH, "float64", "numpy")
 
 
 @pytest.mark.parametrize("cache", ["cold", "cached"])
