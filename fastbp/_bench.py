@@ -150,6 +150,13 @@ def add_arguments(parser):
         "reference) and how much each call slows when two run at once",
     )
     parser.add_argument(
+        "--training",
+        action="store_true",
+        help="also time whole epochs on one thread: fastbp.sgd_epoch, a Python loop over "
+        "fastbp.backprop and the same loop in NumPy (the digits, 200 epochs of minibatch 32; "
+        "one epoch of 60000x784 in minibatches of 128; fewer with --quick)",
+    )
+    parser.add_argument(
         "--first-call",
         action="store_true",
         help="also time import fastbp and each public function's first call in a fresh "
@@ -785,6 +792,11 @@ def run(args):
                 if not ok:
                     records.append({"kernel": "breakdown", "implementation": "fastbp",
                                     "shape": shape, "dtype": dtype, "check": "FAIL"})
+
+    if args.training and getattr(fastbp, "sgd_epoch", None) is not None:
+        from ._bench_training import training_section
+
+        records += training_section(dtypes, repeats, args.quick, _numpy_step)
 
     if args.first_call:
         _first_call_section(["float64"] if args.quick else list(dtypes))
