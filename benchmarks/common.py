@@ -24,8 +24,11 @@ GRAD_SHAPES = [
     "4096x1024x1024",
 ]
 
-#: Shapes (n, m, d, t) of the full forward-and-backward step.
+#: Shapes (n, m, d, t) of the full forward-and-backward step: the digits'
+#: minibatch and an MNIST minibatch first, where people train.
 STEP_SHAPES = [
+    "32x64x100x10",
+    "128x784x100x10",
     "100x784x100x10",
     "1000x784x100x10",
     "60000x784x100x10",

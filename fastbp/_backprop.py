@@ -23,12 +23,14 @@ cost differs, by (λ/2) Σ W².
 """
 
 import math
+import threading
 from collections import namedtuple
 
 import numpy as np
 
 from . import _kernels_hidden
 from ._core import _check_n_threads, _numba_threads, network_arrays
+from ._simd import VECTOR_BYTES
 from ._validate import as_float_array, common_dtype, contiguous, positive_int, require_equal
 
 __all__ = [
@@ -235,6 +237,34 @@ def default_backprop_chunks(n, m, d, t, itemsize):
     return 1 << (limit.bit_length() - 1)
 
 
+# Workspaces for the weights' panels, one per Python thread and dtype, kept
+# between calls up to this size: allocating them afresh each call, the C
+# allocator can hand the memory back to the system every time, and the page
+# faults then cost more than the step (4x at 32x784x100x10 in float64).
+_WORKSPACE_MAX_BYTES = 64 * 2**20
+_workspaces = threading.local()
+
+
+def _workspace(dtype, m, d, t, copies):
+    """A 1-D scratch array for W_out's panels and ``copies`` of W_h's, for this thread.
+
+    Reused by later calls in the same thread (kernels release the GIL, so
+    each Python thread has its own); a larger one replaces it when needed.
+    Above :data:`_WORKSPACE_MAX_BYTES` a fresh array each call.
+    """
+    w = VECTOR_BYTES // dtype.itemsize
+    size = copies * m * (max(d, w) + w) + d * (max(t, w) + w)
+    if size * dtype.itemsize > _WORKSPACE_MAX_BYTES:
+        return np.empty(size, dtype)
+    cache = getattr(_workspaces, "arrays", None)
+    if cache is None:
+        cache = _workspaces.arrays = {}
+    array = cache.get(dtype)
+    if array is None or array.shape[0] < size:
+        array = cache[dtype] = np.empty(size, dtype)
+    return array
+
+
 def _shares_threads(n, m, d, n_chunks, threads):
     """Whether :func:`backprop` runs a threaded kernel: several chunks, or enough work in one."""
     if threads <= 1:
@@ -248,26 +278,30 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
     tiny = _TINY[dtype]
     n, m = X.shape
     d = W_h.shape[1]
+    t = W_out.shape[1]
     if n_threads == 1 or not _shares_threads(n, m, d, n_chunks, 2):
         # Serial whatever the thread count: skip asking Numba for it.
         result = _kernels_hidden._backprop_serial(
-            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
+            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
+            _workspace(dtype, m, d, t, 1),
         )
     else:
         with _numba_threads(n_threads) as threads:
             shares = _shares_threads(n, m, d, n_chunks, threads)
             if shares and n_chunks > 1:
                 result = _kernels_hidden._backprop_parallel(
-                    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
+                    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
+                    _workspace(dtype, m, d, t, 1),
                 )
             elif shares:
                 result = _kernels_hidden._backprop_blocks_parallel(
                     X, Y, W_h, b_h, W_out, b_out, tiny, threads, BLOCK_ROWS, BLOCK_COLS,
-                    _REPLICATE_PACK_BYTES,
+                    _REPLICATE_PACK_BYTES, _workspace(dtype, m, d, t, threads),
                 )
             else:  # one thread: the same bits
                 result = _kernels_hidden._backprop_serial(
-                    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS
+                    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
+                    _workspace(dtype, m, d, t, 1),
                 )
     cost, g_W_h, g_b_h, g_W_out, g_b_out = result
     if l2 != 0.0:

@@ -220,8 +220,14 @@ def _two_serial_steps(first, second, tiny, n_chunks, block_rows, block_cols):
     costs = np.zeros(2)
     for p in prange(2):
         X, Y, W_h, b_h, W_out, b_out = first if p == 0 else second
+        w = VECTOR_BYTES // X.itemsize
+        workspace = np.empty(  # each thread its own, as each Python thread has in backprop
+            _kernels_hidden._padded_pack_size(W_h.shape[0], W_h.shape[1], w)
+            + _kernels_hidden._padded_pack_size(W_out.shape[0], W_out.shape[1], w),
+            dtype=X.dtype,
+        )
         costs[p] = _kernels_hidden._backprop_serial(
-            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols
+            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspace
         )[0]
     return costs
 
@@ -285,6 +291,7 @@ def breakdown_candidates(shape, dtype, network_maker, numpy_step):
         return fastbp.backprop(*arrays, n_threads=1)
 
     tiny = float(np.finfo(dtype).tiny)
+    workspace = _backprop._workspace(np.dtype(dtype), m, d, t, 1)
     square_pair = _TwoAtOnce(lambda: square[0] @ square[1], lambda: square[2] @ square[3])
     candidates = {
         "fastbp step": (step, step_flops),
@@ -296,7 +303,7 @@ def breakdown_candidates(shape, dtype, network_maker, numpy_step):
         f"numpy {side}³ product": reference_product(dtype, side, square),
         "fastbp step kernel": (
             lambda: _kernels_hidden._backprop_serial(
-                *arrays, tiny, n_chunks, _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS
+                *arrays, tiny, n_chunks, _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS, workspace
             ),
             step_flops,
         ),

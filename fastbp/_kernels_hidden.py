@@ -493,7 +493,8 @@ def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T):
 
 @parallel_kernel
 def _backprop_blocks_parallel(
-    X, Y, W_h, b_h, W_out, b_out, tiny, n_parts, block_rows, block_cols, replicate_bytes
+    X, Y, W_h, b_h, W_out, b_out, tiny, n_parts, block_rows, block_cols, replicate_bytes,
+    workspace,
 ):
     """Fused step as one chunk, each block's work shared out among ``n_parts`` threads.
 
@@ -509,19 +510,21 @@ def _backprop_blocks_parallel(
     when a copy takes at most ``replicate_bytes`` (else one copy is
     shared), so no thread reads panels another core has just written;
     part p zeroes and accumulates the same rows p0 … p1−1 (inputs) of
-    Xᵀ δ_h in every block, so they stay in its core's cache.
+    Xᵀ δ_h in every block, so they stay in its core's cache.  ``workspace``
+    holds W_out's panels, then the copies of W_h's.
     """
     n, m = X.shape
     d = W_h.shape[1]
     t = W_out.shape[1]
     w = VECTOR_BYTES // X.itemsize
     W_out_T = np.ascontiguousarray(W_out.T)
-    wpack_out = _packed_padded_weights(W_out)
+    wpack_out = _pack_padded_into(W_out, workspace)
     W_h_cols = _padded_to_one_vector(W_h)
     width = W_h_cols.shape[1]
     pack_size = m * (width + w)  # as _packed_weights lays it out
     n_copies = n_parts if pack_size * X.itemsize <= replicate_bytes else 1
-    wpacks = np.empty((n_copies, pack_size), dtype=X.dtype)
+    start = wpack_out.shape[0]
+    wpacks = workspace[start : start + n_copies * pack_size].reshape((n_copies, pack_size))
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(1, m, d, t, X, False)
     grad_W_h = g_W_h[0]
     g_b_h[:] = 0
@@ -599,6 +602,30 @@ def _packed_padded_weights(W):
     on the register tiles, and the step compiles one product kernel.
     """
     return _packed_weights(_padded_to_one_vector(W))
+
+
+@kernel
+def _padded_pack_size(rows, cols, w):
+    """Elements of :func:`_packed_padded_weights` for a (rows, cols) W: rows · (max(cols, w) + w)."""
+    return rows * (max(cols, w) + w)
+
+
+@kernel
+def _pack_padded_into(W, out):
+    """:func:`_packed_padded_weights` (W) written into the front of ``out``; returns that part.
+
+    For a workspace the caller keeps between calls: the panels of a large
+    W_h are hundreds of kilobytes, and a fresh allocation per call can cost
+    more in page faults than the product itself where the C allocator hands
+    the memory back to the system after each call.
+    """
+    rows = W.shape[0]
+    w = VECTOR_BYTES // W.itemsize
+    padded = _padded_to_one_vector(W)
+    size = _padded_pack_size(rows, W.shape[1], w)
+    wpack = out[:size]
+    _pack_A_block(padded, 0, rows, 0, padded.shape[1], w, wpack)
+    return wpack
 
 
 @kernel
@@ -682,19 +709,23 @@ def _allocate_partials(n_chunks, m, d, t, dtype_sample, transposed):
 
 
 @kernel
-def _backprop_serial(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols):
+def _backprop_serial(
+    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspace
+):
     """Fused step, chunks taken one after another in this thread.
 
     With one chunk, Xᵀ δ_h is accumulated as (m, d) (:func:`_add_grad_W_h`),
     as in :func:`_backprop_blocks_parallel`; with more, as (d, m)
     (:func:`_add_grad_W_h_T`) and transposed once after the chunk sums.
+    W_h's and W_out's panels go into ``workspace`` (1-D, in the dtype, at
+    least :func:`_padded_pack_size` of each, W_h's first).
     """
     n, m = X.shape
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
-    wpack = _packed_padded_weights(W_h)
-    wpack_out = _packed_padded_weights(W_out)
+    wpack = _pack_padded_into(W_h, workspace)
+    wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
     transposed = n_chunks > 1
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X, transposed)
     for c in range(n_chunks):
@@ -707,19 +738,22 @@ def _backprop_serial(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, b
 
 
 @parallel_kernel
-def _backprop_parallel(X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols):
+def _backprop_parallel(
+    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspace
+):
     """Fused step, chunks spread over Numba's threads.
 
     Each chunk writes only its own partial buffers, and the partials are
     added in chunk order afterwards, so the result is bitwise identical to
     :func:`_backprop_serial` for any number of threads.  No BLAS is called.
+    ``workspace`` as in :func:`_backprop_serial`.
     """
     n, m = X.shape
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
-    wpack = _packed_padded_weights(W_h)
-    wpack_out = _packed_padded_weights(W_out)
+    wpack = _pack_padded_into(W_h, workspace)
+    wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
     transposed = n_chunks > 1
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X, transposed)
     for c in prange(n_chunks):

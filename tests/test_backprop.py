@@ -257,6 +257,7 @@ def test_one_chunk_shared_among_threads_gives_the_serial_bits(dtype, n, m, d, t)
             parallel = kh._backprop_blocks_parallel(
                 X, Y, W_h, b_h, W_out, b_out, tiny, n_parts,
                 _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS, replicate_bytes,
+                _backprop._workspace(np.dtype(dtype), m, d, t, n_parts),
             )
             assert _same_bits((dtype(parallel[0]),) + tuple(parallel[1:]), serial)
 
@@ -500,3 +501,39 @@ def test_block_constants_are_sane():
     # The bound derivations above assume nothing about block sizes, but the
     # kernels need positive ones.
     assert _backprop.BLOCK_ROWS > 0 and _backprop.BLOCK_COLS > 0
+
+
+def test_workspace_is_kept_per_thread_and_grows_when_needed():
+    import threading
+
+    first = _backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1)
+    assert _backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1) is first
+    assert _backprop._workspace(np.dtype(np.float64), 10, 5, 2, 1) is first  # smaller fits
+    bigger = _backprop._workspace(np.dtype(np.float64), 500, 30, 4, 1)
+    assert bigger is not first and bigger.shape[0] > first.shape[0]
+    assert _backprop._workspace(np.dtype(np.float32), 50, 30, 4, 1).dtype == np.float32
+    other = []
+    worker = threading.Thread(
+        target=lambda: other.append(_backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1))
+    )
+    worker.start()
+    worker.join()
+    assert other[0] is not bigger and other[0] is not first
+
+
+def test_python_threads_stepping_at_once_get_their_own_bits():
+    """Each Python thread has its own workspace: concurrent steps do not mix their panels."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    networks = [random_network(rng, 40 + 3 * k, 30, 24 + k, 5, np.float64) for k in range(6)]
+    expected = [backprop(*network, n_threads=1) for network in networks]
+
+    def steps(k):
+        return [backprop(*networks[k], n_threads=1) for _ in range(20)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(steps, range(6)))
+    for k, repeated in enumerate(results):
+        for result in repeated:
+            assert _same_bits(result, expected[k])
