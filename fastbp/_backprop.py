@@ -245,8 +245,11 @@ _WORKSPACE_MAX_BYTES = 64 * 2**20
 _workspaces = threading.local()
 
 
-def _workspace(dtype, m, d, t, copies):
-    """A 1-D scratch array for W_out's panels and ``copies`` of W_h's, for this thread.
+def _workspace(dtype, m, d, t, copies, n_chunks=1):
+    """A 1-D scratch array for W_out's panels, ``copies`` of W_h's and chunk partials, for this thread.
+
+    The partials of ``n_chunks`` > 1 chunks take n_chunks · (m·d + d + t·d + t)
+    elements (see :func:`fastbp._kernels_hidden._partials`).
 
     Reused by later calls in the same thread (kernels release the GIL, so
     each Python thread has its own); a larger one replaces it when needed.
@@ -254,6 +257,8 @@ def _workspace(dtype, m, d, t, copies):
     """
     w = VECTOR_BYTES // dtype.itemsize
     size = copies * m * (max(d, w) + w) + d * (max(t, w) + w)
+    if n_chunks > 1:
+        size += n_chunks * (m * d + d + t * d + t)
     if size * dtype.itemsize > _WORKSPACE_MAX_BYTES:
         return np.empty(size, dtype)
     cache = getattr(_workspaces, "arrays", None)
@@ -283,7 +288,7 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
         # Serial whatever the thread count: skip asking Numba for it.
         result = _kernels_hidden._backprop_serial(
             X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-            _workspace(dtype, m, d, t, 1),
+            _workspace(dtype, m, d, t, 1, n_chunks),
         )
     else:
         with _numba_threads(n_threads) as threads:
@@ -291,7 +296,7 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
             if shares and n_chunks > 1:
                 result = _kernels_hidden._backprop_parallel(
                     X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-                    _workspace(dtype, m, d, t, 1),
+                    _workspace(dtype, m, d, t, 1, n_chunks),
                 )
             elif shares:
                 result = _kernels_hidden._backprop_blocks_parallel(
@@ -301,7 +306,7 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
             else:  # one thread: the same bits
                 result = _kernels_hidden._backprop_serial(
                     X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-                    _workspace(dtype, m, d, t, 1),
+                    _workspace(dtype, m, d, t, 1, n_chunks),
                 )
     cost, g_W_h, g_b_h, g_W_out, g_b_out = result
     if l2 != 0.0:

@@ -221,9 +221,12 @@ def _two_serial_steps(first, second, tiny, n_chunks, block_rows, block_cols):
     for p in prange(2):
         X, Y, W_h, b_h, W_out, b_out = first if p == 0 else second
         w = VECTOR_BYTES // X.itemsize
+        m, d = W_h.shape
+        t = W_out.shape[1]
+        partials = n_chunks * (m * d + d + t * d + t) if n_chunks > 1 else 0
         workspace = np.empty(  # each thread its own, as each Python thread has in backprop
-            _kernels_hidden._padded_pack_size(W_h.shape[0], W_h.shape[1], w)
-            + _kernels_hidden._padded_pack_size(W_out.shape[0], W_out.shape[1], w),
+            partials + _kernels_hidden._padded_pack_size(m, d, w)
+            + _kernels_hidden._padded_pack_size(d, t, w),
             dtype=X.dtype,
         )
         costs[p] = _kernels_hidden._backprop_serial(
@@ -291,7 +294,7 @@ def breakdown_candidates(shape, dtype, network_maker, numpy_step):
         return fastbp.backprop(*arrays, n_threads=1)
 
     tiny = float(np.finfo(dtype).tiny)
-    workspace = _backprop._workspace(np.dtype(dtype), m, d, t, 1)
+    workspace = _backprop._workspace(np.dtype(dtype), m, d, t, 1, n_chunks)
     square_pair = _TwoAtOnce(lambda: square[0] @ square[1], lambda: square[2] @ square[3])
     candidates = {
         "fastbp step": (step, step_flops),

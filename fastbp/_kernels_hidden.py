@@ -678,16 +678,66 @@ def _sum_chunks(costs, grad_W_h, grad_b_h, grad_W_out_T, grad_b_out, transposed)
     Returns (cost, grad_W_h (m, d), grad_b_h, grad_W_out (d, t), grad_b_out).
     """
     n_chunks, rows, cols = grad_W_h.shape
-    if n_chunks == 1:
-        total = grad_W_h[0]
+    if transposed:
+        total_W_h = _sum_transposed_partials(grad_W_h)
+    elif n_chunks == 1:
+        total_W_h = grad_W_h[0]
     else:
-        total = np.empty((rows, cols), dtype=grad_W_h.dtype)
-        _sum_rows_in_order(grad_W_h, total, 0, rows)
-    total_W_h = np.ascontiguousarray(total.T) if transposed else total
+        total_W_h = np.empty((rows, cols), dtype=grad_W_h.dtype)
+        _sum_rows_in_order(grad_W_h, total_W_h, 0, rows)
     cost, total_b_h, total_W_out, total_b_out = _sum_small_partials(
         costs, grad_b_h, grad_W_out_T, grad_b_out
     )
     return cost, total_W_h, total_b_h, total_W_out, total_b_out
+
+
+@kernel
+def _sum_transposed_partials(partials):
+    """(m, d) total of (d, m) partials: out[p, j] = Σ_c partials[c, j, p], chunks in order.
+
+    Each sum starts from chunk 0's value and adds the others in order, the
+    bits of :func:`_sum_rows_in_order` and a transposition, without the
+    (d, m) intermediate.  Eight hidden units at a time, so each row of the
+    output is written one cache line at a time while the partials are read
+    along their rows.
+    """
+    n_chunks, d, m = partials.shape
+    out = np.empty((m, d), dtype=partials.dtype)
+    for j0 in range(0, d, 8):
+        j1 = min(j0 + 8, d)
+        for p in range(m):
+            for j in range(j0, j1):
+                total = partials[0, j, p]
+                for c in range(1, n_chunks):
+                    total += partials[c, j, p]
+                out[p, j] = total
+    return out
+
+
+@kernel
+def _partials(workspace, n_chunks, m, d, t, transposed):
+    """Per-chunk partials (as :func:`_allocate_partials`), in ``workspace`` when there are several.
+
+    One chunk's partials are the result the caller gets, so they are
+    allocated; several chunks' are summed into new arrays and then dead, so
+    they live in the front of ``workspace`` (kept between calls by the
+    caller), which must then hold n_chunks · (m·d + d + t·d + t) elements.
+    """
+    if n_chunks == 1:
+        return _allocate_partials(1, m, d, t, workspace, transposed)
+    sizes = (n_chunks * m * d, n_chunks * d, n_chunks * t * d, n_chunks * t)
+    a = sizes[0]
+    b = a + sizes[1]
+    c = b + sizes[2]
+    e = c + sizes[3]
+    grad_W_h = workspace[:a]
+    return (
+        np.zeros(n_chunks, dtype=np.float64),
+        grad_W_h.reshape((n_chunks, d, m)) if transposed else grad_W_h.reshape((n_chunks, m, d)),
+        workspace[a:b].reshape((n_chunks, d)),
+        workspace[b:c].reshape((n_chunks, t, d)),
+        workspace[c:e].reshape((n_chunks, t)),
+    )
 
 
 @kernel
@@ -717,17 +767,20 @@ def _backprop_serial(
     With one chunk, Xᵀ δ_h is accumulated as (m, d) (:func:`_add_grad_W_h`),
     as in :func:`_backprop_blocks_parallel`; with more, as (d, m)
     (:func:`_add_grad_W_h_T`) and transposed once after the chunk sums.
-    W_h's and W_out's panels go into ``workspace`` (1-D, in the dtype, at
-    least :func:`_padded_pack_size` of each, W_h's first).
+    ``workspace`` (1-D, in the dtype, see :func:`fastbp._backprop._workspace`)
+    holds several chunks' partials (:func:`_partials`), then W_h's and
+    W_out's panels (:func:`_padded_pack_size` each).
     """
     n, m = X.shape
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
-    wpack = _pack_padded_into(W_h, workspace)
-    wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
     transposed = n_chunks > 1
-    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X, transposed)
+    # The workspace: the partials of several chunks, then W_h's and W_out's panels.
+    partials_size = n_chunks * (m * d + d + t * d + t) if n_chunks > 1 else 0
+    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _partials(workspace, n_chunks, m, d, t, transposed)
+    wpack = _pack_padded_into(W_h, workspace[partials_size:])
+    wpack_out = _pack_padded_into(W_out, workspace[partials_size + wpack.shape[0] :])
     for c in range(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         costs[c] = _backprop_chunk(
@@ -752,10 +805,12 @@ def _backprop_parallel(
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
-    wpack = _pack_padded_into(W_h, workspace)
-    wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
     transposed = n_chunks > 1
-    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X, transposed)
+    # The workspace: the partials of several chunks, then W_h's and W_out's panels.
+    partials_size = n_chunks * (m * d + d + t * d + t) if n_chunks > 1 else 0
+    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _partials(workspace, n_chunks, m, d, t, transposed)
+    wpack = _pack_padded_into(W_h, workspace[partials_size:])
+    wpack_out = _pack_padded_into(W_out, workspace[partials_size + wpack.shape[0] :])
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         costs[c] = _backprop_chunk(
