@@ -503,22 +503,35 @@ def test_block_constants_are_sane():
     assert _backprop.BLOCK_ROWS > 0 and _backprop.BLOCK_COLS > 0
 
 
-def test_workspace_is_kept_per_thread_and_grows_when_needed():
+def test_workspace_is_kept_per_thread_and_grows_when_needed(monkeypatch):
     import threading
 
-    first = _backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1)
-    assert _backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1) is first
-    assert _backprop._workspace(np.dtype(np.float64), 10, 5, 2, 1) is first  # smaller fits
-    bigger = _backprop._workspace(np.dtype(np.float64), 500, 30, 4, 1)
-    assert bigger is not first and bigger.shape[0] > first.shape[0]
-    assert _backprop._workspace(np.dtype(np.float32), 50, 30, 4, 1).dtype == np.float32
-    other = []
-    worker = threading.Thread(
-        target=lambda: other.append(_backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1))
+    def in_a_new_thread(function):
+        out = []
+        worker = threading.Thread(target=lambda: out.append(function()))
+        worker.start()
+        worker.join()
+        return out[0]
+
+    def checks():  # a new thread starts with no workspace
+        f64 = np.dtype(np.float64)
+        first = _backprop._workspace(f64, 50, 30, 4, 1)
+        assert _backprop._workspace(f64, 50, 30, 4, 1) is first
+        assert _backprop._workspace(f64, 10, 5, 2, 1) is first  # smaller fits
+        bigger = _backprop._workspace(f64, 500, 30, 4, 1)
+        assert bigger is not first and bigger.shape[0] > first.shape[0]
+        with_partials = _backprop._workspace(f64, 500, 30, 4, 1, n_chunks=4)
+        assert with_partials.shape[0] >= bigger.shape[0] + 4 * (500 * 30 + 30 + 4 * 30 + 4)
+        assert _backprop._workspace(np.dtype(np.float32), 50, 30, 4, 1).dtype == np.float32
+        return with_partials
+
+    mine = _backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1)
+    theirs = in_a_new_thread(checks)
+    assert theirs is not mine
+    monkeypatch.setattr(_backprop, "_WORKSPACE_MAX_BYTES", 1000)  # above it: fresh each call
+    assert _backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1) is not (
+        _backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1)
     )
-    worker.start()
-    worker.join()
-    assert other[0] is not bigger and other[0] is not first
 
 
 def test_python_threads_stepping_at_once_get_their_own_bits():
