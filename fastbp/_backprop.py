@@ -277,8 +277,12 @@ def _shares_threads(n, m, d, n_chunks, threads):
     return n_chunks > 1 or n * m * d >= _MIN_SHARED_WORK
 
 
-def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
-    """:func:`backprop` on validated, C-contiguous, same-dtype arrays."""
+def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads):
+    """The data's cost (a float64 Python float) and four gradients, without the L2 terms.
+
+    Takes validated, C-contiguous, same-dtype arrays.  The partial results
+    of :mod:`fastbp.dask` are these, one per block of rows.
+    """
     dtype = X.dtype
     tiny = _TINY[dtype]
     n, m = X.shape
@@ -286,35 +290,45 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
     t = W_out.shape[1]
     if n_threads == 1 or not _shares_threads(n, m, d, n_chunks, 2):
         # Serial whatever the thread count: skip asking Numba for it.
-        result = _kernels_hidden._backprop_serial(
+        return _kernels_hidden._backprop_serial(
             X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
             _workspace(dtype, m, d, t, 1, n_chunks),
         )
-    else:
-        with _numba_threads(n_threads) as threads:
-            shares = _shares_threads(n, m, d, n_chunks, threads)
-            if shares and n_chunks > 1:
-                result = _kernels_hidden._backprop_parallel(
-                    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-                    _workspace(dtype, m, d, t, 1, n_chunks),
-                )
-            elif shares:
-                result = _kernels_hidden._backprop_blocks_parallel(
-                    X, Y, W_h, b_h, W_out, b_out, tiny, threads, BLOCK_ROWS, BLOCK_COLS,
-                    _REPLICATE_PACK_BYTES, _workspace(dtype, m, d, t, threads),
-                )
-            else:  # one thread: the same bits
-                result = _kernels_hidden._backprop_serial(
-                    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-                    _workspace(dtype, m, d, t, 1, n_chunks),
-                )
-    cost, g_W_h, g_b_h, g_W_out, g_b_out = result
+    with _numba_threads(n_threads) as threads:
+        shares = _shares_threads(n, m, d, n_chunks, threads)
+        if shares and n_chunks > 1:
+            return _kernels_hidden._backprop_parallel(
+                X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
+                _workspace(dtype, m, d, t, 1, n_chunks),
+            )
+        if shares:
+            return _kernels_hidden._backprop_blocks_parallel(
+                X, Y, W_h, b_h, W_out, b_out, tiny, threads, BLOCK_ROWS, BLOCK_COLS,
+                _REPLICATE_PACK_BYTES, _workspace(dtype, m, d, t, threads),
+            )
+        # One thread: the same bits.
+        return _kernels_hidden._backprop_serial(
+            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
+            _workspace(dtype, m, d, t, 1, n_chunks),
+        )
+
+
+def _with_penalty(cost, g_W_h, g_b_h, g_W_out, g_b_out, W_h, W_out, l2):
+    """A :class:`BackpropResult` from the data terms: λW added to the weight
+    gradients in place, (λ/2) Σ W² to the float64 cost, the cost rounded once."""
+    dtype = g_W_h.dtype
     if l2 != 0.0:
         # λW added once, after the chunk sums, in one compiled call: the
         # same roundings as the book's ``grad_w_h + l2 * w_h``.
         squares = _kernels_hidden._add_l2_gradients(g_W_h, g_W_out, W_h, W_out, dtype.type(l2))
         cost += 0.5 * l2 * squares
     return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
+
+
+def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
+    """:func:`backprop` on validated, C-contiguous, same-dtype arrays."""
+    terms = _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads)
+    return _with_penalty(*terms, W_h, W_out, l2)
 
 
 def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=None):
