@@ -29,7 +29,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import _kernels_hidden
-from ._core import _check_n_threads, _numba_threads, network_arrays
+from ._core import _check_n_threads, _numba_threads, _parallel_launch, network_arrays
 from ._simd import VECTOR_BYTES
 from ._validate import as_float_array, common_dtype, contiguous, positive_int, require_equal
 
@@ -296,21 +296,21 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads):
         )
     with _numba_threads(n_threads) as threads:
         shares = _shares_threads(n, m, d, n_chunks, threads)
-        if shares and n_chunks > 1:
-            return _kernels_hidden._backprop_parallel(
+        if not shares:  # one thread: the same bits
+            return _kernels_hidden._backprop_serial(
                 X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
                 _workspace(dtype, m, d, t, 1, n_chunks),
             )
-        if shares:
+        with _parallel_launch():
+            if n_chunks > 1:
+                return _kernels_hidden._backprop_parallel(
+                    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
+                    _workspace(dtype, m, d, t, 1, n_chunks),
+                )
             return _kernels_hidden._backprop_blocks_parallel(
                 X, Y, W_h, b_h, W_out, b_out, tiny, threads, BLOCK_ROWS, BLOCK_COLS,
                 _REPLICATE_PACK_BYTES, _workspace(dtype, m, d, t, threads),
             )
-        # One thread: the same bits.
-        return _kernels_hidden._backprop_serial(
-            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-            _workspace(dtype, m, d, t, 1, n_chunks),
-        )
 
 
 def _with_penalty(cost, g_W_h, g_b_h, g_W_out, g_b_out, W_h, W_out, l2):

@@ -10,6 +10,7 @@ accepted, inputs never modified, n = 0 allowed.
 """
 
 import contextlib
+import threading
 
 import numba
 import numpy as np
@@ -329,6 +330,35 @@ def _numba_threads(n_threads):
         numba.set_num_threads(previous)
 
 
+# Numba's workqueue threading layer aborts the process when two Python
+# threads launch parallel kernels at once; tbb and omp are thread-safe.
+# Until a launch shows which layer this process runs, fastbp's launches take
+# this lock one at a time.
+_THREADSAFE_LAYERS = frozenset({"tbb", "omp"})
+_launch_lock = threading.Lock()
+_launches_are_threadsafe = False
+
+
+def _layer_is_threadsafe():
+    try:
+        return numba.threading_layer() in _THREADSAFE_LAYERS
+    except ValueError:  # no parallel region has run yet (or the JIT is off)
+        return False
+
+
+@contextlib.contextmanager
+def _parallel_launch():
+    """Hold around every call of a ``parallel_kernel``: one launch at a time
+    unless the threading layer in use is thread-safe."""
+    global _launches_are_threadsafe
+    if _launches_are_threadsafe:
+        yield
+        return
+    with _launch_lock:
+        yield
+        _launches_are_threadsafe = _layer_is_threadsafe()
+
+
 def _check_n_threads(n_threads):
     if n_threads is None:
         return None
@@ -369,7 +399,7 @@ def grad_W_out_blocked(
         return _kernels._grad_W_out_blocked_serial(
             A_h, delta_out, n_chunks, block_n, block_d, block_t
         )
-    with _numba_threads(n_threads):
+    with _numba_threads(n_threads), _parallel_launch():
         return _kernels._grad_W_out_blocked_parallel(
             A_h, delta_out, n_chunks, block_n, block_d, block_t
         )
