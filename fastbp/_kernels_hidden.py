@@ -696,21 +696,34 @@ def _sum_transposed_partials(partials):
     """(m, d) total of (d, m) partials: out[p, j] = Σ_c partials[c, j, p], chunks in order.
 
     Each sum starts from chunk 0's value and adds the others in order, the
-    bits of :func:`_sum_rows_in_order` and a transposition, without the
-    (d, m) intermediate.  Eight hidden units at a time, so each row of the
-    output is written one cache line at a time while the partials are read
-    along their rows.
+    bits of :func:`_sum_rows_in_order`.  The sums run in place in chunk 0's
+    partial, along its contiguous rows (vectorised; the partials are
+    scratch: every caller's live in a workspace or were allocated for the
+    call), then the total is transposed in 8 × 8 tiles with constant trip
+    counts, which LLVM turns into vector shuffles.
     """
     n_chunks, d, m = partials.shape
+    total = partials[0]
+    for c in range(1, n_chunks):
+        for j in range(d):
+            row = partials[c, j]
+            dst = total[j]
+            for p in range(m):
+                dst[p] += row[p]
     out = np.empty((m, d), dtype=partials.dtype)
-    for j0 in range(0, d, 8):
-        j1 = min(j0 + 8, d)
+    d8 = d - d % 8
+    m8 = m - m % 8
+    for j0 in range(0, d8, 8):
+        for p0 in range(0, m8, 8):
+            for a in range(8):
+                for b in range(8):
+                    out[p0 + a, j0 + b] = total[j0 + b, p0 + a]
+        for p in range(m8, m):
+            for b in range(8):
+                out[p, j0 + b] = total[j0 + b, p]
+    for j in range(d8, d):
         for p in range(m):
-            for j in range(j0, j1):
-                total = partials[0, j, p]
-                for c in range(1, n_chunks):
-                    total += partials[c, j, p]
-                out[p, j] = total
+            out[p, j] = total[j, p]
     return out
 
 
