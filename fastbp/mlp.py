@@ -1,13 +1,17 @@
-"""A one-hidden-layer sigmoid network trained by minibatch gradient descent.
+"""A one-hidden-layer sigmoid network trained by minibatch gradient descent or L-BFGS.
 
 :class:`MLP` is Raschka's ``NeuralNetMLP`` (*Python Machine Learning*,
 chapter 12) with the same hyperparameters, the same initialisation and the
 same update rule, but every step computed by the fused
 :func:`fastbp.backprop` kernel, a whole epoch at a time in compiled code
-(:func:`fastbp.sgd_epoch`).
+(:func:`fastbp.sgd_epoch`).  ``solver="lbfgs"`` minimises the same cost with
+SciPy's L-BFGS-B on the whole training set instead; it also trains on Dask
+arrays, through :mod:`fastbp.dask` (imported only then: ``import fastbp``
+never imports Dask).
 """
 
 import numbers
+import sys
 import zipfile
 
 import numba
@@ -24,10 +28,25 @@ from ._core import _check_n_threads, cost, forward
 from ._sgd import sgd_epoch
 from ._validate import as_float_array, positive_int, require_equal
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "SOLVERS"]
 
 _WEIGHT_NAMES = ("W_h", "b_h", "W_out", "b_out")
-_HYPERPARAMETER_NAMES = ("l2", "epochs", "eta", "minibatch_size", "shuffle")
+_HYPERPARAMETER_NAMES = ("l2", "epochs", "eta", "minibatch_size", "shuffle", "solver")
+# Hyperparameters added after the first model files were written: a file
+# without them loads with these values (what those models were trained with).
+_HYPERPARAMETER_DEFAULTS = {"solver": "sgd"}
+#: The training methods of :class:`MLP`.
+SOLVERS = ("sgd", "lbfgs")
+
+
+def _is_dask_array(value):
+    """Whether ``value`` is a Dask array, decided without importing Dask."""
+    return (
+        "dask" in sys.modules
+        and type(value).__module__.startswith("dask.")
+        and hasattr(value, "dask")
+        and hasattr(value, "chunks")
+    )
 
 
 def _as_labels(y, name, n):
@@ -66,8 +85,58 @@ def _one_hot(labels, n_classes, dtype):
     return Y
 
 
+def _one_hot_block(labels, n_classes, dtype):
+    """:func:`_one_hot` of one block of a Dask array of labels."""
+    return _one_hot(np.asarray(labels, dtype=np.int64), n_classes, dtype)
+
+
+def _dask_inputs(X, name):
+    """Check a Dask array of inputs as :func:`_as_inputs` checks a NumPy one, without computing it.
+
+    Returns it with its columns in one chunk (each block holds whole rows).
+    NaN and infinity are not looked for here: that needs the values.
+    """
+    as_float_array(np.empty(0, dtype=X.dtype), name, None)  # the dtype, with the usual message
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got a {X.ndim}-D array of shape {X.shape}")
+    if any(np.isnan(size) for size in X.chunks[0]):
+        raise ValueError(
+            f"{name} has row chunks of unknown size; call {name}.compute_chunk_sizes() first"
+        )
+    if X.numblocks[1] > 1:
+        X = X.rechunk({1: -1})
+    return X
+
+
+def _proba_block(X, W_h, b_h, W_out, b_out, dtype):
+    """:meth:`MLP.predict_proba` of one block of rows, exactly as for a NumPy array."""
+    X = _as_inputs(X, "X")
+    return forward(X.astype(dtype, copy=False), W_h, b_h, W_out, b_out)[1]
+
+
+def _argmax_rows(proba):
+    """The class of each row: the column of its largest output, as int64."""
+    return np.argmax(proba, axis=1).astype(np.int64)
+
+
+def _pack(*arrays):
+    """The arrays flattened (C order) into one float64 vector, in order."""
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+
+
+def _unpack(x, shapes, dtype):
+    """Inverse of :func:`_pack`: fresh C-contiguous arrays of ``dtype`` (rounded to it)."""
+    arrays = []
+    start = 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        arrays.append(np.array(x[start : start + size], dtype=dtype).reshape(shape))
+        start += size
+    return tuple(arrays)
+
+
 class MLP:
-    """Sigmoid m-d-t network trained as Raschka's ``NeuralNetMLP``.
+    """Sigmoid m-d-t network trained as Raschka's ``NeuralNetMLP``, or by L-BFGS.
 
     Parameters
     ----------
@@ -75,28 +144,52 @@ class MLP:
         Hidden units d.
     l2 : float, default 0.0
         λ of the L2 penalty on both weight matrices (not the biases).  Each
-        step subtracts η(∇J + λW), exactly as the book does; the recorded
-        cost is J + (λ/2) Σ W², the cost whose gradient that is (the book
-        records J + λ Σ W²).
+        SGD step subtracts η(∇J + λW), exactly as the book does; the
+        recorded cost is J + (λ/2) Σ W², the cost whose gradient that is
+        (the book records J + λ Σ W²).  L-BFGS minimises that same
+        J + (λ/2) Σ W² over the whole training set.  The two solvers weigh
+        λ differently: SGD subtracts ηλW at every *step*, n / minibatch_size
+        times per epoch, while the data's gradient adds up to one full
+        gradient per epoch, so SGD behaves roughly like L-BFGS with
+        λ · n / minibatch_size.
     epochs : int, default 100
-        Passes over the training set.
+        With ``solver="sgd"``: passes over the training set.  With
+        ``solver="lbfgs"``: the most L-BFGS iterations (SciPy's
+        ``maxiter``).  Each iteration is one update of the weights from the
+        whole training set, as an epoch is a pass over it; its line search
+        evaluates the cost and gradient once or (rarely) a few times, and
+        L-BFGS stops sooner when it converges (SciPy's default tolerances).
     eta : float, default 0.001
-        Learning rate η.  Gradients are *sums* over the minibatch (the book's
-        and the seed's convention), so the effective step per example is η.
+        Learning rate η of SGD.  Gradients are *sums* over the minibatch (the
+        book's and the seed's convention), so the effective step per example
+        is η.  Not used by L-BFGS (its line search chooses each step).
     minibatch_size : int, default 1
-        Examples per step, at most the number of training examples.  Each
-        epoch walks only full minibatches, as the book does: the last
+        Examples per SGD step, at most the number of training examples.
+        Each epoch walks only full minibatches, as the book does: the last
         ``n mod minibatch_size`` examples of the (shuffled) order are left
-        out of that epoch.
+        out of that epoch.  Not used by L-BFGS (always the whole set).
     shuffle : bool, default True
-        Shuffle the example order at the start of each epoch.
+        Shuffle the example order at the start of each SGD epoch.  Not used
+        by L-BFGS.
     seed : int or None, default None
         Seed of the :func:`numpy.random.default_rng` generator that draws the
         initial weights (N(0, 0.1²); biases start at 0) and then every
-        epoch's shuffle, in that order.
+        epoch's shuffle, in that order.  L-BFGS starts from the same initial
+        weights and draws nothing else.
+    solver : {"sgd", "lbfgs"}, default "sgd"
+        ``"sgd"``: the book's minibatch gradient descent (see above).
+        ``"lbfgs"``: full-batch L-BFGS, :func:`scipy.optimize.minimize` with
+        ``method="L-BFGS-B"`` (no bounds) on the four weight arrays packed
+        into one float64 vector (W_h, b_h, W_out, b_out, each flattened in C
+        order), with cost and gradient from :func:`fastbp.backprop`, or from
+        :func:`fastbp.dask.backprop` when ``X`` is a Dask array; each
+        evaluation rounds the vector to ``dtype``, and the gradient is
+        passed back in float64.  Deterministic: the same seed and data give
+        the same bits.
     n_threads : int or None, default None
         Numba threads for each step (None: :func:`numba.get_num_threads`).
-        Results do not depend on it.
+        Results do not depend on it.  Not used for Dask arrays (the
+        workers' own settings apply).
     dtype : {numpy.float64, numpy.float32}, default numpy.float64
         Precision of the weights and of the arithmetic.
 
@@ -108,9 +201,17 @@ class MLP:
     b_out : numpy.ndarray, shape (t,)
         The trained weights (after :meth:`fit` or :meth:`load`).
     history_ : dict of str to list of float
-        After each epoch: ``"cost"`` (J + (λ/2) Σ W² on the training set),
-        ``"train_acc"`` and ``"valid_acc"`` (fractions in [0, 1];
-        ``valid_acc`` is NaN when no validation set was given).
+        After each SGD epoch or L-BFGS iteration: ``"cost"`` (J + (λ/2) Σ W²
+        on the training set), ``"train_acc"`` and ``"valid_acc"``
+        (fractions in [0, 1]; ``valid_acc`` is NaN when no validation set
+        was given).  With L-BFGS, ``"cost"`` is the cost L-BFGS computed at
+        the iteration's weights with :func:`fastbp.backprop` (SGD records
+        :func:`fastbp.cost` of a separate forward pass: the same quantity,
+        summed in another order); ``"train_acc"`` is NaN when ``X`` is a
+        Dask array, where it would take one more pass over the data every
+        iteration (call :meth:`predict` after :meth:`fit` instead).  L-BFGS
+        records one entry per iteration: ``epochs`` entries, or fewer when
+        it converges sooner.
     """
 
     def __init__(
@@ -123,6 +224,7 @@ class MLP:
         shuffle=True,
         seed=None,
         *,
+        solver="sgd",
         n_threads=None,
         dtype=np.float64,
     ):
@@ -142,6 +244,11 @@ class MLP:
         ):
             raise TypeError(f"seed must be an integer or None, got {seed!r}")
         self.seed = seed
+        if not isinstance(solver, str) or solver not in SOLVERS:
+            raise ValueError(
+                f"solver must be one of {', '.join(repr(name) for name in SOLVERS)}, got {solver!r}"
+            )
+        self.solver = solver
         self.n_threads = _check_n_threads(n_threads)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -210,26 +317,34 @@ class MLP:
             self.b_out -= eta * result.grad_b_out
 
     def fit(self, X, y, X_valid=None, y_valid=None, init=None, callback=None):
-        """Train on (X, y) for ``epochs`` epochs.
+        """Train on (X, y) for ``epochs`` epochs (SGD) or at most ``epochs`` iterations (L-BFGS).
 
         Parameters
         ----------
-        X : array_like of float32 or float64, shape (n, m)
+        X : array_like or dask.array.Array of float32 or float64, shape (n, m)
             Training inputs, one example per row (e.g. pixels scaled to [0, 1]).
-        y : array_like of int, shape (n,)
+            A Dask array needs ``solver="lbfgs"``; its row chunks are the
+            blocks :func:`fastbp.dask.backprop` reduces (columns are
+            rechunked into one block).  Every cost evaluation computes its
+            graph again: persist it first if that is expensive.
+        y : array_like or dask.array.Array of int, shape (n,)
             Class labels 0..t-1.  t is ``y.max() + 1`` (or, with ``init``,
-            the number of columns of its W_out).
-        X_valid : array_like, shape (n_valid, m), optional
+            the number of columns of its W_out).  With a Dask ``X`` the
+            one-hot targets are built block by block, chunked like X's rows.
+        X_valid : array_like or dask.array.Array, shape (n_valid, m), optional
         y_valid : array_like of int, shape (n_valid,), optional
-            A validation set, scored after each epoch.
+            A validation set, scored after each epoch or iteration.  A Dask
+            ``X_valid`` is accepted with a Dask ``X`` (scored through the lazy
+            :meth:`predict`, computed each iteration).
         init : tuple (W_h, b_h, W_out, b_out), optional
             Weights to start from, shapes (m, d), (d,), (d, t), (t,).  They are
             copied (never modified); the generator is then used for the
             shuffles only.  Default: the book's random initialisation.
         callback : callable, optional
-            Called after each epoch as ``callback(epoch, model)`` with the
-            epoch number (1-based) and this model, whose ``history_`` then
-            holds that epoch's figures; used by ``fastbp train`` for progress.
+            Called after each epoch (L-BFGS: each iteration) as
+            ``callback(epoch, model)`` with the epoch or iteration number
+            (1-based) and this model, whose weights and ``history_`` then
+            hold that epoch's figures; used by ``fastbp train`` for progress.
 
         Returns
         -------
@@ -240,22 +355,40 @@ class MLP:
         ------
         ValueError
             NaN or infinity in ``X``, ``y``, ``X_valid`` or ``y_valid``;
-            ``minibatch_size`` larger than the number of rows of ``X``;
-            shapes that disagree; labels outside the network's outputs.
+            ``minibatch_size`` larger than the number of rows of ``X`` (SGD
+            only); shapes that disagree; labels outside the network's
+            outputs; a Dask ``X`` whose row chunk sizes are unknown.
         TypeError
-            Non-float inputs or non-integer labels.
+            Non-float inputs or non-integer labels; a Dask ``X`` with
+            ``solver="sgd"``.
 
         Notes
         -----
-        Each epoch is one call to :func:`fastbp.sgd_epoch` (all its steps
-        in compiled code), or, when ``n_threads`` would share each step
+        SGD: each epoch is one call to :func:`fastbp.sgd_epoch` (all its
+        steps in compiled code), or, when ``n_threads`` would share each step
         among threads, a loop over the threaded :func:`fastbp.backprop`;
         both give the same weights to the bit.
+
+        L-BFGS: :func:`scipy.optimize.minimize` (``method="L-BFGS-B"``,
+        ``jac=True``, ``maxiter=epochs``, SciPy's other defaults) calls
+        :func:`fastbp.backprop` on the whole training set, or
+        :func:`fastbp.dask.backprop` for a Dask ``X`` (one pass over its
+        blocks per evaluation, partial results reduced to NumPy arrays).
+        With a Dask ``X``, labels and inputs are checked (range, NaN) in one
+        pass before training.
         """
+        if _is_dask_array(X):
+            if self.solver != "lbfgs":
+                raise TypeError(
+                    "X is a Dask array, which the SGD solver cannot train on (it takes minibatches "
+                    "of rows in memory): use MLP(..., solver=\"lbfgs\"), which trains on Dask arrays "
+                    "through fastbp.dask, or pass X.compute() (a NumPy array)"
+                )
+            return self._fit_dask(X, y, X_valid, y_valid, init, callback)
         X = _as_inputs(X, "X")
         n, m = X.shape
         labels = _as_labels(y, "y", n)
-        if n and self.minibatch_size > n:
+        if self.solver == "sgd" and n and self.minibatch_size > n:
             raise ValueError(
                 f"minibatch_size ({self.minibatch_size}) is larger than the training set "
                 f"(X has {n} rows): no full minibatch, so no step would be taken"
@@ -263,28 +396,33 @@ class MLP:
         if (X_valid is None) != (y_valid is None):
             raise ValueError("give both X_valid and y_valid, or neither")
         rng = np.random.default_rng(self.seed)
-        if init is None:
-            if n == 0:
-                raise ValueError("X has no rows: cannot infer the number of classes without init")
-            n_classes = int(labels.max()) + 1
-            self.W_h, self.b_h, self.W_out, self.b_out = self._initial_weights(rng, m, n_classes)
-        else:
-            self.W_h, self.b_h, self.W_out, self.b_out = self._check_init(init, m)
-            n_classes = self.W_out.shape[1]
-        if labels.size and labels.max() >= n_classes:
-            raise ValueError(
-                f"y has class label {labels.max()} but the network has {n_classes} outputs (0..{n_classes - 1})"
-            )
+        if init is None and n == 0:
+            raise ValueError("X has no rows: cannot infer the number of classes without init")
+        n_classes = self._start(rng, init, m, int(labels.max()) if labels.size else None)
         if X_valid is not None:
             X_valid = _as_inputs(X_valid, "X_valid")
             require_equal("X_valid", X_valid.shape[1], "X", m, "columns (m)", "columns (m)")
             labels_valid = _as_labels(y_valid, "y_valid", X_valid.shape[0])
+        else:
+            labels_valid = None
         X = np.ascontiguousarray(X, dtype=self.dtype)
         Y = _one_hot(labels, n_classes, self.dtype)
+        self.history_ = {"cost": [], "train_acc": [], "valid_acc": []}
+        if self.solver == "lbfgs":
+            n_chunks = default_backprop_chunks(n, m, self.n_hidden, n_classes, self.dtype.itemsize)
+
+            def evaluate(W_h, b_h, W_out, b_out):
+                return _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, self.l2, n_chunks, self.n_threads)
+
+            def train_accuracy():
+                A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
+                return _accuracy(np.argmax(A_out, axis=1), labels)
+
+            self._lbfgs(evaluate, train_accuracy, X_valid, labels_valid, callback)
+            return self
         n_chunks = default_backprop_chunks(
             self.minibatch_size, m, self.n_hidden, n_classes, self.dtype.itemsize
         )
-        self.history_ = {"cost": [], "train_acc": [], "valid_acc": []}
         for epoch in range(1, self.epochs + 1):
             order = self._epoch_order(n, rng)
             if n:
@@ -293,12 +431,141 @@ class MLP:
             training_cost = float(cost(A_out, Y)) + l2_penalty(self.W_h, self.W_out, self.l2)
             self.history_["cost"].append(training_cost)
             self.history_["train_acc"].append(_accuracy(np.argmax(A_out, axis=1), labels))
-            if X_valid is not None:
-                self.history_["valid_acc"].append(_accuracy(self.predict(X_valid), labels_valid))
-            else:
-                self.history_["valid_acc"].append(float("nan"))
+            self.history_["valid_acc"].append(self._valid_accuracy(X_valid, labels_valid))
             if callback is not None:
                 callback(epoch, self)
+        return self
+
+    def _start(self, rng, init, m, largest_label):
+        """Set the starting weights (drawn from ``rng``, or ``init``); return t.
+
+        ``largest_label`` is the training labels' maximum, None without labels.
+        """
+        if init is None:
+            n_classes = largest_label + 1
+            self.W_h, self.b_h, self.W_out, self.b_out = self._initial_weights(rng, m, n_classes)
+        else:
+            self.W_h, self.b_h, self.W_out, self.b_out = self._check_init(init, m)
+            n_classes = self.W_out.shape[1]
+        if largest_label is not None and largest_label >= n_classes:
+            raise ValueError(
+                f"y has class label {largest_label} but the network has {n_classes} outputs (0..{n_classes - 1})"
+            )
+        return n_classes
+
+    def _valid_accuracy(self, X_valid, labels_valid):
+        """Accuracy on the validation set (NaN without one); a Dask X_valid is computed."""
+        if X_valid is None:
+            return float("nan")
+        predicted = self.predict(X_valid)
+        if _is_dask_array(predicted):
+            predicted = predicted.compute()
+        return _accuracy(predicted, labels_valid)
+
+    def _lbfgs(self, evaluate, train_accuracy, X_valid, labels_valid, callback):
+        """Minimise J + (λ/2) Σ W² with L-BFGS-B from the current weights.
+
+        ``evaluate(W_h, b_h, W_out, b_out)`` returns the :class:`fastbp.BackpropResult`
+        at those weights (in the model's dtype); ``train_accuracy()`` scores the
+        model's current weights on the training set (None: not recorded, NaN).
+        """
+        from scipy.optimize import minimize
+
+        shapes = [a.shape for a in (self.W_h, self.b_h, self.W_out, self.b_out)]
+        last = {"x": None, "cost": None}
+
+        def objective(x):
+            result = evaluate(*_unpack(x, shapes, self.dtype))
+            last["x"], last["cost"] = x.copy(), float(result.cost)
+            gradient = _pack(result.grad_W_h, result.grad_b_h, result.grad_W_out, result.grad_b_out)
+            return last["cost"], gradient
+
+        iteration = 0
+
+        def after_iteration(xk):
+            nonlocal iteration
+            iteration += 1
+            self.W_h, self.b_h, self.W_out, self.b_out = _unpack(xk, shapes, self.dtype)
+            if last["x"] is not None and np.array_equal(xk, last["x"]):
+                # L-BFGS-B's last evaluation is at the point it accepts.
+                iterate_cost = last["cost"]
+            else:
+                iterate_cost = float(evaluate(self.W_h, self.b_h, self.W_out, self.b_out).cost)
+            self.history_["cost"].append(iterate_cost)
+            self.history_["train_acc"].append(
+                float("nan") if train_accuracy is None else train_accuracy()
+            )
+            self.history_["valid_acc"].append(self._valid_accuracy(X_valid, labels_valid))
+            if callback is not None:
+                callback(iteration, self)
+
+        if self.epochs == 0:
+            return
+        result = minimize(
+            objective,
+            _pack(self.W_h, self.b_h, self.W_out, self.b_out),
+            method="L-BFGS-B",
+            jac=True,
+            callback=after_iteration,
+            options={"maxiter": self.epochs},
+        )
+        self.W_h, self.b_h, self.W_out, self.b_out = _unpack(result.x, shapes, self.dtype)
+
+    def _fit_dask(self, X, y, X_valid, y_valid, init, callback):
+        """:meth:`fit` with L-BFGS on a Dask array ``X`` through :func:`fastbp.dask.backprop`."""
+        import dask
+        import dask.array as da
+
+        from . import dask as fastbp_dask
+
+        X = _dask_inputs(X, "X")
+        n, m = X.shape
+        if _is_dask_array(y):
+            if y.ndim != 1:
+                raise ValueError(f"y must be 1-D (one class label per example), got shape {y.shape}")
+            if y.dtype.kind not in "iu":
+                raise TypeError(f"y must hold integer class labels 0..t-1, got dtype {y.dtype}")
+            require_equal("y", y.shape[0], "X", n, "length (n)", "rows (n)")
+            y = y.astype(np.int64).rechunk((X.chunks[0],))
+        else:
+            y = da.from_array(_as_labels(y, "y", n), chunks=(X.chunks[0],))
+        if (X_valid is None) != (y_valid is None):
+            raise ValueError("give both X_valid and y_valid, or neither")
+        if init is None and n == 0:
+            raise ValueError("X has no rows: cannot infer the number of classes without init")
+        # One pass over the data for what the in-memory path checks directly.
+        if n:
+            finite, smallest, largest = dask.compute(da.isfinite(X).all(), y.min(), y.max())
+        else:
+            finite, smallest, largest = True, 0, None
+        if not finite:
+            raise ValueError("X contains NaN or infinity")
+        if smallest < 0:
+            raise ValueError(f"y must hold class labels 0..t-1, found {smallest}")
+        rng = np.random.default_rng(self.seed)
+        n_classes = self._start(rng, init, m, None if largest is None else int(largest))
+        labels_valid = None
+        if X_valid is not None:
+            if _is_dask_array(X_valid):
+                X_valid = _dask_inputs(X_valid, "X_valid")
+            else:
+                X_valid = _as_inputs(X_valid, "X_valid")
+            require_equal("X_valid", X_valid.shape[1], "X", m, "columns (m)", "columns (m)")
+            labels_valid = _as_labels(np.asarray(y_valid), "y_valid", X_valid.shape[0])
+        X = X.astype(self.dtype)
+        Y = y.map_blocks(
+            _one_hot_block, n_classes, self.dtype,
+            new_axis=1, chunks=(y.chunks[0], (n_classes,)),
+            dtype=self.dtype, meta=np.empty((0, 0), self.dtype),
+        )
+        self.history_ = {"cost": [], "train_acc": [], "valid_acc": []}
+
+        def evaluate(W_h, b_h, W_out, b_out):
+            return fastbp_dask.backprop(
+                X, Y, W_h, b_h, W_out, b_out, l2=self.l2, split_every=None, compute=True
+            )
+
+        self._lbfgs(evaluate, None, X_valid, labels_valid, callback)
         return self
 
     # ------------------------------------------------------------------
@@ -314,16 +581,30 @@ class MLP:
 
         Parameters
         ----------
-        X : array_like, shape (n, m)
+        X : array_like or dask.array.Array, shape (n, m)
 
         Returns
         -------
-        numpy.ndarray, shape (n, t)
+        numpy.ndarray or dask.array.Array, shape (n, t)
             φ(z_out) for each output unit separately: each entry is in
             (0, 1), but a row does **not** sum to 1 (per-output sigmoids, as
-            the book's network, not a softmax).
+            the book's network, not a softmax).  For a Dask ``X``, a lazy
+            Dask array chunked like X's rows (one chunk across the t
+            columns): each block is :func:`fastbp.forward` on that block of
+            rows, the same kernel as for NumPy input, with the weights as
+            they are now (a later :meth:`fit` does not change it).  NaN or
+            infinity in a block raises ``ValueError`` when it is computed.
         """
         self._require_fitted()
+        if _is_dask_array(X):
+            X = _dask_inputs(X, "X")
+            require_equal("X", X.shape[1], "W_h", self.W_h.shape[0], "columns (m)", "rows (m)")
+            weights = tuple(a.copy() for a in (self.W_h, self.b_h, self.W_out, self.b_out))
+            return X.map_blocks(
+                _proba_block, *weights, self.dtype,
+                chunks=(X.chunks[0], (self.W_out.shape[1],)),
+                dtype=self.dtype, meta=np.empty((0, 0), self.dtype),
+            )
         X = _as_inputs(X, "X")
         require_equal("X", X.shape[1], "W_h", self.W_h.shape[0], "columns (m)", "rows (m)")
         return forward(X.astype(self.dtype, copy=False), self.W_h, self.b_h, self.W_out, self.b_out)[1]
@@ -333,13 +614,20 @@ class MLP:
 
         Parameters
         ----------
-        X : array_like, shape (n, m)
+        X : array_like or dask.array.Array, shape (n, m)
 
         Returns
         -------
-        numpy.ndarray of int64, shape (n,)
+        numpy.ndarray or dask.array.Array of int64, shape (n,)
+            For a Dask ``X``, a lazy Dask array chunked like X's rows, the
+            argmax of each block of :meth:`predict_proba`.
         """
-        return np.argmax(self.predict_proba(X), axis=1).astype(np.int64)
+        proba = self.predict_proba(X)
+        if _is_dask_array(proba):
+            return proba.map_blocks(
+                _argmax_rows, drop_axis=1, dtype=np.int64, meta=np.empty((0,), np.int64)
+            )
+        return _argmax_rows(proba)
 
     # ------------------------------------------------------------------
     # Persistence
@@ -359,6 +647,7 @@ class MLP:
             W_h=self.W_h, b_h=self.b_h, W_out=self.W_out, b_out=self.b_out,
             l2=np.float64(self.l2), epochs=np.int64(self.epochs), eta=np.float64(self.eta),
             minibatch_size=np.int64(self.minibatch_size), shuffle=np.bool_(self.shuffle),
+            solver=np.str_(self.solver),
         )
 
     @classmethod
@@ -372,8 +661,10 @@ class MLP:
         Returns
         -------
         MLP
-            With the saved weights and hyperparameters (``seed`` is None and
-            ``history_`` is None: neither is saved).
+            With the saved weights and hyperparameters, the solver included
+            (``seed`` is None and ``history_`` is None: neither is saved).
+            A file written before ``solver`` was saved loads with
+            ``solver="sgd"``, the only solver then.
         """
         expected = ", ".join(_WEIGHT_NAMES + _HYPERPARAMETER_NAMES)
         try:
@@ -391,7 +682,10 @@ class MLP:
                 f"not an .npz archive with arrays {expected}"
             )
         with loaded as archive:
-            missing = [k for k in _WEIGHT_NAMES + _HYPERPARAMETER_NAMES if k not in archive]
+            missing = [
+                k for k in _WEIGHT_NAMES + _HYPERPARAMETER_NAMES
+                if k not in archive and k not in _HYPERPARAMETER_DEFAULTS
+            ]
             if missing:
                 raise ValueError(
                     f"{path!r} is not a saved fastbp model: missing {', '.join(missing)} "
@@ -405,6 +699,10 @@ class MLP:
                 eta=float(archive["eta"]),
                 minibatch_size=int(archive["minibatch_size"]),
                 shuffle=bool(archive["shuffle"]),
+                solver=(
+                    str(archive["solver"][()]) if "solver" in archive
+                    else _HYPERPARAMETER_DEFAULTS["solver"]
+                ),
                 dtype=weights["W_h"].dtype,
             )
         model.W_h, model.b_h, model.W_out, model.b_out = (weights[k] for k in _WEIGHT_NAMES)

@@ -1,0 +1,114 @@
+"""The fused step over dask arrays on local clusters, against ``fastbp.backprop`` in memory.
+
+Skipped (NotImplementedError in setup) where Dask and distributed are not
+installed (``pip install '.[dask]'``) or the commit has no ``fastbp.dask``.
+"""
+
+import numpy as np
+
+import fastbp
+
+from .common import ThreadedBenchmark, dataset, measured_seconds, parse_shape, step_flops
+
+#: The seed's MNIST network on the whole training set, float64.
+SHAPE = "60000x784x100x10"
+#: Blocks of rows the dask arrays are cut into (10000 examples each).
+N_BLOCKS = 6
+#: (worker processes, threads per worker) of each local cluster.
+CLUSTERS = {"dask-1x1": (1, 1), "dask-2x1": (2, 1)}
+
+
+def scattered(client, X, Y, n_blocks):
+    """X and Y as dask arrays of ``n_blocks`` blocks of rows, already in the workers' memory.
+
+    The blocks are sent to the workers once, round robin, each block of Y
+    to the worker holding the same block of X, so that a timed call moves
+    only the weights and the partial results.
+    """
+    import dask.array as da
+
+    bounds = np.linspace(0, X.shape[0], n_blocks + 1).astype(int)
+    X_blocks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    Y_blocks = [Y[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    X_futures = client.scatter(X_blocks)
+    where = client.who_has(X_futures)
+    Y_futures = [
+        client.scatter(block, workers=list(where[future.key]))
+        for future, block in zip(X_futures, Y_blocks)
+    ]
+
+    def concatenated(futures, blocks):
+        return da.concatenate(
+            [da.from_delayed(f, block.shape, block.dtype) for f, block in zip(futures, blocks)]
+        )
+
+    return concatenated(X_futures, X_blocks), concatenated(Y_futures, Y_blocks)
+
+
+class DaskStep(ThreadedBenchmark):
+    """Cost and four gradients at 60000 × 784 × 100 × 10, float64.
+
+    ``in-memory`` is ``fastbp.backprop`` on one Numba thread; ``dask-WxT``
+    is ``fastbp.dask.backprop`` with the data in 6 blocks of 10000 rows
+    already held by a ``distributed.LocalCluster`` of W worker processes of
+    T threads, each worker on one Numba thread (``NUMBA_NUM_THREADS=1``).
+    A timed call ships the weights, runs the blocks, sums the partials and
+    returns the result.  ``dask-1x1`` / ``in-memory`` is Dask's overhead;
+    ``dask-1x1`` / ``dask-2x1`` its scaling over two processes.
+    """
+
+    params = [["in-memory", *CLUSTERS]]
+    param_names = ["implementation"]
+    timeout = 600
+
+    cluster = None
+    client = None
+
+    def setup(self, implementation):
+        n, m, d, t = parse_shape(SHAPE)
+        data = dataset(n, d, t, "float64", m=m)
+        X, Y, *weights = (data[name] for name in ("X", "Y", "W_h", "b_h", "W_out", "b_out"))
+        self.flops = step_flops(n, m, d, t)
+        if implementation == "in-memory":
+            backprop = getattr(fastbp, "backprop", None)
+            if backprop is None:
+                raise NotImplementedError("this commit has no fastbp.backprop")
+            self.enter_threads(1)
+            self.call = lambda: backprop(X, Y, *weights)
+        else:
+            try:
+                import distributed
+
+                from fastbp import dask as fastbp_dask
+            except ImportError as error:
+                raise NotImplementedError(f"needs Dask (pip install '.[dask]'): {error}") from None
+            n_workers, threads = CLUSTERS[implementation]
+            self.cluster = distributed.LocalCluster(
+                processes=True,
+                n_workers=n_workers,
+                threads_per_worker=threads,
+                host="127.0.0.1",
+                dashboard_address=":0",
+                env={"NUMBA_NUM_THREADS": "1"},
+            )
+            self.client = distributed.Client(self.cluster)
+            X_dask, Y_dask = scattered(self.client, X, Y, N_BLOCKS)
+            self.call = lambda: fastbp_dask.backprop(X_dask, Y_dask, *weights)
+        self.call()  # compiled kernels loaded (in every worker: each holds blocks)
+
+    def teardown(self, implementation):
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+        super().teardown(implementation)
+
+    def time_step(self, implementation):
+        self.call()
+
+    def track_gflops(self, implementation):
+        return self.flops / measured_seconds(self.call) / 1e9
+
+    track_gflops.unit = "GFLOP/s"
