@@ -281,6 +281,35 @@ def test_blocks_in_any_layout_and_weights_as_lists():
     assert same_bits(result, expected)
 
 
+def misaligned_copy(array, offset):
+    """A C-contiguous copy of ``array`` whose data starts ``offset`` bytes past an aligned address."""
+    buffer = np.empty(array.nbytes + 64 + offset, np.uint8)
+    start = (-buffer.ctypes.data) % 64 + offset
+    view = np.frombuffer(buffer[start : start + array.nbytes], array.dtype).reshape(array.shape)
+    view[...] = array
+    return view
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_misaligned_blocks_are_copied_and_give_the_same_bits(dtype):
+    """A block deserialised from another process can start at any byte."""
+    rng = np.random.default_rng(9)
+    network = random_network(rng, 200, 12, 9, 4, dtype)
+    X, Y, W_h, b_h, W_out, b_out = network
+    X_odd = misaligned_copy(X, 1)
+    assert X_odd.ctypes.data % X.dtype.itemsize != 0
+    aligned = fastbp_dask._element_aligned(X_odd)
+    assert aligned is not X_odd and aligned.ctypes.data % X.dtype.itemsize == 0
+    assert np.array_equal(aligned, X)
+    X_even = misaligned_copy(X, X.dtype.itemsize)
+    assert fastbp_dask._element_aligned(X_even) is X_even
+    weights = (W_h, b_h, W_out, b_out)
+    expected = fastbp_dask._block_terms(X, Y, weights, 200)
+    result = fastbp_dask._block_terms(X_odd, misaligned_copy(Y, 3), weights, 200)
+    assert result[0] == expected[0]
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(result[1:], expected[1:]))
+
+
 # --------------------------------------------------------------------------
 # The reduction tree and the graph
 # --------------------------------------------------------------------------
