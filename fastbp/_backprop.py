@@ -43,33 +43,30 @@ __all__ = [
     "l2_penalty",
 ]
 
-#: Examples per block of the fused step: long enough that each register
-#: tile of Xᵀ δ_h sums 192 examples between loads and stores of the
-#: gradient, short enough that the block's (192, d) activations and deltas
-#: stay in L2 for d up to a few hundred.
+# Tuning constants: what each is and how it was chosen.  The measurements
+# behind them, and how to repeat them, are in docs/tuning.md.
+
+#: Examples per block of the fused step: a tile of Xᵀ δ_h sums 192 examples per load and store of
+#: the gradient; (192, d) blocks stay in L2 for d up to a few hundred.  No measurement recorded.
 BLOCK_ROWS = 192
-#: Columns (hidden units or outputs) per tile of the vectorised loops.
+#: Columns (hidden units) per tile of the loop nest of δ_out W_outᵀ
+#: (:func:`fastbp._kernels_hidden._matmul_accumulate`).  No measurement recorded.
 BLOCK_COLS = 128
 
-# Chunking of the examples for threads: a power of two (so 2 or 4 threads
-# get equal shares), at least this many examples per chunk, at most this
-# many chunks, at most this many bytes of per-chunk partial gradients.
+# Chunks of examples for threads (:func:`default_backprop_chunks`): the largest power of two
+# (so 2 or 4 threads get equal shares) that the three limits below allow.  No measurement
+# recorded for these three.
+#: Fewest examples per chunk: fewer than 2 × 128 examples make one chunk.
 _MIN_CHUNK_ROWS = 128
+#: Most chunks, whatever n.
 _MAX_CHUNKS = 16
+#: Most bytes of all chunks' partial gradients together (64 MiB).
 _MAX_PARTIAL_BYTES = 64 * 2**20
-# With one chunk on several threads, each thread packs its own copy of W_h
-# when a copy is at most this large (half of a 2 MiB L2), so that no thread
-# reads panels just written in another core's cache.  Measured at
-# 100 × 784 × 100 on 2 threads against one shared copy: float32 21–38 µs
-# (6–12 %) faster in three runs of four (the fourth, a noisy one, showed no
-# difference), float64 23–58 µs (4–10 %) faster in two runs.
+#: Largest W_h panel copy each thread packs for itself when one chunk is shared (half a 2 MiB L2),
+#: so no core reads panels another has just written; measured, see docs/tuning.md.
 _REPLICATE_PACK_BYTES = 2**20
-# A single chunk is shared among threads only from this many multiply-adds
-# of X W_h (n·m·d) up.  Measured in float64 on 2 threads against 1: 32 × 64
-# × 100 (the digits minibatch, 0.2 M) no faster, 64 × 64 × 100 9 % faster,
-# 100 × 784 × 100 1.7× faster.  Below it the serial kernel runs (the same
-# bits), and a training loop on small minibatches does not compile the
-# shared kernel at all.
+#: Fewest multiply-adds of X W_h (n·m·d) for sharing one chunk among threads; below it the serial
+#: kernel runs (same bits).  Measured on 2 threads against 1, see docs/tuning.md.
 _MIN_SHARED_WORK = 2**18
 
 # The smallest normal number per dtype, the floor of the cost's logarithms.
@@ -237,10 +234,10 @@ def default_backprop_chunks(n, m, d, t, itemsize):
     return 1 << (limit.bit_length() - 1)
 
 
-# Workspaces for the weights' panels, one per Python thread and dtype, kept
-# between calls up to this size: allocating them afresh each call, the C
-# allocator can hand the memory back to the system every time, and the page
-# faults then cost more than the step (4x at 32x784x100x10 in float64).
+# Workspaces for the weights' panels and chunk partials, one per Python thread and dtype,
+# are kept between calls: a fresh one each call can cost more in page faults than the step
+# itself, where the C allocator hands it back to the system each time (docs/tuning.md).
+#: Largest workspace kept between calls (larger: allocated per call).  No measurement recorded.
 _WORKSPACE_MAX_BYTES = 64 * 2**20
 _workspaces = threading.local()
 

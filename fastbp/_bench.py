@@ -14,8 +14,11 @@ and on the same threads, timed once per dtype and thread count in the run.
 PyTorch and JAX rows are added where those packages are installed; neither
 is a dependency, and neither is imported where it is not installed.
 
-The lead engineer wires :func:`add_arguments` and :func:`run` into the
-command line (``fastbp bench``).
+The command line (``fastbp bench``, :mod:`fastbp.cli`) takes its options
+from :func:`add_arguments` and runs :func:`run`; ``--breakdown``,
+``--training`` and ``--first-call`` add the sections of
+:mod:`fastbp._breakdown`, :mod:`fastbp._bench_training` and the first-call
+timings.
 """
 
 import contextlib
@@ -67,8 +70,8 @@ QUICK_DROPPED = {"4096x1024x1024"}
 #: The step shapes --quick keeps: a digits minibatch, an MNIST minibatch, an MNIST batch.
 QUICK_STEP_SHAPES = ("32x64x100x10", "128x784x100x10", "1000x784x100x10")
 
-#: Side of the square product that gives each step table its reference speed:
-#: 512³ reached 1024³'s GFLOP/s within 3 % here, in an eighth of the time.
+#: Side of the square product that gives each step table its reference speed: 512³ measured
+#: within 3 % of 1024³'s GFLOP/s in an eighth of the time (docs/tuning.md).
 STEP_REFERENCE_SIDE = 512
 
 #: Rounds of the reference product's timing, each at least 0.02 s: about 0.1 s a timing.

@@ -43,16 +43,20 @@ __all__ = [
 #: Names accepted by ``grad_W_out(..., method=...)``.
 GRAD_W_OUT_METHODS = ("outer", "blocked", "matmul")
 
-#: Default tile sizes of the blocked gradient (examples, hidden units, outputs).
+#: Default ``block_n`` of :func:`grad_W_out_blocked`: :data:`fastbp._kernels.GRAD_BLOCK_N`.
 BLOCK_N = _kernels.GRAD_BLOCK_N
+#: Default ``block_d`` of :func:`grad_W_out_blocked`: :data:`fastbp._kernels.GRAD_BLOCK_D`.
 BLOCK_D = _kernels.GRAD_BLOCK_D
+#: Default ``block_t`` of :func:`grad_W_out_blocked`: :data:`fastbp._kernels.GRAD_BLOCK_T`.
 BLOCK_T = _kernels.GRAD_BLOCK_T
 
-# Automatic chunking of the examples for the blocked gradient: at least this
-# many examples per chunk, at most this many chunks, and at most this many
-# bytes of per-chunk partial gradients.
+# Chunking of the examples for the blocked gradient (:func:`default_n_chunks`):
+# the smallest of the three limits below; no measurement recorded for them.
+#: Fewest examples per chunk: n // 4096 chunks at most (one chunk below 8192 examples).
 _MIN_CHUNK_ROWS = 4096
+#: Most chunks, whatever n.
 _MAX_CHUNKS = 16
+#: Most bytes of all chunks' partial (d, t) gradients together (64 MiB).
 _MAX_PARTIAL_BYTES = 64 * 2**20
 
 
@@ -241,55 +245,51 @@ def _gradient_pair(A_h, delta_out):
     return contiguous(A_h, dtype), contiguous(delta_out, dtype)
 
 
-_GRAD_PARAMETERS = """
+def grad_W_out_outer(A_h, delta_out):
+    """∂J/∂W_out as the seed writes it: one outer product per example, summed.
+
+    For each example i in order, G[j, k] += A_h[i, j] · delta_out[i, k]
+    (seed §6–7, literally): every element is a plain left-to-right sum of n
+    rounded products.
+
     Parameters
     ----------
     A_h : array_like, shape (n, d)
         Hidden activations, one example per row.
     delta_out : array_like, shape (n, t)
         Output errors δ_out = A_out − Y.
-"""
 
-_GRAD_RETURNS = """
     Returns
     -------
     numpy.ndarray, shape (d, t)
         ∂J/∂W_out = Σ_i a^{[i]} ⊗ δ^{[i]} = (A_h)ᵀ δ_out, C-contiguous, in the
         (promoted) dtype of the inputs; zeros when n = 0.
-"""
-
-
-def grad_W_out_outer(A_h, delta_out):
-    """∂J/∂W_out as the seed writes it: one outer product per example, summed."""
+    """
     A_h, delta_out = _gradient_pair(A_h, delta_out)
     return _kernels._grad_W_out_outer(A_h, delta_out)
 
 
-grad_W_out_outer.__doc__ += (
-    """
-    For each example i in order, G[j, k] += A_h[i, j] · delta_out[i, k]
-    (seed §6–7, literally): every element is a plain left-to-right sum of n
-    rounded products.
-"""
-    + _GRAD_PARAMETERS
-    + _GRAD_RETURNS
-)
-
-
 def grad_W_out_matmul(A_h, delta_out):
-    """∂J/∂W_out as one matrix product, (A_h)ᵀ δ_out, inside compiled code."""
-    A_h, delta_out = _gradient_pair(A_h, delta_out)
-    return _kernels._grad_W_out_matmul(A_h, delta_out)
+    """∂J/∂W_out as one matrix product, (A_h)ᵀ δ_out, inside compiled code.
 
-
-grad_W_out_matmul.__doc__ += (
-    """
     The product is the BLAS ``gemm`` that Numba reaches through SciPy; its
     summation order (and so its last bits) is the BLAS library's.
-"""
-    + _GRAD_PARAMETERS
-    + _GRAD_RETURNS
-)
+
+    Parameters
+    ----------
+    A_h : array_like, shape (n, d)
+        Hidden activations, one example per row.
+    delta_out : array_like, shape (n, t)
+        Output errors δ_out = A_out − Y.
+
+    Returns
+    -------
+    numpy.ndarray, shape (d, t)
+        ∂J/∂W_out = Σ_i a^{[i]} ⊗ δ^{[i]} = (A_h)ᵀ δ_out, C-contiguous, in the
+        (promoted) dtype of the inputs; zeros when n = 0.
+    """
+    A_h, delta_out = _gradient_pair(A_h, delta_out)
+    return _kernels._grad_W_out_matmul(A_h, delta_out)
 
 
 def default_n_chunks(n, d, t, itemsize):
@@ -381,7 +381,44 @@ def grad_W_out_blocked(
     n_chunks=None,
     n_threads=None,
 ):
-    """∂J/∂W_out by a cache-blocked, vectorised loop, optionally threaded."""
+    """∂J/∂W_out by a cache-blocked, vectorised loop, optionally threaded.
+
+    The examples are cut into ``n_chunks`` chunks.  Within a chunk the sum is
+    tiled: ``block_n`` examples × ``block_d`` hidden units × ``block_t``
+    outputs at a time; each block of A_h is packed into contiguous panels
+    and register tiles (2 vectors of hidden units × up to 6 outputs) keep
+    their accumulators in vector registers across the block's examples
+    (:mod:`fastbp._simd`).  Every element is a chain of one fused
+    multiply-add per example in example order, so within a chunk the
+    result does not depend on the block sizes; each chunk accumulates into
+    its own partial gradient and the partials are added in chunk order.
+    The result therefore depends on the inputs and ``n_chunks`` only, never
+    on the block sizes or the number of threads: 1 and 2 threads give the
+    same bits.
+
+    Parameters
+    ----------
+    A_h : array_like, shape (n, d)
+        Hidden activations, one example per row.
+    delta_out : array_like, shape (n, t)
+        Output errors δ_out = A_out − Y.
+    block_n, block_d, block_t : int, default 256, 256, 48
+        Block sizes over examples, hidden units and outputs (cache
+        blocking: they change the speed, not the result).
+    n_chunks : int, optional
+        Chunks of examples; by default :func:`default_n_chunks`.
+    n_threads : int, optional
+        Numba threads to spread the chunks over for this call.  By default,
+        what :func:`numba.get_num_threads` says in the calling thread (set it
+        with :func:`numba.set_num_threads` or ``NUMBA_NUM_THREADS``).  No
+        BLAS is called inside the threads.
+
+    Returns
+    -------
+    numpy.ndarray, shape (d, t)
+        ∂J/∂W_out = Σ_i a^{[i]} ⊗ δ^{[i]} = (A_h)ᵀ δ_out, C-contiguous, in the
+        (promoted) dtype of the inputs; zeros when n = 0.
+    """
     A_h, delta_out = _gradient_pair(A_h, delta_out)
     block_n = positive_int(block_n, "block_n")
     block_d = positive_int(block_d, "block_d")
@@ -405,36 +442,6 @@ def grad_W_out_blocked(
         )
 
 
-grad_W_out_blocked.__doc__ += (
-    """
-    The examples are cut into ``n_chunks`` chunks.  Within a chunk the sum is
-    tiled: ``block_n`` examples × ``block_d`` hidden units × ``block_t``
-    outputs at a time; each block of A_h is packed into contiguous panels
-    and register tiles (2 vectors of hidden units × up to 6 outputs) keep
-    their accumulators in vector registers across the block's examples
-    (:mod:`fastbp._simd`).  Every element is a chain of one fused
-    multiply-add per example in example order, so within a chunk the
-    result does not depend on the block sizes; each chunk accumulates into
-    its own partial gradient and the partials are added in chunk order.
-    The result therefore depends on the inputs and ``n_chunks`` only, never
-    on the block sizes or the number of threads: 1 and 2 threads give the
-    same bits.
-"""
-    + _GRAD_PARAMETERS
-    + """    block_n, block_d, block_t : int, default 256, 256, 48
-        Block sizes over examples, hidden units and outputs (cache
-        blocking: they change the speed, not the result).
-    n_chunks : int, optional
-        Chunks of examples; by default :func:`default_n_chunks`.
-    n_threads : int, optional
-        Numba threads to spread the chunks over for this call.  By default,
-        what :func:`numba.get_num_threads` says in the calling thread (set it
-        with :func:`numba.set_num_threads` or ``NUMBA_NUM_THREADS``).  No
-        BLAS is called inside the threads.
-"""
-    + _GRAD_RETURNS
-)
-
 _GRAD_W_OUT_FUNCTIONS = {
     "outer": grad_W_out_outer,
     "blocked": grad_W_out_blocked,
@@ -443,7 +450,26 @@ _GRAD_W_OUT_FUNCTIONS = {
 
 
 def grad_W_out(A_h, delta_out, method="matmul", **options):
-    """∂J/∂W_out = (A_h)ᵀ δ_out, computed one of three ways."""
+    """∂J/∂W_out = (A_h)ᵀ δ_out, computed one of three ways.
+
+    Parameters
+    ----------
+    A_h : array_like, shape (n, d)
+        Hidden activations, one example per row.
+    delta_out : array_like, shape (n, t)
+        Output errors δ_out = A_out − Y.
+    method : {"matmul", "outer", "blocked"}, default "matmul"
+        ``"outer"``: :func:`grad_W_out_outer`; ``"blocked"``:
+        :func:`grad_W_out_blocked`; ``"matmul"``: :func:`grad_W_out_matmul`.
+    **options
+        Keyword options of :func:`grad_W_out_blocked` (``method="blocked"`` only).
+
+    Returns
+    -------
+    numpy.ndarray, shape (d, t)
+        ∂J/∂W_out = Σ_i a^{[i]} ⊗ δ^{[i]} = (A_h)ᵀ δ_out, C-contiguous, in the
+        (promoted) dtype of the inputs; zeros when n = 0.
+    """
     try:
         function = _GRAD_W_OUT_FUNCTIONS[method]
     except (KeyError, TypeError):
@@ -456,17 +482,6 @@ def grad_W_out(A_h, delta_out, method="matmul", **options):
         )
     return function(A_h, delta_out, **options)
 
-
-grad_W_out.__doc__ += (
-    _GRAD_PARAMETERS
-    + """    method : {"matmul", "outer", "blocked"}, default "matmul"
-        ``"outer"``: :func:`grad_W_out_outer`; ``"blocked"``:
-        :func:`grad_W_out_blocked`; ``"matmul"``: :func:`grad_W_out_matmul`.
-    **options
-        Keyword options of :func:`grad_W_out_blocked` (``method="blocked"`` only).
-"""
-    + _GRAD_RETURNS
-)
 
 
 def grad_b_out(delta_out):

@@ -231,7 +231,8 @@ def _cost_terms(A, Y, tiny, terms):
         terms[e] = term + (1.0 - y) * log_not_a if y != 1.0 else term
 
 
-# Terms per pass of :func:`_cost`: 8 KiB of float64, in L1 between the two loops.
+#: Terms per pass of :func:`_cost`: 8 KiB of float64, kept in L1 between the two loops of
+#: :func:`_cost_terms`.  Chosen by that size; no measurement recorded.
 _COST_TERMS_BLOCK = 1024
 
 
@@ -292,16 +293,17 @@ def _grad_W_out_matmul(A_h, delta_out):
     return A_h.T @ delta_out
 
 
-#: Rows of one register tile (outputs, rows of gradT): 2 vectors × 6 rows
-#: = 12 vector accumulators, which leaves 4 of the 16 AVX2 registers for a
-#: row of A_h and a broadcast element of δ.  The fused step's forward
-#: product takes its examples in groups of this many for the same reason.
+#: Rows of one register tile (outputs, rows of gradT; the forward product's row groups), set by
+#: register count: 2 vectors × 6 = 12 accumulators leave 4 of AVX2's 16 registers for A_h and δ.
 _TILE_ROWS = 6
 
-#: Default block sizes of the register-tiled gradient (examples, hidden
-#: units, outputs), for grad_W_out_blocked and the fused step's products.
+# Default block sizes of the register-tiled gradient, for grad_W_out_blocked and the fused
+# step's products; they change the speed, never the bits.  No measurement recorded for them.
+#: Examples per block: rows of a packed A_h block and of a δ block.
 GRAD_BLOCK_N = 256
+#: Hidden units per block: columns of a packed A_h block.
 GRAD_BLOCK_D = 256
+#: Outputs per block, 8 tiles of :data:`_TILE_ROWS`; δ is read in place, not copied, for t ≤ 48.
 GRAD_BLOCK_T = 48
 
 
@@ -448,8 +450,9 @@ def _accumulate_gradT_rows(A_h, delta_out, i_start, i_stop, gradT, block_n, bloc
 
     Blocks: examples in blocks of ``block_n``, hidden units in blocks of
     ``block_d``, outputs in blocks of ``block_t``.  Each A_h block is
-    copied (read sequentially) into panels of 2W hidden units (W = 4
-    float64 or 8 float32, one 32-byte vector), each panel contiguous; each
+    copied (read sequentially) into panels of 2W hidden units (W elements
+    fill one vector of :data:`fastbp._simd.VECTOR_BYTES`: 4 float64 or 8
+    float32 in 32 bytes, twice as many in 64), each panel contiguous; each
     δ block into a contiguous buffer.  Register tiles of 2 vectors × up to
     6 outputs then run over the block's examples with their 12
     accumulators in vector registers (:func:`fastbp._simd.tile_fma`),

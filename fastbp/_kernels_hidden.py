@@ -12,13 +12,17 @@ G[k, j] += Σ_i D[i, k] · A[i, j] with one fused multiply-add per term in
 order of i: each product below is that formula with the operands named to
 fit.  In the fused step, W_h and W_out (zero-padded to one vector when
 narrower) are copied into panels once per call and each block's inputs are
-read in place, six rows at a time (:func:`_hidden_forward_packed`).  Xᵀ δ_h is accumulated
+read in place, six rows at a time (:func:`_hidden_forward_packed`, which
+also computes A_h W_out).  Xᵀ δ_h is accumulated
 as (m, d), each block's δ_h packed and its X read in place
 (:func:`_add_grad_W_h`), or with several chunks as (d, m), X packed and
-δ_h read in place (:func:`_add_grad_W_h_T`).  The remaining small products
-with W_out use :func:`_matmul_accumulate`, a loop nest whose innermost loop
-runs with unit stride over the output's columns, four chained terms in
-each update.
+δ_h read in place (:func:`_add_grad_W_h_T`).  The small product with W_out
+that is left, δ_out W_outᵀ, uses :func:`_matmul_accumulate`, a loop nest
+whose innermost loop runs with unit stride over the output's columns, four
+chained terms in each update.
+
+The block sizes are tuning constants (here and in :mod:`fastbp._backprop`);
+docs/tuning.md lists them with the measurements behind them.
 
 The activations and the cost reuse the scalar helpers of
 :mod:`fastbp._kernels` (``_add_bias_sigmoid_inplace``, ``_cost_term``), so the fused step follows
@@ -234,23 +238,23 @@ def _grad_b_h(delta_h):
 
 
 # --------------------------------------------------------------------------
-# The hidden layer's forward product on packed operands; block sizes
+# Block sizes of the fused step's large products; the forward product on
+# packed weights
 # --------------------------------------------------------------------------
 
-# Inputs per pass of the forward product (m is cut into equal passes of at
-# most this many): a row group's inputs, 6 × _FORWARD_DEPTH values, are
-# read by every W_h panel in turn.  Measured at 1000×784×100, one thread:
-# one pass of 784 matched or beat two of 392 (float32 by up to 7 %) and
-# beat 128 or 256 by 5–15 %.
+#: Most inputs per pass of the forward product (m cut into equal passes; a six-row group's inputs
+#: are read by every W_h panel in turn): m = 784 in one pass matched or beat shallower passes
+#: when measured, see docs/tuning.md.
 _FORWARD_DEPTH = 800
-# Xᵀ δ_h has two orientations, with the same bits.  One chunk (few
-# examples): (m, d), δ_h packed and X read in place (:func:`_add_grad_W_h`);
-# measured at 100 × 784 × 100 on one thread, about 10 % faster than (d, m)
-# in both dtypes, because it needs no transposition at the end.  Several
-# chunks: (d, m)
-# (:func:`_add_grad_W_h_T`), X packed 128 inputs at a time and up to 128
-# hidden units of δ_h read in place, summed and transposed once per call.
+
+# Xᵀ δ_h has two orientations, with the same bits: one chunk accumulates (m, d), δ_h packed and
+# X read in place (:func:`_add_grad_W_h`), with no transposition at the end; several chunks
+# accumulate (d, m), X packed and δ_h read in place (:func:`_add_grad_W_h_T`), summed and
+# transposed once per call.  Both choices were measured, see docs/tuning.md.
+#: Inputs per packed block of X in the (d, m) orientation.  No measurement recorded.
 _GRAD_W_H_BLOCK_INPUTS = 128
+#: Hidden units per block of δ_h in the (d, m) orientation: δ_h is read in place, not copied,
+#: for d ≤ 128.  No measurement recorded.
 _GRAD_W_H_BLOCK_HIDDEN = 128
 
 
@@ -263,8 +267,8 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
     ``_FORWARD_DEPTH``; in a pass, each group of six rows of X is read in
     place (the tiles take it as the strided D = X[rows].T, see
     :func:`fastbp._simd.tile_fma`) and stays in L1 while every W_h panel
-    runs over it, the accumulators in registers.  (Copying the rows
-    transposed first cost 8–11 % of the product at 1000×784×100.)
+    runs over it, the accumulators in registers; the rows are not copied
+    transposed first (measured slower, see docs/tuning.md).
     Each element of Z gets one fused multiply-add per input in order of p,
     whatever the pass depth: the bits of :func:`_hidden_product`.  The
     output layer's A_h W_out runs on it too (X = A_h, W_h = W_out).
@@ -291,7 +295,7 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
 
 
 # --------------------------------------------------------------------------
-# The fused step
+# The fused step: blocks, chunks, packed weights, chunk sums
 # --------------------------------------------------------------------------
 
 
@@ -480,10 +484,9 @@ def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T):
     the vectors) and D = δ_h read in place.  Each element gets the same
     chain of fused multiply-adds as in :func:`_add_grad_W_h`.  For d = 100,
     a row of the (m, d) orientation takes 7 float32 vectors (112 columns)
-    while m = 784 inputs fill 49 exactly: on a block of 192 × 784 × 100 on
-    one thread (AMD EPYC, AVX-512), this orientation measured 10 % faster in
-    float32 and level in float64, before the transposition that chunked
-    sums pay once per call.
+    while m = 784 inputs fill 49 exactly; the chunked step uses this
+    orientation for that reason (measured, see docs/tuning.md) and pays
+    one transposition per call.
     """
     _accumulate_gradT_rows(
         X[i0 : i0 + rows], delta_h_block[:rows], 0, rows, grad_W_h_T,
@@ -831,6 +834,11 @@ def _backprop_parallel(
             g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols, transposed,
         )
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed)
+
+
+# --------------------------------------------------------------------------
+# The L2 penalty's sums and gradient terms
+# --------------------------------------------------------------------------
 
 
 @kernel
