@@ -1,5 +1,18 @@
 """Explicit SIMD register tiles for the blocked gradient, and scalar bit casts, as Numba intrinsics.
 
+The intrinsics, usable only inside compiled code (W = VECTOR_BYTES // itemsize
+lanes per vector; ``n_vectors``, ``n_rows`` and ``blend`` compile-time constants):
+
+``tile_fma(A, D, i0, i1, a_col, g_col, g_row, G, skip, n_vectors, n_rows, blend)``
+    G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, a_col+c], for
+    q < n_rows and c < n_vectors·W; A (n, d), D (n, t), G (t, d).
+``copy_vectors(A, row, col, buf, offset, n_vectors)``
+    buf[offset : offset+n_vectors·W] = A[row, col : col+n_vectors·W]; A 2-D, buf 1-D.
+``bits_from_float(x)``, ``float_from_bits(bits)``
+    The IEEE-754 bits of a float64 as an int64, and back (bit casts).
+``cast_like(value, like)``, ``is_float32(value)``
+    ``value`` rounded to ``like``'s float type; whether ``value`` is a float32.
+
 Why this module exists
 ----------------------
 LLVM vectorises a plain ``for j`` loop, but for the short rows of the
@@ -39,6 +52,15 @@ adds the examples one at a time in ascending order ``i0, i0+1, …``, one
 rounded (fused) multiply-add each.  No reassociation: the result of a sum
 over a range of examples does not depend on how the range is cut into
 calls, nor on the tile shape, nor on the vector width.
+
+Code generation
+---------------
+The IR is emitted by the small helpers below (:class:`_Vectors`,
+:class:`_Matrix`, :class:`_DColumns`, :func:`_example_loop`,
+:func:`_store_tile`); each intrinsic's ``codegen`` only strings them
+together.  Nothing is checked at run time: the callers (the kernels of
+:mod:`fastbp._kernels` and :mod:`fastbp._kernels_hidden`) keep every
+access in bounds.
 """
 
 import os
@@ -107,236 +129,308 @@ def choose_vector_bytes(environ=None, features=None):
 VECTOR_BYTES = choose_vector_bytes()
 
 
-def _literal_int(ty, name):
+# --------------------------------------------------------------------------
+# IR helpers
+# --------------------------------------------------------------------------
+
+_I32 = ir.IntType(32)
+
+
+def _literal_int(ty, intrinsic_name, arg_name):
+    """The value of a compile-time integer argument; TypeError if it is not one."""
     if not isinstance(ty, types.IntegerLiteral):
-        raise TypeError(f"tile_fma: {name} must be a compile-time integer constant, got {ty}")
+        raise TypeError(
+            f"{intrinsic_name}: {arg_name} must be a compile-time integer constant, got {ty}"
+        )
     return ty.literal_value
 
 
-def _elem_ptr(builder, data, row, ncol, col):
-    """Pointer to element [row, col] of a C-contiguous 2-D array."""
-    return builder.gep(data, [builder.add(builder.mul(row, ncol), col)])
+def _is_float_array(ty):
+    return isinstance(ty, types.Array) and ty.dtype in (types.float32, types.float64)
+
+
+def _element_pointer(builder, data, row, n_cols, col):
+    """Pointer to element [row, col] of a C-contiguous 2-D array with rows of ``n_cols``."""
+    return builder.gep(data, [builder.add(builder.mul(row, n_cols), col)])
+
+
+class _Vectors:
+    """IR for vectors of one float dtype, W = VECTOR_BYTES // itemsize lanes each."""
+
+    def __init__(self, context, builder, dtype):
+        self.builder = builder
+        self.intp = context.get_value_type(types.intp)
+        self.float_type = context.get_value_type(dtype)
+        self.itemsize = context.get_abi_sizeof(self.float_type)
+        self.lanes = VECTOR_BYTES // self.itemsize
+        self.type = ir.VectorType(self.float_type, self.lanes)
+
+    def intp_constant(self, value):
+        return ir.Constant(self.intp, value)
+
+    def starts(self, first, n_vectors):
+        """first, first + W, …: where each of ``n_vectors`` consecutive vectors starts."""
+        return [
+            self.builder.add(first, self.intp_constant(v * self.lanes)) for v in range(n_vectors)
+        ]
+
+    # Aligned only to the element: rows of A and G, and the panels of a
+    # buffer, need not start on a vector boundary.
+    def load(self, pointer):
+        """The vector of W elements starting at the element ``pointer``."""
+        vector_pointer = self.builder.bitcast(pointer, self.type.as_pointer())
+        return self.builder.load(vector_pointer, align=self.itemsize)
+
+    def store(self, value, pointer):
+        """Write the vector ``value`` to W elements starting at the element ``pointer``."""
+        vector_pointer = self.builder.bitcast(pointer, self.type.as_pointer())
+        self.builder.store(value, vector_pointer, align=self.itemsize)
+
+    def broadcast(self, scalar, vector_type=None):
+        """``scalar`` in every lane of a vector (of ``vector_type``, else the float vector type)."""
+        vector_type = self.type if vector_type is None else vector_type
+        undef = ir.Constant(vector_type, ir.Undefined)
+        zeros = ir.Constant(ir.VectorType(_I32, self.lanes), [0] * self.lanes)
+        first_lane = self.builder.insert_element(undef, scalar, ir.Constant(_I32, 0))
+        return self.builder.shuffle_vector(first_lane, undef, zeros)
+
+    def fmuladd(self):
+        """``llvm.fmuladd`` on this vector type: a·b + c, fused where the target has FMA."""
+        suffix = "f64" if self.itemsize == 8 else "f32"
+        return cgutils.get_or_insert_function(
+            self.builder.module,
+            ir.FunctionType(self.type, [self.type] * 3),
+            f"llvm.fmuladd.v{self.lanes}{suffix}",
+        )
+
+
+class _Matrix:
+    """A 2-D array argument: its data pointer and row length, to address C-contiguous elements."""
+
+    def __init__(self, context, builder, array_type, value):
+        array = context.make_array(array_type)(context, builder, value)
+        self.n_cols = cgutils.unpack_tuple(builder, array.shape, 2)[1]
+        self.data = array.data
+
+    def element(self, builder, row, col):
+        return _element_pointer(builder, self.data, row, self.n_cols, col)
+
+
+class _DColumns:
+    """Pointers to D[i, c] for the columns c of a tile, one example i at a time.
+
+    A C-contiguous D is addressed from its row length.  Any other D (the
+    forward product passes X[rows].T, to read X's rows in place instead of
+    copying them transposed) is addressed through its byte strides, with
+    each column's start computed once, outside the loop over examples.
+    """
+
+    def __init__(self, context, builder, array_type, value, d):
+        self.builder = builder
+        self.d = d
+        self.strided = array_type.layout != "C"
+        if self.strided:
+            array = context.make_array(array_type)(context, builder, value)
+            self.row_stride, self.col_stride = cgutils.unpack_tuple(builder, array.strides, 2)
+            self.bytes = builder.bitcast(d.data, ir.IntType(8).as_pointer())
+            self.float_pointer = d.data.type
+
+    def select(self, first, columns):
+        """Read columns ``columns`` (the values first, first + 1, …) from now on."""
+        self.first = first
+        self.n_columns = len(columns)
+        if self.strided:
+            self.column_starts = [
+                self.builder.gep(self.bytes, [self.builder.mul(c, self.col_stride)])
+                for c in columns
+            ]
+
+    def pointers(self, i):
+        """Pointers to D[i, c] for the selected columns c, in order."""
+        builder = self.builder
+        if self.strided:
+            offset = builder.mul(i, self.row_stride)
+            return [
+                builder.bitcast(builder.gep(start, [offset]), self.float_pointer)
+                for start in self.column_starts
+            ]
+        first = self.d.element(builder, i, self.first)
+        return [builder.gep(first, [ir.Constant(i.type, q)]) for q in range(self.n_columns)]
+
+
+def _example_loop(builder, start, stop, tile, step):
+    """Emit ``for i in range(start, stop): tile = step(i, tile)``; return the tile after the loop.
+
+    ``tile`` is a list of rows of vector values, carried from one example
+    to the next in phi nodes (registers), not in memory.  ``step(i, tile)``
+    emits the update for example i and returns the new rows.  The builder
+    is left after the loop.
+    """
+    entry = builder.basic_block
+    header = builder.append_basic_block("tile.hdr")
+    body = builder.append_basic_block("tile.body")
+    done = builder.append_basic_block("tile.done")
+    builder.branch(header)
+
+    builder.position_at_end(header)
+    i = builder.phi(start.type, "i")
+    i.add_incoming(start, entry)
+    carried = [[builder.phi(value.type) for value in row] for row in tile]
+    for phis, values in zip(carried, tile):
+        for phi, value in zip(phis, values):
+            phi.add_incoming(value, entry)
+    builder.cbranch(builder.icmp_signed("<", i, stop), body, done)
+
+    builder.position_at_end(body)
+    updated = step(i, carried)
+    i_next = builder.add(i, ir.Constant(start.type, 1))
+    latch = builder.basic_block  # the body's last block, wherever step left the builder
+    builder.branch(header)
+    i.add_incoming(i_next, latch)
+    for phis, values in zip(carried, updated):
+        for phi, value in zip(phis, values):
+            phi.add_incoming(value, latch)
+
+    builder.position_at_end(done)
+    return carried
+
+
+def _store_tile(vec, g, rows, col_starts, tile, skip=None):
+    """Store tile[q][v] to G[rows[q], col_starts[v] : col_starts[v] + W].
+
+    With ``skip`` (an intp value in [0, W)), lanes 0 … skip-1 of each row's
+    first vector keep G's value: a select against the stored vector, so a
+    row's last tile can overlap columns an earlier tile has done.
+    """
+    builder = vec.builder
+    if skip is not None:
+        lane_type = ir.VectorType(vec.intp, vec.lanes)
+        lanes = ir.Constant(lane_type, list(range(vec.lanes)))
+        write_lane = builder.icmp_signed(">=", lanes, vec.broadcast(skip, lane_type))
+    for row, row_values in zip(rows, tile):
+        for v, (col, value) in enumerate(zip(col_starts, row_values)):
+            if skip is not None and v == 0:
+                kept = vec.load(g.element(builder, row, col))
+                value = builder.select(write_lane, value, kept)
+            vec.store(value, g.element(builder, row, col))
+
+
+# --------------------------------------------------------------------------
+# Register tiles
+# --------------------------------------------------------------------------
 
 
 @intrinsic(prefer_literal=True)
-def tile_fma(typingctx, A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend):
-    """G[k+q, jg:jg+nvec·W] += Σ_{i0 ≤ i < i1} D[i, k+q] · A[i, ja:ja+nvec·W], q < kt.
+def tile_fma(typingctx, A, D, i0, i1, a_col, g_col, g_row, G, skip, n_vectors, n_rows, blend):
+    """Add the examples i0 … i1-1 of Dᵀ A to a tile of G, one fused multiply-add per example.
 
-    Arguments
-    ---------
-    A : 2-D C-contiguous float array (n, d)
-    D : 2-D float array (n, t), same dtype, any strides.  When it is not
-        C-contiguous (the transpose of a block of rows, say), its elements
-        are addressed through its strides: the forward product reads the
-        rows of X in place this way, as D = X[rows].T, instead of copying
-        them transposed first.
-    i0, i1 : int
-        Examples [i0, i1).
-    ja, jg, k : int
-        First hidden unit of the tile as a column of A (ja) and of G (jg),
-        and first output (column of D, row of G).
-    G : 2-D C-contiguous float array (t, d), same dtype; updated in place.
-    skip : int
-        With ``blend=1``: the first ``skip`` lanes of the first vector
-        (columns jg … jg+skip-1 of G) are left as they are, the rest are
-        written (the tile overlaps columns done by an earlier tile, so that
-        a row whose width is not a multiple of W needs no scalar
-        remainder).  Must be in [0, W).  Ignored with ``blend=0``.
-    nvec, kt, blend : compile-time int constants
-        Vectors per row (width nvec·W, W = VECTOR_BYTES // itemsize elements), rows
-        of G in the tile, and whether the first vector is blended.
+    G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, a_col+c]
+    for the tile's rows q < n_rows and columns c < n_vectors·W.
+    A (n, d) and G (t, d) are C-contiguous, D (n, t) has any strides, all
+    of one float dtype; G is updated in place.  ``n_vectors``, ``n_rows`` and
+    ``blend`` (0 or 1) are compile-time constants; W = VECTOR_BYTES // itemsize.
+    With ``blend=1`` the first ``skip`` (in [0, W)) of the tile's columns,
+    G[·, g_col : g_col+skip], are left as they are, so that a row whose
+    width is not a multiple of W ends with a tile overlapping the previous
+    one instead of a scalar remainder; ``skip`` is ignored with ``blend=0``.
+    Nothing is checked: A[i0:i1, a_col:a_col+n_vectors·W],
+    D[i0:i1, g_row:g_row+n_rows] and G[g_row:g_row+n_rows,
+    g_col:g_col+n_vectors·W] must be in bounds.  (fastbp's kernels pass
+    packed panels whose tile starts at column 0: their a_col is always 0.)
 
-    All of A[i0:i1, ja:ja+nvec·W], D[i0:i1, k:k+kt] and G[k:k+kt,
-    jg:jg+nvec·W] must be in bounds; nothing is checked.
-
-    The nvec × kt vector accumulators are loaded from G once, updated
-    with one ``fmuladd`` per example (a vector row of A times a broadcast
+    The n_rows × n_vectors accumulators are loaded from G once, updated
+    with one ``fmuladd`` per example (a vector of A's row times a broadcast
     element of D), in example order, and stored once.
     """
-    if not (isinstance(A, types.Array) and isinstance(D, types.Array) and isinstance(G, types.Array)):
+    if not (_is_float_array(A) and _is_float_array(D) and _is_float_array(G)):
         return None
-    if not (A.dtype == D.dtype == G.dtype and A.dtype in (types.float32, types.float64)):
+    if not (A.dtype == D.dtype == G.dtype):
         return None
     if not (A.ndim == D.ndim == G.ndim == 2 and A.layout == G.layout == "C"):
         return None
-    nv = _literal_int(nvec, "nvec")
-    nk = _literal_int(kt, "kt")
-    bl = _literal_int(blend, "blend")
-    if nv < 1 or nk < 1 or bl not in (0, 1):
-        raise ValueError("tile_fma: need nvec >= 1, kt >= 1, blend in {0, 1}")
-    for ty in (i0, i1, ja, jg, k, skip):
-        if not isinstance(ty, types.Integer):
-            return None
-    sig = types.void(A, D, i0, i1, ja, jg, k, G, skip, nvec, kt, blend)
+    vectors_per_row = _literal_int(n_vectors, "tile_fma", "n_vectors")
+    tile_rows = _literal_int(n_rows, "tile_fma", "n_rows")
+    blended = _literal_int(blend, "tile_fma", "blend")
+    if vectors_per_row < 1 or tile_rows < 1 or blended not in (0, 1):
+        raise ValueError("tile_fma: need n_vectors >= 1, n_rows >= 1, blend in {0, 1}")
+    if not all(isinstance(ty, types.Integer) for ty in (i0, i1, a_col, g_col, g_row, skip)):
+        return None
+    call_signature = types.void(
+        A, D, i0, i1, a_col, g_col, g_row, G, skip, n_vectors, n_rows, blend
+    )
 
     def codegen(context, builder, signature, args):
-        aA, aD, ai0, ai1, aja, ajg, ak, aG, askip = args[:9]
-        tys = signature.args
-        intp = context.get_value_type(types.intp)
-
-        def as_intp(val, ty):
-            return context.cast(builder, val, ty, types.intp)
-
-        i0v = as_intp(ai0, tys[2])
-        i1v = as_intp(ai1, tys[3])
-        jav = as_intp(aja, tys[4])
-        jgv = as_intp(ajg, tys[5])
-        kv = as_intp(ak, tys[6])
-        skipv = as_intp(askip, tys[8])
-
-        ftype = context.get_value_type(A.dtype)
-        width = VECTOR_BYTES // context.get_abi_sizeof(ftype)
-        itemsize = context.get_abi_sizeof(ftype)
-        vtype = ir.VectorType(ftype, width)
-        vptr = vtype.as_pointer()
-        i32 = ir.IntType(32)
-        splat_mask = ir.Constant(ir.VectorType(i32, width), [0] * width)
-        undef_v = ir.Constant(vtype, ir.Undefined)
-
-        def unpack(ary_ty, val):
-            ary = context.make_array(ary_ty)(context, builder, val)
-            shape = cgutils.unpack_tuple(builder, ary.shape, 2)
-            return ary.data, shape[1]
-
-        dA, ncA = unpack(A, aA)
-        dG, ncG = unpack(G, aG)
-        dD, ncD = unpack(D, aD)
-        d_strided = D.layout != "C"
-        if d_strided:  # byte strides; row k+q of G reads column k+q of D
-            d_strides = cgutils.unpack_tuple(
-                builder, context.make_array(D)(context, builder, aD).strides, 2
-            )
-            d_bytes = builder.bitcast(dD, ir.IntType(8).as_pointer())
-            fptr = ftype.as_pointer()
-
-        fname = "llvm.fmuladd.v%d%s" % (width, "f64" if itemsize == 8 else "f32")
-        fmuladd = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vtype, [vtype, vtype, vtype]), fname
+        a_value, d_value, g_value = args[0], args[1], args[7]
+        start, stop, first_a_col, first_g_col, first_row, skip_lanes = (
+            context.cast(builder, args[p], signature.args[p], types.intp)
+            for p in (2, 3, 4, 5, 6, 8)
         )
+        vec = _Vectors(context, builder, A.dtype)
+        a = _Matrix(context, builder, A, a_value)
+        g = _Matrix(context, builder, G, g_value)
+        d = _Matrix(context, builder, D, d_value)
+        d_columns = _DColumns(context, builder, D, d_value, d)
+        fmuladd = vec.fmuladd()
 
-        def vload(data, row, ncol, col):
-            p = builder.bitcast(_elem_ptr(builder, data, row, ncol, col), vptr)
-            return builder.load(p, align=itemsize)
+        g_cols = vec.starts(first_g_col, vectors_per_row)
+        a_cols = vec.starts(first_a_col, vectors_per_row)
+        rows = [builder.add(first_row, vec.intp_constant(q)) for q in range(tile_rows)]
+        d_columns.select(first_row, rows)  # column q of D goes with row q of G
 
-        def vstore(val, data, row, ncol, col):
-            p = builder.bitcast(_elem_ptr(builder, data, row, ncol, col), vptr)
-            builder.store(val, p, align=itemsize)
+        def step(i, tile):
+            a_vectors = [vec.load(a.element(builder, i, col)) for col in a_cols]
+            updated = []
+            for pointer, row_values in zip(d_columns.pointers(i), tile):
+                coefficient = vec.broadcast(builder.load(pointer, align=vec.itemsize))
+                updated.append(
+                    [builder.call(fmuladd, [a_vector, coefficient, value])
+                     for a_vector, value in zip(a_vectors, row_values)]
+                )
+            return updated
 
-        cols = [builder.add(jgv, ir.Constant(intp, v * width)) for v in range(nv)]
-        acols = [builder.add(jav, ir.Constant(intp, v * width)) for v in range(nv)]
-        rows = [builder.add(kv, ir.Constant(intp, q)) for q in range(nk)]
-
-        if d_strided:  # where column k+q of D starts, for each q
-            d_cols = [
-                builder.gep(d_bytes, [builder.mul(rows[q], d_strides[1])]) for q in range(nk)
-            ]
-        # Load the accumulators.
-        init = [[vload(dG, rows[q], ncG, cols[v]) for v in range(nv)] for q in range(nk)]
-        pre = builder.basic_block
-        hdr = builder.append_basic_block("tile.hdr")
-        body = builder.append_basic_block("tile.body")
-        done = builder.append_basic_block("tile.done")
-        builder.branch(hdr)
-
-        builder.position_at_end(hdr)
-        iphi = builder.phi(intp, "i")
-        iphi.add_incoming(i0v, pre)
-        acc = [[builder.phi(vtype) for v in range(nv)] for q in range(nk)]
-        for q in range(nk):
-            for v in range(nv):
-                acc[q][v].add_incoming(init[q][v], pre)
-        builder.cbranch(builder.icmp_signed("<", iphi, i1v), body, done)
-
-        builder.position_at_end(body)
-        avec = [vload(dA, iphi, ncA, acols[v]) for v in range(nv)]
-        if d_strided:
-            offset = builder.mul(iphi, d_strides[0])
-            dptrs = [builder.bitcast(builder.gep(d_cols[q], [offset]), fptr) for q in range(nk)]
-        else:
-            drow = _elem_ptr(builder, dD, iphi, ncD, kv)
-            dptrs = [builder.gep(drow, [ir.Constant(intp, q)]) for q in range(nk)]
-        new = []
-        for q in range(nk):
-            c = builder.load(dptrs[q], align=itemsize)
-            b = builder.shuffle_vector(
-                builder.insert_element(undef_v, c, ir.Constant(i32, 0)), undef_v, splat_mask
-            )
-            new.append([builder.call(fmuladd, [avec[v], b, acc[q][v]]) for v in range(nv)])
-        inext = builder.add(iphi, ir.Constant(intp, 1))
-        end = builder.basic_block
-        builder.branch(hdr)
-        iphi.add_incoming(inext, end)
-        for q in range(nk):
-            for v in range(nv):
-                acc[q][v].add_incoming(new[q][v], end)
-
-        # Store the accumulators (the first vector blended when asked).
-        builder.position_at_end(done)
-        if bl:
-            i64v = ir.VectorType(intp, width)
-            lanes = ir.Constant(i64v, list(range(width)))
-            undef_i = ir.Constant(i64v, ir.Undefined)
-            sk = builder.shuffle_vector(
-                builder.insert_element(undef_i, skipv, ir.Constant(i32, 0)),
-                undef_i,
-                splat_mask,
-            )
-            keep_new = builder.icmp_signed(">=", lanes, sk)
-        for q in range(nk):
-            for v in range(nv):
-                val = acc[q][v]
-                if bl and v == 0:
-                    cur = vload(dG, rows[q], ncG, cols[0])
-                    val = builder.select(keep_new, val, cur)
-                vstore(val, dG, rows[q], ncG, cols[v])
+        tile = [[vec.load(g.element(builder, row, col)) for col in g_cols] for row in rows]
+        tile = _example_loop(builder, start, stop, tile, step)
+        _store_tile(vec, g, rows, g_cols, tile, skip_lanes if blended else None)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return call_signature, codegen
 
 
 @intrinsic(prefer_literal=True)
-def copy_vectors(typingctx, A, row, col, buf, off, nvec):
-    """buf[off:off+nvec·W] = A[row, col:col+nvec·W], as nvec vector loads/stores.
+def copy_vectors(typingctx, A, row, col, buf, offset, n_vectors):
+    """buf[offset : offset+n_vectors·W] = A[row, col : col+n_vectors·W], one vector at a time.
 
     A is a 2-D C-contiguous float array, buf a 1-D contiguous array of the
-    same dtype, nvec a compile-time int constant, W = VECTOR_BYTES // itemsize.  No
-    bounds are checked.  (A plain copy: the values are not changed.)
+    same dtype, ``n_vectors`` a compile-time constant, W = VECTOR_BYTES //
+    itemsize.  A plain copy (the values are not changed); no bounds are checked.
     """
-    if not (isinstance(A, types.Array) and isinstance(buf, types.Array)):
-        return None
-    if not (A.dtype == buf.dtype and A.dtype in (types.float32, types.float64)):
+    if not (_is_float_array(A) and _is_float_array(buf) and A.dtype == buf.dtype):
         return None
     if not (A.ndim == 2 and buf.ndim == 1):
         return None
-    nv = _literal_int(nvec, "nvec")
-    for ty in (row, col, off):
-        if not isinstance(ty, types.Integer):
-            return None
-    sig = types.void(A, row, col, buf, off, nvec)
+    count = _literal_int(n_vectors, "copy_vectors", "n_vectors")
+    if not all(isinstance(ty, types.Integer) for ty in (row, col, offset)):
+        return None
+    call_signature = types.void(A, row, col, buf, offset, n_vectors)
 
     def codegen(context, builder, signature, args):
-        aA, arow, acol, abuf, aoff = args[:5]
-        tys = signature.args
-        intp = context.get_value_type(types.intp)
-        rowv = context.cast(builder, arow, tys[1], types.intp)
-        colv = context.cast(builder, acol, tys[2], types.intp)
-        offv = context.cast(builder, aoff, tys[4], types.intp)
-        ftype = context.get_value_type(A.dtype)
-        itemsize = context.get_abi_sizeof(ftype)
-        width = VECTOR_BYTES // itemsize
-        vptr = ir.VectorType(ftype, width).as_pointer()
-        src = context.make_array(A)(context, builder, aA)
-        ncol = cgutils.unpack_tuple(builder, src.shape, 2)[1]
-        dst = context.make_array(buf)(context, builder, abuf)
-        for v in range(nv):
-            step = ir.Constant(intp, v * width)
-            ps = _elem_ptr(builder, src.data, rowv, ncol, builder.add(colv, step))
-            pd = builder.gep(dst.data, [builder.add(offv, step)])
-            val = builder.load(builder.bitcast(ps, vptr), align=itemsize)
-            builder.store(val, builder.bitcast(pd, vptr), align=itemsize)
+        row_index, first_col, first_out = (
+            context.cast(builder, args[p], signature.args[p], types.intp) for p in (1, 2, 4)
+        )
+        vec = _Vectors(context, builder, A.dtype)
+        source = context.make_array(A)(context, builder, args[0])
+        n_cols = cgutils.unpack_tuple(builder, source.shape, 2)[1]
+        target = context.make_array(buf)(context, builder, args[3])
+        for v in range(count):
+            step = vec.intp_constant(v * vec.lanes)
+            source_pointer = _element_pointer(
+                builder, source.data, row_index, n_cols, builder.add(first_col, step)
+            )
+            target_pointer = builder.gep(target.data, [builder.add(first_out, step)])
+            vec.store(vec.load(source_pointer), target_pointer)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return call_signature, codegen
 
 
 # --------------------------------------------------------------------------

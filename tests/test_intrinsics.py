@@ -1,0 +1,201 @@
+"""The register-tile intrinsics of fastbp._simd, checked against a few lines of NumPy.
+
+``tile_fma`` and ``copy_vectors`` exist only inside compiled code, so each
+test calls them through small ``numba.njit`` wrappers.  Both vector widths
+are tested in this process: an intrinsic reads ``_simd.VECTOR_BYTES`` when
+its code is generated, so a wrapper compiled while that is patched is built
+for the patched width (the copy test's exact extent shows it took effect).
+
+Data: A and D hold numbers of at most 8 significant bits, so every product
+A·D is exact in float32 and float64 and a fused multiply-add rounds exactly
+like an addition of the product; G holds full-precision numbers, so the
+additions round.  A NumPy loop that adds the examples' products one at a
+time, in order, is then the bitwise reference.
+"""
+
+import contextlib
+
+import numba
+import numpy as np
+import pytest
+
+from fastbp import _simd
+from fastbp._simd import copy_vectors, tile_fma
+
+WIDTHS = (32, 64)
+DTYPES = (np.float32, np.float64)
+TILE_ROWS = range(1, 7)  # every tile height the kernels use
+
+_compiled = {}
+
+
+@contextlib.contextmanager
+def _at_width(width):
+    """Make the intrinsics generate ``width``-byte vectors while the block runs."""
+    saved = _simd.VECTOR_BYTES
+    _simd.VECTOR_BYTES = width
+    try:
+        yield
+    finally:
+        _simd.VECTOR_BYTES = saved
+
+
+def _tile(width, n_vectors, n_rows, blend):
+    """tile_fma with these compile-time constants, as a function compiled at ``width``.
+
+    Call it only under ``_at_width(width)``: each dtype and layout of its
+    arguments compiles at its first call.
+    """
+    key = ("tile", width, n_vectors, n_rows, blend)
+    if key not in _compiled:
+
+        @numba.njit
+        def tile(A, D, i0, i1, a_col, g_col, g_row, G, skip):
+            tile_fma(A, D, i0, i1, a_col, g_col, g_row, G, skip, n_vectors, n_rows, blend)
+
+        _compiled[key] = tile
+    return _compiled[key]
+
+
+def _copy(width, n_vectors):
+    """copy_vectors with this compile-time n_vectors, as a function compiled at ``width``."""
+    key = ("copy", width, n_vectors)
+    if key not in _compiled:
+
+        @numba.njit
+        def copy(A, row, col, buf, offset):
+            copy_vectors(A, row, col, buf, offset, n_vectors)
+
+        _compiled[key] = copy
+    return _compiled[key]
+
+
+def _lanes(width, dtype):
+    return width // np.dtype(dtype).itemsize
+
+
+def _short(rng, shape, dtype):
+    """Numbers with at most 8 significant bits (k·2^e, |k| < 256), so products are exact."""
+    k = rng.integers(-255, 256, size=shape)
+    e = rng.integers(-6, 3, size=shape)
+    return np.ldexp(k, e).astype(dtype)
+
+
+def _d_matrix(rng, n, t, dtype, layout):
+    """D (n, t): C-contiguous, or a view with a stride on both axes."""
+    if layout == "C":
+        return _short(rng, (n, t), dtype)
+    D = _short(rng, (t + 1, 2 * n), dtype)[1:, ::2].T
+    assert not D.flags.c_contiguous and not D.flags.f_contiguous
+    return D
+
+
+def _tile_reference(A, D, i0, i1, a_col, g_col, g_row, G, n_rows, n_cols, skip):
+    """G after the tile: one rounded addition of D[i, row]·A[i, col] per example i, in order."""
+    expected = G.copy()
+    rows = slice(g_row, g_row + n_rows)
+    for i in range(i0, i1):
+        expected[rows, g_col + skip : g_col + n_cols] += (
+            D[i, rows, None] * A[i, a_col + skip : a_col + n_cols]
+        )
+    return expected
+
+
+@pytest.mark.parametrize("blend", [0, 1])
+@pytest.mark.parametrize("n_rows", TILE_ROWS)
+@pytest.mark.parametrize("n_vectors", [1, 2])
+@pytest.mark.parametrize("layout", ["C", "strided"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("width", WIDTHS)
+def test_tile_fma_adds_examples_products_to_a_tile_of_G(
+    width, dtype, layout, n_vectors, n_rows, blend, rng
+):
+    """tile_fma: G[g_row+q, g_col+c] += Σ_{i0≤i<i1} D[i, g_row+q]·A[i, a_col+c].
+
+    For the tile's rows q < n_rows and columns c < n_vectors·W, one rounded
+    multiply-add per example, in ascending order, starting from G's value.
+    Nothing outside the tile is written.  With blend=1 the first ``skip``
+    columns of the tile keep G's value (the overlapping tile that ends a
+    row whose width is not a multiple of W); with blend=0 ``skip`` is
+    ignored.  An empty range of examples leaves G as it is.
+    """
+    W = _lanes(width, dtype)
+    n_cols = n_vectors * W
+    n, a_col, g_col, g_row = 9, 3, 5, 2  # columns off any vector boundary
+    A = _short(rng, (n, a_col + n_cols + 4), dtype)
+    D = _d_matrix(rng, n, g_row + n_rows + 3, dtype, layout)
+    G = rng.standard_normal((g_row + n_rows + 3, g_col + n_cols + 4)).astype(dtype)
+    skips = range(W) if blend else [0, W - 1]
+    tile = _tile(width, n_vectors, n_rows, blend)
+    with _at_width(width):
+        for i0, i1 in [(1, 8), (4, 4)]:
+            for skip in skips:
+                result = G.copy()
+                tile(A, D, i0, i1, a_col, g_col, g_row, result, skip)
+                expected = _tile_reference(
+                    A, D, i0, i1, a_col, g_col, g_row, G, n_rows, n_cols, skip if blend else 0
+                )
+                assert np.array_equal(result, expected), (i0, i1, skip)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_tile_fma_result_is_the_same_chain_whatever_the_cut(dtype, rng):
+    """tile_fma: each element is one chain of fused multiply-adds in example order.
+
+    So the bits do not depend on the vector width, the tile's shape, or how
+    the examples are cut into calls; full-precision data, where every
+    product and sum rounds.
+    """
+    n, t, d = 11, 6, 32  # d: two 64-byte vectors of float32, four of float64
+    A = rng.standard_normal((n, d)).astype(dtype)
+    D = rng.standard_normal((n, t)).astype(dtype)
+    G = rng.standard_normal((t, d)).astype(dtype)
+    results = []
+    for width in WIDTHS:
+        W = _lanes(width, dtype)
+        with _at_width(width):
+            for n_vectors in (1, 2):
+                for n_rows in (1, 2, 3, 6):
+                    tile = _tile(width, n_vectors, n_rows, 0)
+                    for calls in ([(0, n)], [(0, 4), (4, 5), (5, n)]):
+                        result = G.copy()
+                        for i0, i1 in calls:
+                            for g_row in range(0, t, n_rows):
+                                for col in range(0, d, n_vectors * W):
+                                    tile(A, D, i0, i1, col, col, g_row, result, 0)
+                        results.append(result)
+    for result in results[1:]:
+        assert np.array_equal(result, results[0])
+    # And the chain is the sum, within (n+1)·u·(|G| + |D|ᵀ|A|), doubled for
+    # the float64 reference's own rounding.
+    A64, D64, G64 = (x.astype(np.float64) for x in (A, D, G))
+    bound = (n + 1) * np.finfo(dtype).eps * (np.abs(G64) + np.abs(D64).T @ np.abs(A64))
+    assert np.all(np.abs(results[0] - (G64 + D64.T @ A64)) <= bound)
+
+
+@pytest.mark.parametrize("n_vectors", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("width", WIDTHS)
+def test_copy_vectors_copies_n_vectors_times_W_elements_of_a_row(width, dtype, n_vectors, rng):
+    """copy_vectors: buf[offset : offset+n_vectors·W] = A[row, col : col+n_vectors·W].
+
+    The values are copied unchanged (bit patterns included) and nothing else
+    of buf is written.  ``col`` need not be on a vector boundary: the last
+    n_vectors·W columns of a row whose width is not a multiple of W are
+    copied as they are (the overlapping panel that ends a block).
+    """
+    W = _lanes(width, dtype)
+    n_cols = n_vectors * W
+    A = rng.standard_normal((4, 3 * W + 3)).astype(dtype)
+    A[2, 1] = -0.0
+    A[2, 2] = np.nan
+    d = A.shape[1]
+    copy = _copy(width, n_vectors)
+    with _at_width(width):
+        for row, col, offset in [(2, 1, 0), (2, d - n_cols, 3), (0, 0, 5), (3, W + 1, 1)]:
+            buf = np.full(offset + n_cols + W + 2, 7.0, dtype)
+            copy(A, row, col, buf, offset)
+            expected = np.full_like(buf, 7.0)
+            expected[offset : offset + n_cols] = A[row, col : col + n_cols]
+            assert np.array_equal(buf.view(f"u{buf.itemsize}"),
+                                  expected.view(f"u{buf.itemsize}")), (row, col, offset)
