@@ -1,4 +1,7 @@
-"""One training step, cost and all four gradients: ``fastbp.backprop`` against the book's NumPy step."""
+"""One training step, cost and all four gradients.
+
+``fastbp.backprop`` against the book's NumPy step.
+"""
 
 import fastbp
 

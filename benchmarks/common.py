@@ -141,7 +141,9 @@ def measured_seconds(function, min_total=0.05, max_calls=50):
     """
     samples = []
     start = time.perf_counter()
-    while len(samples) < max_calls and (len(samples) < 3 or time.perf_counter() - start < min_total):
+    while len(samples) < max_calls and (
+        len(samples) < 3 or time.perf_counter() - start < min_total
+    ):
         begin = time.perf_counter()
         function()
         samples.append(time.perf_counter() - begin)

@@ -1,4 +1,4 @@
-"""L-BFGS on the digits: in memory, and as a Dask array on a 2-worker LocalCluster; SGD for comparison.
+"""L-BFGS on the digits, in memory and on a 2-worker LocalCluster; SGD for comparison.
 
 The split is ``fastbp train``'s (seed-1 permutation, 20 % held out).  The
 network is its 64-100-10 with l2 = 0.01; L-BFGS runs at most --iterations
@@ -7,7 +7,7 @@ minibatches of 32).  The Dask run puts the training inputs in 4 blocks of
 rows, persisted on a LocalCluster of 2 worker processes with 1 thread each.
 
     python benchmarks/dask_lbfgs_digits.py            # the measurement
-    python benchmarks/dask_lbfgs_digits.py --smoke    # a few iterations and epochs, to check it runs
+    python benchmarks/dask_lbfgs_digits.py --smoke    # a few iterations and epochs: it runs
 
 Run it under ``taskset`` to pin it (workers inherit the affinity).  Needs
 fastbp[dask]; not an asv benchmark.
@@ -32,8 +32,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=100, help="L-BFGS maxiter (default 100)")
     parser.add_argument("--blocks", type=int, default=4, help="Dask blocks of rows (default 4)")
-    parser.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
-    parser.add_argument("--smoke", action="store_true", help="5 iterations, 3 SGD epochs: check it runs")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="LocalCluster worker processes (default 2)"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="5 iterations, 3 SGD epochs: check it runs"
+    )
     args = parser.parse_args()
     iterations = 5 if args.smoke else args.iterations
     sgd_epochs = 3 if args.smoke else _train.DEFAULT_EPOCHS
@@ -41,29 +45,51 @@ def main():
     X, y = load_digits()
     train, test = _train._split(len(y), _train.DEFAULT_SEED)
     X_train, y_train, X_test, y_test = X[train], y[train], X[test], y[test]
-    lbfgs = dict(n_hidden=_train.DEFAULT_HIDDEN, epochs=iterations, l2=_train.DEFAULT_L2,
-                 seed=_train.DEFAULT_SEED, solver="lbfgs")
-    print(f"digits: {len(train)} training, {len(test)} held out; 64-{_train.DEFAULT_HIDDEN}-10, "
-          f"l2 {_train.DEFAULT_L2}, seed {_train.DEFAULT_SEED}")
+    lbfgs = dict(
+        n_hidden=_train.DEFAULT_HIDDEN,
+        epochs=iterations,
+        l2=_train.DEFAULT_L2,
+        seed=_train.DEFAULT_SEED,
+        solver="lbfgs",
+    )
+    print(
+        f"digits: {len(train)} training, {len(test)} held out; 64-{_train.DEFAULT_HIDDEN}-10, "
+        f"l2 {_train.DEFAULT_L2}, seed {_train.DEFAULT_SEED}"
+    )
     rows = []
 
     # Warm the kernels (compiled or loaded from the cache) outside the timings.
     MLP(**{**lbfgs, "epochs": 1}).fit(X_train[:64], y_train[:64])
-    MLP(n_hidden=_train.DEFAULT_HIDDEN, epochs=1, eta=_train.DEFAULT_ETA,
-        minibatch_size=_train.DEFAULT_MINIBATCH, seed=0).fit(X_train[:64], y_train[:64])
+    MLP(
+        n_hidden=_train.DEFAULT_HIDDEN,
+        epochs=1,
+        eta=_train.DEFAULT_ETA,
+        minibatch_size=_train.DEFAULT_MINIBATCH,
+        seed=0,
+    ).fit(X_train[:64], y_train[:64])
 
     start = time.perf_counter()
     in_memory = MLP(**lbfgs).fit(X_train, y_train)
-    rows.append(("L-BFGS, NumPy", accuracy(in_memory, X_test, y_test),
-                 f"{len(in_memory.history_['cost'])} iterations", time.perf_counter() - start))
+    rows.append(
+        (
+            "L-BFGS, NumPy",
+            accuracy(in_memory, X_test, y_test),
+            f"{len(in_memory.history_['cost'])} iterations",
+            time.perf_counter() - start,
+        )
+    )
 
     import dask.array as da
     from distributed import Client, LocalCluster
 
     import fastbp.dask
 
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         block = math.ceil(len(train) / args.blocks)
         Xd = client.persist(da.from_array(X_train, chunks=(block, -1)))
         yd = client.persist(da.from_array(y_train, chunks=block))
@@ -78,18 +104,39 @@ def main():
         seconds = time.perf_counter() - start
         predicted = on_dask.predict(da.from_array(X_test, chunks=(math.ceil(len(test) / 2), -1)))
         dask_accuracy = float(np.mean(predicted.compute() == y_test))
-        difference = max(float(np.max(np.abs(a - b))) for a, b in zip(
-            (on_dask.W_h, on_dask.b_h, on_dask.W_out, on_dask.b_out),
-            (in_memory.W_h, in_memory.b_h, in_memory.W_out, in_memory.b_out)))
-        rows.append((f"L-BFGS, Dask ({len(Xd.chunks[0])} blocks, {args.workers} workers)",
-                     dask_accuracy, f"{len(on_dask.history_['cost'])} iterations", seconds))
+        difference = max(
+            float(np.max(np.abs(a - b)))
+            for a, b in zip(
+                (on_dask.W_h, on_dask.b_h, on_dask.W_out, on_dask.b_out),
+                (in_memory.W_h, in_memory.b_h, in_memory.W_out, in_memory.b_out),
+            )
+        )
+        rows.append(
+            (
+                f"L-BFGS, Dask ({len(Xd.chunks[0])} blocks, {args.workers} workers)",
+                dask_accuracy,
+                f"{len(on_dask.history_['cost'])} iterations",
+                seconds,
+            )
+        )
 
     start = time.perf_counter()
-    sgd = MLP(n_hidden=_train.DEFAULT_HIDDEN, epochs=sgd_epochs, eta=_train.DEFAULT_ETA,
-              minibatch_size=_train.DEFAULT_MINIBATCH, l2=_train.DEFAULT_L2,
-              seed=_train.DEFAULT_SEED).fit(X_train, y_train)
-    rows.append(("SGD (fastbp train's defaults)", accuracy(sgd, X_test, y_test),
-                 f"{sgd_epochs} epochs", time.perf_counter() - start))
+    sgd = MLP(
+        n_hidden=_train.DEFAULT_HIDDEN,
+        epochs=sgd_epochs,
+        eta=_train.DEFAULT_ETA,
+        minibatch_size=_train.DEFAULT_MINIBATCH,
+        l2=_train.DEFAULT_L2,
+        seed=_train.DEFAULT_SEED,
+    ).fit(X_train, y_train)
+    rows.append(
+        (
+            "SGD (fastbp train's defaults)",
+            accuracy(sgd, X_test, y_test),
+            f"{sgd_epochs} epochs",
+            time.perf_counter() - start,
+        )
+    )
 
     print(f"{'solver':<40} {'held-out':>9} {'steps':>16} {'wall s':>8}")
     for name, acc, steps, seconds in rows:

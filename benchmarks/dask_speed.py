@@ -1,6 +1,9 @@
-"""fastbp.dask.backprop on local clusters against fastbp.backprop in memory: medians of interleaved rounds.
+"""fastbp.dask.backprop on local clusters against fastbp.backprop in memory.
 
-    python benchmarks/dask_speed.py             # 60000 x 784 x 100 x 10, float64, 6 blocks, 5 rounds
+Medians of interleaved rounds:
+
+
+    python benchmarks/dask_speed.py             # 60000x784x100x10, float64, 6 blocks, 5 rounds
     python benchmarks/dask_speed.py --n 6000    # a quick smoke run
 
 One cluster at a time (a LocalCluster of 1 worker process x 1 thread, then
@@ -17,7 +20,13 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
+
+# Run as a script: the repository root on the path, for the asv suite's helpers.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.bench_dask import scattered  # noqa: E402
 
 
 def cpu_model():
@@ -32,28 +41,6 @@ def cpu_model():
         return platform.processor() or "unknown"
     name = fields.get("model name", "unknown")
     return f"{name} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
-
-
-def scattered(client, X, Y, n_blocks):
-    import dask.array as da
-    import numpy as np
-
-    bounds = np.linspace(0, X.shape[0], n_blocks + 1).astype(int)
-    X_blocks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    Y_blocks = [Y[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    X_futures = client.scatter(X_blocks)
-    where = client.who_has(X_futures)
-    Y_futures = [
-        client.scatter(block, workers=list(where[future.key]))
-        for future, block in zip(X_futures, Y_blocks)
-    ]
-
-    def concatenated(futures, blocks):
-        return da.concatenate(
-            [da.from_delayed(f, block.shape, block.dtype) for f, block in zip(futures, blocks)]
-        )
-
-    return concatenated(X_futures, X_blocks), concatenated(Y_futures, Y_blocks)
 
 
 def main():
@@ -92,14 +79,17 @@ def main():
     times = {}
     worker_threads = {}
     for name, n_workers in (("dask 1x1", 1), ("dask 2x1", 2)):
-        with distributed.LocalCluster(
-            processes=True,
-            n_workers=n_workers,
-            threads_per_worker=1,
-            host="127.0.0.1",
-            dashboard_address=None,
-            env={"NUMBA_NUM_THREADS": "1"},
-        ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        with (
+            distributed.LocalCluster(
+                processes=True,
+                n_workers=n_workers,
+                threads_per_worker=1,
+                host="127.0.0.1",
+                dashboard_address=None,
+                env={"NUMBA_NUM_THREADS": "1"},
+            ) as cluster,
+            distributed.Client(cluster, set_as_default=False) as client,
+        ):
             X_dask, Y_dask = scattered(client, X, Y, args.blocks)
 
             def call(client=client, X_dask=X_dask, Y_dask=Y_dask):
@@ -124,20 +114,29 @@ def main():
         layer = numba.threading_layer()
     except ValueError:
         layer = "none started in this process (every timed fastbp call ran on one thread)"
-    print(f"shape n x m x d x t: {n} x {m} x {d} x {t}, float64, {args.blocks} blocks, {args.rounds} rounds")
+    print(
+        f"shape n x m x d x t: {n} x {m} x {d} x {t}, float64, "
+        f"{args.blocks} blocks, {args.rounds} rounds"
+    )
     print(f"CPU: {cpu_model()}")
     print(f"cores usable: {len(os.sched_getaffinity(0))} (os.cpu_count() = {os.cpu_count()})")
-    print(f"Numba {numba.__version__}: threading layer {layer}; NUMBA_NUM_THREADS here "
-          f"{numba.config.NUMBA_NUM_THREADS}, in the workers {worker_threads}")
-    print(f"Python {platform.python_version()}, NumPy {np.__version__}, Dask {dask.__version__}, "
-          f"distributed {distributed.__version__}, fastbp {fastbp.__version__}")
+    print(
+        f"Numba {numba.__version__}: threading layer {layer}; NUMBA_NUM_THREADS here "
+        f"{numba.config.NUMBA_NUM_THREADS}, in the workers {worker_threads}"
+    )
+    print(
+        f"Python {platform.python_version()}, NumPy {np.__version__}, Dask {dask.__version__}, "
+        f"distributed {distributed.__version__}, fastbp {fastbp.__version__}"
+    )
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, values in times.items():
         rounds = ", ".join(f"{v * 1e3:.1f}" for v in values)
         print(f"{name:10s} median {medians[name] * 1e3:9.1f} ms   rounds: {rounds}")
     for name in ("dask 1x1", "dask 2x1"):
-        print(f"{name} / in-memory (same phase) = "
-              f"{medians[name] / medians[f'in-memory ({name} phase)']:.3f}")
+        print(
+            f"{name} / in-memory (same phase) = "
+            f"{medians[name] / medians[f'in-memory ({name} phase)']:.3f}"
+        )
     print(f"scaling  = dask 1x1 / dask 2x1  = {medians['dask 1x1'] / medians['dask 2x1']:.3f}")
 
     same = all(
@@ -148,7 +147,10 @@ def main():
     for field, a, b in zip(results["in-memory"]._fields, results["in-memory"], results["dask 1x1"]):
         a, b = np.asarray(a), np.asarray(b)
         scale = np.max(np.abs(a)) or 1.0
-        print(f"  {field:11s} max |dask - in-memory| / max |in-memory| = {np.max(np.abs(a - b)) / scale:.2e}")
+        print(
+            f"  {field:11s} max |dask - in-memory| / max |in-memory| = "
+            f"{np.max(np.abs(a - b)) / scale:.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from ._backprop import (
     backprop,
     default_backprop_chunks,
     delta_h,
-    grad_W_h,
     grad_b_h,
+    grad_W_h,
     l2_penalty,
 )
 from ._core import (
@@ -22,11 +22,11 @@ from ._core import (
     default_n_chunks,
     delta_out,
     forward,
+    grad_b_out,
     grad_W_out,
     grad_W_out_blocked,
     grad_W_out_matmul,
     grad_W_out_outer,
-    grad_b_out,
     sigmoid,
 )
 from ._sgd import sgd_epoch

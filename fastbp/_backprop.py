@@ -243,7 +243,7 @@ _workspaces = threading.local()
 
 
 def _workspace(dtype, m, d, t, copies, n_chunks=1):
-    """A 1-D scratch array for W_out's panels, ``copies`` of W_h's and chunk partials, for this thread.
+    """A 1-D scratch array for this thread: W_out's panels, ``copies`` of W_h's, chunk partials.
 
     The partials of ``n_chunks`` > 1 chunks take n_chunks · (m·d + d + t·d + t)
     elements (see :func:`fastbp._kernels_hidden._partials`).
@@ -311,8 +311,11 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads):
 
 
 def _with_penalty(cost, g_W_h, g_b_h, g_W_out, g_b_out, W_h, W_out, l2):
-    """A :class:`BackpropResult` from the data terms: λW added to the weight
-    gradients in place, (λ/2) Σ W² to the float64 cost, the cost rounded once."""
+    """A :class:`BackpropResult` from the data terms.
+
+    λW is added to the weight gradients in place, (λ/2) Σ W² to the float64
+    cost, and the cost is rounded once.
+    """
     dtype = g_W_h.dtype
     if l2 != 0.0:
         # λW added once, after the chunk sums, in one compiled call: the

@@ -131,7 +131,10 @@ def add_arguments(parser):
         help="BLAS = Numba thread counts, comma-separated (default 1 and all cores)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="interleaved rounds per table (default 7, quick 3)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="interleaved rounds per table (default 7, quick 3)",
     )
     parser.add_argument(
         "--quick",
@@ -174,7 +177,7 @@ def add_arguments(parser):
 
 
 def _input_width(d):
-    """m = 784 (MNIST) for the seed's d = 100 network, m = d otherwise."""
+    """M = 784 (MNIST) for the seed's d = 100 network, m = d otherwise."""
     return 784 if d == 100 else d
 
 
@@ -312,7 +315,9 @@ def _ratio(error, bound):
         return float("inf")
     # Where the bound is 0 the result must be exact.
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(bound > 0, error / np.where(bound > 0, bound, 1.0), np.where(error > 0, np.inf, 0.0))
+        ratios = np.where(
+            bound > 0, error / np.where(bound > 0, bound, 1.0), np.where(error > 0, np.inf, 0.0)
+        )
     return float(ratios.max())
 
 
@@ -326,9 +331,15 @@ def _forward_bounds(net64, A_h64, u):
     """
     m = net64["X"].shape[1]
     d = net64["W_h"].shape[1]
-    error_h = 0.25 * gamma(m + 1, u) * (np.abs(net64["X"]) @ np.abs(net64["W_h"]) + np.abs(net64["b_h"])) + 4 * u
+    error_h = (
+        0.25 * gamma(m + 1, u) * (np.abs(net64["X"]) @ np.abs(net64["W_h"]) + np.abs(net64["b_h"]))
+        + 4 * u
+    )
     W_out = np.abs(net64["W_out"])
-    error_out = 0.25 * (gamma(d + 1, u) * (A_h64 @ W_out + np.abs(net64["b_out"])) + error_h @ W_out) + 4 * u
+    error_out = (
+        0.25 * (gamma(d + 1, u) * (A_h64 @ W_out + np.abs(net64["b_out"])) + error_h @ W_out)
+        + 4 * u
+    )
     return error_h, error_out
 
 
@@ -352,8 +363,7 @@ def _normwise_ratio(results, references, n_terms, u):
 class _Row:
     """One timed candidate: kernel, implementation, its call, flops, its check."""
 
-    def __init__(self, kernel, implementation, call, flops, serial=False, check=None,
-                 cpus=None):
+    def __init__(self, kernel, implementation, call, flops, serial=False, check=None, cpus=None):
         self.kernel = kernel
         self.implementation = implementation
         self.call = call
@@ -402,8 +412,10 @@ def _print_table(title, rows, medians, threads, reference=None):
         line += f"  reference: {reference[0]}, {reference[1]:.3g} GFLOP/s"
     print(line)
     percent_column = f" {'% ref':>6}" if reference is not None else ""
-    header = (f"{'kernel':<12} {'implementation':<16} {'median':>10} {'GFLOP/s':>9}"
-              f"{percent_column} {'x NumPy':>8}  check")
+    header = (
+        f"{'kernel':<12} {'implementation':<16} {'median':>10} {'GFLOP/s':>9}"
+        f"{percent_column} {'x NumPy':>8}  check"
+    )
     print(header)
     print("-" * (len(header) + 18))
     records = []
@@ -482,11 +494,22 @@ def _grad_rows(shape, dtype, max_flops=float("inf")):
             check = max(
                 _ratio(np.abs(hidden - A_h64), error_h), _ratio(np.abs(output - A_out64), error_out)
             )
-            rows.append(_Row("forward", name, lambda f=function: f(*layers), forward_flops, check=check))
+            rows.append(
+                _Row("forward", name, lambda f=function: f(*layers), forward_flops, check=check)
+            )
 
     # δ_out = A_out − Y is one rounding per element: NumPy and fastbp agree bit for bit.
     exact = "bitwise" if np.array_equal(_core.delta_out(A_out, Y), delta_out) else "FAIL"
-    rows.append(_Row("delta_out", "fastbp", lambda: _core.delta_out(A_out, Y), n * t, serial=True, check=exact))
+    rows.append(
+        _Row(
+            "delta_out",
+            "fastbp",
+            lambda: _core.delta_out(A_out, Y),
+            n * t,
+            serial=True,
+            check=exact,
+        )
+    )
     rows.append(_Row("delta_out", "numpy", lambda: A_out - Y, n * t, serial=True))
 
     # Cost: float64 reference on the same A_out; logs to 4u each, sum to γ_{2nt}.
@@ -497,7 +520,9 @@ def _grad_rows(shape, dtype, max_flops=float("inf")):
     cost_bound = (4 * u + gamma(2 * n * t, u)) * np.abs(terms).sum()
     for name, function in (("fastbp", _core.cost), ("numpy", _numpy_cost)):
         check = _ratio(abs(float(function(A_out, Y)) - cost_reference), np.float64(cost_bound))
-        rows.append(_Row("cost", name, lambda f=function: f(A_out, Y), 5 * n * t, serial=True, check=check))
+        rows.append(
+            _Row("cost", name, lambda f=function: f(A_out, Y), 5 * n * t, serial=True, check=check)
+        )
     return rows
 
 
@@ -571,7 +596,9 @@ def _reference_gflops(dtype, threads, cache):
             if threads > 1:
                 time.sleep(SETTLE_SECONDS)  # threads the last table left spinning go idle
             seconds = interleaved_medians(
-                {"reference": call}, REFERENCE_ROUNDS, min_time=0.02,
+                {"reference": call},
+                REFERENCE_ROUNDS,
+                min_time=0.02,
                 warmup=WARMUP_SECONDS if threads > 1 else 0.0,
             )["reference"]
         cache[key] = (f"square {_numpy_blas_name()} product {side}³", gflops(flops, seconds))
@@ -601,8 +628,9 @@ def _time_table(title, rows, threads_list, repeats, reference=None):
         left_out = [row for row in active if row.cpus is not None and row.cpus != threads]
         active = [row for row in active if row not in left_out]
         table_reference = reference(threads) if reference is not None else None
-        with thread_limits(threads), (
-            _torch_threads(torch, threads) if torch is not None else contextlib.nullcontext()
+        with (
+            thread_limits(threads),
+            _torch_threads(torch, threads) if torch is not None else contextlib.nullcontext(),
         ):
             medians = interleaved_medians(
                 {row.key: row.call for row in active},
@@ -619,8 +647,10 @@ def _time_table(title, rows, threads_list, repeats, reference=None):
 
 def _fixed_cpus_note(row, threads):
     """Why a row that ignores thread settings (JAX) is not in the table of ``threads`` threads."""
-    note = (f"{row.implementation}: left out of this table: it runs on the {row.cpus} CPU(s) "
-            f"this process may use, whatever the thread settings")
+    note = (
+        f"{row.implementation}: left out of this table: it runs on the {row.cpus} CPU(s) "
+        f"this process may use, whatever the thread settings"
+    )
     if threads == 1:
         return note + "; for the one-thread table run under `taskset -c 0`"
     return note + f", not on {threads}"
@@ -633,24 +663,29 @@ def _fixed_cpus_note(row, threads):
 
 def _first_call_section(dtypes):
     """Each public function's first call in a fresh process: cold (empty cache) and cached."""
-    print("\nFirst call in a fresh process, per public function, in the order of "
-          "`fastbp compile`")
+    print("\nFirst call in a fresh process, per public function, in the order of `fastbp compile`")
     for dtype in dtypes:
         with tempfile.TemporaryDirectory(prefix="fastbp-bench-cache-") as cache_dir:
             cold = first_calls_seconds(dtype, cache_dir)
             cached = first_calls_seconds(dtype, cache_dir)
-        print(f"\n{dtype}: import fastbp {_format_seconds(cold['import'])} cold, "
-              f"{_format_seconds(cached['import'])} cached")
+        print(
+            f"\n{dtype}: import fastbp {_format_seconds(cold['import'])} cold, "
+            f"{_format_seconds(cached['import'])} cached"
+        )
         print(f"{'call':<32} {'cold':>9} {'cached':>9}")
         for (name, cold_seconds), (_, cached_seconds) in zip(cold["calls"], cached["calls"]):
-            print(f"{name:<32} {_format_seconds(cold_seconds):>9} "
-                  f"{_format_seconds(cached_seconds):>9}")
+            print(
+                f"{name:<32} {_format_seconds(cold_seconds):>9} "
+                f"{_format_seconds(cached_seconds):>9}"
+            )
         total_cold = sum(seconds for _, seconds in cold["calls"])
         total_cached = sum(seconds for _, seconds in cached["calls"])
         print(f"{'all':<32} {_format_seconds(total_cold):>9} {_format_seconds(total_cached):>9}")
-    print("cold: a fresh process and an empty FASTBP_CACHE_DIR (compiles, then saves); "
-          "cached: a second process on the same folder. A kernel shared by two calls "
-          "is compiled in the first.")
+    print(
+        "cold: a fresh process and an empty FASTBP_CACHE_DIR (compiles, then saves); "
+        "cached: a second process on the same folder. A kernel shared by two calls "
+        "is compiled in the first."
+    )
 
 
 def _plot(records, path):
@@ -663,13 +698,20 @@ def _plot(records, path):
     dtypes = sorted({r["dtype"] for r in grad})
     shapes = list(dict.fromkeys(r["shape"] for r in grad))
     series = list(dict.fromkeys((r["implementation"], r["threads"]) for r in grad))
-    figure, axes = plt.subplots(len(dtypes), 1, figsize=(max(6, 1.8 * len(shapes)), 3.5 * len(dtypes)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(dtypes), 1, figsize=(max(6, 1.8 * len(shapes)), 3.5 * len(dtypes)), squeeze=False
+    )
     width = 0.8 / max(1, len(series))
     for axis, dtype in zip(axes[:, 0], dtypes):
         for s, (implementation, threads) in enumerate(series):
             values = []
             for shape in shapes:
-                match = [r["gflops"] for r in grad if (r["dtype"], r["shape"], r["implementation"], r["threads"]) == (dtype, shape, implementation, threads)]
+                match = [
+                    r["gflops"]
+                    for r in grad
+                    if (r["dtype"], r["shape"], r["implementation"], r["threads"])
+                    == (dtype, shape, implementation, threads)
+                ]
                 values.append(match[0] if match else np.nan)
             positions = np.arange(len(shapes)) + (s - (len(series) - 1) / 2) * width
             axis.bar(positions, values, width, label=f"{implementation}, {threads} thr")
@@ -697,11 +739,15 @@ def run(args):
         arguments or a missing optional package.
     """
     try:
-        shapes = _shape_list(args.shapes, 3) if args.shapes else [
-            s for s in GRAD_SHAPES if not (args.quick and s in QUICK_DROPPED)
-        ]
-        step_shapes = _shape_list(args.step_shapes, 4) if args.step_shapes else list(
-            QUICK_STEP_SHAPES if args.quick else STEP_SHAPES
+        shapes = (
+            _shape_list(args.shapes, 3)
+            if args.shapes
+            else [s for s in GRAD_SHAPES if not (args.quick and s in QUICK_DROPPED)]
+        )
+        step_shapes = (
+            _shape_list(args.step_shapes, 4)
+            if args.step_shapes
+            else list(QUICK_STEP_SHAPES if args.quick else STEP_SHAPES)
         )
         dtypes = [item.strip() for item in args.dtypes.split(",")]
         for dtype in dtypes:
@@ -737,18 +783,24 @@ def run(args):
     print(machine_description())
     for line in blas_description():
         print(line)
-    print(f"rounds: {repeats}; threads: {', '.join(map(str, threads_list))} "
-          "(BLAS and Numba set alike for each table)")
-    print("GFLOP/s counts 2 per multiply-add of the matrix products (delta_out: 1, cost: 5 "
-          "per element); checks: grad_W_out within γ_n·|A_h|ᵀ|δ_out| (proven), forward "
-          "within a first-order bound, cost within (4u + γ_2nt)·Σ|terms|, against float64")
+    print(
+        f"rounds: {repeats}; threads: {', '.join(map(str, threads_list))} "
+        "(BLAS and Numba set alike for each table)"
+    )
+    print(
+        "GFLOP/s counts 2 per multiply-add of the matrix products (delta_out: 1, cost: 5 "
+        "per element); checks: grad_W_out within γ_n·|A_h|ᵀ|δ_out| (proven), forward "
+        "within a first-order bound, cost within (4u + γ_2nt)·Σ|terms|, against float64"
+    )
     torch = _torch()
     if torch is not None:
         print(f"PyTorch {torch.__version__} found: torch rows added")
     jax = _jax() if getattr(fastbp, "backprop", None) is not None else None  # step rows only
     if jax is not None:
-        print(f"JAX {jax.__version__} found: jax rows added to the step tables "
-              f"(on the {_schedulable_cpus()} CPU(s) this process may use)")
+        print(
+            f"JAX {jax.__version__} found: jax rows added to the step tables "
+            f"(on the {_schedulable_cpus()} CPU(s) this process may use)"
+        )
 
     records = []
     for shape in shapes:
@@ -770,10 +822,12 @@ def run(args):
     if getattr(fastbp, "backprop", None) is None:
         print("\nFused step: fastbp.backprop is not in this version; rows left out.")
     else:
-        print("\nFused step: checks within 16·(n+m+d+t)·u normwise (heuristic); '% ref' = "
-              "GFLOP/s as a percentage of the reference's,\nthe reference being a square "
-              "product through NumPy's BLAS in the same dtype on the same threads, timed "
-              "once in this run")
+        print(
+            "\nFused step: checks within 16·(n+m+d+t)·u normwise (heuristic); '% ref' = "
+            "GFLOP/s as a percentage of the reference's,\nthe reference being a square "
+            "product through NumPy's BLAS in the same dtype on the same threads, timed "
+            "once in this run"
+        )
         references = {}
         for shape in step_shapes:
             n, m, d, t = map(int, shape.split("x"))
@@ -793,8 +847,15 @@ def run(args):
                 breakdown_section(shape, dtype, repeats, _network, _numpy_step)
                 print(f"check of fastbp's two products: {'ok' if ok else 'FAILED'}")
                 if not ok:
-                    records.append({"kernel": "breakdown", "implementation": "fastbp",
-                                    "shape": shape, "dtype": dtype, "check": "FAIL"})
+                    records.append(
+                        {
+                            "kernel": "breakdown",
+                            "implementation": "fastbp",
+                            "shape": shape,
+                            "dtype": dtype,
+                            "check": "FAIL",
+                        }
+                    )
 
     if args.training and getattr(fastbp, "sgd_epoch", None) is not None:
         from ._bench_training import training_section
@@ -812,6 +873,8 @@ def run(args):
     if failures:
         print(f"\n{len(failures)} result(s) FAILED their check:", file=sys.stderr)
         for r in failures:
-            print(f"  {r['kernel']} {r['implementation']} {r['shape']} {r['dtype']}", file=sys.stderr)
+            print(
+                f"  {r['kernel']} {r['implementation']} {r['shape']} {r['dtype']}", file=sys.stderr
+            )
         return 1
     return 0

@@ -53,7 +53,9 @@ def _epochs_candidates(X, Y, start, orders, size, numpy_step):
     dtype = X.dtype
     eta = dtype.type(ETA)
     l2 = dtype.type(L2)
-    weights = {name: [w.copy() for w in start] for name in ("sgd_epoch", "backprop loop", "numpy loop")}
+    weights = {
+        name: [w.copy() for w in start] for name in ("sgd_epoch", "backprop loop", "numpy loop")
+    }
 
     def restore(name):
         for w, w0 in zip(weights[name], start):
@@ -85,8 +87,11 @@ def _epochs_candidates(X, Y, start, orders, size, numpy_step):
                 for w, g in zip(W, (g_W_h, g_b_h, g_W_out, g_b_out)):
                     w -= eta * g
 
-    calls = {"sgd_epoch": run_sgd_epoch, "backprop loop": run_backprop_loop,
-             "numpy loop": run_numpy_loop}
+    calls = {
+        "sgd_epoch": run_sgd_epoch,
+        "backprop loop": run_backprop_loop,
+        "numpy loop": run_numpy_loop,
+    }
     return calls, weights
 
 
@@ -116,11 +121,13 @@ def training_section(dtypes, repeats, quick, numpy_step):
         One record per candidate and table, ``check`` "bitwise" or "FAIL"
         for sgd_epoch, a float (relative difference) for the NumPy loop.
     """
-    print("\nTraining: whole epochs from the same weights over the same shuffled orders, "
-          "1 thread (BLAS 1, Numba 1); 'x NumPy' = the NumPy loop's time / this time;\n"
-          f"eta = {ETA}, l2 = {L2}; sgd_epoch's weights are checked bit for bit against the "
-          "backprop loop's; the NumPy loop's are a separate trajectory (largest difference "
-          "relative to the largest weight)")
+    print(
+        "\nTraining: whole epochs from the same weights over the same shuffled orders, "
+        "1 thread (BLAS 1, Numba 1); 'x NumPy' = the NumPy loop's time / this time;\n"
+        f"eta = {ETA}, l2 = {L2}; sgd_epoch's weights are checked bit for bit against the "
+        "backprop loop's; the NumPy loop's are a separate trajectory (largest difference "
+        "relative to the largest weight)"
+    )
     records = []
     for name, n, m, d, t, size, epochs, quick_n, quick_epochs in WORKLOADS:
         if quick:
@@ -129,41 +136,57 @@ def training_section(dtypes, repeats, quick, numpy_step):
             rng = np.random.default_rng([7, d, t, size])
             X, Y = _workload_data(n, m, t, np.dtype(dtype), rng)
             start = (
-                (0.1 * rng.standard_normal((m, d))).astype(dtype), np.zeros(d, dtype),
-                (0.1 * rng.standard_normal((d, t))).astype(dtype), np.zeros(t, dtype),
+                (0.1 * rng.standard_normal((m, d))).astype(dtype),
+                np.zeros(d, dtype),
+                (0.1 * rng.standard_normal((d, t))).astype(dtype),
+                np.zeros(t, dtype),
             )
             orders = [rng.permutation(X.shape[0]) for _ in range(epochs)]
             calls, weights = _epochs_candidates(X, Y, start, orders, size, numpy_step)
             with thread_limits(1):
                 medians = interleaved_medians(calls, repeats)
             same = all(
-                np.array_equal(a, b)
-                for a, b in zip(weights["sgd_epoch"], weights["backprop loop"])
+                np.array_equal(a, b) for a, b in zip(weights["sgd_epoch"], weights["backprop loop"])
             )
             scale = max(float(np.max(np.abs(w))) for w in weights["backprop loop"])
-            drift = max(
-                float(np.max(np.abs(a.astype(np.float64) - b)))
-                for a, b in zip(weights["numpy loop"], weights["backprop loop"])
-            ) / scale
+            drift = (
+                max(
+                    float(np.max(np.abs(a.astype(np.float64) - b)))
+                    for a, b in zip(weights["numpy loop"], weights["backprop loop"])
+                )
+                / scale
+            )
             steps = epochs * (X.shape[0] // size)
-            print(f"\n{name}: {X.shape[0]}x{m}x{d}x{t}, minibatch {size}, {epochs} epoch(s), "
-                  f"{steps} steps, {dtype}")
+            print(
+                f"\n{name}: {X.shape[0]}x{m}x{d}x{t}, minibatch {size}, {epochs} epoch(s), "
+                f"{steps} steps, {dtype}"
+            )
             header = f"{'implementation':<16} {'median':>10} {'per step':>10} {'x NumPy':>8}  check"
             print(header)
             print("-" * (len(header) + 12))
-            checks = {"sgd_epoch": "bitwise" if same else "FAIL", "backprop loop": "reference",
-                      "numpy loop": drift}
+            checks = {
+                "sgd_epoch": "bitwise" if same else "FAIL",
+                "backprop loop": "reference",
+                "numpy loop": drift,
+            }
             for implementation, seconds in medians.items():
                 speedup = medians["numpy loop"] / seconds
                 check = checks[implementation]
                 shown = f"{check:.2g} apart" if isinstance(check, float) else check
-                print(f"{implementation:<16} {_format_seconds(seconds):>10} "
-                      f"{_format_seconds(seconds / steps):>10} {speedup:>8.2f}  {shown}")
-                records.append({
-                    "kernel": "training", "implementation": implementation,
-                    "shape": f"{X.shape[0]}x{m}x{d}x{t}/{size}", "dtype": dtype,
-                    "seconds": seconds, "speedup": speedup,
-                    # A trajectory apart by more than the weights themselves is wrong.
-                    "check": check if check != "reference" else "bitwise",
-                })
+                print(
+                    f"{implementation:<16} {_format_seconds(seconds):>10} "
+                    f"{_format_seconds(seconds / steps):>10} {speedup:>8.2f}  {shown}"
+                )
+                records.append(
+                    {
+                        "kernel": "training",
+                        "implementation": implementation,
+                        "shape": f"{X.shape[0]}x{m}x{d}x{t}/{size}",
+                        "dtype": dtype,
+                        "seconds": seconds,
+                        "speedup": speedup,
+                        # A trajectory apart by more than the weights themselves is wrong.
+                        "check": check if check != "reference" else "bitwise",
+                    }
+                )
     return records

@@ -109,7 +109,7 @@ def _input_gradient(X, delta_h, block_rows, transposed):
 
 
 def products_within_bound(shape, dtype, network_maker):
-    """Whether the breakdown's two fastbp products are right, elementwise within their rounding bound.
+    """Whether the breakdown's two fastbp products are within their rounding bound, elementwise.
 
     With L the length of each dot product (m for X W_h, n for Xᵀ δ_h), any
     order of summation with one rounding per multiply-add is within
@@ -225,7 +225,8 @@ def _two_serial_steps(first, second, tiny, n_chunks, block_rows, block_cols):
         t = W_out.shape[1]
         partials = n_chunks * (m * d + d + t * d + t) if n_chunks > 1 else 0
         workspace = np.empty(  # each thread its own, as each Python thread has in backprop
-            partials + _kernels_hidden._padded_pack_size(m, d, w)
+            partials
+            + _kernels_hidden._padded_pack_size(m, d, w)
             + _kernels_hidden._padded_pack_size(d, t, w),
             dtype=X.dtype,
         )
@@ -316,8 +317,12 @@ def breakdown_candidates(shape, dtype, network_maker, numpy_step):
             _on_numba_threads(
                 2,
                 lambda: _two_serial_steps(
-                    tuple(arrays), tuple(twin_arrays), tiny, n_chunks,
-                    _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS,
+                    tuple(arrays),
+                    tuple(twin_arrays),
+                    tiny,
+                    n_chunks,
+                    _backprop.BLOCK_ROWS,
+                    _backprop.BLOCK_COLS,
                 ),
             ),
             step_flops,
@@ -373,7 +378,10 @@ def breakdown_section(shape, dtype, repeats, network_maker, numpy_step):
             for side in ("fastbp", "numpy"):
                 rest = medians[f"{side} rest"]
                 share = rest / medians[f"{side} step"]
-                print(f"{side + ' rest of the step':<34} {_format(rest):>10} {'':>9}  {share:.0%} of its step")
+                print(
+                    f"{side + ' rest of the step':<34} {_format(rest):>10} {'':>9}  "
+                    f"{share:.0%} of its step"
+                )
     return medians
 
 

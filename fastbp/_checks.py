@@ -14,7 +14,7 @@ import numpy as np
 
 
 def unit_roundoff(dtype):
-    """u = 2^-p for a dtype with p significand bits (2^-24 float32, 2^-53 float64)."""
+    """U = 2^-p for a dtype with p significand bits (2^-24 float32, 2^-53 float64)."""
     return float(np.finfo(dtype).eps) / 2
 
 

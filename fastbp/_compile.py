@@ -15,7 +15,13 @@ import numpy as np
 from . import _backprop, _cache, _core, _sgd
 from .cli import make_problem
 
-__all__ = ["add_cache_arguments", "add_compile_arguments", "compile_all", "run_cache", "run_compile"]
+__all__ = [
+    "add_cache_arguments",
+    "add_compile_arguments",
+    "compile_all",
+    "run_cache",
+    "run_compile",
+]
 
 _DTYPES = ("float32", "float64")
 
@@ -59,17 +65,24 @@ def _calls(dtype, threads):
         ("grad_b_h", lambda: _backprop.grad_b_h(A_h)),
         ("l2_penalty", lambda: _backprop.l2_penalty(W_h, W_out, 0.5)),
         ("backprop", lambda: _backprop.backprop(*step, l2=0.1, n_threads=1)),
-        ("sgd_epoch", lambda: _sgd.sgd_epoch(
-            *step[:2], *[w.copy() for w in step[2:]], np.arange(32), 0.1, 8, l2=0.1)),
+        (
+            "sgd_epoch",
+            lambda: _sgd.sgd_epoch(
+                *step[:2], *[w.copy() for w in step[2:]], np.arange(32), 0.1, 8, l2=0.1
+            ),
+        ),
     ]
     if threads > 1:
         calls += [
-            ("grad_W_out_blocked (threads)",
-             lambda: _core.grad_W_out_blocked(A_wide, d_wide, n_threads=threads)),
-            ("backprop (chunks, threads)",
-             lambda: _backprop.backprop(*chunked, n_threads=threads)),
-            ("backprop (one chunk, threads)",
-             lambda: _backprop.backprop(*shared, n_threads=threads)),
+            (
+                "grad_W_out_blocked (threads)",
+                lambda: _core.grad_W_out_blocked(A_wide, d_wide, n_threads=threads),
+            ),
+            ("backprop (chunks, threads)", lambda: _backprop.backprop(*chunked, n_threads=threads)),
+            (
+                "backprop (one chunk, threads)",
+                lambda: _backprop.backprop(*shared, n_threads=threads),
+            ),
         ]
     return calls
 
@@ -116,7 +129,10 @@ def _dtype_list(text):
 def add_compile_arguments(parser):
     """Add the ``compile`` options to an :class:`argparse.ArgumentParser`."""
     parser.add_argument(
-        "--dtypes", type=_dtype_list, default=_DTYPES, metavar="LIST",
+        "--dtypes",
+        type=_dtype_list,
+        default=_DTYPES,
+        metavar="LIST",
         help="comma-separated dtypes to compile for (default float32,float64)",
     )
     return parser
@@ -125,7 +141,8 @@ def add_compile_arguments(parser):
 def add_cache_arguments(parser):
     """Add the ``cache`` options to an :class:`argparse.ArgumentParser`."""
     parser.add_argument(
-        "--clear", action="store_true",
+        "--clear",
+        action="store_true",
         help="delete every fastbp cache folder under the root (nothing else)",
     )
     return parser

@@ -348,8 +348,10 @@ def _layer_is_threadsafe():
 
 @contextlib.contextmanager
 def _parallel_launch():
-    """Hold around every call of a ``parallel_kernel``: one launch at a time
-    unless the threading layer in use is thread-safe."""
+    """Hold around every call of a ``parallel_kernel``.
+
+    One launch at a time, unless the threading layer in use is thread-safe.
+    """
     global _launches_are_threadsafe
     if _launches_are_threadsafe:
         yield

@@ -198,7 +198,7 @@ def _clamped_log(x, tiny):
 
 @kernel
 def _cost_term(a, y, tiny):
-    """y log a + (1 − y) log(1 − a) in float64, a term of zero weight exactly zero.
+    """Y log a + (1 − y) log(1 − a) in float64, a term of zero weight exactly zero.
 
     So a confident correct output (a = y = 1) costs 0, not 0·(−∞).  The
     sum is (0 + y log a) + (1 − y) log(1 − a), each part only where its

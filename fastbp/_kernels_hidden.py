@@ -202,7 +202,9 @@ def _grad_W_h_accumulate(X, delta_h, grad):
     G[k, j] += Σ_i D[i, k] · A[i, j]; with A = δ_h and D = X that is Xᵀ δ_h
     itself, (m, d), one fused multiply-add per example in example order.
     """
-    _accumulate_gradT_rows(delta_h, X, 0, X.shape[0], grad, GRAD_BLOCK_N, GRAD_BLOCK_D, GRAD_BLOCK_T)
+    _accumulate_gradT_rows(
+        delta_h, X, 0, X.shape[0], grad, GRAD_BLOCK_N, GRAD_BLOCK_D, GRAD_BLOCK_T
+    )
 
 
 @kernel
@@ -609,7 +611,7 @@ def _packed_padded_weights(W):
 
 @kernel
 def _padded_pack_size(rows, cols, w):
-    """Elements of :func:`_packed_padded_weights` for a (rows, cols) W: rows · (max(cols, w) + w)."""
+    """Elements of :func:`_packed_padded_weights` for (rows, cols) W: rows · (max(cols, w) + w)."""
     return rows * (max(cols, w) + w)
 
 
@@ -653,7 +655,7 @@ def _sum_rows_in_order(partials, total, r0, r1):
 
 @kernel
 def _sum_small_partials(costs, grad_b_h, grad_W_out_T, grad_b_out):
-    """Cost, Σ δ_h, A_hᵀ δ_out (transposed back to (d, t)) and Σ δ_out over the chunks, in chunk order."""
+    """Cost, Σ δ_h, A_hᵀ δ_out (back to (d, t)) and Σ δ_out over the chunks, in chunk order."""
     n_chunks, t, d = grad_W_out_T.shape
     dtype = grad_W_out_T.dtype
     total_cost = 0.0
@@ -863,7 +865,7 @@ def _sum_of_squares(W):
 
 @kernel
 def _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, l2):
-    """grad += λ W for both weight matrices, in place; returns Σ W_h² + Σ W_out².
+    """Grad += λ W for both weight matrices, in place; returns Σ W_h² + Σ W_out².
 
     Each element is g + (λ·w), the product rounded and then the sum, as
     NumPy's ``grad += l2 * W`` (no fused multiply-add: this kernel is

@@ -35,7 +35,9 @@ def _check_weights(arrays):
     dtypes = {array.dtype for array in arrays}
     if len(dtypes) > 1:
         listed = ", ".join(f"{name} {a.dtype}" for (name, _), a in zip(_WEIGHT_NDIMS, arrays))
-        raise TypeError(f"the weights must share one dtype (they are updated in place), got {listed}")
+        raise TypeError(
+            f"the weights must share one dtype (they are updated in place), got {listed}"
+        )
     W_h, b_h, W_out, b_out = arrays
     require_equal("W_h", W_h.shape[1], "b_h", b_h.shape[0], "columns (d)", "length (d)")
     require_equal("W_h", W_h.shape[1], "W_out", W_out.shape[0], "columns (d)", "rows (d)")
@@ -174,9 +176,19 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
     work = [np.ascontiguousarray(a) for a in weights]
     n_chunks = default_backprop_chunks(minibatch_size, m, d, t, dtype.itemsize)
     epoch_cost = _kernels_hidden._sgd_epoch(
-        X, Y, order, minibatch_size, *work,
-        dtype.type(eta), dtype.type(l2), l2 != 0.0, l2, float(np.finfo(dtype).tiny),
-        n_chunks, BLOCK_ROWS, BLOCK_COLS,
+        X,
+        Y,
+        order,
+        minibatch_size,
+        *work,
+        dtype.type(eta),
+        dtype.type(l2),
+        l2 != 0.0,
+        l2,
+        float(np.finfo(dtype).tiny),
+        n_chunks,
+        BLOCK_ROWS,
+        BLOCK_COLS,
     )
     for original, updated in zip(weights, work):
         if updated is not original:

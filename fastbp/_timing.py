@@ -204,7 +204,7 @@ FIRST_CALL_METHODS = ("outer", "blocked", "matmul", "backprop")
 
 
 def _child_environment(cache_dir):
-    """This process's environment for a child that imports the same fastbp, with ``cache_dir``."""
+    """The current environment, with ``cache_dir``, for a child importing the same fastbp."""
     import os
 
     env = dict(os.environ)

@@ -38,22 +38,57 @@ def add_arguments(parser):
     ----------
     parser : argparse.ArgumentParser
     """
-    parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN, metavar="D",
-                        help=f"hidden units (default {DEFAULT_HIDDEN})")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                        help=f"passes over the training set (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--eta", type=float, default=DEFAULT_ETA,
-                        help=f"learning rate, per example (default {DEFAULT_ETA})")
-    parser.add_argument("--minibatch-size", type=int, default=DEFAULT_MINIBATCH, metavar="B",
-                        help=f"examples per step (default {DEFAULT_MINIBATCH})")
-    parser.add_argument("--l2", type=float, default=DEFAULT_L2,
-                        help=f"L2 penalty λ on the weights (default {DEFAULT_L2})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"seed of the split, the initial weights and the shuffles (default {DEFAULT_SEED})")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="Numba threads (default: numba.get_num_threads())")
-    parser.add_argument("--plot", metavar="FILE.png", default=None,
-                        help="save learning curves (needs matplotlib: pip install fastbp[plot])")
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        default=DEFAULT_HIDDEN,
+        metavar="D",
+        help=f"hidden units (default {DEFAULT_HIDDEN})",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=DEFAULT_EPOCHS,
+        help=f"passes over the training set (default {DEFAULT_EPOCHS})",
+    )
+    parser.add_argument(
+        "--eta",
+        type=float,
+        default=DEFAULT_ETA,
+        help=f"learning rate, per example (default {DEFAULT_ETA})",
+    )
+    parser.add_argument(
+        "--minibatch-size",
+        type=int,
+        default=DEFAULT_MINIBATCH,
+        metavar="B",
+        help=f"examples per step (default {DEFAULT_MINIBATCH})",
+    )
+    parser.add_argument(
+        "--l2",
+        type=float,
+        default=DEFAULT_L2,
+        help=f"L2 penalty λ on the weights (default {DEFAULT_L2})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"seed of the split, the initial weights and the shuffles (default {DEFAULT_SEED})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Numba threads (default: numba.get_num_threads())",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="save learning curves (needs matplotlib: pip install fastbp[plot])",
+    )
     return parser
 
 
@@ -65,8 +100,11 @@ def _split(n, seed):
 
 
 class _Progress:
-    """Per-epoch progress: a redrawn bar on a terminal; otherwise (a log, a
-    pipe) one plain line every tenth of the run, so logs stay short."""
+    """Per-epoch progress.
+
+    A redrawn bar on a terminal; otherwise (a log, a pipe) one plain line
+    every tenth of the run, so logs stay short.
+    """
 
     def __init__(self, epochs, stream):
         self.epochs = epochs
@@ -141,13 +179,20 @@ def run(args, stdout=None):
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            err.write("fastbp train: --plot needs matplotlib; install it with "
-                      "`pip install fastbp[plot]` (or `pip install matplotlib`)\n")
+            err.write(
+                "fastbp train: --plot needs matplotlib; install it with "
+                "`pip install fastbp[plot]` (or `pip install matplotlib`)\n"
+            )
             return 2
     try:
         model = MLP(
-            n_hidden=args.hidden, l2=args.l2, epochs=args.epochs, eta=args.eta,
-            minibatch_size=args.minibatch_size, shuffle=True, seed=args.seed,
+            n_hidden=args.hidden,
+            l2=args.l2,
+            epochs=args.epochs,
+            eta=args.eta,
+            minibatch_size=args.minibatch_size,
+            shuffle=True,
+            seed=args.seed,
             n_threads=args.threads,
         )
     except (TypeError, ValueError) as error:
@@ -164,14 +209,15 @@ def run(args, stdout=None):
     )
     out.flush()
     start = time.perf_counter()
-    model.fit(X[train], y[train], X[held_out], y[held_out],
-              callback=_Progress(args.epochs, out))
+    model.fit(X[train], y[train], X[held_out], y[held_out], callback=_Progress(args.epochs, out))
     seconds = time.perf_counter() - start
     history = model.history_
     accuracy = float(np.mean(model.predict(X[held_out]) == y[held_out]))
     out.write(
-        f"final cost {history['cost'][-1]:.2f}, training accuracy {100 * history['train_acc'][-1]:.2f}%\n"
-        f"held-out accuracy: {100 * accuracy:.2f}% ({int(round(accuracy * held_out.size))}/{held_out.size}) "
+        f"final cost {history['cost'][-1]:.2f}, "
+        f"training accuracy {100 * history['train_acc'][-1]:.2f}%\n"
+        f"held-out accuracy: {100 * accuracy:.2f}% "
+        f"({int(round(accuracy * held_out.size))}/{held_out.size}) "
         f"in {seconds:.1f} s (compilation included)\n"
     )
     if args.plot is not None:

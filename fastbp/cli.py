@@ -123,7 +123,9 @@ def run_main_job(args, out=sys.stdout):
         for line in blas_description():
             emit(line)
 
-        A_h, A_out = _core.forward(data["X"], data["W_h"], data["b_h"], data["W_out"], data["b_out"])
+        A_h, A_out = _core.forward(
+            data["X"], data["W_h"], data["b_h"], data["W_out"], data["b_out"]
+        )
         delta = _core.delta_out(A_out, data["Y"])
         J = _core.cost(A_out, data["Y"])
         grad_b = _core.grad_b_out(delta)
@@ -168,7 +170,8 @@ def run_main_job(args, out=sys.stdout):
         failures += (not ok) and name != "numpy"
         emit(
             f"{name:<8} {times[name] * 1e3:>10.3f} {gflops(flops, times[name]):>8.2f} "
-            f"{times['numpy'] / times[name]:>8.2f}x {difference:>11.3e} {max_bound:>11.3e} {ratio:>10.2e}  "
+            f"{times['numpy'] / times[name]:>8.2f}x {difference:>11.3e} "
+            f"{max_bound:>11.3e} {ratio:>10.2e}  "
             f"{'pass' if ok else 'FAIL'}"
         )
     bias_ok = bias_ratio <= 1.0

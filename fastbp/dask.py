@@ -52,7 +52,7 @@ def _chunk_list(sizes):
 
 
 def _dask_operand(array, name):
-    """Check that ``array`` is a 2-D float dask array cut by rows only; return a (0, columns) stand-in.
+    """Check ``array``: a 2-D float dask array cut by rows only; return a (0, columns) stand-in.
 
     The stand-in, an empty NumPy array of ``array``'s dtype and column
     count, lets :func:`fastbp._core.network_arrays` check the columns and

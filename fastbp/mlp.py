@@ -53,17 +53,24 @@ def _as_labels(y, name, n):
     """Integer class labels as an int64 array of length n."""
     labels = np.asarray(y)
     if labels.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one class label per example), got shape {labels.shape}")
+        raise ValueError(
+            f"{name} must be 1-D (one class label per example), got shape {labels.shape}"
+        )
     if labels.dtype.kind in "fc" and labels.size and not np.all(np.isfinite(labels)):
         raise ValueError(f"{name} contains NaN or infinity; it must hold class labels 0..t-1")
     if labels.dtype.kind not in "iu":
-        if labels.dtype.kind == "f" and labels.size and np.all(np.isfinite(labels)) and np.all(
-            labels == np.round(labels)
+        if (
+            labels.dtype.kind == "f"
+            and labels.size
+            and np.all(np.isfinite(labels))
+            and np.all(labels == np.round(labels))
         ):
             hint = f"; convert it first, e.g. {name}.astype(np.int64)"
         else:
             hint = ""
-        raise TypeError(f"{name} must hold integer class labels 0..t-1, got dtype {labels.dtype}{hint}")
+        raise TypeError(
+            f"{name} must hold integer class labels 0..t-1, got dtype {labels.dtype}{hint}"
+        )
     if labels.shape[0] != n:
         raise ValueError(f"{name} has {labels.shape[0]} labels but X has {n} rows (n)")
     if labels.size and labels.min() < 0:
@@ -279,9 +286,13 @@ class MLP:
         require_equal("init W_h", W_h.shape[1], "n_hidden", self.n_hidden, "columns (d)", "value")
         require_equal("init b_h", b_h.shape[0], "n_hidden", self.n_hidden, "length (d)", "value")
         require_equal("init W_out", W_out.shape[0], "n_hidden", self.n_hidden, "rows (d)", "value")
-        require_equal("init W_out", W_out.shape[1], "init b_out", b_out.shape[0], "columns (t)", "length (t)")
+        require_equal(
+            "init W_out", W_out.shape[1], "init b_out", b_out.shape[0], "columns (t)", "length (t)"
+        )
         # Copies in the model's dtype: the caller's arrays are never modified.
-        return tuple(np.array(a, dtype=self.dtype, order="C", copy=True) for a in (W_h, b_h, W_out, b_out))
+        return tuple(
+            np.array(a, dtype=self.dtype, order="C", copy=True) for a in (W_h, b_h, W_out, b_out)
+        )
 
     def _epoch_order(self, n, rng):
         """The examples' order for one epoch: shuffled by ``rng`` or 0, 1, …, n−1."""
@@ -301,14 +312,23 @@ class MLP:
         m, d = self.W_h.shape
         threads = numba.get_num_threads() if self.n_threads is None else self.n_threads
         if not _shares_threads(size, m, d, n_chunks, threads):
-            sgd_epoch(X, Y, self.W_h, self.b_h, self.W_out, self.b_out, order, self.eta, size, self.l2)
+            sgd_epoch(
+                X, Y, self.W_h, self.b_h, self.W_out, self.b_out, order, self.eta, size, self.l2
+            )
             return
         eta = self.dtype.type(self.eta)
         for start in range(0, order.shape[0] - size + 1, size):
             batch = order[start : start + size]
             result = _backprop_prepared(
-                X[batch], Y[batch], self.W_h, self.b_h, self.W_out, self.b_out,
-                self.l2, n_chunks, self.n_threads,
+                X[batch],
+                Y[batch],
+                self.W_h,
+                self.b_h,
+                self.W_out,
+                self.b_out,
+                self.l2,
+                n_chunks,
+                self.n_threads,
             )
             # The gradients already hold the λW terms; as the book: w -= eta * delta_w.
             self.W_h -= eta * result.grad_W_h
@@ -381,7 +401,7 @@ class MLP:
             if self.solver != "lbfgs":
                 raise TypeError(
                     "X is a Dask array, which the SGD solver cannot train on (it takes minibatches "
-                    "of rows in memory): use MLP(..., solver=\"lbfgs\"), which trains on Dask arrays "
+                    'of rows in memory): use MLP(..., solver="lbfgs"), which trains on Dask arrays '
                     "through fastbp.dask, or pass X.compute() (a NumPy array)"
                 )
             return self._fit_dask(X, y, X_valid, y_valid, init, callback)
@@ -412,7 +432,9 @@ class MLP:
             n_chunks = default_backprop_chunks(n, m, self.n_hidden, n_classes, self.dtype.itemsize)
 
             def evaluate(W_h, b_h, W_out, b_out):
-                return _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, self.l2, n_chunks, self.n_threads)
+                return _backprop_prepared(
+                    X, Y, W_h, b_h, W_out, b_out, self.l2, n_chunks, self.n_threads
+                )
 
             def train_accuracy():
                 A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
@@ -449,7 +471,8 @@ class MLP:
             n_classes = self.W_out.shape[1]
         if largest_label is not None and largest_label >= n_classes:
             raise ValueError(
-                f"y has class label {largest_label} but the network has {n_classes} outputs (0..{n_classes - 1})"
+                f"y has class label {largest_label} but the network has {n_classes} outputs "
+                f"(0..{n_classes - 1})"
             )
         return n_classes
 
@@ -522,7 +545,9 @@ class MLP:
         n, m = X.shape
         if _is_dask_array(y):
             if y.ndim != 1:
-                raise ValueError(f"y must be 1-D (one class label per example), got shape {y.shape}")
+                raise ValueError(
+                    f"y must be 1-D (one class label per example), got shape {y.shape}"
+                )
             if y.dtype.kind not in "iu":
                 raise TypeError(f"y must hold integer class labels 0..t-1, got dtype {y.dtype}")
             require_equal("y", y.shape[0], "X", n, "length (n)", "rows (n)")
@@ -554,9 +579,13 @@ class MLP:
             labels_valid = _as_labels(np.asarray(y_valid), "y_valid", X_valid.shape[0])
         X = X.astype(self.dtype)
         Y = y.map_blocks(
-            _one_hot_block, n_classes, self.dtype,
-            new_axis=1, chunks=(y.chunks[0], (n_classes,)),
-            dtype=self.dtype, meta=np.empty((0, 0), self.dtype),
+            _one_hot_block,
+            n_classes,
+            self.dtype,
+            new_axis=1,
+            chunks=(y.chunks[0], (n_classes,)),
+            dtype=self.dtype,
+            meta=np.empty((0, 0), self.dtype),
         )
         self.history_ = {"cost": [], "train_acc": [], "valid_acc": []}
 
@@ -601,13 +630,18 @@ class MLP:
             require_equal("X", X.shape[1], "W_h", self.W_h.shape[0], "columns (m)", "rows (m)")
             weights = tuple(a.copy() for a in (self.W_h, self.b_h, self.W_out, self.b_out))
             return X.map_blocks(
-                _proba_block, *weights, self.dtype,
+                _proba_block,
+                *weights,
+                self.dtype,
                 chunks=(X.chunks[0], (self.W_out.shape[1],)),
-                dtype=self.dtype, meta=np.empty((0, 0), self.dtype),
+                dtype=self.dtype,
+                meta=np.empty((0, 0), self.dtype),
             )
         X = _as_inputs(X, "X")
         require_equal("X", X.shape[1], "W_h", self.W_h.shape[0], "columns (m)", "rows (m)")
-        return forward(X.astype(self.dtype, copy=False), self.W_h, self.b_h, self.W_out, self.b_out)[1]
+        return forward(
+            X.astype(self.dtype, copy=False), self.W_h, self.b_h, self.W_out, self.b_out
+        )[1]
 
     def predict(self, X):
         """Class labels, the output unit with the largest activation.
@@ -644,9 +678,15 @@ class MLP:
         self._require_fitted()
         np.savez(
             path,
-            W_h=self.W_h, b_h=self.b_h, W_out=self.W_out, b_out=self.b_out,
-            l2=np.float64(self.l2), epochs=np.int64(self.epochs), eta=np.float64(self.eta),
-            minibatch_size=np.int64(self.minibatch_size), shuffle=np.bool_(self.shuffle),
+            W_h=self.W_h,
+            b_h=self.b_h,
+            W_out=self.W_out,
+            b_out=self.b_out,
+            l2=np.float64(self.l2),
+            epochs=np.int64(self.epochs),
+            eta=np.float64(self.eta),
+            minibatch_size=np.int64(self.minibatch_size),
+            shuffle=np.bool_(self.shuffle),
             solver=np.str_(self.solver),
         )
 
@@ -683,7 +723,8 @@ class MLP:
             )
         with loaded as archive:
             missing = [
-                k for k in _WEIGHT_NAMES + _HYPERPARAMETER_NAMES
+                k
+                for k in _WEIGHT_NAMES + _HYPERPARAMETER_NAMES
                 if k not in archive and k not in _HYPERPARAMETER_DEFAULTS
             ]
             if missing:
@@ -700,7 +741,8 @@ class MLP:
                 minibatch_size=int(archive["minibatch_size"]),
                 shuffle=bool(archive["shuffle"]),
                 solver=(
-                    str(archive["solver"][()]) if "solver" in archive
+                    str(archive["solver"][()])
+                    if "solver" in archive
                     else _HYPERPARAMETER_DEFAULTS["solver"]
                 ),
                 dtype=weights["W_h"].dtype,

@@ -64,8 +64,12 @@ MUTATIONS = [
     (
         "blocked: drop the last partial block of outputs",
         KERNELS,
-        "for k_block in range(0, t, block_t):\n                kb = min(block_t, t - k_block)\n                if kb == t:",
-        "for k_block in range(0, t - block_t + 1, block_t):\n                kb = min(block_t, t - k_block)\n                if kb == t:",
+        "for k_block in range(0, t, block_t):\n"
+        "                kb = min(block_t, t - k_block)\n"
+        "                if kb == t:",
+        "for k_block in range(0, t - block_t + 1, block_t):\n"
+        "                kb = min(block_t, t - k_block)\n"
+        "                if kb == t:",
     ),
     (
         "blocked: off-by-one in the overlapping tail panel (one column too few)",
@@ -113,7 +117,9 @@ MUTATIONS = [
         "bias: the column sums skip the first example",
         KERNELS,
         "    for i in range(n):\n        for k in range(t):\n            out[k] += delta_out[i, k]",
-        "    for i in range(1, n):\n        for k in range(t):\n            out[k] += delta_out[i, k]",
+        "    for i in range(1, n):\n"
+        "        for k in range(t):\n"
+        "            out[k] += delta_out[i, k]",
     ),
     (
         "fused: a chunk's partial Xᵀ δ_h is not zeroed before it accumulates",
@@ -156,7 +162,9 @@ MUTATIONS = [
 def run_mutant(description, path, old, new, tests=TESTS):
     with tempfile.TemporaryDirectory() as scratch:
         copy = pathlib.Path(scratch) / "repo"
-        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".asv", ".venv", "__pycache__"))
+        shutil.copytree(
+            ROOT, copy, ignore=shutil.ignore_patterns(".git", ".asv", ".venv", "__pycache__")
+        )
         source = (copy / path).read_text()
         if source.count(old) != 1:
             return f"NOT APPLIED (text found {source.count(old)} times): {description}"
@@ -164,7 +172,11 @@ def run_mutant(description, path, old, new, tests=TESTS):
         env = dict(os.environ, PYTHONPATH=str(copy), NUMBA_BOUNDSCHECK="1", FASTBP_CACHE="0")
         where = subprocess.run(
             [sys.executable, "-c", "import fastbp; print(fastbp.__file__)"],
-            cwd=copy, env=env, capture_output=True, text=True, check=True,
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         if not where.startswith(str(copy)):
             return f"NOT APPLIED (fastbp imported from {where}): {description}"
@@ -175,7 +187,11 @@ def run_mutant(description, path, old, new, tests=TESTS):
             capture_output=True,
             text=True,
         )
-        summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-200:]
+        summary = (
+            result.stdout.strip().splitlines()[-1]
+            if result.stdout.strip()
+            else result.stderr[-200:]
+        )
         verdict = "caught" if result.returncode != 0 else "MISSED"
         return f"{verdict:7s} {description}  [{summary}]"
 

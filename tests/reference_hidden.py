@@ -111,7 +111,8 @@ def backprop_rounding_bound(X, Y, W_h, b_h, W_out, b_out, l2, dtype):
     bound = {
         "grad_W_h": np.abs(X).T @ E_dh + gamma(n, dtype) * (np.abs(X).T @ np.abs(delta_h)),
         "grad_b_h": E_dh.sum(axis=0) + gamma(n, dtype) * np.abs(delta_h).sum(axis=0),
-        "grad_W_out": A_h.T @ E_do + E_ah.T @ np.abs(delta_out)
+        "grad_W_out": A_h.T @ E_do
+        + E_ah.T @ np.abs(delta_out)
         + gamma(n, dtype) * (A_h.T @ np.abs(delta_out)),
         "grad_b_out": E_do.sum(axis=0) + gamma(n, dtype) * np.abs(delta_out).sum(axis=0),
     }
@@ -126,7 +127,9 @@ def backprop_rounding_bound(X, Y, W_h, b_h, W_out, b_out, l2, dtype):
     if l2:
         # λW added once to each gradient: one more rounding, same in both.
         bound["grad_W_h"] = bound["grad_W_h"] + u * np.abs(bound["grad_W_h"] + l2 * np.abs(W_h))
-        bound["grad_W_out"] = bound["grad_W_out"] + u * np.abs(bound["grad_W_out"] + l2 * np.abs(W_out))
+        bound["grad_W_out"] = bound["grad_W_out"] + u * np.abs(
+            bound["grad_W_out"] + l2 * np.abs(W_out)
+        )
         squares = np.sum(W_h**2) + np.sum(W_out**2)
         E_cost += gamma(m * d + d * t + 2, np.float64) * 0.5 * l2 * squares
     # The cost is rounded once to the dtype at the end.
@@ -213,3 +216,14 @@ def step_rounding_bound(X_batch, Y_batch, W_h, b_h, W_out, b_out, eta, l2, dtype
         step = np.abs(w - w_new)  # η |g + λW|
         result.append(eta * bound[key] + 2 * u * (2 * step + np.abs(w_new) + eta * l2 * np.abs(w)))
     return result
+
+
+def random_network(rng, n, m, d, t, dtype, scale=0.5):
+    """(X, Y, W_h, b_h, W_out, b_out) in ``dtype``: X in [0, 1), Y one-hot, weights N(0, scale²)."""
+    X = rng.random((n, m))
+    Y = np.eye(t)[rng.integers(0, t, n)]
+    W_h = rng.normal(0, scale, (m, d))
+    b_h = rng.normal(0, scale, d)
+    W_out = rng.normal(0, scale, (d, t))
+    b_out = rng.normal(0, scale, t)
+    return tuple(a.astype(dtype) for a in (X, Y, W_h, b_h, W_out, b_out))

@@ -24,6 +24,7 @@ from reference_hidden import (
     grad_b_h_reference,
     grad_W_h_reference,
     network_cost,
+    random_network,
     unit_roundoff,
 )
 
@@ -40,16 +41,6 @@ SHAPES = [
     (300, 11, 7, 4),
     (401, 803, 19, 3),
 ]
-
-
-def random_network(rng, n, m, d, t, dtype, scale=0.5):
-    X = rng.random((n, m))
-    Y = np.eye(t)[rng.integers(0, t, n)]
-    W_h = rng.normal(0, scale, (m, d))
-    b_h = rng.normal(0, scale, d)
-    W_out = rng.normal(0, scale, (d, t))
-    b_out = rng.normal(0, scale, t)
-    return tuple(a.astype(dtype) for a in (X, Y, W_h, b_h, W_out, b_out))
 
 
 def composed(X, Y, W_h, b_h, W_out, b_out, l2=0.0):
@@ -130,7 +121,9 @@ def test_hidden_functions_within_rounding_bound(dtype):
 
     d_h = result
     G = grad_W_h(X, d_h)
-    bound_G = gamma(n, dtype) * (np.abs(X).astype(np.longdouble).T @ np.abs(d_h).astype(np.longdouble))
+    bound_G = gamma(n, dtype) * (
+        np.abs(X).astype(np.longdouble).T @ np.abs(d_h).astype(np.longdouble)
+    )
     assert np.all(np.abs(G - grad_W_h_reference(X, d_h)) <= bound_G)
     b = grad_b_h(d_h)
     bound_b = gamma(n, dtype) * np.abs(d_h).astype(np.longdouble).sum(axis=0)
@@ -227,7 +220,8 @@ def test_one_and_two_threads_give_identical_bits(n_chunks):
 
 def _same_bits(first, second):
     return all(
-        np.asarray(a).dtype == np.asarray(b).dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes()
+        np.asarray(a).dtype == np.asarray(b).dtype
+        and np.asarray(a).tobytes() == np.asarray(b).tobytes()
         for a, b in zip(first, second)
     )
 
@@ -255,8 +249,17 @@ def test_one_chunk_shared_among_threads_gives_the_serial_bits(dtype, n, m, d, t)
     for n_parts in (2, 3):
         for replicate_bytes in (0, 2**30):
             parallel = kh._backprop_blocks_parallel(
-                X, Y, W_h, b_h, W_out, b_out, tiny, n_parts,
-                _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS, replicate_bytes,
+                X,
+                Y,
+                W_h,
+                b_h,
+                W_out,
+                b_out,
+                tiny,
+                n_parts,
+                _backprop.BLOCK_ROWS,
+                _backprop.BLOCK_COLS,
+                replicate_bytes,
                 _backprop._workspace(np.dtype(dtype), m, d, t, n_parts),
             )
             assert _same_bits((dtype(parallel[0]),) + tuple(parallel[1:]), serial)
@@ -351,7 +354,12 @@ def test_any_layout_accepted_and_inputs_not_modified():
     A_h.flags.writeable = False
     d_out = odd[1]
     d_h = delta_h(d_out, W_out, A_h)
-    assert np.array_equal(d_h, delta_h(np.ascontiguousarray(d_out), np.ascontiguousarray(W_out), np.ascontiguousarray(A_h)))
+    assert np.array_equal(
+        d_h,
+        delta_h(
+            np.ascontiguousarray(d_out), np.ascontiguousarray(W_out), np.ascontiguousarray(A_h)
+        ),
+    )
     grad_W_h(X, np.asfortranarray(d_h))
     grad_b_h(np.asfortranarray(d_h))
     for a, b in zip(odd, copies):
@@ -381,8 +389,13 @@ def bad_input_arrays():
     rng = np.random.default_rng(11)
     X, Y, W_h, b_h, W_out, b_out = random_network(rng, 4, 3, 5, 2, np.float64)
     return {
-        "X": X, "Y": Y, "net": (W_h, b_h, W_out, b_out), "W_out": W_out,
-        "d_out": np.zeros((4, 2)), "A_h": np.zeros((4, 5)), "d_h": np.zeros((4, 5)),
+        "X": X,
+        "Y": Y,
+        "net": (W_h, b_h, W_out, b_out),
+        "W_out": W_out,
+        "d_out": np.zeros((4, 2)),
+        "A_h": np.zeros((4, 5)),
+        "d_h": np.zeros((4, 5)),
     }
 
 
@@ -399,8 +412,14 @@ def bad_input_arrays():
         (lambda a: backprop(a["X"][:, :2], a["Y"], *a["net"]), "X.*W_h"),
         (lambda a: backprop(a["X"][:3], a["Y"], *a["net"]), "X.*Y"),
         (lambda a: backprop(a["X"], a["Y"][:, :1], *a["net"]), "Y.*W_out"),
-        (lambda a: backprop(a["X"], a["Y"], a["net"][0], a["net"][1][:4], *a["net"][2:]), "W_h.*b_h"),
-        (lambda a: backprop(a["X"], a["Y"], *a["net"][:2], a["net"][2][:4], a["net"][3]), "W_h.*W_out"),
+        (
+            lambda a: backprop(a["X"], a["Y"], a["net"][0], a["net"][1][:4], *a["net"][2:]),
+            "W_h.*b_h",
+        ),
+        (
+            lambda a: backprop(a["X"], a["Y"], *a["net"][:2], a["net"][2][:4], a["net"][3]),
+            "W_h.*W_out",
+        ),
         (lambda a: backprop(a["X"], a["Y"], *a["net"][:3], a["net"][3][:1]), "W_out.*b_out"),
         (lambda a: backprop(a["X"], a["Y"], *a["net"], l2=-0.1), "l2"),
         (lambda a: backprop(a["X"], a["Y"], *a["net"], l2=float("nan")), "l2"),
@@ -428,8 +447,15 @@ def test_bad_option_types():
 # a vector (an overlapping last panel), over 128 (δ_h copied in blocks) or
 # exactly one or two vectors (of 32 or of 64 bytes).
 PACKED_SHAPES = [
-    (1, 1, 8), (5, 7, 16), (4, 20, 24), (7, 1601, 19), (13, 97, 33), (11, 50, 48),
-    (192, 803, 100), (6, 400, 9), (9, 130, 131),
+    (1, 1, 8),
+    (5, 7, 16),
+    (4, 20, 24),
+    (7, 1601, 19),
+    (13, 97, 33),
+    (11, 50, 48),
+    (192, 803, 100),
+    (6, 400, 9),
+    (9, 130, 131),
 ]
 
 

@@ -33,8 +33,15 @@ def test_bench_tiny_prints_tables_and_exits_0(capsys):
     assert status == 0
     assert "BLAS" in out
     assert "n=7 d=5 t=3 float32" in out and "n=7 d=5 t=3 float64" in out
-    for row in ("grad_W_out   outer", "grad_W_out   blocked", "grad_W_out   matmul",
-                "grad_W_out   numpy", "forward      fastbp", "delta_out    fastbp", "cost         fastbp"):
+    for row in (
+        "grad_W_out   outer",
+        "grad_W_out   blocked",
+        "grad_W_out   matmul",
+        "grad_W_out   numpy",
+        "forward      fastbp",
+        "delta_out    fastbp",
+        "cost         fastbp",
+    ):
         assert row in out
     assert "FAIL" not in out
 
@@ -49,7 +56,9 @@ TINY_WORKLOADS = (
 def test_bench_training_times_three_loops_and_checks_sgd_epoch_bitwise(monkeypatch, capsys, quick):
     from fastbp import _bench_training
 
-    monkeypatch.setattr(_bench_training, "WORKLOADS", TINY_WORKLOADS if quick else TINY_WORKLOADS[1:])
+    monkeypatch.setattr(
+        _bench_training, "WORKLOADS", TINY_WORKLOADS if quick else TINY_WORKLOADS[1:]
+    )
     arguments = TINY + ("--training", "--dtypes", "float32") + (("--quick",) if quick else ())
     status = _bench.run(parse(*arguments))
     out = capsys.readouterr().out
@@ -60,8 +69,9 @@ def test_bench_training_times_three_loops_and_checks_sgd_epoch_bitwise(monkeypat
         assert "synthetic: 50x12x7x3, minibatch 16, 2 epoch(s), 6 steps, float32" in training
     else:
         assert "synthetic: 90x12x7x3, minibatch 16, 1 epoch(s), 5 steps, float32" in training
-    rows = re.findall(r"^(sgd_epoch|backprop loop|numpy loop) +\S+ \S+ +\S+ \S+ +([\d.]+)  (.*)$",
-                      training, re.M)
+    rows = re.findall(
+        r"^(sgd_epoch|backprop loop|numpy loop) +\S+ \S+ +\S+ \S+ +([\d.]+)  (.*)$", training, re.M
+    )
     assert [r[0] for r in rows][:3] == ["sgd_epoch", "backprop loop", "numpy loop"]
     assert rows[0][2] == "bitwise" and rows[1][2] == "reference" and rows[2][2].endswith("apart")
     assert float(rows[2][1]) == 1.0  # NumPy against itself
@@ -85,8 +95,20 @@ def test_bench_training_flags_an_epoch_that_differs_from_the_loop(monkeypatch, c
 
 
 def test_bench_two_thread_counts_leave_serial_kernels_out_of_the_second_table(capsys):
-    status = _bench.run(parse("--shapes", "9x4x2", "--step-shapes", "6x4x5x3", "--dtypes",
-                              "float64", "--repeats", "1", "--threads", "1,2"))
+    status = _bench.run(
+        parse(
+            "--shapes",
+            "9x4x2",
+            "--step-shapes",
+            "6x4x5x3",
+            "--dtypes",
+            "float64",
+            "--repeats",
+            "1",
+            "--threads",
+            "1,2",
+        )
+    )
     out = capsys.readouterr().out
     assert status == 0
     second = out.split("[threads=2")[1]
@@ -115,9 +137,17 @@ def test_bench_breakdown_prints_the_parts_and_checks_the_products(capsys):
     out = capsys.readouterr().out
     assert status == 0
     section = out.split("where the step's time goes: n=6 m=4 d=5 t=3 float32")[1]
-    for part in ("fastbp step ", "numpy step ", "fastbp X W_h", "numpy X @ W_h", "fastbp Xᵀ δ_h",
-                 "numpy X.T @ δ_h", "fastbp rest of the step", "numpy rest of the step",
-                 "numpy 1024³ product "):
+    for part in (
+        "fastbp step ",
+        "numpy step ",
+        "fastbp X W_h",
+        "numpy X @ W_h",
+        "fastbp Xᵀ δ_h",
+        "numpy X.T @ δ_h",
+        "fastbp rest of the step",
+        "numpy rest of the step",
+        "numpy 1024³ product ",
+    ):
         assert part in section
     if numba.config.NUMBA_NUM_THREADS >= 2:
         assert "fastbp step kernel, two at once" in section and "× one alone" in section
@@ -186,11 +216,14 @@ def test_breakdown_section_rest_is_step_less_products_and_threads_are_closed(cap
     from fastbp import _breakdown
 
     before = threading.active_count()
-    medians = _breakdown.breakdown_section("30x20x17x3", "float64", 1, _bench._network,
-                                           _bench._numpy_step)
+    medians = _breakdown.breakdown_section(
+        "30x20x17x3", "float64", 1, _bench._network, _bench._numpy_step
+    )
     assert threading.active_count() == before
-    for side, products in (("fastbp", ("fastbp X W_h", "fastbp Xᵀ δ_h")),
-                           ("numpy", ("numpy X @ W_h", "numpy X.T @ δ_h"))):
+    for side, products in (
+        ("fastbp", ("fastbp X W_h", "fastbp Xᵀ δ_h")),
+        ("numpy", ("numpy X @ W_h", "numpy X.T @ δ_h")),
+    ):
         expected = medians[f"{side} step"] - medians[products[0]] - medians[products[1]]
         assert medians[f"{side} rest"] == pytest.approx(expected)
     assert all(value > 0 for key, value in medians.items() if not key.endswith("rest"))
@@ -226,8 +259,14 @@ def test_two_serial_steps_gives_each_networks_cost():
 
     nets = [_bench._network(40, 12, 17, 3, "float64", seed) for seed in (0, 1)]
     arrays = [tuple(net[k] for k in ("X", "Y", "W_h", "b_h", "W_out", "b_out")) for net in nets]
-    costs = _breakdown._two_serial_steps(arrays[0], arrays[1], float(np.finfo(np.float64).tiny),
-                                         1, _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS)
+    costs = _breakdown._two_serial_steps(
+        arrays[0],
+        arrays[1],
+        float(np.finfo(np.float64).tiny),
+        1,
+        _backprop.BLOCK_ROWS,
+        _backprop.BLOCK_COLS,
+    )
     for cost, network in zip(costs, arrays):
         assert cost == float(fastbp.backprop(*network, n_chunks=1, n_threads=1).cost)
 
@@ -286,14 +325,23 @@ def test_the_reference_is_timed_once_per_dtype_and_thread_count(monkeypatch, cap
 
     monkeypatch.setattr(_breakdown, "reference_product", counted)
     threads = "1,2" if numba.config.NUMBA_NUM_THREADS >= 2 else "1"
-    arguments = ("--shapes", "7x5x3", "--step-shapes", "6x4x5x3,9x4x5x3", "--repeats", "1",
-                 "--threads", threads)
+    arguments = (
+        "--shapes",
+        "7x5x3",
+        "--step-shapes",
+        "6x4x5x3,9x4x5x3",
+        "--repeats",
+        "1",
+        "--threads",
+        threads,
+    )
     assert _bench.run(parse(*arguments)) == 0
     tables = step_tables(capsys.readouterr().out)
     n_threads = len(threads.split(","))
     assert len(tables) == 2 * 2 * n_threads  # shapes × dtypes × thread counts
     assert sorted(made) == sorted(
-        (dtype, _bench.STEP_REFERENCE_SIDE) for dtype in ("float32", "float64")
+        (dtype, _bench.STEP_REFERENCE_SIDE)
+        for dtype in ("float32", "float64")
         for _ in range(n_threads)
     )
     # Each (dtype, threads) pair shows one figure in all its tables.
@@ -318,8 +366,9 @@ def test_run_times_the_default_step_shapes_or_the_quick_ones(monkeypatch, capsys
     titles = []
     monkeypatch.setattr(_bench, "_grad_rows", lambda *args: [])
     monkeypatch.setattr(_bench, "_step_rows", lambda *args: [])
-    monkeypatch.setattr(_bench, "_time_table",
-                        lambda title, *args, **kwargs: titles.append(title) or [])
+    monkeypatch.setattr(
+        _bench, "_time_table", lambda title, *args, **kwargs: titles.append(title) or []
+    )
     arguments = ("--dtypes", "float64", "--threads", "1") + (("--quick",) if quick else ())
     assert _bench.run(parse(*arguments)) == 0
     step_titles = [title for title in titles if title.startswith("fused step")]
@@ -330,8 +379,10 @@ def test_run_times_the_default_step_shapes_or_the_quick_ones(monkeypatch, capsys
 
 def fixed_cpus_rows(cpus):
     """A NumPy row that follows the thread settings and a row that runs on ``cpus`` CPUs."""
-    return [_bench._Row("step", "numpy", lambda: None, 1e6),
-            _bench._Row("step", "jax", lambda: None, 1e6, cpus=cpus)]
+    return [
+        _bench._Row("step", "numpy", lambda: None, 1e6),
+        _bench._Row("step", "jax", lambda: None, 1e6, cpus=cpus),
+    ]
 
 
 def test_a_row_on_more_cpus_than_the_one_thread_table_is_left_out_with_a_note(capsys):
@@ -366,9 +417,13 @@ def fake_jax():
         return both
 
     return types.SimpleNamespace(
-        __version__="fake", numpy=np, nn=types.SimpleNamespace(sigmoid=_bench._sigmoid),
-        jit=lambda function: function, value_and_grad=value_and_grad,
-        device_put=np.asarray, block_until_ready=lambda tree: tree,
+        __version__="fake",
+        numpy=np,
+        nn=types.SimpleNamespace(sigmoid=_bench._sigmoid),
+        jit=lambda function: function,
+        value_and_grad=value_and_grad,
+        device_put=np.asarray,
+        block_until_ready=lambda tree: tree,
     )
 
 
@@ -482,28 +537,41 @@ def run_benchmark(cls, params, names):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_asv_grad(suite, method, dtype):
     _, gflops = run_benchmark(
-        suite.bench_grad.GradWOut, ("100x100x10", dtype, method, 1), ["time_grad_W_out", "track_gflops"]
+        suite.bench_grad.GradWOut,
+        ("100x100x10", dtype, method, 1),
+        ["time_grad_W_out", "track_gflops"],
     )
     assert gflops > 0
     assert suite.bench_grad.GradWOut.track_gflops.unit == "GFLOP/s"
 
 
 def test_asv_grad_two_threads_and_skips(suite):
-    run_benchmark(suite.bench_grad.GradWOut, ("100x100x10", "float64", "blocked", 2), ["time_grad_W_out"])
-    for params in [("100x100x10", "float64", "outer", 2), ("4096x1024x1024", "float64", "outer", 1)]:
+    run_benchmark(
+        suite.bench_grad.GradWOut, ("100x100x10", "float64", "blocked", 2), ["time_grad_W_out"]
+    )
+    for params in [
+        ("100x100x10", "float64", "outer", 2),
+        ("4096x1024x1024", "float64", "outer", 1),
+    ]:
         with pytest.raises(NotImplementedError):
             suite.bench_grad.GradWOut().setup(*params)
 
 
 def test_asv_grad_b_out(suite):
     for implementation in ("fastbp", "numpy"):
-        run_benchmark(suite.bench_grad.GradBOut, ("100x100x10", "float32", implementation), ["time_grad_b_out"])
+        run_benchmark(
+            suite.bench_grad.GradBOut,
+            ("100x100x10", "float32", implementation),
+            ["time_grad_b_out"],
+        )
 
 
 @pytest.mark.parametrize("implementation", ["fastbp", "numpy"])
 def test_asv_forward_and_output_layer(suite, implementation):
     _, gflops = run_benchmark(
-        suite.bench_forward.Forward, ("100x100x10", "float32", implementation, 1), ["time_forward", "track_gflops"]
+        suite.bench_forward.Forward,
+        ("100x100x10", "float32", implementation, 1),
+        ["time_forward", "track_gflops"],
     )
     assert gflops > 0
     results = run_benchmark(
@@ -516,13 +584,19 @@ def test_asv_forward_and_output_layer(suite, implementation):
 
 def test_asv_backprop_step(suite):
     _, gflops = run_benchmark(
-        suite.bench_backprop.BackpropStep, ("100x784x100x10", "float32", "numpy", 1), ["time_step", "track_gflops"]
+        suite.bench_backprop.BackpropStep,
+        ("100x784x100x10", "float32", "numpy", 1),
+        ["time_step", "track_gflops"],
     )
     assert gflops > 0
     import fastbp
 
     if hasattr(fastbp, "backprop"):
-        run_benchmark(suite.bench_backprop.BackpropStep, ("100x784x100x10", "float32", "fastbp", 1), ["time_step"])
+        run_benchmark(
+            suite.bench_backprop.BackpropStep,
+            ("100x784x100x10", "float32", "fastbp", 1),
+            ["time_step"],
+        )
     else:
         with pytest.raises(NotImplementedError):
             suite.bench_backprop.BackpropStep().setup("100x784x100x10", "float32", "fastbp", 1)
@@ -626,7 +700,9 @@ def test_first_calls_seconds_times_every_call_of_fastbp_compile():
     from fastbp._compile import _calls
 
     result = _timing.first_calls_seconds("float32", _cache.cache_root())
-    names = [name for name, _ in _calls(np.dtype("float32"), min(2, numba.config.NUMBA_NUM_THREADS))]
+    names = [
+        name for name, _ in _calls(np.dtype("float32"), min(2, numba.config.NUMBA_NUM_THREADS))
+    ]
     assert [name for name, _ in result["calls"]] == names
     assert result["import"] > 0 and all(seconds >= 0 for _, seconds in result["calls"])
 
@@ -635,8 +711,13 @@ def test_first_call_section_prints_cold_and_cached_per_call(monkeypatch, capsys)
     def fake(dtype, cache_dir):
         fake.folders.append(cache_dir)
         cached = len(fake.folders) % 2 == 0
-        return {"import": 0.25, "calls": [["forward", 0.001 if cached else 1.5],
-                                          ["backprop", 0.002 if cached else 12.0]]}
+        return {
+            "import": 0.25,
+            "calls": [
+                ["forward", 0.001 if cached else 1.5],
+                ["backprop", 0.002 if cached else 12.0],
+            ],
+        }
 
     fake.folders = []
     monkeypatch.setattr(_bench, "first_calls_seconds", fake)
@@ -655,7 +736,9 @@ def test_interleaved_medians_settles_before_each_timing_untimed():
 
     calls = []
     start = time.perf_counter()
-    medians = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, settle=0.05)
+    medians = interleaved_medians(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, settle=0.05
+    )
     elapsed = time.perf_counter() - start
     assert elapsed >= 4 * 0.05  # two rounds of two candidates, each after a pause
     assert all(value < 0.05 for value in medians.values())  # the pause is not timed

@@ -238,8 +238,16 @@ def test_cache_root_follows_the_settings_in_order():
 def test_every_part_of_the_key_changes_the_folder():
     parts = _cache._KEY_PARTS  # what this process's folder was named from, at import
     assert parts == _cache.key_parts() or parts["sources"] != _cache.key_parts()["sources"]
-    assert set(parts) >= {"sources", "numba", "llvmlite", "numpy", "cpu_name",
-                          "cpu_features", "vector_bytes", "python"}
+    assert set(parts) >= {
+        "sources",
+        "numba",
+        "llvmlite",
+        "numpy",
+        "cpu_name",
+        "cpu_features",
+        "vector_bytes",
+        "python",
+    }
     key = _cache.cache_key(parts)
     assert key == _cache.cache_dir().name and len(key) == 16
     for name, value in parts.items():

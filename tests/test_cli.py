@@ -102,5 +102,7 @@ def test_import_compiles_nothing():
         "compiled = [name for name in dir(k) if getattr(getattr(k, name), 'signatures', None)]\n"
         "print(compiled)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

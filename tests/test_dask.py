@@ -22,27 +22,22 @@ dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
-import dask.core  # noqa: E402
+import dask.core  # noqa: E402, F811 (after the importorskip above)
 from dask.delayed import Delayed  # noqa: E402
 
 import fastbp  # noqa: E402
 from fastbp import _backprop  # noqa: E402
 from fastbp import dask as fastbp_dask  # noqa: E402
 
-from reference_hidden import backprop_rounding_bound, gamma, unit_roundoff  # noqa: E402
+from reference_hidden import (  # noqa: E402
+    backprop_rounding_bound,
+    gamma,
+    random_network,
+    unit_roundoff,
+)
 
 DTYPES = [np.float32, np.float64]
 FIELDS = ("cost", "grad_W_h", "grad_b_h", "grad_W_out", "grad_b_out")
-
-
-def random_network(rng, n, m, d, t, dtype, scale=0.5):
-    X = rng.random((n, m))
-    Y = np.eye(t)[rng.integers(0, t, n)]
-    W_h = rng.normal(0, scale, (m, d))
-    b_h = rng.normal(0, scale, d)
-    W_out = rng.normal(0, scale, (d, t))
-    b_out = rng.normal(0, scale, t)
-    return tuple(a.astype(dtype) for a in (X, Y, W_h, b_h, W_out, b_out))
 
 
 def on_dask(network, chunks):
@@ -72,7 +67,9 @@ def within_bound(result, network, l2, dtype):
     for key in FIELDS:
         value = np.asarray(getattr(result, key))
         assert value.dtype == dtype, key
-        difference = np.abs(value.astype(np.float64) - np.asarray(getattr(expected, key), np.float64))
+        difference = np.abs(
+            value.astype(np.float64) - np.asarray(getattr(expected, key), np.float64)
+        )
         assert np.all(difference <= bound[key]), (key, np.max(difference / bound[key]))
 
 
@@ -82,9 +79,7 @@ def within_bound(result, network, l2, dtype):
 
 
 def run_python(code):
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
 def test_importing_fastbp_does_not_import_dask():
@@ -117,7 +112,7 @@ def test_without_dask_the_import_error_says_what_to_install():
 @pytest.mark.parametrize("l2", [0.0, 0.7])
 @pytest.mark.parametrize("n", [1, 300, 1000])
 def test_one_block_gives_the_bits_of_the_in_memory_step(dtype, l2, n):
-    """A single block is the in-memory call itself: the same chunks (same shape), the same kernel."""
+    """A single block is the in-memory call itself: the same chunks, the same kernel."""
     rng = np.random.default_rng([n, 1])
     network = random_network(rng, n, 23, 17, 5, dtype)
     with local("sync"):
@@ -282,7 +277,7 @@ def test_blocks_in_any_layout_and_weights_as_lists():
 
 
 def misaligned_copy(array, offset):
-    """A C-contiguous copy of ``array`` whose data starts ``offset`` bytes past an aligned address."""
+    """A C-contiguous copy of ``array`` starting ``offset`` bytes past an aligned address."""
     buffer = np.empty(array.nbytes + 64 + offset, np.uint8)
     start = (-buffer.ctypes.data) % 64 + offset
     view = np.frombuffer(buffer[start : start + array.nbytes], array.dtype).reshape(array.shape)
@@ -384,7 +379,9 @@ def test_the_weights_are_one_key_that_every_block_task_refers_to():
     heavy = [key for key, task in graph.items() if len(pickle.dumps(task)) >= W_h.nbytes]
     assert len(heavy) == 1
     (weights_key,) = heavy
-    blocks = [k for k in graph if isinstance(k, tuple) and k[0].startswith("fastbp-backprop-block-")]
+    blocks = [
+        k for k in graph if isinstance(k, tuple) and k[0].startswith("fastbp-backprop-block-")
+    ]
     assert len(blocks) == 6
     for key in blocks + [delayed.key]:
         assert weights_key in dask.core.get_dependencies(graph, key)
@@ -676,7 +673,9 @@ def killable_client():
         yield client
 
 
-def test_a_worker_killed_mid_computation_changes_no_bits(killable_client, cases, references, tmp_path):
+def test_a_worker_killed_mid_computation_changes_no_bits(
+    killable_client, cases, references, tmp_path
+):
     """The task that loads the last block of X kills its worker process the first time it runs.
 
     It waits until the worker holds some blocks' partial results (and the

@@ -25,9 +25,7 @@ def test_digits_content_is_the_uci_test_set():
     assert int(np.round(X * 16).sum()) == 561718
     assert int(y.sum()) == 8070
     # First image, a zero, row by row.
-    assert np.array_equal(
-        np.round(X[0] * 16).reshape(8, 8)[1], [0, 0, 13, 15, 10, 15, 5, 0]
-    )
+    assert np.array_equal(np.round(X[0] * 16).reshape(8, 8)[1], [0, 0, 13, 15, 10, 15, 5, 0])
     assert list(y[:10]) == list(range(10))
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastbp
+
 from reference import (
     FLOAT_DTYPES,
     cost_reference,
@@ -20,7 +21,10 @@ dtypes = pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d
 @dtypes
 def test_sigmoid_matches_reference_to_a_few_ulps(dtype, rng):
     Z = np.concatenate(
-        [rng.normal(0, 5, 5000), [0.0, -0.0, 1e-30, -1e-30, 20.0, -20.0, 40.0, -40.0, 700.0, -700.0]]
+        [
+            rng.normal(0, 5, 5000),
+            [0.0, -0.0, 1e-30, -1e-30, 20.0, -20.0, 40.0, -40.0, 700.0, -700.0],
+        ]
     ).astype(dtype)
     result = fastbp.sigmoid(Z)
     assert result.dtype == dtype and result.shape == Z.shape
@@ -55,11 +59,15 @@ def test_sigmoid_special_values_and_shapes():
 @dtypes
 def test_sigmoid_symmetry(dtype, rng):
     Z = rng.normal(0, 3, 1000).astype(dtype)
-    assert np.allclose(fastbp.sigmoid(-Z), 1 - fastbp.sigmoid(Z), rtol=0, atol=2 * np.finfo(dtype).eps)
+    assert np.allclose(
+        fastbp.sigmoid(-Z), 1 - fastbp.sigmoid(Z), rtol=0, atol=2 * np.finfo(dtype).eps
+    )
 
 
 @dtypes
-@pytest.mark.parametrize("n, m, d, t", [(0, 4, 3, 2), (1, 1, 1, 1), (37, 13, 11, 7), (500, 64, 30, 10)])
+@pytest.mark.parametrize(
+    "n, m, d, t", [(0, 4, 3, 2), (1, 1, 1, 1), (37, 13, 11, 7), (500, 64, 30, 10)]
+)
 def test_forward_within_rounding_bound(n, m, d, t, dtype, rng):
     net = make_network(n, m, d, t, dtype, rng)
     A_h, A_out = fastbp.forward(net["X"], net["W_h"], net["b_h"], net["W_out"], net["b_out"])
@@ -69,12 +77,16 @@ def test_forward_within_rounding_bound(n, m, d, t, dtype, rng):
     u = unit_roundoff(dtype)
     # |φ'| ≤ 1/4: an error in z of γ_{m+1}(|X||W_h| + |b_h|) moves φ by a quarter
     # of that, and φ itself rounds within 4u.
-    z_bound = gamma(m + 1, u) * (np.abs(net["X"]).astype(np.float64) @ np.abs(net["W_h"]) + np.abs(net["b_h"]))
+    z_bound = gamma(m + 1, u) * (
+        np.abs(net["X"]).astype(np.float64) @ np.abs(net["W_h"]) + np.abs(net["b_h"])
+    )
     assert np.all(np.abs(A_h - ref_h) <= 0.25 * z_bound + 4 * u)
     # Second layer from fastbp's own A_h, so only this layer's rounding counts.
     L = np.longdouble
     z_out = A_h.astype(L) @ net["W_out"].astype(L) + net["b_out"].astype(L)
-    out_bound = gamma(d + 1, u) * (np.abs(A_h).astype(np.float64) @ np.abs(net["W_out"]) + np.abs(net["b_out"]))
+    out_bound = gamma(d + 1, u) * (
+        np.abs(A_h).astype(np.float64) @ np.abs(net["W_out"]) + np.abs(net["b_out"])
+    )
     assert np.all(np.abs(A_out - sigmoid_reference(z_out)) <= 0.25 * out_bound + 4 * u)
 
 
@@ -108,7 +120,9 @@ def test_cost_matches_reference(dtype, rng):
     assert isinstance(result, dtype)
     expected = cost_reference(A_out, Y)
     # float64 accumulation of 3000 terms, then one rounding to dtype
-    assert abs(float(result) - expected) <= (3000 * 2**-52 + 2 * unit_roundoff(dtype)) * abs(expected)
+    assert abs(float(result) - expected) <= (3000 * 2**-52 + 2 * unit_roundoff(dtype)) * abs(
+        expected
+    )
 
 
 def test_cost_by_hand():
@@ -161,13 +175,29 @@ def test_exp_of_the_sigmoid_within_one_ulp():
             rng.random(200_000) * 746,
             rng.random(200_000) * 2,
             rng.random(1000) * 1e-12,
-            [0.0, 1e-300, 0.34657359, 708.39, 708.4, 709.0, 744.4, 745.1, 745.2, 746, 800, 1e308, np.inf],
+            [
+                0.0,
+                1e-300,
+                0.34657359,
+                708.39,
+                708.4,
+                709.0,
+                744.4,
+                745.1,
+                745.2,
+                746,
+                800,
+                1e308,
+                np.inf,
+            ],
         ]
     )
     result = np.empty_like(x)
     exp_all(x, result)
     expected = np.exp(x.astype(np.longdouble))
-    ulp = np.spacing(expected.astype(np.float64)).astype(np.longdouble)  # subnormal spacing at the bottom
+    ulp = np.spacing(expected.astype(np.float64)).astype(
+        np.longdouble
+    )  # subnormal spacing at the bottom
     assert np.all(np.abs(result - expected) <= ulp)
     assert np.isnan(exp_all_single(exp_all, np.nan))
 
@@ -199,8 +229,18 @@ def test_log_of_the_cost_within_one_ulp():
             np.exp(rng.uniform(-708, 709, 200_000)),
             1.0 + rng.uniform(-0.3, 0.42, 200_000),
             np.sqrt(2.0) + rng.uniform(-1e-6, 1e-6, 1000),
-            [tiny, 2 * tiny, 0.5, 1.0, 2.0, np.nextafter(1.0, 0), np.nextafter(1.0, 2), 1e308,
-             np.finfo(np.float64).max, float(np.finfo(np.float32).tiny)],
+            [
+                tiny,
+                2 * tiny,
+                0.5,
+                1.0,
+                2.0,
+                np.nextafter(1.0, 0),
+                np.nextafter(1.0, 2),
+                1e308,
+                np.finfo(np.float64).max,
+                float(np.finfo(np.float32).tiny),
+            ],
         ]
     )
     result = np.empty_like(x)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastbp
+
 from reference import (
     DT_VALUES,
     FLOAT_DTYPES,
@@ -119,7 +120,14 @@ def test_n_threads_restores_numba_setting(rng):
     assert numba.get_num_threads() == before
 
 
-RANDOM_SHAPES = [(1, 1, 1), (2, 3, 5), (65, 37, 11), (1000, 100, 10), (4099, 64, 17), (20000, 13, 3)]
+RANDOM_SHAPES = [
+    (1, 1, 1),
+    (2, 3, 5),
+    (65, 37, 11),
+    (1000, 100, 10),
+    (4099, 64, 17),
+    (20000, 13, 3),
+]
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)

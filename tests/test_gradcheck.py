@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastbp
+
 from reference import make_network
 
 

@@ -63,7 +63,9 @@ def test_non_float_dtypes_are_refused_by_name(call, arg, bad):
     value = BAD_DTYPES[bad](good()[arg])
     if value.dtype == np.longdouble and np.dtype(np.longdouble) == np.dtype(np.float64):
         pytest.skip("long double is float64 here")
-    with pytest.raises(TypeError, match=rf"^{arg} has dtype {value.dtype}; expected float32 or float64"):
+    with pytest.raises(
+        TypeError, match=rf"^{arg} has dtype {value.dtype}; expected float32 or float64"
+    ):
         call_with(call, **{arg: value})
 
 
@@ -74,22 +76,64 @@ def test_wrong_number_of_dimensions_is_refused_by_name(call, arg, ndim):
     if value.ndim == ndim:
         return
     wrong = np.zeros((2,) * ndim)
-    with pytest.raises(ValueError, match=rf"^{arg} must be {value.ndim}-D, got a {ndim}-D array of shape"):
+    with pytest.raises(
+        ValueError, match=rf"^{arg} must be {value.ndim}-D, got a {ndim}-D array of shape"
+    ):
         call_with(call, **{arg: wrong})
 
 
 MISMATCHES = [
-    ("forward", {"W_h": np.zeros((m + 1, d))}, r"columns \(m\) of X \(4\) must equal rows \(m\) of W_h \(5\)"),
-    ("forward", {"b_h": np.zeros(d + 1)}, r"columns \(d\) of W_h \(3\) must equal length \(d\) of b_h \(4\)"),
-    ("forward", {"W_out": np.zeros((d + 1, t))}, r"columns \(d\) of W_h \(3\) must equal rows \(d\) of W_out \(4\)"),
-    ("forward", {"b_out": np.zeros(t + 1)}, r"columns \(t\) of W_out \(2\) must equal length \(t\) of b_out \(3\)"),
-    ("delta_out", {"Y": np.zeros((n, t + 1))}, r"A_out has shape \(5, 2\) but Y has shape \(5, 3\)"),
-    ("delta_out", {"Y": np.zeros((n + 1, t))}, r"A_out has shape \(5, 2\) but Y has shape \(6, 2\)"),
+    (
+        "forward",
+        {"W_h": np.zeros((m + 1, d))},
+        r"columns \(m\) of X \(4\) must equal rows \(m\) of W_h \(5\)",
+    ),
+    (
+        "forward",
+        {"b_h": np.zeros(d + 1)},
+        r"columns \(d\) of W_h \(3\) must equal length \(d\) of b_h \(4\)",
+    ),
+    (
+        "forward",
+        {"W_out": np.zeros((d + 1, t))},
+        r"columns \(d\) of W_h \(3\) must equal rows \(d\) of W_out \(4\)",
+    ),
+    (
+        "forward",
+        {"b_out": np.zeros(t + 1)},
+        r"columns \(t\) of W_out \(2\) must equal length \(t\) of b_out \(3\)",
+    ),
+    (
+        "delta_out",
+        {"Y": np.zeros((n, t + 1))},
+        r"A_out has shape \(5, 2\) but Y has shape \(5, 3\)",
+    ),
+    (
+        "delta_out",
+        {"Y": np.zeros((n + 1, t))},
+        r"A_out has shape \(5, 2\) but Y has shape \(6, 2\)",
+    ),
     ("cost", {"Y": np.zeros((n, t + 1))}, r"A_out has shape \(5, 2\) but Y has shape \(5, 3\)"),
-    ("grad_W_out_outer", {"delta_out": np.zeros((n + 1, t))}, r"rows \(n\) of A_h \(5\) must equal rows \(n\) of delta_out \(6\)"),
-    ("grad_W_out_blocked", {"delta_out": np.zeros((n - 1, t))}, r"rows \(n\) of A_h \(5\) must equal rows \(n\) of delta_out \(4\)"),
-    ("grad_W_out_matmul", {"A_h": np.zeros((n + 2, d))}, r"rows \(n\) of A_h \(7\) must equal rows \(n\) of delta_out \(5\)"),
-    ("grad_W_out", {"A_h": np.zeros((n + 2, d))}, r"rows \(n\) of A_h \(7\) must equal rows \(n\) of delta_out \(5\)"),
+    (
+        "grad_W_out_outer",
+        {"delta_out": np.zeros((n + 1, t))},
+        r"rows \(n\) of A_h \(5\) must equal rows \(n\) of delta_out \(6\)",
+    ),
+    (
+        "grad_W_out_blocked",
+        {"delta_out": np.zeros((n - 1, t))},
+        r"rows \(n\) of A_h \(5\) must equal rows \(n\) of delta_out \(4\)",
+    ),
+    (
+        "grad_W_out_matmul",
+        {"A_h": np.zeros((n + 2, d))},
+        r"rows \(n\) of A_h \(7\) must equal rows \(n\) of delta_out \(5\)",
+    ),
+    (
+        "grad_W_out",
+        {"A_h": np.zeros((n + 2, d))},
+        r"rows \(n\) of A_h \(7\) must equal rows \(n\) of delta_out \(5\)",
+    ),
 ]
 
 
@@ -109,7 +153,9 @@ def _dtypes_of(result):
     return [np.asarray(part).dtype for part in (result if isinstance(result, tuple) else (result,))]
 
 
-@pytest.mark.parametrize("call, arg", [a for a in ARGUMENTS if a[0] not in ("sigmoid", "grad_b_out")])
+@pytest.mark.parametrize(
+    "call, arg", [a for a in ARGUMENTS if a[0] not in ("sigmoid", "grad_b_out")]
+)
 def test_mixed_precision_is_promoted_like_numpy(call, arg):
     values = good()
     mixed = call_with(call, **{arg: values[arg].astype(np.float32)})
@@ -138,7 +184,9 @@ def test_empty_inputs_give_zeros():
         G = fastbp.grad_W_out(np.zeros((4, 0)), np.zeros((4, 2)), method=method)
         assert G.shape == (0, 2)
     assert np.array_equal(fastbp.grad_b_out(np.zeros((0, 2), np.float32)), np.zeros(2, np.float32))
-    A_h, A_out = fastbp.forward(np.zeros((0, 4)), np.zeros((4, 3)), np.zeros(3), np.zeros((3, 2)), np.zeros(2))
+    A_h, A_out = fastbp.forward(
+        np.zeros((0, 4)), np.zeros((4, 3)), np.zeros(3), np.zeros((3, 2)), np.zeros(2)
+    )
     assert A_h.shape == (0, 3) and A_out.shape == (0, 2)
     assert fastbp.delta_out(np.zeros((0, 2)), np.zeros((0, 2))).shape == (0, 2)
 

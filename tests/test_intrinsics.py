@@ -197,5 +197,6 @@ def test_copy_vectors_copies_n_vectors_times_W_elements_of_a_row(width, dtype, n
             copy(A, row, col, buf, offset)
             expected = np.full_like(buf, 7.0)
             expected[offset : offset + n_cols] = A[row, col : col + n_cols]
-            assert np.array_equal(buf.view(f"u{buf.itemsize}"),
-                                  expected.view(f"u{buf.itemsize}")), (row, col, offset)
+            assert np.array_equal(
+                buf.view(f"u{buf.itemsize}"), expected.view(f"u{buf.itemsize}")
+            ), (row, col, offset)

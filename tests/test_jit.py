@@ -1,6 +1,5 @@
 """fastbp._jit: the dispatcher every kernel is compiled through."""
 
-import numpy as np
 import pytest
 from numba.core import types
 from numba.core.caching import NullCache
@@ -73,5 +72,8 @@ def test_the_register_tiles_compile_once_per_layout():
     # One specialisation per layout of the δ operand (contiguous δ, and X
     # read in place through strides), none per constant.
     assert counts == {
-        "_accumulate_gradT_rows": 2, "_tiles_for_panel": 2, "_tile_1": 2, "_tile_2": 2
+        "_accumulate_gradT_rows": 2,
+        "_tiles_for_panel": 2,
+        "_tile_1": 2,
+        "_tile_2": 2,
     }

@@ -40,13 +40,22 @@ def record_epochs(monkeypatch):
     return records, real
 
 
-@pytest.mark.parametrize("shuffle, minibatch_size, l2", [(False, 5, 0.0), (True, 4, 0.3), (True, 1, 0.01)])
+@pytest.mark.parametrize(
+    "shuffle, minibatch_size, l2", [(False, 5, 0.0), (True, 4, 0.3), (True, 1, 0.01)]
+)
 def test_every_step_matches_the_book_within_rounding(monkeypatch, shuffle, minibatch_size, l2):
     X, y = small_problem()
     n, m = X.shape
     d, t, eta, epochs, seed = 4, 3, 0.05, 3, 42
-    model = MLP(n_hidden=d, l2=l2, epochs=epochs, eta=eta, minibatch_size=minibatch_size,
-                shuffle=shuffle, seed=seed)
+    model = MLP(
+        n_hidden=d,
+        l2=l2,
+        epochs=epochs,
+        eta=eta,
+        minibatch_size=minibatch_size,
+        shuffle=shuffle,
+        seed=seed,
+    )
     records, sgd_epoch = record_epochs(monkeypatch)
     model.fit(X, y)
 
@@ -112,7 +121,9 @@ def test_init_is_copied_not_modified():
     rng = np.random.default_rng(3)
     init = book_initial_weights(rng, X.shape[1], 4, 3)
     copies = [a.copy() for a in init]
-    model = MLP(n_hidden=4, epochs=2, eta=0.05, minibatch_size=5, shuffle=False).fit(X, y, init=init)
+    model = MLP(n_hidden=4, epochs=2, eta=0.05, minibatch_size=5, shuffle=False).fit(
+        X, y, init=init
+    )
     for a, b in zip(init, copies):
         assert np.array_equal(a, b)
     assert not np.array_equal(model.W_h, init[0])
@@ -122,7 +133,13 @@ def test_history_and_callback():
     X, y = small_problem()
     seen = []
     model = MLP(n_hidden=4, epochs=3, eta=0.05, minibatch_size=5, seed=0, l2=0.2)
-    model.fit(X[:18], y[:18], X[18:], y[18:], callback=lambda epoch, m: seen.append((epoch, len(m.history_["cost"]))))
+    model.fit(
+        X[:18],
+        y[:18],
+        X[18:],
+        y[18:],
+        callback=lambda epoch, m: seen.append((epoch, len(m.history_["cost"]))),
+    )
     assert seen == [(1, 1), (2, 2), (3, 3)]
     assert set(model.history_) == {"cost", "train_acc", "valid_acc"}
     assert all(len(v) == 3 for v in model.history_.values())
@@ -161,7 +178,9 @@ def test_predict_shapes_and_proba_is_per_output_sigmoid():
 
 def test_float32_model():
     X, y = small_problem()
-    model = MLP(n_hidden=4, epochs=2, eta=0.05, minibatch_size=5, seed=0, dtype=np.float32).fit(X, y)
+    model = MLP(n_hidden=4, epochs=2, eta=0.05, minibatch_size=5, seed=0, dtype=np.float32).fit(
+        X, y
+    )
     assert model.W_h.dtype == np.float32 and model.predict_proba(X).dtype == np.float32
 
 
@@ -187,7 +206,9 @@ def test_minibatch_of_the_whole_set_takes_one_step_per_epoch():
         assert np.max(np.abs(ours - theirs)) <= 1e-14
 
 
-@pytest.mark.parametrize("kind", ["other npz", "npz without hyperparameters", "npy", "text", "pickle", "empty"])
+@pytest.mark.parametrize(
+    "kind", ["other npz", "npz without hyperparameters", "npy", "text", "pickle", "empty"]
+)
 def test_load_refuses_files_that_are_not_models(tmp_path, kind):
     import pickle
 
@@ -196,7 +217,9 @@ def test_load_refuses_files_that_are_not_models(tmp_path, kind):
         np.savez(path, W_h=np.zeros((2, 2)))
         path, pattern = tmp_path / "file.npz", "missing b_h, W_out, b_out, l2"
     elif kind == "npz without hyperparameters":
-        np.savez(path, W_h=np.zeros((2, 2)), b_h=np.zeros(2), W_out=np.zeros((2, 1)), b_out=np.zeros(1))
+        np.savez(
+            path, W_h=np.zeros((2, 2)), b_h=np.zeros(2), W_out=np.zeros((2, 1)), b_out=np.zeros(1)
+        )
         path, pattern = tmp_path / "file.npz", "missing l2, epochs, eta, minibatch_size, shuffle"
     elif kind == "npy":
         np.save(path, np.zeros(3))
@@ -220,29 +243,72 @@ def test_load_refuses_files_that_are_not_models(tmp_path, kind):
     "call, error, pattern",
     [
         (lambda X, y: MLP(epochs=1).fit(X.astype(int), y), TypeError, "X has dtype"),
-        (lambda X, y: MLP(epochs=1).fit(X, y.astype(float)), TypeError, r"y must hold integer.*astype"),
+        (
+            lambda X, y: MLP(epochs=1).fit(X, y.astype(float)),
+            TypeError,
+            r"y must hold integer.*astype",
+        ),
         (lambda X, y: MLP(epochs=1).fit(X, y[:5]), ValueError, "y has 5 labels but X has 23"),
         (lambda X, y: MLP(epochs=1).fit(X, -y), ValueError, "class labels"),
         (lambda X, y: MLP(epochs=1).fit(X, y[:, None]), ValueError, "y must be 1-D"),
         (lambda X, y: MLP(epochs=1).fit(X[0], y), ValueError, "X must be 2-D"),
-        (lambda X, y: MLP(epochs=1).fit(np.where(X > 0.5, np.nan, X), y), ValueError, "X contains NaN"),
-        (lambda X, y: MLP(epochs=1).fit(np.where(X > 0.5, np.inf, X), y), ValueError, "X contains NaN or inf"),
-        (lambda X, y: MLP(epochs=1).fit(np.where(X > 0.5, -np.inf, X), y), ValueError, "X contains NaN or inf"),
-        (lambda X, y: MLP(epochs=1).fit(X, np.where(y > 0, np.nan, y)), ValueError, "y contains NaN"),
-        (lambda X, y: MLP(epochs=1).fit(X, np.where(y > 0, np.inf, y)), ValueError, "y contains NaN or inf"),
-        (lambda X, y: MLP(epochs=1).fit(X[:18], y[:18], X[18:] * np.nan, y[18:]), ValueError,
-         "X_valid contains NaN"),
-        (lambda X, y: MLP(epochs=1).fit(X[:18], y[:18], X[18:], y[18:] * np.nan), ValueError,
-         "y_valid contains NaN"),
-        (lambda X, y: MLP(epochs=1, minibatch_size=24).fit(X, y), ValueError,
-         r"minibatch_size \(24\) is larger than the training set \(X has 23 rows\)"),
+        (
+            lambda X, y: MLP(epochs=1).fit(np.where(X > 0.5, np.nan, X), y),
+            ValueError,
+            "X contains NaN",
+        ),
+        (
+            lambda X, y: MLP(epochs=1).fit(np.where(X > 0.5, np.inf, X), y),
+            ValueError,
+            "X contains NaN or inf",
+        ),
+        (
+            lambda X, y: MLP(epochs=1).fit(np.where(X > 0.5, -np.inf, X), y),
+            ValueError,
+            "X contains NaN or inf",
+        ),
+        (
+            lambda X, y: MLP(epochs=1).fit(X, np.where(y > 0, np.nan, y)),
+            ValueError,
+            "y contains NaN",
+        ),
+        (
+            lambda X, y: MLP(epochs=1).fit(X, np.where(y > 0, np.inf, y)),
+            ValueError,
+            "y contains NaN or inf",
+        ),
+        (
+            lambda X, y: MLP(epochs=1).fit(X[:18], y[:18], X[18:] * np.nan, y[18:]),
+            ValueError,
+            "X_valid contains NaN",
+        ),
+        (
+            lambda X, y: MLP(epochs=1).fit(X[:18], y[:18], X[18:], y[18:] * np.nan),
+            ValueError,
+            "y_valid contains NaN",
+        ),
+        (
+            lambda X, y: MLP(epochs=1, minibatch_size=24).fit(X, y),
+            ValueError,
+            r"minibatch_size \(24\) is larger than the training set \(X has 23 rows\)",
+        ),
         (lambda X, y: MLP(epochs=1).fit(X, y, X_valid=X), ValueError, "X_valid and y_valid"),
         (lambda X, y: MLP(epochs=1).fit(X, y, X[:, :2], y), ValueError, "X_valid"),
         (lambda X, y: MLP(n_hidden=4, epochs=1).fit(X, y, init=(1, 2)), TypeError, "init"),
-        (lambda X, y: MLP(n_hidden=4, epochs=1).fit(
-            X, y + 5, init=book_initial_weights(np.random.default_rng(0), 6, 4, 3)), ValueError, "class label 7"),
-        (lambda X, y: MLP(n_hidden=5, epochs=1).fit(
-            X, y, init=book_initial_weights(np.random.default_rng(0), 6, 4, 3)), ValueError, "n_hidden"),
+        (
+            lambda X, y: MLP(n_hidden=4, epochs=1).fit(
+                X, y + 5, init=book_initial_weights(np.random.default_rng(0), 6, 4, 3)
+            ),
+            ValueError,
+            "class label 7",
+        ),
+        (
+            lambda X, y: MLP(n_hidden=5, epochs=1).fit(
+                X, y, init=book_initial_weights(np.random.default_rng(0), 6, 4, 3)
+            ),
+            ValueError,
+            "n_hidden",
+        ),
         (lambda X, y: MLP().predict(X), RuntimeError, "fit"),
         (lambda X, y: MLP(n_hidden=0), ValueError, "n_hidden"),
         (lambda X, y: MLP(eta=-1), ValueError, "eta"),

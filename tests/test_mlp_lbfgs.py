@@ -85,7 +85,9 @@ def test_lbfgs_is_scipy_on_the_packed_weights():
 def test_epochs_zero_leaves_the_initial_weights():
     X, y = small_problem()
     model = MLP(n_hidden=4, epochs=0, seed=9, solver="lbfgs").fit(X, y)
-    for ours, theirs in zip(weights(model), book_initial_weights(np.random.default_rng(9), 6, 4, 3)):
+    for ours, theirs in zip(
+        weights(model), book_initial_weights(np.random.default_rng(9), 6, 4, 3)
+    ):
         assert np.array_equal(ours, theirs)
     assert model.history_ == {"cost": [], "train_acc": [], "valid_acc": []}
 
@@ -120,7 +122,9 @@ def test_history_and_callback():
     seen = []
 
     def callback(iteration, model):
-        seen.append((iteration, len(model.history_["cost"]), tuple(a.copy() for a in weights(model))))
+        seen.append(
+            (iteration, len(model.history_["cost"]), tuple(a.copy() for a in weights(model)))
+        )
 
     model = MLP(n_hidden=4, epochs=12, l2=l2, seed=0, solver="lbfgs")
     model.fit(X[:45], y[:45], X[45:], y[45:], callback=callback)
@@ -140,7 +144,9 @@ def test_history_and_callback():
     assert all(b < a for a, b in zip(model.history_["cost"], model.history_["cost"][1:]))
     for a, b in zip(seen[-1][2], weights(model)):
         assert np.array_equal(a, b)
-    assert np.isnan(MLP(n_hidden=4, epochs=2, seed=0, solver="lbfgs").fit(X, y).history_["valid_acc"]).all()
+    assert np.isnan(
+        MLP(n_hidden=4, epochs=2, seed=0, solver="lbfgs").fit(X, y).history_["valid_acc"]
+    ).all()
 
 
 def test_convergence_stops_before_epochs():
@@ -162,7 +168,9 @@ def test_sgd_only_hyperparameters_are_ignored():
     larger than the training set is no error)."""
     X, y = small_problem()
     a = MLP(n_hidden=4, epochs=8, seed=0, solver="lbfgs").fit(X, y)
-    b = MLP(n_hidden=4, epochs=8, eta=5.0, minibatch_size=1000, shuffle=False, seed=0, solver="lbfgs").fit(X, y)
+    b = MLP(
+        n_hidden=4, epochs=8, eta=5.0, minibatch_size=1000, shuffle=False, seed=0, solver="lbfgs"
+    ).fit(X, y)
     for u, v in zip(weights(a), weights(b)):
         assert np.array_equal(u, v)
 
@@ -185,7 +193,9 @@ def test_unknown_solver(solver):
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
 def test_save_load_round_trip(tmp_path, solver):
     X, y = small_problem()
-    model = MLP(n_hidden=4, epochs=3, eta=0.05, minibatch_size=5, seed=0, l2=0.1, solver=solver).fit(X, y)
+    model = MLP(
+        n_hidden=4, epochs=3, eta=0.05, minibatch_size=5, seed=0, l2=0.1, solver=solver
+    ).fit(X, y)
     model.save(tmp_path / "model.npz")
     loaded = MLP.load(tmp_path / "model.npz")
     assert loaded.solver == solver
@@ -204,17 +214,35 @@ def test_files_without_a_solver_load_as_sgd(tmp_path):
     """Model files written before the solver was saved."""
     model = MLP(n_hidden=2, epochs=1, eta=0.05, minibatch_size=5, seed=0).fit(*small_problem())
     path = tmp_path / "old.npz"
-    np.savez(path, **{k: getattr(model, k) for k in WEIGHTS}, l2=0.0, epochs=1, eta=0.05,
-             minibatch_size=5, shuffle=True)
+    np.savez(
+        path,
+        **{k: getattr(model, k) for k in WEIGHTS},
+        l2=0.0,
+        epochs=1,
+        eta=0.05,
+        minibatch_size=5,
+        shuffle=True,
+    )
     assert MLP.load(path).solver == "sgd"
-    np.savez(path, **{k: getattr(model, k) for k in WEIGHTS}, l2=0.0, epochs=1, eta=0.05,
-             minibatch_size=5, shuffle=True, solver="newton")
+    np.savez(
+        path,
+        **{k: getattr(model, k) for k in WEIGHTS},
+        l2=0.0,
+        epochs=1,
+        eta=0.05,
+        minibatch_size=5,
+        shuffle=True,
+        solver="newton",
+    )
     with pytest.raises(ValueError, match="solver must be one of"):
         MLP.load(path)
 
 
 def test_import_fastbp_does_not_import_dask():
-    code = "import sys, fastbp, fastbp.mlp; assert not [k for k in sys.modules if k.split('.')[0] in ('dask', 'distributed')]"
+    code = (
+        "import sys, fastbp, fastbp.mlp; "
+        "assert not [k for k in sys.modules if k.split('.')[0] in ('dask', 'distributed')]"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -261,8 +289,10 @@ def test_predict_on_dask_is_lazy_and_bitwise_numpys(da, dtype):
     assert np.array_equal(proba.compute(), model.predict_proba(X))
     assert np.array_equal(labels.compute(), model.predict(X))
     # float32 inputs to a float64 model are converted per block as in memory.
-    assert np.array_equal(model.predict_proba(Xd.astype(np.float32)).compute(),
-                          model.predict_proba(X.astype(np.float32)))
+    assert np.array_equal(
+        model.predict_proba(Xd.astype(np.float32)).compute(),
+        model.predict_proba(X.astype(np.float32)),
+    )
     # Odd blocks: the same within a rounding.
     odd = model.predict_proba(da.from_array(X, chunks=(77, 8))).compute()
     np.testing.assert_allclose(odd, model.predict_proba(X), rtol=4 * np.finfo(dtype).eps, atol=0)
@@ -329,7 +359,9 @@ def test_lbfgs_on_dask_matches_numpy(fastbp_dask, da):
     Xd_other = da.from_array(X[:120], chunks=(40, 3))
     others = [
         MLP(**kwargs).fit(Xd, y[:120], X[120:], y[120:]),
-        MLP(**kwargs).fit(Xd_other, da.from_array(y[:120], chunks=70), da.from_array(X[120:], chunks=7), y[120:]),
+        MLP(**kwargs).fit(
+            Xd_other, da.from_array(y[:120], chunks=70), da.from_array(X[120:], chunks=7), y[120:]
+        ),
     ]
     for other in others:
         for a, b in zip(weights(other), weights(on_dask)):
@@ -380,10 +412,18 @@ def test_lbfgs_on_dask_calls_fastbp_dask_with_blockwise_targets(fastbp_dask, da,
     [
         (lambda X, y: (X.astype(np.int64), y), TypeError, "X has dtype int64"),
         (lambda X, y: (X, y.astype(np.float64)), TypeError, "y must hold integer class labels"),
-        (lambda X, y: (X, y[:30]), ValueError, r"length \(n\) of y \(30\) must equal rows \(n\) of X \(90\)"),
+        (
+            lambda X, y: (X, y[:30]),
+            ValueError,
+            r"length \(n\) of y \(30\) must equal rows \(n\) of X \(90\)",
+        ),
         (lambda X, y: (X, y[:, None]), ValueError, "y must be 1-D"),
         (lambda X, y: (X, -y), ValueError, "class labels 0..t-1, found -2"),
-        (lambda X, y: (X.map_blocks(lambda b: np.where(b > 0.9, np.nan, b)), y), ValueError, "X contains NaN"),
+        (
+            lambda X, y: (X.map_blocks(lambda b: np.where(b > 0.9, np.nan, b)), y),
+            ValueError,
+            "X contains NaN",
+        ),
         (lambda X, y: (X[X[:, 0] > 0.5], y), ValueError, "unknown size"),
     ],
 )

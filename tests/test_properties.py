@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastbp
+
 from reference import exact_pair, outer_sum_reference
 
 LAYOUTS = ("C", "F", "strided", "reversed", "readonly")
@@ -64,7 +65,9 @@ def test_every_way_exact_for_any_shape_and_layout(
     for name, result in results.items():
         assert result.dtype == dtype and result.shape == (d, t), name
         assert np.array_equal(result, expected), name
-    assert np.array_equal(fastbp.grad_b_out(delta_in), delta.sum(axis=0, dtype=np.float64).astype(dtype))
+    assert np.array_equal(
+        fastbp.grad_b_out(delta_in), delta.sum(axis=0, dtype=np.float64).astype(dtype)
+    )
     # inputs untouched
     assert np.array_equal(A_in, A_before) and np.array_equal(delta_in, delta_before)
 
@@ -88,7 +91,9 @@ def test_forward_and_delta_independent_of_layout(n, m, d, t, dtype, layout, seed
     b_out = rng.normal(0, 1, t).astype(dtype)
     Y = rng.random((n, t)).astype(dtype)
     A_h, A_out = fastbp.forward(X, W_h, b_h, W_out, b_out)
-    A_h2, A_out2 = fastbp.forward(_lay_out(X, layout, rng), _lay_out(W_h, layout, rng), b_h, W_out, b_out)
+    A_h2, A_out2 = fastbp.forward(
+        _lay_out(X, layout, rng), _lay_out(W_h, layout, rng), b_h, W_out, b_out
+    )
     assert np.array_equal(A_h, A_h2) and np.array_equal(A_out, A_out2)
     assert A_h.shape == (n, d) and A_out.shape == (n, t) and A_out.dtype == dtype
     assert np.all((A_out >= 0) & (A_out <= 1))

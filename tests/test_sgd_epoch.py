@@ -72,7 +72,9 @@ def test_equals_the_per_step_loop_bitwise(n, m, d, t, size, l2, dtype):
         # backprop rounds each step's cost to float32 once; sgd_epoch sums the
         # unrounded float64 costs.
         u = np.finfo(np.float32).eps / 2
-        assert abs(epoch_cost - sum(float(c) for c in costs)) <= u * sum(abs(float(c)) for c in costs)
+        assert abs(epoch_cost - sum(float(c) for c in costs)) <= u * sum(
+            abs(float(c)) for c in costs
+        )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -136,11 +138,19 @@ def test_mlp_fit_equals_the_per_step_loop_after_every_epoch():
     seed, size, eta, l2, epochs = 5, 16, 0.05, 0.02, 3
     snapshots = []
     model = MLP(n_hidden=16, epochs=epochs, eta=eta, minibatch_size=size, l2=l2, seed=seed)
-    model.fit(X, y, callback=lambda epoch, m: snapshots.append(
-        [w.copy() for w in (m.W_h, m.b_h, m.W_out, m.b_out)]))
+    model.fit(
+        X,
+        y,
+        callback=lambda epoch, m: snapshots.append(
+            [w.copy() for w in (m.W_h, m.b_h, m.W_out, m.b_out)]
+        ),
+    )
     rng = np.random.default_rng(seed)
     weights = [
-        rng.normal(0.0, 0.1, (12, 16)), np.zeros(16), rng.normal(0.0, 0.1, (16, 4)), np.zeros(4)
+        rng.normal(0.0, 0.1, (12, 16)),
+        np.zeros(16),
+        rng.normal(0.0, 0.1, (16, 4)),
+        np.zeros(4),
     ]
     for snapshot in snapshots:
         order = np.arange(150)
@@ -156,8 +166,15 @@ def test_mlp_threaded_steps_have_the_same_bits():
     X, Y, _, _ = problem(1200, 30, 20, 3, np.float32)
     y = np.argmax(Y, axis=1)
     models = [
-        MLP(n_hidden=20, epochs=2, eta=0.01, minibatch_size=512, seed=1, n_threads=threads,
-            dtype=np.float32).fit(X, y)
+        MLP(
+            n_hidden=20,
+            epochs=2,
+            eta=0.01,
+            minibatch_size=512,
+            seed=1,
+            n_threads=threads,
+            dtype=np.float32,
+        ).fit(X, y)
         for threads in (1, 2)
     ]
     for name in ("W_h", "b_h", "W_out", "b_out"):
@@ -168,22 +185,39 @@ def bad_calls():
     X, Y, weights, _ = problem(20, 4, 5, 3, np.float64)
     W_h, b_h, W_out, b_out = weights
     order = np.arange(20)
-    ok = dict(X=X, Y=Y, W_h=W_h, b_h=b_h, W_out=W_out, b_out=b_out, order=order, eta=0.1,
-              minibatch_size=4)
+    ok = dict(
+        X=X, Y=Y, W_h=W_h, b_h=b_h, W_out=W_out, b_out=b_out, order=order, eta=0.1, minibatch_size=4
+    )
     read_only = W_h.copy()
     read_only.flags.writeable = False
     return [
         (dict(W_h=W_h.tolist()), TypeError, "W_h must be a numpy.ndarray .*updated in place.*list"),
         (dict(b_out=b_out.astype(np.float32)), TypeError, r"share one dtype.*b_out float32"),
         (dict(W_h=W_h.astype(np.int64)), TypeError, "W_h has dtype int64"),
-        (dict(b_h=b_h[:4]), ValueError, r"columns \(d\) of W_h \(5\) must equal length \(d\) of b_h \(4\)"),
+        (
+            dict(b_h=b_h[:4]),
+            ValueError,
+            r"columns \(d\) of W_h \(5\) must equal length \(d\) of b_h \(4\)",
+        ),
         (dict(W_out=W_out[:, :2]), ValueError, r"columns \(t\) of W_out \(2\) must equal length"),
         (dict(W_h=read_only), ValueError, "W_h is read-only"),
         (dict(b_h=W_h[0]), ValueError, "W_h and b_h share memory"),
-        (dict(X=X.astype(np.float32), W_h=W_h.astype(np.float32), b_h=b_h.astype(np.float32),
-              W_out=W_out.astype(np.float32), b_out=b_out.astype(np.float32)),
-         TypeError, r"Y has dtype float64 but the weights are float32.*astype\(np.float32\)"),
-        (dict(X=X[:, :3]), ValueError, r"columns \(m\) of X \(3\) must equal rows \(m\) of W_h \(4\)"),
+        (
+            dict(
+                X=X.astype(np.float32),
+                W_h=W_h.astype(np.float32),
+                b_h=b_h.astype(np.float32),
+                W_out=W_out.astype(np.float32),
+                b_out=b_out.astype(np.float32),
+            ),
+            TypeError,
+            r"Y has dtype float64 but the weights are float32.*astype\(np.float32\)",
+        ),
+        (
+            dict(X=X[:, :3]),
+            ValueError,
+            r"columns \(m\) of X \(3\) must equal rows \(m\) of W_h \(4\)",
+        ),
         (dict(Y=Y[:10]), ValueError, r"rows \(n\) of X \(20\) must equal rows \(n\) of Y \(10\)"),
         (dict(Y=Y[:, :2]), ValueError, r"columns \(t\) of Y \(2\)"),
         (dict(X=X.astype(int)), TypeError, "X has dtype int64"),

@@ -22,8 +22,13 @@ def test_vector_width_follows_the_target_features():
 @pytest.mark.parametrize("setting", ["32", "64", " 64 "])
 def test_vector_width_setting_overrides_the_features(setting):
     expected = int(setting)
-    assert choose_vector_bytes(environ={"FASTBP_VECTOR_BYTES": setting}, features="+avx512f") == expected
-    assert choose_vector_bytes(environ={"FASTBP_VECTOR_BYTES": setting}, features="+avx2") == expected
+    assert (
+        choose_vector_bytes(environ={"FASTBP_VECTOR_BYTES": setting}, features="+avx512f")
+        == expected
+    )
+    assert (
+        choose_vector_bytes(environ={"FASTBP_VECTOR_BYTES": setting}, features="+avx2") == expected
+    )
 
 
 @pytest.mark.parametrize("setting", ["16", "128", "48", "avx512", "-32"])
@@ -74,9 +79,14 @@ def _results_with_width(width, path):
     env = dict(os.environ, FASTBP_VECTOR_BYTES=str(width))
     result = subprocess.run(
         [sys.executable, "-c", _WIDTH_SCRIPT, str(path)],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    assert result.returncode == 0, f"width {width}: exit {result.returncode}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"width {width}: exit {result.returncode}\n{result.stderr[-3000:]}"
+    )
     with np.load(path) as data:
         return {name: data[name] for name in data.files}
 
