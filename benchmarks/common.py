@@ -105,8 +105,7 @@ def dataset(n, d, t, dtype, m=None):
 
 
 @contextlib.contextmanager
-def _local_thread_limits(n_threads):
-    """BLAS (threadpoolctl) and Numba threads, for commits without fastbp._timing."""
+def _limited_threads(n_threads):
     from threadpoolctl import threadpool_limits
 
     previous = numba.get_num_threads()
@@ -119,18 +118,14 @@ def _local_thread_limits(n_threads):
 
 
 def thread_limits(n_threads):
-    """Context manager: ``n_threads`` BLAS threads and ``n_threads`` Numba threads.
+    """Context manager: ``n_threads`` BLAS threads (threadpoolctl) and ``n_threads`` Numba threads.
 
     Raises NotImplementedError (asv then skips the parameter set) where the
     machine has fewer threads than asked for.
     """
     if n_threads > numba.config.NUMBA_NUM_THREADS:
         raise NotImplementedError(f"only {numba.config.NUMBA_NUM_THREADS} Numba threads here")
-    try:
-        from fastbp._timing import thread_limits as fastbp_thread_limits
-    except ImportError:
-        return _local_thread_limits(n_threads)
-    return fastbp_thread_limits(n_threads)
+    return _limited_threads(n_threads)
 
 
 def measured_seconds(function, min_total=0.05, max_calls=50):

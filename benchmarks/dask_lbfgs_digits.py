@@ -19,9 +19,12 @@ import time
 
 import numpy as np
 
-from fastbp import _train
+from fastbp._tools import train as fastbp_train
 from fastbp.datasets import load_digits
 from fastbp.mlp import MLP
+
+#: The settings of `fastbp train`, which the SGD side of this comparison repeats.
+TRAIN = fastbp_train.DEFAULTS
 
 
 def accuracy(model, X, y):
@@ -40,31 +43,31 @@ def main():
     )
     args = parser.parse_args()
     iterations = 5 if args.smoke else args.iterations
-    sgd_epochs = 3 if args.smoke else _train.DEFAULT_EPOCHS
+    sgd_epochs = 3 if args.smoke else TRAIN["epochs"]
 
     X, y = load_digits()
-    train, test = _train._split(len(y), _train.DEFAULT_SEED)
+    train, test = fastbp_train._split(len(y), TRAIN["seed"])
     X_train, y_train, X_test, y_test = X[train], y[train], X[test], y[test]
     lbfgs = dict(
-        n_hidden=_train.DEFAULT_HIDDEN,
+        n_hidden=TRAIN["hidden"],
         epochs=iterations,
-        l2=_train.DEFAULT_L2,
-        seed=_train.DEFAULT_SEED,
+        l2=TRAIN["l2"],
+        seed=TRAIN["seed"],
         solver="lbfgs",
     )
     print(
-        f"digits: {len(train)} training, {len(test)} held out; 64-{_train.DEFAULT_HIDDEN}-10, "
-        f"l2 {_train.DEFAULT_L2}, seed {_train.DEFAULT_SEED}"
+        f"digits: {len(train)} training, {len(test)} held out; 64-{TRAIN['hidden']}-10, "
+        f"l2 {TRAIN['l2']}, seed {TRAIN['seed']}"
     )
     rows = []
 
     # Warm the kernels (compiled or loaded from the cache) outside the timings.
     MLP(**{**lbfgs, "epochs": 1}).fit(X_train[:64], y_train[:64])
     MLP(
-        n_hidden=_train.DEFAULT_HIDDEN,
+        n_hidden=TRAIN["hidden"],
         epochs=1,
-        eta=_train.DEFAULT_ETA,
-        minibatch_size=_train.DEFAULT_MINIBATCH,
+        eta=TRAIN["eta"],
+        minibatch_size=TRAIN["minibatch_size"],
         seed=0,
     ).fit(X_train[:64], y_train[:64])
 
@@ -97,7 +100,7 @@ def main():
         start = time.perf_counter()
         W = [a.copy() for a in (in_memory.W_h, in_memory.b_h, in_memory.W_out, in_memory.b_out)]
         Y = da.from_array(np.eye(10)[y_train], chunks=(block, -1))
-        fastbp.dask.backprop(Xd, Y, *W, l2=_train.DEFAULT_L2)
+        fastbp.dask.backprop(Xd, Y, *W, l2=TRAIN["l2"])
         warm = time.perf_counter() - start
         start = time.perf_counter()
         on_dask = MLP(**lbfgs).fit(Xd, yd)
@@ -122,12 +125,12 @@ def main():
 
     start = time.perf_counter()
     sgd = MLP(
-        n_hidden=_train.DEFAULT_HIDDEN,
+        n_hidden=TRAIN["hidden"],
         epochs=sgd_epochs,
-        eta=_train.DEFAULT_ETA,
-        minibatch_size=_train.DEFAULT_MINIBATCH,
-        l2=_train.DEFAULT_L2,
-        seed=_train.DEFAULT_SEED,
+        eta=TRAIN["eta"],
+        minibatch_size=TRAIN["minibatch_size"],
+        l2=TRAIN["l2"],
+        seed=TRAIN["seed"],
     ).fit(X_train, y_train)
     rows.append(
         (

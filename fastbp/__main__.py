@@ -1,7 +1,7 @@
-"""``python -m fastbp``: the same as the ``fastbp`` command."""
+"""``python -m fastbp``: the ``fastbp`` command line."""
 
 import sys
 
-from .cli import main
+from ._tools.cli import main
 
 sys.exit(main())

@@ -242,20 +242,27 @@ _WORKSPACE_MAX_BYTES = 64 * 2**20
 _workspaces = threading.local()
 
 
-def _workspace(dtype, m, d, t, copies, n_chunks=1):
-    """A 1-D scratch array for this thread: W_out's panels, ``copies`` of W_h's, chunk partials.
+def _workspace_size(dtype, m, d, t, copies, n_chunks=1):
+    """Elements of a step's workspace: W_out's panels, ``copies`` of W_h's, chunk partials.
 
     The partials of ``n_chunks`` > 1 chunks take n_chunks · (m·d + d + t·d + t)
     elements (see :func:`fastbp._kernels_hidden._partials`).
-
-    Reused by later calls in the same thread (kernels release the GIL, so
-    each Python thread has its own); a larger one replaces it when needed.
-    Above :data:`_WORKSPACE_MAX_BYTES` a fresh array each call.
     """
     w = VECTOR_BYTES // dtype.itemsize
     size = copies * m * (max(d, w) + w) + d * (max(t, w) + w)
     if n_chunks > 1:
         size += n_chunks * (m * d + d + t * d + t)
+    return size
+
+
+def _workspace(dtype, m, d, t, copies, n_chunks=1):
+    """A 1-D scratch array of :func:`_workspace_size` elements for this thread.
+
+    Reused by later calls in the same thread (kernels release the GIL, so
+    each Python thread has its own); a larger one replaces it when needed.
+    Above :data:`_WORKSPACE_MAX_BYTES` a fresh array each call.
+    """
+    size = _workspace_size(dtype, m, d, t, copies, n_chunks)
     if size * dtype.itemsize > _WORKSPACE_MAX_BYTES:
         return np.empty(size, dtype)
     cache = getattr(_workspaces, "arrays", None)

@@ -308,24 +308,24 @@ GRAD_BLOCK_T = 48
 
 
 @kernel
-def _tile_2(A_h, delta_out, i0, i1, ja, jg, k, kt, gradT):
+def _tile_2(A_h, delta_out, i0, i1, jg, k, kt, gradT):
     """One register tile two vectors wide and ``kt`` (1…6) outputs tall."""
     if kt == 6:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 6, 0)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 6, 0)
     elif kt == 5:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 5, 0)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 5, 0)
     elif kt == 4:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 4, 0)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 4, 0)
     elif kt == 3:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 3, 0)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 3, 0)
     elif kt == 2:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 2, 0)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 2, 0)
     else:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, 0, 2, 1, 0)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 1, 0)
 
 
 @kernel
-def _tile_1(A_h, delta_out, i0, i1, ja, jg, k, kt, gradT, skip):
+def _tile_1(A_h, delta_out, i0, i1, jg, k, kt, gradT, skip):
     """One register tile one vector wide, ``kt`` (1…6) outputs tall.
 
     The first ``skip`` columns of the tile are left as they are (an
@@ -335,17 +335,17 @@ def _tile_1(A_h, delta_out, i0, i1, ja, jg, k, kt, gradT, skip):
     specialised tiles to compile.
     """
     if kt == 6:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 6, 1)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 6, 1)
     elif kt == 5:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 5, 1)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 5, 1)
     elif kt == 4:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 4, 1)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 4, 1)
     elif kt == 3:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 3, 1)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 3, 1)
     elif kt == 2:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 2, 1)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 2, 1)
     else:
-        tile_fma(A_h, delta_out, i0, i1, ja, jg, k, gradT, skip, 1, 1, 1)
+        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 1, 1)
 
 
 @kernel(fastmath=CONTRACT)
@@ -435,9 +435,9 @@ def _tiles_for_panel(P, Dp, nb, nvec, jg, skip, k_block, kb, gradT):
         kt = kt_small + 1 if q < n_big else kt_small
         # Dp's column k is output k_block + k: shift gradT's row instead.
         if nvec == 2:
-            _tile_2(P, Dp, 0, nb, 0, jg, k, kt, gradT[k_block:])
+            _tile_2(P, Dp, 0, nb, jg, k, kt, gradT[k_block:])
         else:
-            _tile_1(P, Dp, 0, nb, 0, jg, k, kt, gradT[k_block:], skip)
+            _tile_1(P, Dp, 0, nb, jg, k, kt, gradT[k_block:], skip)
         k += kt
 
 

@@ -777,6 +777,17 @@ def _allocate_partials(n_chunks, m, d, t, dtype_sample, transposed):
 
 
 @kernel
+def _grad_W_h_transposed(n_chunks):
+    """Whether the step accumulates Xᵀ δ_h as (d, m): with several chunks.
+
+    One chunk's (m, d) needs no transposition; several chunks' (d, m)
+    partials are summed and transposed once (:func:`_sum_chunks`), and
+    faster to accumulate (docs/tuning.md).
+    """
+    return n_chunks > 1
+
+
+@kernel
 def _backprop_serial(
     X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspace
 ):
@@ -793,7 +804,7 @@ def _backprop_serial(
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
-    transposed = n_chunks > 1
+    transposed = _grad_W_h_transposed(n_chunks)
     # The workspace: the partials of several chunks, then W_h's and W_out's panels.
     partials_size = n_chunks * (m * d + d + t * d + t) if n_chunks > 1 else 0
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _partials(workspace, n_chunks, m, d, t, transposed)
@@ -823,7 +834,7 @@ def _backprop_parallel(
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = np.ascontiguousarray(W_out.T)
-    transposed = n_chunks > 1
+    transposed = _grad_W_h_transposed(n_chunks)
     # The workspace: the partials of several chunks, then W_h's and W_out's panels.
     partials_size = n_chunks * (m * d + d + t * d + t) if n_chunks > 1 else 0
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _partials(workspace, n_chunks, m, d, t, transposed)
@@ -836,6 +847,54 @@ def _backprop_parallel(
             g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols, transposed,
         )
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed)
+
+
+# --------------------------------------------------------------------------
+# The step's two large products alone, for ``fastbp bench --breakdown``
+# --------------------------------------------------------------------------
+
+
+@kernel
+def _step_hidden_product(X, W_h, block_rows):
+    """X W_h (n, d) as the fused step computes it, with none of the step's other work.
+
+    W_h packed once and padded to one vector where narrower
+    (:func:`_packed_padded_weights`), then :func:`_hidden_forward_packed` on
+    blocks of ``block_rows`` examples read in place: the calls of
+    :func:`_forward_and_deltas`, so the time and the bits are the step's.
+    """
+    n, m = X.shape
+    d = W_h.shape[1]
+    width = max(d, VECTOR_BYTES // X.itemsize)
+    Z = np.zeros((n, width), dtype=X.dtype)
+    wpack = _packed_padded_weights(W_h)
+    for i0 in range(0, n, block_rows):
+        rows = min(block_rows, n - i0)
+        _hidden_forward_packed(X, i0, rows, wpack, m, width, Z[i0 : i0 + rows])
+    return np.ascontiguousarray(Z[:, :d])
+
+
+@kernel
+def _step_input_gradient(X, delta_h, block_rows, n_chunks):
+    """Xᵀ δ_h (m, d) as the fused step with ``n_chunks`` chunks accumulates it, in one chunk.
+
+    The orientation is the step's (:func:`_grad_W_h_transposed`): (m, d) by
+    :func:`_add_grad_W_h`, or (d, m) by :func:`_add_grad_W_h_T` and
+    transposed at the end, block by block as :func:`_backprop_chunk` adds them.
+    """
+    n, m = X.shape
+    d = delta_h.shape[1]
+    if _grad_W_h_transposed(n_chunks):
+        G_T = np.zeros((d, m), dtype=X.dtype)
+        for i0 in range(0, n, block_rows):
+            rows = min(block_rows, n - i0)
+            _add_grad_W_h_T(X, i0, rows, delta_h[i0 : i0 + rows], G_T)
+        return np.ascontiguousarray(G_T.T)
+    G = np.zeros((m, d), dtype=X.dtype)
+    for i0 in range(0, n, block_rows):
+        rows = min(block_rows, n - i0)
+        _add_grad_W_h(X, i0, rows, delta_h[i0 : i0 + rows], G, 0, m)
+    return G
 
 
 # --------------------------------------------------------------------------

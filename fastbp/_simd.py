@@ -3,8 +3,8 @@
 The intrinsics, usable only inside compiled code (W = VECTOR_BYTES // itemsize
 lanes per vector; ``n_vectors``, ``n_rows`` and ``blend`` compile-time constants):
 
-``tile_fma(A, D, i0, i1, a_col, g_col, g_row, G, skip, n_vectors, n_rows, blend)``
-    G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, a_col+c], for
+``tile_fma(A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, blend)``
+    G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, c], for
     q < n_rows and c < n_vectors·W; A (n, d), D (n, t), G (t, d).
 ``copy_vectors(A, row, col, buf, offset, n_vectors)``
     buf[offset : offset+n_vectors·W] = A[row, col : col+n_vectors·W]; A 2-D, buf 1-D.
@@ -321,10 +321,10 @@ def _store_tile(vec, g, rows, col_starts, tile, skip=None):
 
 
 @intrinsic(prefer_literal=True)
-def tile_fma(typingctx, A, D, i0, i1, a_col, g_col, g_row, G, skip, n_vectors, n_rows, blend):
+def tile_fma(typingctx, A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, blend):
     """Add the examples i0 … i1-1 of Dᵀ A to a tile of G, one fused multiply-add per example.
 
-    G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, a_col+c]
+    G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, c]
     for the tile's rows q < n_rows and columns c < n_vectors·W.
     A (n, d) and G (t, d) are C-contiguous, D (n, t) has any strides, all
     of one float dtype; G is updated in place.  ``n_vectors``, ``n_rows`` and
@@ -333,10 +333,10 @@ def tile_fma(typingctx, A, D, i0, i1, a_col, g_col, g_row, G, skip, n_vectors, n
     G[·, g_col : g_col+skip], are left as they are, so that a row whose
     width is not a multiple of W ends with a tile overlapping the previous
     one instead of a scalar remainder; ``skip`` is ignored with ``blend=0``.
-    Nothing is checked: A[i0:i1, a_col:a_col+n_vectors·W],
+    Nothing is checked: A[i0:i1, :n_vectors·W],
     D[i0:i1, g_row:g_row+n_rows] and G[g_row:g_row+n_rows,
-    g_col:g_col+n_vectors·W] must be in bounds.  (fastbp's kernels pass
-    packed panels whose tile starts at column 0: their a_col is always 0.)
+    g_col:g_col+n_vectors·W] must be in bounds.  A is a packed panel: its
+    tile always starts at column 0.
 
     The n_rows × n_vectors accumulators are loaded from G once, updated
     with one ``fmuladd`` per example (a vector of A's row times a broadcast
@@ -353,17 +353,14 @@ def tile_fma(typingctx, A, D, i0, i1, a_col, g_col, g_row, G, skip, n_vectors, n
     blended = _literal_int(blend, "tile_fma", "blend")
     if vectors_per_row < 1 or tile_rows < 1 or blended not in (0, 1):
         raise ValueError("tile_fma: need n_vectors >= 1, n_rows >= 1, blend in {0, 1}")
-    if not all(isinstance(ty, types.Integer) for ty in (i0, i1, a_col, g_col, g_row, skip)):
+    if not all(isinstance(ty, types.Integer) for ty in (i0, i1, g_col, g_row, skip)):
         return None
-    call_signature = types.void(
-        A, D, i0, i1, a_col, g_col, g_row, G, skip, n_vectors, n_rows, blend
-    )
+    call_signature = types.void(A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, blend)
 
     def codegen(context, builder, signature, args):
-        a_value, d_value, g_value = args[0], args[1], args[7]
-        start, stop, first_a_col, first_g_col, first_row, skip_lanes = (
-            context.cast(builder, args[p], signature.args[p], types.intp)
-            for p in (2, 3, 4, 5, 6, 8)
+        a_value, d_value, g_value = args[0], args[1], args[6]
+        start, stop, first_g_col, first_row, skip_lanes = (
+            context.cast(builder, args[p], signature.args[p], types.intp) for p in (2, 3, 4, 5, 7)
         )
         vec = _Vectors(context, builder, A.dtype)
         a = _Matrix(context, builder, A, a_value)
@@ -373,7 +370,7 @@ def tile_fma(typingctx, A, D, i0, i1, a_col, g_col, g_row, G, skip, n_vectors, n
         fmuladd = vec.fmuladd()
 
         g_cols = vec.starts(first_g_col, vectors_per_row)
-        a_cols = vec.starts(first_a_col, vectors_per_row)
+        a_cols = [vec.intp_constant(v * vec.lanes) for v in range(vectors_per_row)]  # from 0
         rows = [builder.add(first_row, vec.intp_constant(q)) for q in range(tile_rows)]
         d_columns.select(first_row, rows)  # column q of D goes with row q of G
 

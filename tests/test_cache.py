@@ -302,7 +302,7 @@ def test_cache_and_compile_commands(tmp_path):
     # Every call `fastbp compile` makes now loads from the cache.
     check = """
 from fastbp import _jit
-from fastbp._compile import compile_all
+from fastbp._tools.compile import compile_all
 compile_all(["float32"])
 print(*_jit.cache_counts())
 """

@@ -50,8 +50,8 @@ def _tile(width, n_vectors, n_rows, blend):
     if key not in _compiled:
 
         @numba.njit
-        def tile(A, D, i0, i1, a_col, g_col, g_row, G, skip):
-            tile_fma(A, D, i0, i1, a_col, g_col, g_row, G, skip, n_vectors, n_rows, blend)
+        def tile(A, D, i0, i1, g_col, g_row, G, skip):
+            tile_fma(A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, blend)
 
         _compiled[key] = tile
     return _compiled[key]
@@ -90,14 +90,12 @@ def _d_matrix(rng, n, t, dtype, layout):
     return D
 
 
-def _tile_reference(A, D, i0, i1, a_col, g_col, g_row, G, n_rows, n_cols, skip):
+def _tile_reference(A, D, i0, i1, g_col, g_row, G, n_rows, n_cols, skip):
     """G after the tile: one rounded addition of D[i, row]·A[i, col] per example i, in order."""
     expected = G.copy()
     rows = slice(g_row, g_row + n_rows)
     for i in range(i0, i1):
-        expected[rows, g_col + skip : g_col + n_cols] += (
-            D[i, rows, None] * A[i, a_col + skip : a_col + n_cols]
-        )
+        expected[rows, g_col + skip : g_col + n_cols] += D[i, rows, None] * A[i, skip:n_cols]
     return expected
 
 
@@ -110,7 +108,7 @@ def _tile_reference(A, D, i0, i1, a_col, g_col, g_row, G, n_rows, n_cols, skip):
 def test_tile_fma_adds_examples_products_to_a_tile_of_G(
     width, dtype, layout, n_vectors, n_rows, blend, rng
 ):
-    """tile_fma: G[g_row+q, g_col+c] += Σ_{i0≤i<i1} D[i, g_row+q]·A[i, a_col+c].
+    """tile_fma: G[g_row+q, g_col+c] += Σ_{i0≤i<i1} D[i, g_row+q]·A[i, c].
 
     For the tile's rows q < n_rows and columns c < n_vectors·W, one rounded
     multiply-add per example, in ascending order, starting from G's value.
@@ -121,8 +119,8 @@ def test_tile_fma_adds_examples_products_to_a_tile_of_G(
     """
     W = _lanes(width, dtype)
     n_cols = n_vectors * W
-    n, a_col, g_col, g_row = 9, 3, 5, 2  # columns off any vector boundary
-    A = _short(rng, (n, a_col + n_cols + 4), dtype)
+    n, g_col, g_row = 9, 5, 2  # G's columns off any vector boundary
+    A = _short(rng, (n, n_cols + 4), dtype)  # a panel wider than the tile: columns from 0
     D = _d_matrix(rng, n, g_row + n_rows + 3, dtype, layout)
     G = rng.standard_normal((g_row + n_rows + 3, g_col + n_cols + 4)).astype(dtype)
     skips = range(W) if blend else [0, W - 1]
@@ -131,9 +129,9 @@ def test_tile_fma_adds_examples_products_to_a_tile_of_G(
         for i0, i1 in [(1, 8), (4, 4)]:
             for skip in skips:
                 result = G.copy()
-                tile(A, D, i0, i1, a_col, g_col, g_row, result, skip)
+                tile(A, D, i0, i1, g_col, g_row, result, skip)
                 expected = _tile_reference(
-                    A, D, i0, i1, a_col, g_col, g_row, G, n_rows, n_cols, skip if blend else 0
+                    A, D, i0, i1, g_col, g_row, G, n_rows, n_cols, skip if blend else 0
                 )
                 assert np.array_equal(result, expected), (i0, i1, skip)
 
@@ -162,7 +160,8 @@ def test_tile_fma_result_is_the_same_chain_whatever_the_cut(dtype, rng):
                         for i0, i1 in calls:
                             for g_row in range(0, t, n_rows):
                                 for col in range(0, d, n_vectors * W):
-                                    tile(A, D, i0, i1, col, col, g_row, result, 0)
+                                    panel = np.ascontiguousarray(A[:, col : col + n_vectors * W])
+                                    tile(panel, D, i0, i1, col, g_row, result, 0)
                         results.append(result)
     for result in results[1:]:
         assert np.array_equal(result, results[0])

@@ -6,21 +6,14 @@ import pytest
 from fastbp.datasets import load_digits
 from fastbp.mlp import MLP
 
-from reference_hidden import (
+from reference import (
     book_initial_weights,
     book_minibatches,
     book_one_hot,
     book_step,
+    small_problem,
     step_rounding_bound,
 )
-
-
-def small_problem(seed=0, n=23, m=6, t=3):
-    rng = np.random.default_rng(seed)
-    X = rng.random((n, m))
-    y = rng.integers(0, t, n)
-    y[:t] = np.arange(t)  # every class present, so t = y.max() + 1
-    return X, y
 
 
 def record_epochs(monkeypatch):

@@ -11,17 +11,9 @@ from fastbp import backprop
 from fastbp.datasets import load_digits
 from fastbp.mlp import MLP
 
-from reference_hidden import book_initial_weights
+from reference import book_initial_weights, small_problem
 
 WEIGHTS = ("W_h", "b_h", "W_out", "b_out")
-
-
-def small_problem(seed=0, n=60, m=6, t=3):
-    rng = np.random.default_rng(seed)
-    X = rng.random((n, m))
-    y = rng.integers(0, t, n)
-    y[:t] = np.arange(t)  # every class present, so t = y.max() + 1
-    return X, y
 
 
 def weights(model):
@@ -60,7 +52,7 @@ def test_lbfgs_is_scipy_on_the_packed_weights():
     """The model's run is minimize(L-BFGS-B) on (W_h, b_h, W_out, b_out) packed
     in that order, started from SGD's initial weights, with fastbp.backprop's
     cost and gradient and maxiter = epochs: the same bits when done by hand."""
-    X, y = small_problem()
+    X, y = small_problem(n=60)
     n, m = X.shape
     d, t, l2, epochs, seed = 5, 3, 0.3, 15, 4
     model = MLP(n_hidden=d, l2=l2, epochs=epochs, seed=seed, solver="lbfgs").fit(X, y)
@@ -83,7 +75,7 @@ def test_lbfgs_is_scipy_on_the_packed_weights():
 
 
 def test_epochs_zero_leaves_the_initial_weights():
-    X, y = small_problem()
+    X, y = small_problem(n=60)
     model = MLP(n_hidden=4, epochs=0, seed=9, solver="lbfgs").fit(X, y)
     for ours, theirs in zip(
         weights(model), book_initial_weights(np.random.default_rng(9), 6, 4, 3)
@@ -93,7 +85,7 @@ def test_epochs_zero_leaves_the_initial_weights():
 
 
 def test_lbfgs_is_deterministic():
-    X, y = small_problem(1)
+    X, y = small_problem(1, n=60)
     runs = [MLP(n_hidden=7, epochs=25, l2=0.05, seed=3, solver="lbfgs").fit(X, y) for _ in range(2)]
     for a, b in zip(weights(runs[0]), weights(runs[1])):
         assert np.array_equal(a, b)
@@ -103,7 +95,7 @@ def test_lbfgs_is_deterministic():
 
 
 def test_init_is_the_starting_point_and_is_not_modified():
-    X, y = small_problem()
+    X, y = small_problem(n=60)
     init = book_initial_weights(np.random.default_rng(5), 6, 4, 3)
     copies = [a.copy() for a in init]
     seeded = MLP(n_hidden=4, epochs=10, seed=5, solver="lbfgs").fit(X, y)
@@ -117,7 +109,7 @@ def test_init_is_the_starting_point_and_is_not_modified():
 def test_history_and_callback():
     """One history entry per iteration; each is the cost (with the penalty)
     and the accuracies at the weights the callback sees at that iteration."""
-    X, y = small_problem(2)
+    X, y = small_problem(2, n=60)
     l2 = 0.2
     seen = []
 
@@ -156,7 +148,7 @@ def test_convergence_stops_before_epochs():
 
 
 def test_float32_model():
-    X, y = small_problem()
+    X, y = small_problem(n=60)
     model = MLP(n_hidden=4, epochs=20, l2=0.1, seed=0, solver="lbfgs", dtype=np.float32).fit(X, y)
     assert all(a.dtype == np.float32 for a in weights(model))
     assert model.predict_proba(X).dtype == np.float32
@@ -166,7 +158,7 @@ def test_float32_model():
 def test_sgd_only_hyperparameters_are_ignored():
     """eta, minibatch_size and shuffle do not matter to L-BFGS (a minibatch
     larger than the training set is no error)."""
-    X, y = small_problem()
+    X, y = small_problem(n=60)
     a = MLP(n_hidden=4, epochs=8, seed=0, solver="lbfgs").fit(X, y)
     b = MLP(
         n_hidden=4, epochs=8, eta=5.0, minibatch_size=1000, shuffle=False, seed=0, solver="lbfgs"
@@ -177,7 +169,7 @@ def test_sgd_only_hyperparameters_are_ignored():
 
 def test_default_solver_is_sgd():
     assert MLP().solver == "sgd"
-    X, y = small_problem()
+    X, y = small_problem(n=60)
     a = MLP(n_hidden=4, epochs=2, eta=0.05, minibatch_size=5, seed=0).fit(X, y)
     b = MLP(n_hidden=4, epochs=2, eta=0.05, minibatch_size=5, seed=0, solver="sgd").fit(X, y)
     for u, v in zip(weights(a), weights(b)):
@@ -192,7 +184,7 @@ def test_unknown_solver(solver):
 
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
 def test_save_load_round_trip(tmp_path, solver):
-    X, y = small_problem()
+    X, y = small_problem(n=60)
     model = MLP(
         n_hidden=4, epochs=3, eta=0.05, minibatch_size=5, seed=0, l2=0.1, solver=solver
     ).fit(X, y)
@@ -212,7 +204,7 @@ def test_save_load_round_trip(tmp_path, solver):
 
 def test_files_without_a_solver_load_as_sgd(tmp_path):
     """Model files written before the solver was saved."""
-    model = MLP(n_hidden=2, epochs=1, eta=0.05, minibatch_size=5, seed=0).fit(*small_problem())
+    model = MLP(n_hidden=2, epochs=1, eta=0.05, minibatch_size=5, seed=0).fit(*small_problem(n=60))
     path = tmp_path / "old.npz"
     np.savez(
         path,
@@ -333,7 +325,7 @@ def test_predict_on_dask_checks(da):
 
 
 def test_sgd_refuses_dask_arrays(da):
-    X, y = small_problem()
+    X, y = small_problem(n=60)
     with pytest.raises(TypeError, match=r'X is a Dask array.*solver="lbfgs".*X\.compute\(\)'):
         MLP(n_hidden=4, epochs=1).fit(da.from_array(X, chunks=20), y)
 

@@ -7,7 +7,7 @@ import pytest
 import fastbp
 from fastbp import MLP, backprop, sgd_epoch
 
-from reference_hidden import book_step, step_rounding_bound
+from reference import book_step, step_rounding_bound
 
 
 def problem(n, m, d, t, dtype, seed=0):

@@ -105,7 +105,7 @@ def test_both_vector_widths_give_the_same_bits(tmp_path):
 
 
 def test_benchmark_header_states_the_vector_width():
-    from fastbp._timing import machine_description
+    from fastbp._tools.timing import machine_description
 
     assert f"{VECTOR_BYTES}-byte vectors" in machine_description()
 

@@ -6,7 +6,7 @@ shuffled orders, timed in interleaved rounds on one thread (BLAS and Numba):
 * ``sgd_epoch``: one :func:`fastbp.sgd_epoch` call per epoch;
 * ``backprop loop``: the epoch in Python, :func:`fastbp.backprop` per
   minibatch and ``W -= eta * g`` (what :func:`fastbp.sgd_epoch` stands for);
-* ``numpy loop``: the book's NumPy step (``_numpy_step``) per minibatch,
+* ``numpy loop``: the book's NumPy step (:func:`.problems.numpy_step`) per minibatch,
   ``g += l2 * W`` and ``W -= eta * g``.
 
 Two workloads: the digits as ``fastbp train`` trains them (64-100-10,
@@ -19,7 +19,11 @@ difference relative to the largest weight (a trajectory, not a bound).
 
 import numpy as np
 
-from ._timing import interleaved_medians, thread_limits
+import fastbp
+
+from ..datasets import load_digits
+from .problems import numpy_step
+from .timing import format_seconds, interleaved_medians, thread_limits
 
 __all__ = ["training_section"]
 
@@ -35,8 +39,6 @@ L2 = 0.01
 def _workload_data(n, m, t, dtype, rng):
     """X (n, m) in [0, 1) and one-hot Y: the digits when ``n`` is None, else synthetic."""
     if n is None:
-        from .datasets import load_digits
-
         X, y = load_digits()
     else:
         X = rng.random((n, m))
@@ -46,10 +48,8 @@ def _workload_data(n, m, t, dtype, rng):
     return np.ascontiguousarray(X, dtype=dtype), Y.astype(dtype)
 
 
-def _epochs_candidates(X, Y, start, orders, size, numpy_step):
+def _epochs_candidates(X, Y, start, orders, size):
     """{name: callable} running every epoch of ``orders`` from ``start`` (restored each call)."""
-    import fastbp
-
     dtype = X.dtype
     eta = dtype.type(ETA)
     l2 = dtype.type(L2)
@@ -95,13 +95,7 @@ def _epochs_candidates(X, Y, start, orders, size, numpy_step):
     return calls, weights
 
 
-def _format_seconds(seconds):
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.3g} µs"
-    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
-
-
-def training_section(dtypes, repeats, quick, numpy_step):
+def training_section(dtypes, repeats, quick):
     """Print one table per workload and dtype; return records with their checks.
 
     Parameters
@@ -111,9 +105,6 @@ def training_section(dtypes, repeats, quick, numpy_step):
         Interleaved rounds per table.
     quick : bool
         Fewer epochs and examples (see :data:`WORKLOADS`).
-    numpy_step : callable
-        The book's NumPy step, ``(X, Y, W_h, b_h, W_out, b_out) -> (cost,
-        grad_W_h, grad_b_h, grad_W_out, grad_b_out)``.
 
     Returns
     -------
@@ -142,7 +133,7 @@ def training_section(dtypes, repeats, quick, numpy_step):
                 np.zeros(t, dtype),
             )
             orders = [rng.permutation(X.shape[0]) for _ in range(epochs)]
-            calls, weights = _epochs_candidates(X, Y, start, orders, size, numpy_step)
+            calls, weights = _epochs_candidates(X, Y, start, orders, size)
             with thread_limits(1):
                 medians = interleaved_medians(calls, repeats)
             same = all(
@@ -174,8 +165,8 @@ def training_section(dtypes, repeats, quick, numpy_step):
                 check = checks[implementation]
                 shown = f"{check:.2g} apart" if isinstance(check, float) else check
                 print(
-                    f"{implementation:<16} {_format_seconds(seconds):>10} "
-                    f"{_format_seconds(seconds / steps):>10} {speedup:>8.2f}  {shown}"
+                    f"{implementation:<16} {format_seconds(seconds):>10} "
+                    f"{format_seconds(seconds / steps):>10} {speedup:>8.2f}  {shown}"
                 )
                 records.append(
                     {

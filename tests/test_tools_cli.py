@@ -1,4 +1,8 @@
-"""The command line: the main job's table, its checks and its exit status."""
+"""The command line (fastbp/_tools/cli.py) and the main job (fastbp/_tools/main_job.py).
+
+The main job's table, its checks and its exit status; every command's
+options validated by the parser, ``python -m fastbp``, and ``fastbp train``.
+"""
 
 import io
 import subprocess
@@ -8,15 +12,16 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _core, cli
+from fastbp import _core
+from fastbp._tools import main_job
+from fastbp._tools.cli import build_parser, main
 
 SMALL = ["-n", "1001", "-m", "20", "-d", "13", "-t", "3", "--repeats", "1"]
 
 
 def run(argv):
-    parser = cli.build_parser()
     out = io.StringIO()
-    status = cli.run_main_job(parser.parse_args(argv), out=out)
+    status = main_job.run(build_parser().parse_args(argv), out=out)
     return status, out.getvalue()
 
 
@@ -62,15 +67,16 @@ def test_main_job_fails_when_bias_gradient_is_wrong(monkeypatch):
 def test_too_many_threads_is_a_usage_error(capsys):
     import numba
 
-    status = cli.main(SMALL + ["--threads", str(numba.config.NUMBA_NUM_THREADS + 1)])
-    assert status == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(SMALL + ["--threads", str(numba.config.NUMBA_NUM_THREADS + 1)])
+    assert exit_info.value.code == 2
     assert "exceeds NUMBA_NUM_THREADS" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", [["-n", "-1"], ["--repeats", "0"], ["--dtype", "float16"]])
 def test_bad_options_are_refused(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(bad)
+        main(bad)
     assert exit_info.value.code == 2
     assert "error" in capsys.readouterr().err
 
@@ -106,3 +112,55 @@ def test_import_compiles_nothing():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["bench", "--threads", "1,0"], "--threads"),
+        (["bench", "--step-shapes", "3x4x5"], "--step-shapes"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--minibatch-size", "x"], "--minibatch-size"),
+        (["compile", "--dtypes", "float16"], "--dtypes"),
+    ],
+)
+def test_every_commands_options_are_validated_by_the_parser(argv, option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"fastbp {argv[0]}: error: argument {option}" in err
+
+
+def test_parsed_options_have_their_types():
+    args = build_parser().parse_args(
+        ["bench", "--shapes", "7X5x3,1x2x3", "--dtypes", "float64,float64", "--threads", "1"]
+    )
+    assert args.shapes == ["7x5x3", "1x2x3"] and args.dtypes == ["float64"] and args.threads == [1]
+    assert build_parser().parse_args(["compile"]).dtypes == ["float32", "float64"]
+
+
+def test_train_learns_the_digits_and_reports_the_held_out_accuracy(capsys):
+    status = main(["train", "--epochs", "3", "--hidden", "20", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "digits: 1438 training, 359 held-out examples; network 64-20-10, epochs 3" in out
+    held_out = float(out.split("held-out accuracy: ")[1].split("%")[0])
+    assert 50.0 < held_out <= 100.0  # three epochs already learn most digits
+
+
+def test_train_refuses_what_the_model_refuses(capsys):
+    assert main(["train", "--epochs", "1", "--eta", "-1"]) == 2
+    assert "fastbp train: " in capsys.readouterr().err
+
+
+def test_train_plot_without_matplotlib_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["train", "--epochs", "1", "--plot", str(tmp_path / "curves.png")]) == 2
+    assert "pip install 'fastbp[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "curves.png").exists()
+
+
+def test_cache_command_prints_the_folder(capsys):
+    assert main(["cache"]) == 0
+    assert "root:" in capsys.readouterr().out

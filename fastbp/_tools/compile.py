@@ -12,24 +12,17 @@ import time
 import numba
 import numpy as np
 
-from . import _backprop, _cache, _core, _sgd
-from .cli import make_problem
+from .. import _backprop, _cache, _core, _sgd
+from .problems import make_problem, step_arrays
 
-__all__ = [
-    "add_cache_arguments",
-    "add_compile_arguments",
-    "compile_all",
-    "run_cache",
-    "run_compile",
-]
+__all__ = ["compile_all", "run_cache", "run_compile"]
 
 _DTYPES = ("float32", "float64")
 
 
 def _network(n, m, d, t, dtype):
-    """(X, Y, W_h, b_h, W_out, b_out): ``backprop``'s arguments, from :func:`make_problem`."""
-    problem = make_problem(n, m, d, t, dtype)
-    return tuple(problem[name] for name in ("X", "Y", "W_h", "b_h", "W_out", "b_out"))
+    """(X, Y, W_h, b_h, W_out, b_out): ``backprop``'s arguments, seeded."""
+    return step_arrays(make_problem(n, m, d, t, dtype))
 
 
 def _calls(dtype, threads):
@@ -112,40 +105,6 @@ def compile_all(dtypes=_DTYPES, threads=None):
             call()
             timings.append((dtype, name, time.perf_counter() - start))
     return timings
-
-
-def _dtype_list(text):
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in _DTYPES]
-    if not names or unknown:
-        import argparse
-
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of {', '.join(_DTYPES)}, got {text!r}"
-        )
-    return tuple(dict.fromkeys(names))
-
-
-def add_compile_arguments(parser):
-    """Add the ``compile`` options to an :class:`argparse.ArgumentParser`."""
-    parser.add_argument(
-        "--dtypes",
-        type=_dtype_list,
-        default=_DTYPES,
-        metavar="LIST",
-        help="comma-separated dtypes to compile for (default float32,float64)",
-    )
-    return parser
-
-
-def add_cache_arguments(parser):
-    """Add the ``cache`` options to an :class:`argparse.ArgumentParser`."""
-    parser.add_argument(
-        "--clear",
-        action="store_true",
-        help="delete every fastbp cache folder under the root (nothing else)",
-    )
-    return parser
 
 
 def run_compile(args):

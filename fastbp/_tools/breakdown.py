@@ -23,11 +23,11 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import _kernels_hidden
-from ._checks import gamma, unit_roundoff
-from ._jit import kernel, parallel_kernel
-from ._simd import VECTOR_BYTES
-from ._timing import gflops, interleaved_medians, thread_limits
+from .. import _backprop, _kernels_hidden
+from .._jit import parallel_kernel
+from .bounds import gamma, unit_roundoff
+from .problems import make_problem, numpy_step, step_arrays
+from .timing import format_seconds, gflops, interleaved_medians, thread_limits
 
 __all__ = [
     "breakdown_candidates",
@@ -72,43 +72,12 @@ def reference_product(dtype, side=REFERENCE_SIDE, operands=None):
     return (lambda: first @ second), 2 * side**3
 
 
-@kernel
-def _forward_product(X, W_h, block_rows):
-    """X W_h as the fused step computes it: W_h packed once, blocks of rows read in place."""
-    n, m = X.shape
-    d = W_h.shape[1]
-    width = max(d, VECTOR_BYTES // X.itemsize)  # the step pads W_h to one vector
-    Z = np.zeros((n, width), dtype=X.dtype)
-    wpack = _kernels_hidden._packed_padded_weights(W_h)
-    for i0 in range(0, n, block_rows):
-        rows = min(block_rows, n - i0)
-        _kernels_hidden._hidden_forward_packed(X, i0, rows, wpack, m, width, Z[i0 : i0 + rows])
-    return np.ascontiguousarray(Z[:, :d])
+# The step's own kernels for its two large products, run alone; replaced in tests.
+_forward_product = _kernels_hidden._step_hidden_product
+_input_gradient = _kernels_hidden._step_input_gradient
 
 
-@kernel
-def _input_gradient(X, delta_h, block_rows, transposed):
-    """Xᵀ δ_h as the fused step accumulates it, block by block, returned as (m, d).
-
-    ``transposed`` picks the step's orientation with several chunks ((d, m),
-    transposed once at the end); without it, the single chunk's (m, d).
-    """
-    n, m = X.shape
-    d = delta_h.shape[1]
-    if transposed:
-        G_T = np.zeros((d, m), dtype=X.dtype)
-        for i0 in range(0, n, block_rows):
-            rows = min(block_rows, n - i0)
-            _kernels_hidden._add_grad_W_h_T(X, i0, rows, delta_h[i0 : i0 + rows], G_T)
-        return np.ascontiguousarray(G_T.T)
-    G = np.zeros((m, d), dtype=X.dtype)
-    for i0 in range(0, n, block_rows):
-        rows = min(block_rows, n - i0)
-        _kernels_hidden._add_grad_W_h(X, i0, rows, delta_h[i0 : i0 + rows], G, 0, m)
-    return G
-
-
-def products_within_bound(shape, dtype, network_maker):
+def products_within_bound(shape, dtype):
     """Whether the breakdown's two fastbp products are within their rounding bound, elementwise.
 
     With L the length of each dot product (m for X W_h, n for Xᵀ δ_h), any
@@ -118,21 +87,18 @@ def products_within_bound(shape, dtype, network_maker):
     is allowed as much again.  A wrong index or a missing block of
     examples is far outside this.
     """
-    import fastbp
-
-    from . import _backprop
-
     n, m, d, t = map(int, shape.split("x"))
-    network = network_maker(n, m, d, t, dtype, 0)
-    X, W_h = network["X"], network["W_h"]
+    problem = make_problem(n, m, d, t, dtype, 0)
+    X, W_h = problem["X"], problem["W_h"]
     delta_h = _delta_h_sample(n, m, d, dtype)
-    transposed = fastbp.default_backprop_chunks(n, m, d, t, X.itemsize) > 1
+    n_chunks = _backprop.default_backprop_chunks(n, m, d, t, X.itemsize)
     u = unit_roundoff(dtype)
     X64, W64, D64 = (a.astype(np.float64) for a in (X, W_h, delta_h))
+    rows = _backprop.BLOCK_ROWS
     checks = (
-        (_forward_product(X, W_h, _backprop.BLOCK_ROWS), X64 @ W64, np.abs(X64) @ np.abs(W64), m),
+        (_forward_product(X, W_h, rows), X64 @ W64, np.abs(X64) @ np.abs(W64), m),
         (
-            _input_gradient(X, delta_h, _backprop.BLOCK_ROWS, transposed),
+            _input_gradient(X, delta_h, rows, n_chunks),
             X64.T @ D64,
             np.abs(X64).T @ np.abs(D64),
             n,
@@ -154,10 +120,6 @@ def _delta_h_sample(n, m, d, dtype):
     """Seeded stand-in for δ_h: small values of both signs, as in training."""
     rng = np.random.default_rng([2, n, m, d])
     return (0.01 * rng.standard_normal((n, d))).astype(dtype)
-
-
-def _step_arrays(network):
-    return [network[k] for k in ("X", "Y", "W_h", "b_h", "W_out", "b_out")]
 
 
 class _TwoAtOnce:
@@ -209,48 +171,32 @@ class _TwoAtOnce:
 
 
 @parallel_kernel
-def _two_serial_steps(first, second, tiny, n_chunks, block_rows, block_cols):
+def _two_serial_steps(first, second, workspaces, tiny, n_chunks, block_rows, block_cols):
     """The serial fused step on two networks at once, one per Numba thread; returns the costs.
 
     Each of ``first`` and ``second`` is the tuple (X, Y, W_h, b_h, W_out,
-    b_out).  Both calls are :func:`fastbp._kernels_hidden._backprop_serial`,
-    the kernel that ``fastbp.backprop(..., n_threads=1)`` runs, started
-    together by one parallel loop (no Python threads, no GIL hand-over).
+    b_out), and ``workspaces`` a pair of step workspaces
+    (:func:`fastbp._backprop._workspace_size`).  Both calls are
+    :func:`fastbp._kernels_hidden._backprop_serial`, the kernel that
+    ``fastbp.backprop(..., n_threads=1)`` runs, started together by one
+    parallel loop (no Python threads, no GIL hand-over).
     """
     costs = np.zeros(2)
     for p in prange(2):
         X, Y, W_h, b_h, W_out, b_out = first if p == 0 else second
-        w = VECTOR_BYTES // X.itemsize
-        m, d = W_h.shape
-        t = W_out.shape[1]
-        partials = n_chunks * (m * d + d + t * d + t) if n_chunks > 1 else 0
-        workspace = np.empty(  # each thread its own, as each Python thread has in backprop
-            partials
-            + _kernels_hidden._padded_pack_size(m, d, w)
-            + _kernels_hidden._padded_pack_size(d, t, w),
-            dtype=X.dtype,
-        )
         costs[p] = _kernels_hidden._backprop_serial(
-            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspace
+            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspaces[p]
         )[0]
     return costs
 
 
-def _on_numba_threads(n_threads, call):
-    """``call`` run with ``n_threads`` Numba threads (BLAS threads are left as they are)."""
-
-    def run():
-        previous = numba.get_num_threads()
-        numba.set_num_threads(n_threads)
-        try:
-            return call()
-        finally:
-            numba.set_num_threads(previous)
-
-    return run
+def _new_workspaces(dtype, m, d, t, n_chunks):
+    """Two step workspaces, one for each network of :func:`_two_serial_steps`."""
+    size = _backprop._workspace_size(np.dtype(dtype), m, d, t, 1, n_chunks)
+    return (np.empty(size, dtype), np.empty(size, dtype))
 
 
-def breakdown_candidates(shape, dtype, network_maker, numpy_step):
+def breakdown_candidates(shape, dtype):
     """The timed calls of one breakdown table, each with its floating-point operations.
 
     Parameters
@@ -259,11 +205,6 @@ def breakdown_candidates(shape, dtype, network_maker, numpy_step):
         ``"n x m x d x t"``, as ``"1000x784x100x10"``.
     dtype : str
         ``"float32"`` or ``"float64"``.
-    network_maker : callable
-        ``(n, m, d, t, dtype, seed) -> dict`` of seeded arrays ``X, Y, W_h,
-        b_h, W_out, b_out`` (``fastbp._bench._network``).
-    numpy_step : callable
-        The book's NumPy step on those arrays.
 
     Returns
     -------
@@ -273,26 +214,20 @@ def breakdown_candidates(shape, dtype, network_maker, numpy_step):
         ``close()`` when done (:func:`breakdown_section` does).  The "two at
         once" rows are left out where Numba has a single thread.
     """
-    import fastbp
-
-    from . import _backprop
-
     n, m, d, t = map(int, shape.split("x"))
-    network = network_maker(n, m, d, t, dtype, 0)
-    twin = network_maker(n, m, d, t, dtype, 1)  # the second thread's own data
-    arrays, twin_arrays = _step_arrays(network), _step_arrays(twin)
-    X, W_h = network["X"], network["W_h"]
+    arrays = step_arrays(make_problem(n, m, d, t, dtype, 0))
+    twin_arrays = step_arrays(make_problem(n, m, d, t, dtype, 1))  # the second thread's own
+    X, W_h = arrays[0], arrays[2]
     delta_h = _delta_h_sample(n, m, d, dtype)
-    n_chunks = fastbp.default_backprop_chunks(n, m, d, t, X.itemsize)
-    transposed = n_chunks > 1  # the step's orientation of Xᵀ δ_h
-    rows = _backprop.BLOCK_ROWS
+    n_chunks = _backprop.default_backprop_chunks(n, m, d, t, X.itemsize)
+    rows, cols = _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS
     side = REFERENCE_SIDE
     square = square_operands(dtype, 4)
     product_flops = 2 * n * m * d
     step_flops = 4 * n * m * d + 6 * n * d * t
 
     def step():
-        return fastbp.backprop(*arrays, n_threads=1)
+        return _backprop.backprop(*arrays, n_threads=1)
 
     tiny = float(np.finfo(dtype).tiny)
     workspace = _backprop._workspace(np.dtype(dtype), m, d, t, 1, n_chunks)
@@ -302,38 +237,33 @@ def breakdown_candidates(shape, dtype, network_maker, numpy_step):
         "numpy step": (lambda: numpy_step(*arrays), step_flops),
         "fastbp X W_h": (lambda: _forward_product(X, W_h, rows), product_flops),
         "numpy X @ W_h": (lambda: X @ W_h, product_flops),
-        "fastbp Xᵀ δ_h": (lambda: _input_gradient(X, delta_h, rows, transposed), product_flops),
+        "fastbp Xᵀ δ_h": (lambda: _input_gradient(X, delta_h, rows, n_chunks), product_flops),
         "numpy X.T @ δ_h": (lambda: X.T @ delta_h, product_flops),
         f"numpy {side}³ product": reference_product(dtype, side, square),
         "fastbp step kernel": (
             lambda: _kernels_hidden._backprop_serial(
-                *arrays, tiny, n_chunks, _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS, workspace
+                *arrays, tiny, n_chunks, rows, cols, workspace
             ),
             step_flops,
         ),
     }
     if numba.config.NUMBA_NUM_THREADS >= 2:  # a second core to run on
-        candidates["fastbp step kernel, two at once"] = (
-            _on_numba_threads(
-                2,
-                lambda: _two_serial_steps(
-                    tuple(arrays),
-                    tuple(twin_arrays),
-                    tiny,
-                    n_chunks,
-                    _backprop.BLOCK_ROWS,
-                    _backprop.BLOCK_COLS,
-                ),
-            ),
-            step_flops,
-        )
+        workspaces = _new_workspaces(dtype, m, d, t, n_chunks)
+
+        def two_steps():
+            with thread_limits(2, blas=False):
+                return _two_serial_steps(
+                    arrays, twin_arrays, workspaces, tiny, n_chunks, rows, cols
+                )
+
+        candidates["fastbp step kernel, two at once"] = (two_steps, step_flops)
         candidates[f"numpy {side}³ product, two at once"] = (square_pair, 2 * side**3)
     else:
         square_pair.close()
     return candidates
 
 
-def breakdown_section(shape, dtype, repeats, network_maker, numpy_step):
+def breakdown_section(shape, dtype, repeats):
     """Print the breakdown table of one step shape and dtype (one thread, interleaved rounds).
 
     Returns
@@ -342,7 +272,7 @@ def breakdown_section(shape, dtype, repeats, network_maker, numpy_step):
         Median seconds per label, and ``"fastbp rest"`` / ``"numpy rest"``:
         the step less its two products.
     """
-    candidates = breakdown_candidates(shape, dtype, network_maker, numpy_step)
+    candidates = breakdown_candidates(shape, dtype)
     try:
         with thread_limits(1):
             medians = interleaved_medians(
@@ -371,21 +301,16 @@ def breakdown_section(shape, dtype, repeats, network_maker, numpy_step):
         seconds = medians[label]
         if label.endswith("two at once"):
             alone = medians[label.replace(", two at once", "")]  # the same call, alone
-            print(f"{label:<34} {_format(seconds):>10} {'':>9}  {seconds / alone:.2f}× one alone")
+            slowdown = f"{seconds / alone:.2f}× one alone"
+            print(f"{label:<34} {format_seconds(seconds):>10} {'':>9}  {slowdown}")
             continue
-        print(f"{label:<34} {_format(seconds):>10} {gflops(flops, seconds):>9.1f}")
+        print(f"{label:<34} {format_seconds(seconds):>10} {gflops(flops, seconds):>9.1f}")
         if label == "numpy X.T @ δ_h":
             for side in ("fastbp", "numpy"):
                 rest = medians[f"{side} rest"]
                 share = rest / medians[f"{side} step"]
                 print(
-                    f"{side + ' rest of the step':<34} {_format(rest):>10} {'':>9}  "
+                    f"{side + ' rest of the step':<34} {format_seconds(rest):>10} {'':>9}  "
                     f"{share:.0%} of its step"
                 )
     return medians
-
-
-def _format(seconds):
-    if abs(seconds) >= 1e-3:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds * 1e6:.3g} µs"

@@ -1,16 +1,21 @@
-"""Timing helpers shared by the command line's main job and ``fastbp bench``.
+"""Timing for every tool: interleaved medians, thread limits, one seconds formatter.
 
 Every figure fastbp prints comes from :func:`interleaved_medians`: the
 candidates are called in turn, round after round, so that drift of a shared
-machine hits them all alike, and each is summarised by its median.
+machine hits them all alike, and each is summarised by its median.  Threads
+are set with :func:`thread_limits` alone, and times are printed with
+:func:`format_seconds`.  The first-call timers run a fresh interpreter.
 """
 
 import contextlib
+import os
 import platform
 import time
 
 import numba
 import numpy as np
+
+from .._core import _numba_threads
 
 
 def interleaved_medians(functions, repeats, min_time=0.0, settle=0.0, warmup=0.0):
@@ -77,17 +82,18 @@ def _load_blas_libraries():
 
 
 @contextlib.contextmanager
-def thread_limits(n_threads):
-    """Run the body with ``n_threads`` BLAS threads and ``n_threads`` Numba threads.
+def thread_limits(n_threads, *, blas=True):
+    """Run the body with ``n_threads`` Numba threads and, with ``blas``, as many BLAS threads.
 
     BLAS threads are limited through threadpoolctl (the optional ``bench``
     extra); without it only Numba's threads are controlled and
-    :func:`blas_description` says so.
+    :func:`blas_description` says so.  ``blas=False`` leaves BLAS as it is.
     """
     _load_blas_libraries()
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    try:
+    with _numba_threads(n_threads):
+        if not blas:
+            yield
+            return
         try:
             from threadpoolctl import threadpool_limits
         except ImportError:
@@ -95,8 +101,6 @@ def thread_limits(n_threads):
         else:
             with threadpool_limits(limits=n_threads, user_api="blas"):
                 yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 def blas_description():
@@ -121,9 +125,7 @@ def blas_description():
 
 def machine_description():
     """A line naming the processor, core count, library versions and fastbp's vector width."""
-    import os
-
-    from ._simd import VECTOR_BYTES
+    from .._simd import VECTOR_BYTES
 
     processor = platform.processor() or platform.machine()
     try:
@@ -139,6 +141,16 @@ def machine_description():
         f"NumPy {np.__version__}, Numba {numba.__version__}; "
         f"fastbp's register tiles: {VECTOR_BYTES}-byte vectors"
     )
+
+
+def format_seconds(seconds):
+    """Seconds with three significant digits in s, ms, µs or ns; "n/a" when not finite."""
+    if not np.isfinite(seconds):
+        return "n/a"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
 
 
 def gflops(flops, seconds):
@@ -160,34 +172,6 @@ def thread_counts():
     return numba.get_num_threads(), blas
 
 
-# The child process of first_call_seconds: prints seconds for ``import fastbp``
-# and for the first call (which compiles, or loads from the cache): a
-# grad_W_out method on 1000 x 100 x 10, or the fused step on the digits'
-# 32 x 64 x 100 x 10 minibatch.
-_FIRST_CALL_CHILD = """
-import sys, time
-import numpy as np
-start = time.perf_counter()
-import fastbp
-imported = time.perf_counter()
-rng = np.random.default_rng(0)
-method, dtype = sys.argv[1], sys.argv[2]
-if method == "backprop":
-    X = rng.random((32, 64)).astype(dtype)
-    Y = np.eye(10, dtype=dtype)[rng.integers(0, 10, 32)]
-    W_h = rng.normal(0, 0.1, (64, 100)).astype(dtype)
-    W_out = rng.normal(0, 0.1, (100, 10)).astype(dtype)
-    ready = time.perf_counter()
-    fastbp.backprop(X, Y, W_h, np.zeros(100, dtype), W_out, np.zeros(10, dtype), l2=0.01)
-else:
-    A_h = rng.random((1000, 100)).astype(dtype)
-    delta_out = (rng.random((1000, 10)) - 0.5).astype(dtype)
-    ready = time.perf_counter()
-    fastbp.grad_W_out(A_h, delta_out, method=method)
-done = time.perf_counter()
-print('{"import": %r, "first_call": %r}' % (imported - start, done - ready))
-"""
-
 # The child process of first_calls_seconds: every public function's first
 # call in one dtype, in the order of ``fastbp compile``.
 _FIRST_CALLS_CHILD = """
@@ -195,20 +179,16 @@ import json, sys, time
 start = time.perf_counter()
 import fastbp
 imported = time.perf_counter()
-from fastbp._compile import compile_all
+from fastbp._tools.compile import compile_all
 calls = [[name, seconds] for _, name, seconds in compile_all([sys.argv[1]])]
 print(json.dumps({"import": imported - start, "calls": calls}))
 """
 
-FIRST_CALL_METHODS = ("outer", "blocked", "matmul", "backprop")
-
 
 def _child_environment(cache_dir):
     """The current environment, with ``cache_dir``, for a child importing the same fastbp."""
-    import os
-
     env = dict(os.environ)
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(
         [package_parent] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
@@ -230,38 +210,6 @@ def _run_child(code, arguments, cache_dir):
         check=True,
     )
     return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def first_call_seconds(method="matmul", dtype="float64", cache_dir=None):
-    """Seconds for ``import fastbp`` and a first call, in a fresh process.
-
-    Parameters
-    ----------
-    method : str
-        One of :data:`FIRST_CALL_METHODS`: a ``grad_W_out`` method (on
-        1000 x 100 x 10 data) or ``"backprop"`` (32 x 64 x 100 x 10).
-    dtype : str
-        ``"float32"`` or ``"float64"``.
-    cache_dir : str or path, optional
-        The child's ``FASTBP_CACHE_DIR``: an empty folder measures a cold
-        start (compile, then save), a filled one a warm start.  By default a
-        temporary empty folder, removed afterwards.
-
-    Returns
-    -------
-    dict
-        ``{"import": seconds, "first_call": seconds}`` as the child measured
-        them (interpreter and NumPy start-up, and making the data, not
-        included).
-    """
-    if method not in FIRST_CALL_METHODS:
-        raise ValueError(f"method must be one of {FIRST_CALL_METHODS}, got {method!r}")
-    if cache_dir is None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="fastbp-first-call-") as empty:
-            return _run_child(_FIRST_CALL_CHILD, [method, dtype], empty)
-    return _run_child(_FIRST_CALL_CHILD, [method, dtype], cache_dir)
 
 
 def first_calls_seconds(dtype, cache_dir):

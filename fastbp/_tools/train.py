@@ -1,95 +1,34 @@
 """``fastbp train``: train a 64-100-10 network on the shipped 8×8 digits.
 
-The command line wires :func:`add_arguments` and :func:`run` in as the
-``train`` subcommand.
+``fastbp train`` (options in :mod:`.cli`) runs :func:`run`.
 """
 
-import argparse
 import sys
 import time
 
 import numba
 import numpy as np
 
-from .datasets import load_digits
-from .mlp import MLP
+from ..datasets import load_digits
+from ..mlp import MLP
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["DEFAULTS", "run"]
 
 # Defaults tuned on the digits (80/20 split): held-out accuracy 97.2 % with
 # seed 1 (95.8–98.6 % over seeds 1–6), about ten seconds on 2 cores once
 # compiled.  Gradients are sums over the minibatch, so eta acts per example:
 # each step moves by 0.02 × (the sum of 32 examples' gradients).
-DEFAULT_HIDDEN = 100
-DEFAULT_EPOCHS = 200
-DEFAULT_ETA = 0.02
-DEFAULT_MINIBATCH = 32
-DEFAULT_L2 = 0.01
-DEFAULT_SEED = 1
+DEFAULTS = {
+    "hidden": 100,
+    "epochs": 200,
+    "eta": 0.02,
+    "minibatch_size": 32,
+    "l2": 0.01,
+    "seed": 1,
+}
 VALIDATION_FRACTION = 0.2
 
 _BAR_WIDTH = 30
-
-
-def add_arguments(parser):
-    """Add the ``train`` options to an :class:`argparse.ArgumentParser`.
-
-    Parameters
-    ----------
-    parser : argparse.ArgumentParser
-    """
-    parser.add_argument(
-        "--hidden",
-        type=int,
-        default=DEFAULT_HIDDEN,
-        metavar="D",
-        help=f"hidden units (default {DEFAULT_HIDDEN})",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=DEFAULT_EPOCHS,
-        help=f"passes over the training set (default {DEFAULT_EPOCHS})",
-    )
-    parser.add_argument(
-        "--eta",
-        type=float,
-        default=DEFAULT_ETA,
-        help=f"learning rate, per example (default {DEFAULT_ETA})",
-    )
-    parser.add_argument(
-        "--minibatch-size",
-        type=int,
-        default=DEFAULT_MINIBATCH,
-        metavar="B",
-        help=f"examples per step (default {DEFAULT_MINIBATCH})",
-    )
-    parser.add_argument(
-        "--l2",
-        type=float,
-        default=DEFAULT_L2,
-        help=f"L2 penalty λ on the weights (default {DEFAULT_L2})",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=DEFAULT_SEED,
-        help=f"seed of the split, the initial weights and the shuffles (default {DEFAULT_SEED})",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="Numba threads (default: numba.get_num_threads())",
-    )
-    parser.add_argument(
-        "--plot",
-        metavar="FILE.png",
-        default=None,
-        help="save learning curves (needs matplotlib: pip install fastbp[plot])",
-    )
-    return parser
 
 
 def _split(n, seed):
@@ -157,14 +96,14 @@ def _plot(history, path):
     plt.close(figure)
 
 
-def run(args, stdout=None):
+def run(args, out=None):
     """Train on the digits and print the held-out accuracy.
 
     Parameters
     ----------
     args : argparse.Namespace
-        As filled by a parser given :func:`add_arguments`.
-    stdout : file, optional
+        As parsed by ``fastbp train`` (:mod:`.cli`).
+    out : file, optional
         Where to write (default ``sys.stdout``).
 
     Returns
@@ -173,7 +112,7 @@ def run(args, stdout=None):
         0 on success, 2 for bad options or when ``--plot`` is asked for
         without matplotlib installed.
     """
-    out = sys.stdout if stdout is None else stdout
+    out = sys.stdout if out is None else out
     err = sys.stderr
     if args.plot is not None:
         try:
@@ -181,7 +120,7 @@ def run(args, stdout=None):
         except ImportError:
             err.write(
                 "fastbp train: --plot needs matplotlib; install it with "
-                "`pip install fastbp[plot]` (or `pip install matplotlib`)\n"
+                "`pip install 'fastbp[plot]'` (or `pip install matplotlib`)\n"
             )
             return 2
     try:
@@ -224,12 +163,3 @@ def run(args, stdout=None):
         _plot(history, args.plot)
         out.write(f"learning curves written to {args.plot}\n")
     return 0
-
-
-def _main(argv=None):  # pragma: no cover - convenience for `python -m fastbp._train`
-    parser = add_arguments(argparse.ArgumentParser(prog="fastbp train", description=__doc__))
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_main())

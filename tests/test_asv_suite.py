@@ -1,0 +1,200 @@
+"""The asv suite (benchmarks/): each class's setup and one timed call on a small set.
+
+No timing is asserted anywhere: the machine is shared and figures move.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp._tools.problems import numpy_step
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def suite(monkeypatch):
+    monkeypatch.syspath_prepend(REPOSITORY)
+    import benchmarks.bench_backprop
+    import benchmarks.bench_first_call
+    import benchmarks.bench_forward
+    import benchmarks.bench_grad
+    import benchmarks.bench_sgd_epoch
+
+    return benchmarks
+
+
+def run_benchmark(cls, params, names):
+    """What asv does for one parameter set: setup, the named methods, teardown."""
+    benchmark = cls()
+    benchmark.setup(*params)
+    try:
+        results = [getattr(benchmark, name)(*params) for name in names]
+    finally:
+        if hasattr(benchmark, "teardown"):
+            benchmark.teardown(*params)
+    return results
+
+
+@pytest.mark.parametrize("method", ["outer", "blocked", "matmul", "numpy"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_asv_grad(suite, method, dtype):
+    _, gflops = run_benchmark(
+        suite.bench_grad.GradWOut,
+        ("100x100x10", dtype, method, 1),
+        ["time_grad_W_out", "track_gflops"],
+    )
+    assert gflops > 0
+    assert suite.bench_grad.GradWOut.track_gflops.unit == "GFLOP/s"
+
+
+def test_asv_grad_two_threads_and_skips(suite):
+    run_benchmark(
+        suite.bench_grad.GradWOut, ("100x100x10", "float64", "blocked", 2), ["time_grad_W_out"]
+    )
+    for params in [
+        ("100x100x10", "float64", "outer", 2),
+        ("4096x1024x1024", "float64", "outer", 1),
+    ]:
+        with pytest.raises(NotImplementedError):
+            suite.bench_grad.GradWOut().setup(*params)
+
+
+def test_asv_grad_b_out(suite):
+    for implementation in ("fastbp", "numpy"):
+        run_benchmark(
+            suite.bench_grad.GradBOut,
+            ("100x100x10", "float32", implementation),
+            ["time_grad_b_out"],
+        )
+
+
+@pytest.mark.parametrize("implementation", ["fastbp", "numpy"])
+def test_asv_forward_and_output_layer(suite, implementation):
+    _, gflops = run_benchmark(
+        suite.bench_forward.Forward,
+        ("100x100x10", "float32", implementation, 1),
+        ["time_forward", "track_gflops"],
+    )
+    assert gflops > 0
+    results = run_benchmark(
+        suite.bench_forward.OutputLayer,
+        ("100x100x10", "float64", implementation),
+        ["time_delta_out", "time_cost", "track_delta_out_gflops", "track_cost_gflops"],
+    )
+    assert min(results[2:]) > 0
+
+
+def test_asv_backprop_step(suite):
+    _, gflops = run_benchmark(
+        suite.bench_backprop.BackpropStep,
+        ("100x784x100x10", "float32", "numpy", 1),
+        ["time_step", "track_gflops"],
+    )
+    assert gflops > 0
+    import fastbp
+
+    if hasattr(fastbp, "backprop"):
+        run_benchmark(
+            suite.bench_backprop.BackpropStep,
+            ("100x784x100x10", "float32", "fastbp", 1),
+            ["time_step"],
+        )
+    else:
+        with pytest.raises(NotImplementedError):
+            suite.bench_backprop.BackpropStep().setup("100x784x100x10", "float32", "fastbp", 1)
+
+
+def test_asv_numpy_step_matches_finite_structure(suite):
+    """The NumPy baseline step returns the cost and four gradients of the right shapes."""
+    common = suite.common
+    data = common.dataset(5, 4, 3, "float64", m=6)
+    cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = common.numpy_backprop_step(
+        *[data[k] for k in ("X", "Y", "W_h", "b_h", "W_out", "b_out")]
+    )
+    assert np.ndim(cost) == 0
+    assert grad_W_h.shape == (6, 4) and grad_b_h.shape == (4,)
+    assert grad_W_out.shape == (4, 3) and grad_b_out.shape == (3,)
+
+
+DIGITS_EPOCH = "1797x64x100x10"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_asv_sgd_epoch_numpy_times_the_same_epoch_every_call(suite, dtype):
+    benchmark = suite.bench_sgd_epoch.SgdEpoch()
+    benchmark.setup(DIGITS_EPOCH, dtype, "numpy")
+    try:
+        costs = [benchmark.call() for _ in range(2)]
+        assert benchmark.track_gflops(DIGITS_EPOCH, dtype, "numpy") > 0
+    finally:
+        benchmark.teardown(DIGITS_EPOCH, dtype, "numpy")
+    # The weights are restored before each call: no drift from one call to the next.
+    assert costs[0] == costs[1] and np.isfinite(costs[0])
+    assert set(suite.bench_sgd_epoch.EPOCHS) == {"1797x64x100x10", "6000x784x100x10"}
+
+
+def test_asv_sgd_epoch_numpy_baseline_is_the_per_step_loop(suite):
+    epochs = suite.bench_sgd_epoch
+    X, Y, start, order, minibatch_size, eta = epochs.epoch_data(DIGITS_EPOCH, "float64")
+    order = order[:100]  # three minibatches of 32, four examples left over
+    weights = [np.array(w) for w in start]
+    cost = epochs.numpy_sgd_epoch(X, Y, *weights, order, eta, minibatch_size, l2=0.5)
+    expected = [np.array(w) for w in start]
+    expected_cost = 0.0
+    for step in range(3):
+        rows = order[step * 32 : (step + 1) * 32]
+        J, *gradients = numpy_step(X[rows], Y[rows], *expected)
+        expected_cost += J + 0.25 * (np.sum(expected[0] ** 2) + np.sum(expected[2] ** 2))
+        gradients[0] = gradients[0] + 0.5 * expected[0]
+        gradients[2] = gradients[2] + 0.5 * expected[2]
+        for weight, gradient in zip(expected, gradients):
+            weight -= eta * gradient
+    assert cost == pytest.approx(expected_cost, rel=1e-12)
+    for weight, wanted in zip(weights, expected):
+        np.testing.assert_allclose(weight, wanted, rtol=1e-12, atol=1e-15)
+
+
+def test_asv_sgd_epoch_fastbp_or_skipped(suite, monkeypatch):
+    SgdEpoch = suite.bench_sgd_epoch.SgdEpoch
+    if hasattr(fastbp, "sgd_epoch"):
+        costs = {}
+        for implementation in ("fastbp", "numpy"):
+            benchmark = SgdEpoch()
+            benchmark.setup(DIGITS_EPOCH, "float64", implementation)
+            try:
+                benchmark.time_epoch(DIGITS_EPOCH, "float64", implementation)
+                costs[implementation] = benchmark.call()
+            finally:
+                benchmark.teardown(DIGITS_EPOCH, "float64", implementation)
+        # Both sides train the same epoch: the costs agree to rounding.
+        assert costs["fastbp"] == pytest.approx(costs["numpy"], rel=1e-9)
+    monkeypatch.delattr(fastbp, "sgd_epoch", raising=False)  # as on an older commit
+    with pytest.raises(NotImplementedError, match="sgd_epoch"):
+        SgdEpoch().setup(DIGITS_EPOCH, "float64", "fastbp")
+    monkeypatch.setitem(sys.modules, "fastbp.datasets", None)  # a commit without the digits
+    with pytest.raises(NotImplementedError, match="digits"):
+        SgdEpoch().setup(DIGITS_EPOCH, "float64", "numpy")
+
+
+@pytest.mark.parametrize("cache", ["cold", "cached"])
+def test_asv_first_call(suite, cache):
+    (seconds,) = run_benchmark(
+        suite.bench_first_call.FirstCall,
+        ("matmul", "float32", cache),
+        ["track_import_and_first_call"],
+    )
+    assert seconds > 0
+
+
+def test_asv_first_call_seconds_cold_then_cached(suite, tmp_path):
+    first_call_seconds = suite.bench_first_call.first_call_seconds
+    cold = first_call_seconds("matmul", "float32", cache_dir=tmp_path)
+    assert any(tmp_path.iterdir())  # the cold process saved what it compiled
+    cached = first_call_seconds("matmul", "float32", cache_dir=tmp_path)
+    assert set(cold) == set(cached) == {"import", "first_call"}
+    with pytest.raises(ValueError, match="method must be one of"):
+        first_call_seconds("nope", "float32", tmp_path)

@@ -1,0 +1,152 @@
+"""``fastbp bench --breakdown`` (fastbp/_tools/breakdown.py): the step's own products, timed alone.
+
+No timing is asserted anywhere: the machine is shared and figures move.
+"""
+
+import numba
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp._tools import bench, breakdown
+from fastbp._tools.cli import build_parser
+from fastbp._tools.problems import make_problem
+
+TINY = ("--shapes", "7x5x3", "--step-shapes", "6x4x5x3", "--repeats", "1", "--threads", "1")
+
+
+def parse(*arguments):
+    """``fastbp bench`` options, parsed (and validated) by the command line's parser."""
+    return build_parser().parse_args(["bench", *arguments])
+
+
+# (n, m, d, t): one chunk ((m, d) Xᵀ δ_h) and several ((d, m), transposed at
+# the end); d under a float32 vector (the unpacked forward product) and over.
+BREAKDOWN_SHAPES = ["30x20x17x3", "300x13x9x2", "260x40x33x5"]
+
+
+def test_bench_breakdown_prints_the_parts_and_checks_the_products(capsys):
+    status = bench.run(parse(*TINY, "--dtypes", "float32", "--breakdown"))
+    out = capsys.readouterr().out
+    assert status == 0
+    section = out.split("where the step's time goes: n=6 m=4 d=5 t=3 float32")[1]
+    for part in (
+        "fastbp step ",
+        "numpy step ",
+        "fastbp X W_h",
+        "numpy X @ W_h",
+        "fastbp Xᵀ δ_h",
+        "numpy X.T @ δ_h",
+        "fastbp rest of the step",
+        "numpy rest of the step",
+        "numpy 1024³ product ",
+    ):
+        assert part in section
+    if numba.config.NUMBA_NUM_THREADS >= 2:
+        assert "fastbp step kernel, two at once" in section and "× one alone" in section
+    assert "check of fastbp's two products: ok" in section
+
+
+def test_bench_breakdown_flags_a_wrong_product(monkeypatch, capsys):
+    right = breakdown._forward_product
+
+    def off_by_one_row(X, W_h, block_rows):
+        Z = right(X, W_h, block_rows)
+        return np.roll(Z, 1, axis=0)  # row i holds example i − 1's products
+
+    monkeypatch.setattr(breakdown, "_forward_product", off_by_one_row)
+    status = bench.run(parse(*TINY, "--dtypes", "float64", "--breakdown"))
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "check of fastbp's two products: FAILED" in captured.out
+    assert "breakdown fastbp 6x4x5x3 float64" in captured.err
+
+
+@pytest.mark.parametrize("shape", BREAKDOWN_SHAPES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_breakdown_products_are_the_steps_products(shape, dtype):
+    from fastbp import _backprop
+
+    n, m, d, t = map(int, shape.split("x"))
+    assert breakdown.products_within_bound(shape, dtype)
+    # Bit for bit what the step's own kernels give: X W_h as the unfused
+    # hidden product, Xᵀ δ_h as the unfused gradient (one order of sums).
+    net = make_problem(n, m, d, t, dtype)
+    delta_h = breakdown._delta_h_sample(n, m, d, dtype)
+    from fastbp import _kernels_hidden
+
+    assert breakdown._forward_product is _kernels_hidden._step_hidden_product  # not a rebuild
+    assert breakdown._input_gradient is _kernels_hidden._step_input_gradient
+    expected_Z = np.zeros((n, d), dtype)
+    _kernels_hidden._hidden_product(net["X"], net["W_h"], expected_Z)
+    Z = breakdown._forward_product(net["X"], net["W_h"], _backprop.BLOCK_ROWS)
+    np.testing.assert_array_equal(Z, expected_Z)
+    for n_chunks in (1, 2):  # (m, d) and (d, m) accumulation
+        G = breakdown._input_gradient(net["X"], delta_h, _backprop.BLOCK_ROWS, n_chunks)
+        np.testing.assert_array_equal(G, _kernels_hidden._grad_W_h(net["X"], delta_h))
+
+
+def test_breakdown_products_check_fails_on_a_missing_block(monkeypatch):
+    right = breakdown._input_gradient
+
+    def first_block_only(X, delta_h, block_rows, n_chunks):
+        return right(X[:block_rows], delta_h[:block_rows], block_rows, n_chunks)
+
+    monkeypatch.setattr(breakdown, "_input_gradient", first_block_only)
+    assert not breakdown.products_within_bound("300x13x9x2", "float64")
+
+
+def test_breakdown_section_rest_is_step_less_products_and_threads_are_closed(capsys):
+    import threading
+
+    before = threading.active_count()
+    medians = breakdown.breakdown_section("30x20x17x3", "float64", 1)
+    assert threading.active_count() == before
+    for side, products in (
+        ("fastbp", ("fastbp X W_h", "fastbp Xᵀ δ_h")),
+        ("numpy", ("numpy X @ W_h", "numpy X.T @ δ_h")),
+    ):
+        expected = medians[f"{side} step"] - medians[products[0]] - medians[products[1]]
+        assert medians[f"{side} rest"] == pytest.approx(expected)
+    assert all(value > 0 for key, value in medians.items() if not key.endswith("rest"))
+
+
+def test_two_at_once_runs_both_calls_and_raises_the_second_threads_error():
+    import threading
+
+    seen = []
+
+    def fail():
+        seen.append(("second", threading.get_ident()))
+        raise ZeroDivisionError("in the second thread")
+
+    pair = breakdown._TwoAtOnce(lambda: seen.append(("first", threading.get_ident())), fail)
+    try:
+        for _ in range(2):  # the waiting thread survives an error and serves again
+            with pytest.raises(ZeroDivisionError, match="second thread"):
+                pair()
+    finally:
+        pair.close()
+    assert not pair._worker.is_alive()
+    assert sorted(name for name, _ in seen) == ["first", "first", "second", "second"]
+    first = {ident for name, ident in seen if name == "first"}
+    second = {ident for name, ident in seen if name == "second"}
+    assert first == {threading.get_ident()} and len(second) == 1 and not first & second
+
+
+def test_two_serial_steps_gives_each_networks_cost():
+    from fastbp import _backprop
+
+    nets = [make_problem(40, 12, 17, 3, "float64", seed) for seed in (0, 1)]
+    arrays = [tuple(net[k] for k in ("X", "Y", "W_h", "b_h", "W_out", "b_out")) for net in nets]
+    costs = breakdown._two_serial_steps(
+        arrays[0],
+        arrays[1],
+        breakdown._new_workspaces("float64", 12, 17, 3, 1),
+        float(np.finfo(np.float64).tiny),
+        1,
+        _backprop.BLOCK_ROWS,
+        _backprop.BLOCK_COLS,
+    )
+    for cost, network in zip(costs, arrays):
+        assert cost == float(fastbp.backprop(*network, n_chunks=1, n_threads=1).cost)
