@@ -16,6 +16,7 @@ import numba
 import numpy as np
 
 from . import _kernels
+from ._tiles import BLOCK_D, BLOCK_N, BLOCK_T
 from ._validate import (
     _FLOAT_DTYPES,
     as_float_array,
@@ -43,12 +44,8 @@ __all__ = [
 #: Names accepted by ``grad_W_out(..., method=...)``.
 GRAD_W_OUT_METHODS = ("outer", "blocked", "matmul")
 
-#: Default ``block_n`` of :func:`grad_W_out_blocked`: :data:`fastbp._kernels.GRAD_BLOCK_N`.
-BLOCK_N = _kernels.GRAD_BLOCK_N
-#: Default ``block_d`` of :func:`grad_W_out_blocked`: :data:`fastbp._kernels.GRAD_BLOCK_D`.
-BLOCK_D = _kernels.GRAD_BLOCK_D
-#: Default ``block_t`` of :func:`grad_W_out_blocked`: :data:`fastbp._kernels.GRAD_BLOCK_T`.
-BLOCK_T = _kernels.GRAD_BLOCK_T
+# BLOCK_N, BLOCK_D and BLOCK_T, imported from the tile engine, are the defaults of
+# grad_W_out_blocked's block_n, block_d and block_t.
 
 # Chunking of the examples for the blocked gradient (:func:`default_n_chunks`):
 # the smallest of the three limits below; no measurement recorded for them.

@@ -14,16 +14,9 @@ import math
 import numpy as np
 from numba import prange
 
-from ._jit import CONTRACT, kernel, parallel_kernel
-from ._simd import (
-    VECTOR_BYTES,
-    bits_from_float,
-    cast_like,
-    copy_vectors,
-    float_from_bits,
-    is_float32,
-    tile_fma,
-)
+from ._jit import kernel, parallel_kernel
+from ._simd import bits_from_float, cast_like, float_from_bits, is_float32
+from ._tiles import accumulate
 
 # --------------------------------------------------------------------------
 # Activations and the forward pass
@@ -293,224 +286,6 @@ def _grad_W_out_matmul(A_h, delta_out):
     return A_h.T @ delta_out
 
 
-#: Rows of one register tile (outputs, rows of gradT; the forward product's row groups), set by
-#: register count: 2 vectors × 6 = 12 accumulators leave 4 of AVX2's 16 registers for A_h and δ.
-_TILE_ROWS = 6
-
-# Default block sizes of the register-tiled gradient, for grad_W_out_blocked and the fused
-# step's products; they change the speed, never the bits.  No measurement recorded for them.
-#: Examples per block: rows of a packed A_h block and of a δ block.
-GRAD_BLOCK_N = 256
-#: Hidden units per block: columns of a packed A_h block.
-GRAD_BLOCK_D = 256
-#: Outputs per block, 8 tiles of :data:`_TILE_ROWS`; δ is read in place, not copied, for t ≤ 48.
-GRAD_BLOCK_T = 48
-
-
-@kernel
-def _tile_2(A_h, delta_out, i0, i1, jg, k, kt, gradT):
-    """One register tile two vectors wide and ``kt`` (1…6) outputs tall."""
-    if kt == 6:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 6, 0)
-    elif kt == 5:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 5, 0)
-    elif kt == 4:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 4, 0)
-    elif kt == 3:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 3, 0)
-    elif kt == 2:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 2, 0)
-    else:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, 0, 2, 1, 0)
-
-
-@kernel
-def _tile_1(A_h, delta_out, i0, i1, jg, k, kt, gradT, skip):
-    """One register tile one vector wide, ``kt`` (1…6) outputs tall.
-
-    The first ``skip`` columns of the tile are left as they are (an
-    overlapping tile at the end of a row, see :func:`tile_fma`); with
-    ``skip`` = 0 every column is written.  Always blending costs one load
-    and one select per accumulator per block, and halves the number of
-    specialised tiles to compile.
-    """
-    if kt == 6:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 6, 1)
-    elif kt == 5:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 5, 1)
-    elif kt == 4:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 4, 1)
-    elif kt == 3:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 3, 1)
-    elif kt == 2:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 2, 1)
-    else:
-        tile_fma(A_h, delta_out, i0, i1, jg, k, gradT, skip, 1, 1, 1)
-
-
-@kernel(fastmath=CONTRACT)
-def _tile_scalar(A_h, delta_out, i0, i1, j0, j1, jg, k, kt, gradT):
-    """The same update as a register tile, one element at a time.
-
-    Only for a column range narrower than one vector (d or ``block_d``
-    below W).  Each element is the same left-to-right chain of fused
-    multiply-adds over the examples as in :func:`tile_fma`.
-    """
-    for q in range(k, k + kt):
-        for jj in range(j0, j1):
-            s = gradT[q, jg + jj - j0]
-            for i in range(i0, i1):
-                s += delta_out[i, q] * A_h[i, jj]
-            gradT[q, jg + jj - j0] = s
-
-
-@kernel
-def _pack_A_block(A_h, i_block, nb, j_block, width, w, abuf):
-    """Copy A_h[i_block:i_block+nb, j_block:j_block+width] into panels.
-
-    Panel p holds the block's columns c_p … c_p+sw_p-1 for all nb rows,
-    row after row (nb × sw_p, contiguous), so a tile reads its strip of
-    A_h sequentially.  The panels: full strips of 2w columns, then one of
-    w columns if that many are left, then, if columns are still left, one
-    of the last w columns (it overlaps the previous panel; the tile that
-    reads it writes only its new columns).  Needs width >= w.  A_h is read
-    row by row (sequentially).  Returns the number of panels.
-    """
-    n2 = width // (2 * w)
-    rest = width - n2 * 2 * w
-    for r in range(nb):
-        i = i_block + r
-        for p in range(n2):
-            copy_vectors(A_h, i, j_block + p * 2 * w, abuf, p * nb * 2 * w + r * 2 * w, 2)
-        off = n2 * nb * 2 * w
-        if rest >= w:
-            copy_vectors(A_h, i, j_block + n2 * 2 * w, abuf, off + r * w, 1)
-            off += nb * w
-        if rest != 0 and rest != w:
-            copy_vectors(A_h, i, j_block + width - w, abuf, off + r * w, 1)
-
-
-@kernel
-def _pack_D_block(delta_out, i_block, nb, k_block, kb, dbuf):
-    """Copy delta_out[i_block:i_block+nb, k_block:k_block+kb] into dbuf (nb × kb)."""
-    for r in range(nb):
-        for e in range(kb):
-            dbuf[r * kb + e] = delta_out[i_block + r, k_block + e]
-
-
-@kernel
-def _panel_count(width, w):
-    """How many panels :func:`_pack_A_block` cuts ``width`` (≥ w) columns into."""
-    n2 = width // (2 * w)
-    rest = width - n2 * 2 * w
-    return n2 + (1 if rest >= w else 0) + (1 if rest % w != 0 else 0)
-
-
-@kernel
-def _panel_layout(width, w, panel):
-    """(vectors, first column, skip) of panel number ``panel`` of a ``width``-column block.
-
-    As :func:`_pack_A_block` lays them out: full panels of 2W columns, then
-    one of W if that many are left, then one W-wide panel overlapping the
-    previous columns for the last (rest mod W), whose first ``skip``
-    columns its tile leaves alone.  Columns count from the block's first.
-    """
-    n2 = width // (2 * w)
-    rest = width - n2 * 2 * w
-    if panel < n2:
-        return 2, panel * 2 * w, 0
-    if panel == n2 and rest >= w:
-        return 1, n2 * 2 * w, 0
-    return 1, width - w, w - (rest % w)
-
-
-@kernel
-def _tiles_for_panel(P, Dp, nb, nvec, jg, skip, k_block, kb, gradT):
-    """All register tiles of one panel P (nb × nvec·w) against outputs k_block…k_block+kb-1."""
-    n_kt = (kb + _TILE_ROWS - 1) // _TILE_ROWS
-    kt_small = kb // n_kt  # tiles of kt_small or kt_small + 1 outputs
-    n_big = kb - kt_small * n_kt
-    k = 0
-    for q in range(n_kt):
-        kt = kt_small + 1 if q < n_big else kt_small
-        # Dp's column k is output k_block + k: shift gradT's row instead.
-        if nvec == 2:
-            _tile_2(P, Dp, 0, nb, jg, k, kt, gradT[k_block:])
-        else:
-            _tile_1(P, Dp, 0, nb, jg, k, kt, gradT[k_block:], skip)
-        k += kt
-
-
-@kernel
-def _accumulate_gradT_rows(A_h, delta_out, i_start, i_stop, gradT, block_n, block_d, block_t):
-    """gradT[k, j] += Σ_{i_start ≤ i < i_stop} δ[i, k] · A_h[i, j].
-
-    The gradient is held transposed, (t, d), so a row of A_h and a row of
-    gradT run the same way (over hidden units j, unit stride).
-
-    Blocks: examples in blocks of ``block_n``, hidden units in blocks of
-    ``block_d``, outputs in blocks of ``block_t``.  Each A_h block is
-    copied (read sequentially) into panels of 2W hidden units (W elements
-    fill one vector of :data:`fastbp._simd.VECTOR_BYTES`: 4 float64 or 8
-    float32 in 32 bytes, twice as many in 64), each panel contiguous; each
-    δ block into a contiguous buffer.  Register tiles of 2 vectors × up to
-    6 outputs then run over the block's examples with their 12
-    accumulators in vector registers (:func:`fastbp._simd.tile_fma`),
-    reading a panel and the δ buffer sequentially from cache.  A block
-    width that is not a multiple of W ends with one vector-wide panel that
-    overlaps the previous columns, whose tile writes only its new ones; a
-    block narrower than W is done element by element.
-
-    Every element of gradT is updated by one fused multiply-add per example
-    in ascending example order, starting from its value on entry, whatever
-    the block sizes: the same order as the seed's outer-product loop.
-
-    ``delta_out`` may have any strides; with ``block_t`` ≥ t it is read in
-    place (no copy), otherwise each block is copied into a contiguous
-    buffer first.
-    """
-    d = A_h.shape[1]
-    t = delta_out.shape[1]
-    w = VECTOR_BYTES // A_h.itemsize
-    n_rows = max(i_stop - i_start, 0)
-    bn = min(block_n, n_rows)
-    abuf = np.empty(bn * (min(block_d, d) + w), dtype=A_h.dtype)
-    dbuf = np.empty(bn * block_t if block_t < t else 0, dtype=A_h.dtype)
-    for i_block in range(i_start, i_stop, block_n):
-        i_end = min(i_block + block_n, i_stop)
-        nb = i_end - i_block
-        for j_block in range(0, d, block_d):
-            j_end = min(j_block + block_d, d)
-            width = j_end - j_block
-            if width < w:
-                for k_block in range(0, t, block_t):
-                    kb = min(block_t, t - k_block)
-                    _tile_scalar(
-                        A_h, delta_out, i_block, i_end, j_block, j_end, j_block, k_block, kb, gradT
-                    )
-                continue
-            _pack_A_block(A_h, i_block, nb, j_block, width, w, abuf)
-            n_panels = _panel_count(width, w)
-            for k_block in range(0, t, block_t):
-                kb = min(block_t, t - k_block)
-                if kb == t:  # the δ block is already contiguous
-                    Dp = delta_out[i_block:i_end]
-                else:
-                    _pack_D_block(delta_out, i_block, nb, k_block, kb, dbuf)
-                    Dp = dbuf[: nb * kb].reshape((nb, kb))
-                # One call site for every panel: each call site of
-                # _tiles_for_panel is a full copy of its 18 unrolled tiles,
-                # so this keeps compile time down.
-                offset = 0
-                for p in range(n_panels):
-                    nvec, first_column, skip = _panel_layout(width, w, p)
-                    first_column += j_block
-                    size = nb * nvec * w
-                    P = abuf[offset : offset + size].reshape((nb, nvec * w))
-                    _tiles_for_panel(P, Dp, nb, nvec, first_column, skip, k_block, kb, gradT)
-                    offset += size
-
-
 @kernel
 def _chunk_bounds(n, n_chunks, chunk):
     """Units [start, stop) of part ``chunk`` when n units are cut into n_chunks contiguous parts.
@@ -541,9 +316,7 @@ def _grad_W_out_blocked_serial(A_h, delta_out, n_chunks, block_n, block_d, block
     partials = np.zeros((n_chunks, t, d), dtype=A_h.dtype)
     for c in range(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
-        _accumulate_gradT_rows(
-            A_h, delta_out, i_start, i_stop, partials[c], block_n, block_d, block_t
-        )
+        accumulate(A_h, delta_out[:, 0:t], i_start, i_stop, partials[c], block_n, block_d, block_t)
     return _sum_partials_transposed(partials)
 
 
@@ -560,7 +333,5 @@ def _grad_W_out_blocked_parallel(A_h, delta_out, n_chunks, block_n, block_d, blo
     partials = np.zeros((n_chunks, t, d), dtype=A_h.dtype)
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
-        _accumulate_gradT_rows(
-            A_h, delta_out, i_start, i_stop, partials[c], block_n, block_d, block_t
-        )
+        accumulate(A_h, delta_out[:, 0:t], i_start, i_stop, partials[c], block_n, block_d, block_t)
     return _sum_partials_transposed(partials)

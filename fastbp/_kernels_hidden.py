@@ -7,7 +7,7 @@ inputs.
 
 The large products, X_block W_h (forward) and the gradients Xᵀ δ_h and
 δ_outᵀ A_h, all run on the register tiles of the blocked output gradient
-(:func:`fastbp._kernels._tiles_for_panel`), which compute
+(:mod:`fastbp._tiles`), which compute
 G[k, j] += Σ_i D[i, k] · A[i, j] with one fused multiply-add per term in
 order of i: each product below is that formula with the operands named to
 fit.  In the fused step, W_h and W_out (zero-padded to one vector when
@@ -32,21 +32,9 @@ exactly the conventions of :func:`fastbp.sigmoid` and :func:`fastbp.cost`.
 import numpy as np
 from numba import prange
 
+from . import _tiles as tiles
 from ._jit import CONTRACT, kernel, parallel_kernel
-from ._kernels import (
-    _TILE_ROWS,
-    GRAD_BLOCK_D,
-    GRAD_BLOCK_N,
-    GRAD_BLOCK_T,
-    _accumulate_gradT_rows,
-    _add_bias_sigmoid_inplace,
-    _chunk_bounds,
-    _cost_terms,
-    _pack_A_block,
-    _panel_count,
-    _panel_layout,
-    _tiles_for_panel,
-)
+from ._kernels import _add_bias_sigmoid_inplace, _chunk_bounds, _cost_terms
 from ._simd import VECTOR_BYTES
 
 # --------------------------------------------------------------------------
@@ -198,12 +186,13 @@ def _delta_h(delta_out, W_out_T, A_h, block_cols):
 def _grad_W_h_accumulate(X, delta_h, grad):
     """grad[p, j] += Σ_i X[i, p] · δ_h[i, j]: the register-tiled kernel of grad_W_out.
 
-    :func:`fastbp._kernels._accumulate_gradT_rows` computes
+    :func:`fastbp._tiles.accumulate` computes
     G[k, j] += Σ_i D[i, k] · A[i, j]; with A = δ_h and D = X that is Xᵀ δ_h
     itself, (m, d), one fused multiply-add per example in example order.
     """
-    _accumulate_gradT_rows(
-        delta_h, X, 0, X.shape[0], grad, GRAD_BLOCK_N, GRAD_BLOCK_D, GRAD_BLOCK_T
+    tiles.accumulate(
+        delta_h, X[:, 0 : X.shape[1]], 0, X.shape[0], grad,
+        tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T,
     )
 
 
@@ -220,7 +209,10 @@ def _hidden_product(X_block, W_h, Z):
     hold the two to the same bits.
     """
     X_T = np.ascontiguousarray(X_block.T)
-    _accumulate_gradT_rows(W_h, X_T, 0, W_h.shape[0], Z, GRAD_BLOCK_N, GRAD_BLOCK_D, GRAD_BLOCK_T)
+    tiles.accumulate(
+        W_h, X_T[:, 0 : X_T.shape[1]], 0, W_h.shape[0], Z,
+        tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T,
+    )
 
 
 @kernel
@@ -276,23 +268,23 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
     output layer's A_h W_out runs on it too (X = A_h, W_h = W_out).
     """
     w = VECTOR_BYTES // X.itemsize
-    n_groups = (rows + _TILE_ROWS - 1) // _TILE_ROWS
-    n_panels = _panel_count(d, w)
+    n_groups = (rows + tiles.TILE_ROWS - 1) // tiles.TILE_ROWS
+    n_panels = tiles.panel_count(d, w)
     n_passes = (m + _FORWARD_DEPTH - 1) // _FORWARD_DEPTH
     for s in range(n_passes):
         p0 = (m * s) // n_passes
         p1 = (m * (s + 1)) // n_passes
         depth = p1 - p0
         for g in range(n_groups):
-            r0 = g * _TILE_ROWS
-            kt = min(_TILE_ROWS, rows - r0)
+            r0 = g * tiles.TILE_ROWS
+            kt = min(tiles.TILE_ROWS, rows - r0)
             D = X[i0 + r0 : i0 + r0 + kt, p0:p1].T  # read in place, by rows
             offset = 0
             for panel in range(n_panels):
-                nvec, first_column, skip = _panel_layout(d, w, panel)
+                nvec, first_column, skip = tiles.panel_layout(d, w, panel)
                 pw = nvec * w
                 P = wpack[offset + p0 * pw : offset + p1 * pw].reshape((depth, pw))
-                _tiles_for_panel(P, D, depth, nvec, first_column, skip, r0, kt, Z)
+                tiles.tiles_for_panel(P, D, depth, nvec, first_column, skip, r0, kt, Z)
                 offset += m * pw
 
 
@@ -380,8 +372,9 @@ def _add_small_gradients(
         for k in range(cost_terms.shape[1]):
             block_cost -= cost_terms[r, k]
     _add_column_sums(delta_out, grad_b_out)
-    _accumulate_gradT_rows(
-        A_h, delta_out, 0, rows, grad_W_out_T, GRAD_BLOCK_N, GRAD_BLOCK_D, GRAD_BLOCK_T
+    tiles.accumulate(
+        A_h, delta_out[:, 0 : delta_out.shape[1]], 0, rows, grad_W_out_T,
+        tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T,
     )
     _add_column_sums(delta_h, grad_b_h)
     return block_cost
@@ -472,9 +465,9 @@ def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1):
     """
     if p1 <= p0:
         return
-    _accumulate_gradT_rows(
+    tiles.accumulate(
         delta_h_block[:rows], X[i0 : i0 + rows, p0:p1], 0, rows, grad_W_h[p0:p1],
-        GRAD_BLOCK_N, GRAD_BLOCK_D, p1 - p0,
+        tiles.BLOCK_N, tiles.BLOCK_D, p1 - p0,
     )
 
 
@@ -490,9 +483,9 @@ def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T):
     orientation for that reason (measured, see docs/tuning.md) and pays
     one transposition per call.
     """
-    _accumulate_gradT_rows(
-        X[i0 : i0 + rows], delta_h_block[:rows], 0, rows, grad_W_h_T,
-        GRAD_BLOCK_N, _GRAD_W_H_BLOCK_INPUTS, _GRAD_W_H_BLOCK_HIDDEN,
+    tiles.accumulate(
+        X[i0 : i0 + rows], delta_h_block[:rows, 0 : delta_h_block.shape[1]], 0, rows, grad_W_h_T,
+        tiles.BLOCK_N, _GRAD_W_H_BLOCK_INPUTS, _GRAD_W_H_BLOCK_HIDDEN,
     )
 
 
@@ -538,20 +531,20 @@ def _backprop_blocks_parallel(
     A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms = _block_buffers(
         block_rows, d, t, X
     )
-    n_input_groups = (m + _TILE_ROWS - 1) // _TILE_ROWS
+    n_input_groups = (m + tiles.TILE_ROWS - 1) // tiles.TILE_ROWS
     for part in prange(n_parts):
         if part < n_copies:
-            _pack_A_block(W_h_cols, 0, m, 0, width, w, wpacks[part])
+            tiles.pack_panels(W_h_cols, 0, m, 0, width, w, wpacks[part])
         q0, q1 = _chunk_bounds(n_input_groups, n_parts, part)
-        grad_W_h[q0 * _TILE_ROWS : min(q1 * _TILE_ROWS, m)] = 0
+        grad_W_h[q0 * tiles.TILE_ROWS : min(q1 * tiles.TILE_ROWS, m)] = 0
     total = 0.0
     for i0 in range(0, n, block_rows):
         rows = min(i0 + block_rows, n) - i0
-        n_groups = (rows + _TILE_ROWS - 1) // _TILE_ROWS
+        n_groups = (rows + tiles.TILE_ROWS - 1) // tiles.TILE_ROWS
         for part in prange(n_parts):
             g0, g1 = _chunk_bounds(n_groups, n_parts, part)
-            r0 = g0 * _TILE_ROWS
-            r1 = min(g1 * _TILE_ROWS, rows)
+            r0 = g0 * tiles.TILE_ROWS
+            r1 = min(g1 * tiles.TILE_ROWS, rows)
             if r1 > r0:
                 _forward_and_deltas(
                     X, Y, i0, r0, r1, b_h, b_out, W_out_T, wpacks[part % n_copies],
@@ -564,8 +557,8 @@ def _backprop_blocks_parallel(
         )
         for part in prange(n_parts):
             q0, q1 = _chunk_bounds(n_input_groups, n_parts, part)
-            p0 = q0 * _TILE_ROWS
-            p1 = min(q1 * _TILE_ROWS, m)
+            p0 = q0 * tiles.TILE_ROWS
+            p1 = min(q1 * tiles.TILE_ROWS, m)
             if p1 > p0:
                 _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1)
     costs[0] = total
@@ -580,7 +573,7 @@ def _packed_weights(W):
     if cols < w:
         return np.empty(0, dtype=W.dtype)
     wpack = np.empty(rows * (cols + w), dtype=W.dtype)
-    _pack_A_block(W, 0, rows, 0, cols, w, wpack)
+    tiles.pack_panels(W, 0, rows, 0, cols, w, wpack)
     return wpack
 
 
@@ -629,7 +622,7 @@ def _pack_padded_into(W, out):
     padded = _padded_to_one_vector(W)
     size = _padded_pack_size(rows, W.shape[1], w)
     wpack = out[:size]
-    _pack_A_block(padded, 0, rows, 0, padded.shape[1], w, wpack)
+    tiles.pack_panels(padded, 0, rows, 0, padded.shape[1], w, wpack)
     return wpack
 
 
@@ -964,8 +957,8 @@ def _sgd_update_packed(wpack, rows, width, cols, grad, eta, l2, with_l2):
     """
     w = VECTOR_BYTES // wpack.itemsize
     offset = 0
-    for panel in range(_panel_count(width, w)):
-        nvec, first, skip = _panel_layout(width, w, panel)
+    for panel in range(tiles.panel_count(width, w)):
+        nvec, first, skip = tiles.panel_layout(width, w, panel)
         pw = nvec * w
         stop = min(pw, cols - first)
         for p in range(rows):
@@ -992,8 +985,8 @@ def _sum_of_squares_packed(wpack, rows, width, cols, column_sums):
     w = VECTOR_BYTES // wpack.itemsize
     column_sums[:] = 0.0
     offset = 0
-    for panel in range(_panel_count(width, w)):
-        nvec, first, skip = _panel_layout(width, w, panel)
+    for panel in range(tiles.panel_count(width, w)):
+        nvec, first, skip = tiles.panel_layout(width, w, panel)
         pw = nvec * w
         stop = min(pw, cols - first)
         if stop > skip:
@@ -1016,8 +1009,8 @@ def _unpack_weights(wpack, rows, width, W):
     w = VECTOR_BYTES // wpack.itemsize
     cols = W.shape[1]
     offset = 0
-    for panel in range(_panel_count(width, w)):
-        nvec, first, skip = _panel_layout(width, w, panel)
+    for panel in range(tiles.panel_count(width, w)):
+        nvec, first, skip = tiles.panel_layout(width, w, panel)
         pw = nvec * w
         stop = min(pw, cols - first)
         if stop > skip:

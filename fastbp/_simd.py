@@ -19,7 +19,7 @@ LLVM vectorises a plain ``for j`` loop, but for the short rows of the
 gradient (d ≈ 100) every pass pays loop set-up, run-time alias checks and a
 scalar remainder, and a scalar register tile written out by hand is not
 turned into vector code (the SLP vectoriser gives up).  So the one hot loop
-of :func:`fastbp._kernels._accumulate_gradT_rows` is emitted here directly
+of :func:`fastbp._tiles.accumulate` is emitted here directly
 as LLVM IR on *generic* vector types (``<4 x double>``, ``<8 x float>``,
 or twice as long with AVX-512):
 the accumulators of a whole tile live in vector registers across a block of

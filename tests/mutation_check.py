@@ -23,6 +23,7 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KERNELS = "fastbp/_kernels.py"
+TILES = "fastbp/_tiles.py"
 HIDDEN = "fastbp/_kernels_hidden.py"
 
 # The tests that guard the three ways; the mutants must fail at least one.
@@ -51,55 +52,55 @@ MUTATIONS = [
     ),
     (
         "blocked: drop the last partial block of examples",
-        KERNELS,
+        TILES,
         "for i_block in range(i_start, i_stop, block_n):",
         "for i_block in range(i_start, i_stop - block_n + 1, block_n):",
     ),
     (
         "blocked: drop the last partial block of hidden units",
-        KERNELS,
+        TILES,
         "for j_block in range(0, d, block_d):",
         "for j_block in range(0, d - block_d + 1, block_d):",
     ),
     (
         "blocked: drop the last partial block of outputs",
-        KERNELS,
-        "for k_block in range(0, t, block_t):\n"
-        "                kb = min(block_t, t - k_block)\n"
-        "                if kb == t:",
-        "for k_block in range(0, t - block_t + 1, block_t):\n"
-        "                kb = min(block_t, t - k_block)\n"
-        "                if kb == t:",
+        TILES,
+        "for g_first in range(0, t, block_t):\n"
+        "                g_count = min(block_t, t - g_first)\n"
+        "                if g_count == t:",
+        "for g_first in range(0, t - block_t + 1, block_t):\n"
+        "                g_count = min(block_t, t - g_first)\n"
+        "                if g_count == t:",
     ),
     (
         "blocked: off-by-one in the overlapping tail panel (one column too few)",
-        KERNELS,
+        TILES,
         "return 1, width - w, w - (rest % w)",
         "return 1, width - w, w - (rest % w) + 1",
     ),
     (
         "blocked: the last partial panel of hidden units left out",
-        KERNELS,
+        TILES,
         "(1 if rest % w != 0 else 0)",
         "(1 if rest > w else 0)",
     ),
     (
         "blocked: off-by-one in the scalar tail loop over examples",
-        KERNELS,
-        "for i in range(i0, i1):\n                s += delta_out[i, q] * A_h[i, jj]",
-        "for i in range(i0, i1 - 1):\n                s += delta_out[i, q] * A_h[i, jj]",
+        TILES,
+        "for i in range(i0, i1):\n                s += D[i, q] * A[i, jj]",
+        "for i in range(i0, i1 - 1):\n                s += D[i, q] * A[i, jj]",
     ),
     (
         "blocked: swap the loop indices jj and q in the scalar tail",
-        KERNELS,
-        "s += delta_out[i, q] * A_h[i, jj]",
-        "s += delta_out[i, jj] * A_h[i, q]",
+        TILES,
+        "s += D[i, q] * A[i, jj]",
+        "s += D[i, jj] * A[i, q]",
     ),
     (
         "blocked: uneven output tiles lose their extra output",
-        KERNELS,
-        "kt = kt_small + 1 if q < n_big else kt_small",
-        "kt = kt_small",
+        TILES,
+        "rows = low + 1 if q < n_high else low",
+        "rows = low",
     ),
     (
         "blocked: the last chunk stops one example short",
@@ -131,15 +132,15 @@ MUTATIONS = [
     (
         "fused, one chunk on threads: each part's rows stop one short",
         HIDDEN,
-        "            r1 = min(g1 * _TILE_ROWS, rows)\n",
-        "            r1 = min(g1 * _TILE_ROWS, rows) - 1\n",
+        "            r1 = min(g1 * tiles.TILE_ROWS, rows)\n",
+        "            r1 = min(g1 * tiles.TILE_ROWS, rows) - 1\n",
         FUSED_TESTS,
     ),
     (
         "fused, one chunk on threads: the last part's inputs are left out of Xᵀ δ_h",
         HIDDEN,
-        "            p1 = min(q1 * _TILE_ROWS, m)\n",
-        "            p1 = min(q1 * _TILE_ROWS, m - 1)\n",
+        "            p1 = min(q1 * tiles.TILE_ROWS, m)\n",
+        "            p1 = min(q1 * tiles.TILE_ROWS, m - 1)\n",
         FUSED_TESTS,
     ),
     (

@@ -488,7 +488,7 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
     G0 = rng.normal(size=(m, d)).astype(dtype)
     G_plain = G0.copy()
     kh._grad_W_h_accumulate(X[2 : 2 + rows], D, G_plain)
-    for cut in (m, (m // 2) // kh._TILE_ROWS * kh._TILE_ROWS, 1):
+    for cut in (m, (m // 2) // kh.tiles.TILE_ROWS * kh.tiles.TILE_ROWS, 1):
         G_fused = G0.copy()
         kh._add_grad_W_h(X, 2, rows, D, G_fused, 0, cut)
         kh._add_grad_W_h(X, 2, rows, D, G_fused, cut, m)

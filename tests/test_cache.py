@@ -21,8 +21,8 @@ from fastbp import _cache
 PACKAGE = Path(fastbp.__file__).resolve().parent
 
 # Xᵀ δ_h with δ_h two columns wide: the fused-step module's _grad_W_h calls the
-# blocked kernel of fastbp._kernels, whose element-by-element tile
-# (_tile_scalar) runs when the width is under one vector.
+# tile engine of fastbp._tiles, whose element-by-element tile (tile_scalar)
+# runs when the width is under one vector.
 CHILD = """
 import json, sys
 import numpy as np

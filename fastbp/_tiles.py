@@ -1,0 +1,237 @@
+"""The register-tile engine: G[k, j] += Σ_i D[i, k] · A[i, j], packed and blocked.
+
+Every large product in fastbp runs here: ∂J/∂W_out (``A = A_h``,
+``D = δ_out``, ``G = (A_hᵀ δ_out)ᵀ``), the forward product
+(``A = W_h``, ``D = X_blockᵀ``, ``G = Z``) and Xᵀ δ_h in either
+orientation.  The engine names its operands A, D and G; each caller says
+what they are.
+
+:func:`accumulate` cuts the rows i, the columns j and the rows k of G into
+blocks, packs each block of A into panels (:func:`panel_layout` defines
+them once, :func:`pack_panels` fills them) and runs the register tiles of
+:func:`tiles_for_panel` over them.  Each tile is one call of
+:func:`fastbp._simd.tile_fma`: every element of G gets one fused
+multiply-add per row i, in order of i, whatever the block sizes, tile
+shapes or vector width, so all of them change the speed and never the bits.
+
+No checks happen here: callers pass C-contiguous A and G of one float dtype.
+"""
+
+import numpy as np
+
+from ._jit import CONTRACT, kernel
+from ._simd import VECTOR_BYTES, copy_vectors, tile_fma
+
+#: Rows of G in one register tile (and the forward product's row groups), set by register
+#: count: 2 vectors × 6 = 12 accumulators leave 4 of AVX2's 16 registers for A and D.
+TILE_ROWS = 6
+
+# Default block sizes of :func:`accumulate`, for grad_W_out_blocked and the fused step's
+# products; they change the speed, never the bits.  No measurement recorded for them.
+#: Rows i per block: rows of a packed block of A and of a block of D.
+BLOCK_N = 256
+#: Columns j per block: columns of a packed block of A.
+BLOCK_D = 256
+#: Rows k of G per block, 8 tiles of :data:`TILE_ROWS`; D is read in place, not copied, for K ≤ 48.
+BLOCK_T = 48
+
+
+@kernel
+def tile_two_vectors(A, D, i0, i1, g_col, g_row, rows, G):
+    """One register tile two vectors wide and ``rows`` (1…6) rows of G tall."""
+    if rows == 6:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 6, 0)
+    elif rows == 5:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 5, 0)
+    elif rows == 4:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 4, 0)
+    elif rows == 3:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 3, 0)
+    elif rows == 2:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 2, 0)
+    else:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 1, 0)
+
+
+@kernel
+def tile_one_vector(A, D, i0, i1, g_col, g_row, rows, G, skip):
+    """One register tile one vector wide, ``rows`` (1…6) rows of G tall.
+
+    The first ``skip`` columns of the tile are left as they are (an
+    overlapping tile at the end of a row, see :func:`tile_fma`); with
+    ``skip`` = 0 every column is written.  Always blending costs one load
+    and one select per accumulator per block, and halves the number of
+    specialised tiles to compile.
+    """
+    if rows == 6:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 6, 1)
+    elif rows == 5:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 5, 1)
+    elif rows == 4:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 4, 1)
+    elif rows == 3:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 3, 1)
+    elif rows == 2:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 2, 1)
+    else:
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 1, 1)
+
+
+@kernel(fastmath=CONTRACT)
+def tile_scalar(A, D, i0, i1, j0, j1, g_col, g_row, rows, G):
+    """The same update as a register tile, one element at a time.
+
+    Only for a column range narrower than one vector (d or ``block_d``
+    below W).  Each element is the same left-to-right chain of fused
+    multiply-adds over the examples as in :func:`tile_fma`.
+    """
+    for q in range(g_row, g_row + rows):
+        for jj in range(j0, j1):
+            s = G[q, g_col + jj - j0]
+            for i in range(i0, i1):
+                s += D[i, q] * A[i, jj]
+            G[q, g_col + jj - j0] = s
+
+
+@kernel
+def pack_panels(A, i_block, nb, j_block, width, w, panels):
+    """Copy A[i_block:i_block+nb, j_block:j_block+width] into the panels of :func:`panel_layout`.
+
+    Each panel holds its columns for all nb rows, row after row (nb × its
+    width, contiguous), so a tile reads its strip of A sequentially; A is
+    read row by row.  Needs width ≥ w.
+    """
+    n_panels = panel_count(width, w)
+    for r in range(nb):
+        offset = 0
+        for p in range(n_panels):
+            n_vectors, first_column, _ = panel_layout(width, w, p)
+            if n_vectors == 2:
+                copy_vectors(A, i_block + r, j_block + first_column, panels, offset + r * 2 * w, 2)
+            else:
+                copy_vectors(A, i_block + r, j_block + first_column, panels, offset + r * w, 1)
+            offset += nb * n_vectors * w
+
+
+@kernel
+def pack_block(D, i_block, nb, g_first, g_count, buffer):
+    """Copy D[i_block:i_block+nb, g_first:g_first+g_count] into buffer (nb × g_count)."""
+    for r in range(nb):
+        for e in range(g_count):
+            buffer[r * g_count + e] = D[i_block + r, g_first + e]
+
+
+@kernel
+def panel_count(width, w):
+    """How many panels :func:`panel_layout` cuts ``width`` (≥ w) columns into."""
+    n2 = width // (2 * w)
+    rest = width - n2 * 2 * w
+    return n2 + (1 if rest >= w else 0) + (1 if rest % w != 0 else 0)
+
+
+@kernel
+def panel_layout(width, w, panel):
+    """(vectors, first column, skip) of panel number ``panel`` of a ``width``-column block.
+
+    The one definition of the panels (:func:`pack_panels` fills them, the
+    tiles read them): full panels of 2W columns, then one of W if that many
+    are left, then one W-wide panel overlapping the previous columns for
+    the last (rest mod W), whose first ``skip`` columns its tile leaves
+    alone.  Columns count from the block's first.
+    """
+    n2 = width // (2 * w)
+    rest = width - n2 * 2 * w
+    if panel < n2:
+        return 2, panel * 2 * w, 0
+    if panel == n2 and rest >= w:
+        return 1, n2 * 2 * w, 0
+    return 1, width - w, w - (rest % w)
+
+
+@kernel
+def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G):
+    """All register tiles of one panel P (nb × nvec·W) against G[g_first : g_first+g_count].
+
+    The rows go in tiles of equal height, at most :data:`TILE_ROWS`.
+    """
+    n_tiles = (g_count + TILE_ROWS - 1) // TILE_ROWS
+    low = g_count // n_tiles  # tiles of low or low + 1 rows
+    n_high = g_count - low * n_tiles
+    row = 0
+    for q in range(n_tiles):
+        rows = low + 1 if q < n_high else low
+        # D_block's column `row` goes with row g_first + row of G: G is shifted instead.
+        if nvec == 2:
+            tile_two_vectors(P, D_block, 0, nb, g_col, row, rows, G[g_first:])
+        else:
+            tile_one_vector(P, D_block, 0, nb, g_col, row, rows, G[g_first:], skip)
+        row += rows
+
+
+@kernel
+def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t):
+    """G[k, j] += Σ_{i_start ≤ i < i_stop} D[i, k] · A[i, j], for A (n, N), D (n, K), G (K, N).
+
+    A row of A and a row of G run the same way (over j, unit stride).
+    Blocks: rows i in blocks of ``block_n``, columns j in blocks of
+    ``block_d``, rows k of G in blocks of ``block_t``.  Each A block is
+    copied (read sequentially) into panels of 2W columns (W elements fill
+    one vector of :data:`fastbp._simd.VECTOR_BYTES`: 4 float64 or 8
+    float32 in 32 bytes, twice as many in 64), each panel contiguous.
+    Register tiles of 2 vectors × up to :data:`TILE_ROWS` rows of G then
+    run over the block's rows i with their accumulators in vector
+    registers (:func:`fastbp._simd.tile_fma`), reading a panel and D's
+    block sequentially from cache.  A block width that is not a multiple
+    of W ends with one vector-wide panel that overlaps the previous
+    columns, whose tile writes only its new ones; a block narrower than W
+    is done element by element.
+
+    Every element of G is updated by one fused multiply-add per row i in
+    ascending order, starting from its value on entry, whatever the block
+    sizes: the order of the seed's outer-product loop.
+
+    ``D`` may have any strides; with ``block_t`` ≥ t it is read in
+    place (no copy), otherwise each block is copied into a contiguous
+    buffer first.  Every caller passes it as a view of any layout
+    (``D[:, 0:t]``, typed "A" even where D is C-contiguous), and the packed
+    block of D is viewed the same way, so the tile engine compiles once per
+    dtype instead of once per layout (measured level or faster).
+    """
+    d = A.shape[1]
+    t = D.shape[1]
+    w = VECTOR_BYTES // A.itemsize
+    n_rows = max(i_stop - i_start, 0)
+    bn = min(block_n, n_rows)
+    panels = np.empty(bn * (min(block_d, d) + w), dtype=A.dtype)
+    buffer = np.empty(bn * block_t if block_t < t else 0, dtype=A.dtype)
+    for i_block in range(i_start, i_stop, block_n):
+        i_end = min(i_block + block_n, i_stop)
+        nb = i_end - i_block
+        for j_block in range(0, d, block_d):
+            j_end = min(j_block + block_d, d)
+            width = j_end - j_block
+            if width < w:
+                for g_first in range(0, t, block_t):
+                    g_count = min(block_t, t - g_first)
+                    tile_scalar(A, D, i_block, i_end, j_block, j_end, j_block, g_first, g_count, G)
+                continue
+            pack_panels(A, i_block, nb, j_block, width, w, panels)
+            n_panels = panel_count(width, w)
+            for g_first in range(0, t, block_t):
+                g_count = min(block_t, t - g_first)
+                if g_count == t:  # D's block read in place
+                    D_block = D[i_block:i_end]
+                else:
+                    pack_block(D, i_block, nb, g_first, g_count, buffer)
+                    D_block = buffer[: nb * g_count].reshape((nb, g_count))[:, 0:g_count]
+                # One call site for every panel: each call site of
+                # tiles_for_panel is a full copy of its 18 unrolled tiles,
+                # so this keeps compile time down.
+                offset = 0
+                for p in range(n_panels):
+                    nvec, first_column, skip = panel_layout(width, w, p)
+                    first_column += j_block
+                    size = nb * nvec * w
+                    P = panels[offset : offset + size].reshape((nb, nvec * w))
+                    tiles_for_panel(P, D_block, nb, nvec, first_column, skip, g_first, g_count, G)
+                    offset += size
