@@ -4,7 +4,8 @@ Numba's own cache keys each function on its own source file, so a kernel
 whose callee changed in another module would load stale machine code.
 fastbp keeps its compiled code in a folder of its own whose name is a hash
 of everything the code depends on (:func:`cache_key`): the source of every
-module of the installed package, the versions of Python, Numba, llvmlite and
+module of the installed package and the name it is imported under, the
+versions of Python, Numba, llvmlite and
 NumPy, the CPU name and features Numba compiles for, the register-tile width
 and the Numba settings that change generated code.  Change any of them and
 the folder is a new, empty one; stale code cannot be found, let alone
@@ -46,6 +47,7 @@ They were tested with the Numba range pinned in ``pyproject.toml``;
 ``tests/test_cache.py`` checks the mechanism itself.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -126,6 +128,9 @@ def key_parts(package_dir=_PACKAGE_DIR):
 
     cpu_name = config.CPU_NAME or llvm.get_host_cpu_name()
     return {
+        # The import name: compiled code refers to its modules by name, so a copy of the
+        # same sources under another name (vendored, renamed) needs a folder of its own.
+        "package": __name__.rpartition(".")[0],
         "sources": _source_digest(package_dir),
         "python": f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}",
         "numba": numba.__version__,
@@ -256,11 +261,11 @@ def _numba_cache_class():
             return cls(py_func)
 
     class PackageCacheImpl(caching.CompileResultCacheImpl):
-        def __init__(self, py_func):  # no locator search: always PackageLocator
+        def __init__(self, py_func, variant=""):  # no locator search: always PackageLocator
             self._lineno = py_func.__code__.co_firstlineno
             self._locator = PackageLocator(py_func)
             module = os.path.splitext(os.path.basename(py_func.__code__.co_filename))[0]
-            fullname = f"{module}.{py_func.__qualname__}"
+            fullname = f"{module}.{py_func.__qualname__}" + (f".{variant}" if variant else "")
             self._filename_base = self.get_filename_base(fullname, getattr(sys, "abiflags", ""))
 
     class KeyNamedDataFile(caching.IndexDataCacheFile):
@@ -280,7 +285,9 @@ def _numba_cache_class():
         _impl_class = PackageCacheImpl
         data_file_class = KeyNamedDataFile
 
-        def __init__(self, py_func):
+        def __init__(self, py_func, variant=""):
+            # Numba's __init__ builds self._impl from self._impl_class(py_func).
+            self._impl_class = functools.partial(PackageCacheImpl, variant=variant)
             super().__init__(py_func)
             self._cache_file = self.data_file_class(
                 cache_path=self._cache_path,
@@ -316,12 +323,16 @@ def _numba_cache_class():
 _cache_class = None
 
 
-def enable_cache(dispatcher):
-    """Give a Numba dispatcher fastbp's cache; a no-op with the cache off (FASTBP_CACHE=0)."""
+def enable_cache(dispatcher, variant=""):
+    """Give a Numba dispatcher fastbp's cache; a no-op with the cache off (FASTBP_CACHE=0).
+
+    ``variant`` (e.g. "parallel") goes into the cache files' names, for two
+    dispatchers compiled from one Python function with different options.
+    """
     global _cache_class
     if not CACHE_ENABLED:
         return dispatcher
     if _cache_class is None:
         _cache_class = _numba_cache_class()
-    dispatcher._cache = _cache_class(dispatcher.py_func)
+    dispatcher._cache = _cache_class(dispatcher.py_func, variant)
     return dispatcher

@@ -41,7 +41,7 @@ from numba.core.registry import CPUDispatcher
 
 from ._cache import CACHE_ENABLED, enable_cache
 
-__all__ = ["CACHE", "CONTRACT", "cache_counts", "kernel", "parallel_kernel"]
+__all__ = ["CACHE", "CONTRACT", "cache_counts", "kernel", "parallel_kernel", "serial_and_parallel"]
 
 #: Whether compiled code is cached on disk (``FASTBP_CACHE``, on by default).
 CACHE = CACHE_ENABLED
@@ -91,7 +91,9 @@ def _compile_lazily(func, options):
         py_func=func, locals={}, targetoptions={"nopython": True, **_BASE_OPTIONS, **options}
     )
     _DISPATCHERS.append(dispatcher)
-    return enable_cache(dispatcher)
+    # A threaded kernel may share its Python function with a serial one: its cache files
+    # carry the variant in their name, so neither can load the other's code.
+    return enable_cache(dispatcher, variant="parallel" if options.get("parallel") else "")
 
 
 def cache_counts():
@@ -141,5 +143,23 @@ def parallel_kernel(func=None, *, fastmath=False):
         return _compile_lazily(
             f, {"fastmath": set(fastmath) if fastmath else False, "parallel": True}
         )
+
+    return wrap if func is None else wrap(func)
+
+
+def serial_and_parallel(func=None, *, fastmath=False):
+    """Compile ``func`` twice: ``(serial, threaded)`` kernels from one body.
+
+    In the serial kernel each ``prange`` loop runs in order in the calling
+    thread; in the threaded one (:func:`parallel_kernel`) on Numba's
+    threads.  One body for both, so the two cannot drift apart: where each
+    iteration writes only its own outputs, they give the same bits.  Each
+    compiles on first use, and has cache files of its own.
+    """
+    if fastmath not in (False, CONTRACT):
+        raise ValueError(f"fastmath must be False or CONTRACT, got {fastmath!r}")
+
+    def wrap(f):
+        return kernel(f, fastmath=fastmath), parallel_kernel(f, fastmath=fastmath)
 
     return wrap if func is None else wrap(func)

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import prange
 
-from ._jit import kernel, parallel_kernel
+from ._jit import kernel, serial_and_parallel
 from ._simd import bits_from_float, cast_like, float_from_bits, is_float32
 from ._tiles import accumulate
 
@@ -308,25 +308,13 @@ def _sum_partials_transposed(partials):
     return grad
 
 
-@kernel
-def _grad_W_out_blocked_serial(A_h, delta_out, n_chunks, block_n, block_d, block_t):
-    """Blocked gradient, chunks taken one after another in this thread."""
-    n, d = A_h.shape
-    t = delta_out.shape[1]
-    partials = np.zeros((n_chunks, t, d), dtype=A_h.dtype)
-    for c in range(n_chunks):
-        i_start, i_stop = _chunk_bounds(n, n_chunks, c)
-        accumulate(A_h, delta_out[:, 0:t], i_start, i_stop, partials[c], block_n, block_d, block_t)
-    return _sum_partials_transposed(partials)
+def _grad_W_out_blocked_chunks(A_h, delta_out, n_chunks, block_n, block_d, block_t):
+    """Blocked gradient over ``n_chunks`` chunks of examples, one partial (t, d) each.
 
-
-@parallel_kernel
-def _grad_W_out_blocked_parallel(A_h, delta_out, n_chunks, block_n, block_d, block_t):
-    """Blocked gradient, chunks spread over Numba's threads.
-
-    Each chunk writes only its own partial buffer and the partials are summed
-    in chunk order afterwards, so the result is bitwise identical to
-    :func:`_grad_W_out_blocked_serial` for any number of threads.
+    Each chunk writes only its own partial buffer and the partials are
+    summed in chunk order afterwards, so the serial kernel and the threaded
+    one (chunks spread over Numba's threads) give the same bits for any
+    number of threads.
     """
     n, d = A_h.shape
     t = delta_out.shape[1]
@@ -335,3 +323,8 @@ def _grad_W_out_blocked_parallel(A_h, delta_out, n_chunks, block_n, block_d, blo
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         accumulate(A_h, delta_out[:, 0:t], i_start, i_stop, partials[c], block_n, block_d, block_t)
     return _sum_partials_transposed(partials)
+
+
+_grad_W_out_blocked_serial, _grad_W_out_blocked_parallel = serial_and_parallel(
+    _grad_W_out_blocked_chunks
+)

@@ -33,7 +33,7 @@ import numpy as np
 from numba import prange
 
 from . import _tiles as tiles
-from ._jit import CONTRACT, kernel, parallel_kernel
+from ._jit import CONTRACT, kernel, parallel_kernel, serial_and_parallel
 from ._kernels import _add_bias_sigmoid_inplace, _chunk_bounds, _cost_terms
 from ._simd import VECTOR_BYTES
 
@@ -780,11 +780,17 @@ def _grad_W_h_transposed(n_chunks):
     return n_chunks > 1
 
 
-@kernel
-def _backprop_serial(
+def _backprop_chunks(
     X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspace
 ):
-    """Fused step, chunks taken one after another in this thread.
+    """Fused step over ``n_chunks`` chunks of examples: the cost and the four gradients.
+
+    Compiled twice (:func:`fastbp._jit.serial_and_parallel`):
+    :data:`_backprop_serial` takes the chunks one after another in this
+    thread, :data:`_backprop_parallel` spreads them over Numba's threads.
+    Each chunk writes only its own partial buffers, and the partials are
+    added in chunk order afterwards, so both give the same bits for any
+    number of threads.  No BLAS is called.
 
     With one chunk, Xᵀ δ_h is accumulated as (m, d) (:func:`_add_grad_W_h`),
     as in :func:`_backprop_blocks_parallel`; with more, as (d, m)
@@ -803,36 +809,6 @@ def _backprop_serial(
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _partials(workspace, n_chunks, m, d, t, transposed)
     wpack = _pack_padded_into(W_h, workspace[partials_size:])
     wpack_out = _pack_padded_into(W_out, workspace[partials_size + wpack.shape[0] :])
-    for c in range(n_chunks):
-        i_start, i_stop = _chunk_bounds(n, n_chunks, c)
-        costs[c] = _backprop_chunk(
-            X, Y, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
-            g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols, transposed,
-        )
-    return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed)
-
-
-@parallel_kernel
-def _backprop_parallel(
-    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspace
-):
-    """Fused step, chunks spread over Numba's threads.
-
-    Each chunk writes only its own partial buffers, and the partials are
-    added in chunk order afterwards, so the result is bitwise identical to
-    :func:`_backprop_serial` for any number of threads.  No BLAS is called.
-    ``workspace`` as in :func:`_backprop_serial`.
-    """
-    n, m = X.shape
-    d = W_h.shape[1]
-    t = W_out.shape[1]
-    W_out_T = np.ascontiguousarray(W_out.T)
-    transposed = _grad_W_h_transposed(n_chunks)
-    # The workspace: the partials of several chunks, then W_h's and W_out's panels.
-    partials_size = n_chunks * (m * d + d + t * d + t) if n_chunks > 1 else 0
-    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _partials(workspace, n_chunks, m, d, t, transposed)
-    wpack = _pack_padded_into(W_h, workspace[partials_size:])
-    wpack_out = _pack_padded_into(W_out, workspace[partials_size + wpack.shape[0] :])
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         costs[c] = _backprop_chunk(
@@ -840,6 +816,9 @@ def _backprop_parallel(
             g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols, transposed,
         )
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed)
+
+
+_backprop_serial, _backprop_parallel = serial_and_parallel(_backprop_chunks)
 
 
 # --------------------------------------------------------------------------

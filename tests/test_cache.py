@@ -94,7 +94,7 @@ def test_a_second_process_loads_every_kernel_from_the_cache(tmp_path):
 
 def test_a_kernel_changed_in_another_module_gets_a_new_folder_and_new_results(tmp_path):
     # _grad_W_h lives in _kernels_hidden; the tile it ends in lives in
-    # _kernels.  A cache keyed on the caller's file alone would load the old
+    # _tiles.  A cache keyed on the caller's file alone would load the old
     # code after the callee changed.
     copy = tmp_path / "site" / "fastbp"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
@@ -102,11 +102,11 @@ def test_a_kernel_changed_in_another_module_gets_a_new_folder_and_new_results(tm
     before, _ = run_child(env, cwd=tmp_path)
     assert Path(before["file"]).resolve().parent == copy.resolve()
 
-    kernels = copy / "_kernels.py"
-    source = kernels.read_text()
-    old_line = "s += delta_out[i, q] * A_h[i, jj]"
+    tiles = copy / "_tiles.py"
+    source = tiles.read_text()
+    old_line = "s += D[i, q] * A[i, jj]"
     assert source.count(old_line) == 1
-    kernels.write_text(source.replace(old_line, "s += (2 * delta_out[i, q]) * A_h[i, jj]"))
+    tiles.write_text(source.replace(old_line, "s += (2 * D[i, q]) * A[i, jj]"))
 
     after, _ = run_child(env, cwd=tmp_path)
     assert after["folder"] != before["folder"]
@@ -239,6 +239,7 @@ def test_every_part_of_the_key_changes_the_folder():
     parts = _cache._KEY_PARTS  # what this process's folder was named from, at import
     assert parts == _cache.key_parts() or parts["sources"] != _cache.key_parts()["sources"]
     assert set(parts) >= {
+        "package",
         "sources",
         "numba",
         "llvmlite",

@@ -78,3 +78,42 @@ def test_the_register_tiles_compile_once_per_dtype():
         "tile_two_vectors": 1,
         "pack_block": 1,
     }
+
+
+def test_serial_and_parallel_share_one_body_and_give_the_same_bits():
+    import numba
+    import numpy as np
+
+    def chunk_sums(values, n_chunks):
+        sums = np.zeros(n_chunks)
+        for c in numba.prange(n_chunks):
+            for i in range(c * values.size // n_chunks, (c + 1) * values.size // n_chunks):
+                sums[c] += values[i]
+        total = 0.0
+        for c in range(n_chunks):  # the partials in chunk order
+            total += sums[c]
+        return total
+
+    serial, threaded = _jit.serial_and_parallel(chunk_sums)
+    serial, threaded = without_disk_cache(serial), without_disk_cache(threaded)
+    assert serial.py_func is threaded.py_func is chunk_sums
+    assert not serial.targetoptions.get("parallel") and threaded.targetoptions["parallel"]
+    values = np.random.default_rng(0).standard_normal(10_001)
+    assert serial(values, 7) == threaded(values, 7)
+    with pytest.raises(ValueError, match="fastmath must be False or CONTRACT"):
+        _jit.serial_and_parallel(chunk_sums, fastmath=True)
+
+
+def test_the_threaded_twin_has_cache_files_of_its_own():
+    from fastbp import _cache, _kernels, _kernels_hidden
+
+    if not _cache.CACHE_ENABLED:
+        pytest.skip("the disk cache is off in this process (FASTBP_CACHE=0)")
+    for serial, threaded in (
+        (_kernels._grad_W_out_blocked_serial, _kernels._grad_W_out_blocked_parallel),
+        (_kernels_hidden._backprop_serial, _kernels_hidden._backprop_parallel),
+    ):
+        assert serial.py_func is threaded.py_func
+        serial_name = serial._cache._cache_file._index_name
+        threaded_name = threaded._cache._cache_file._index_name
+        assert serial_name != threaded_name and ".parallel-" in threaded_name
