@@ -106,21 +106,26 @@ def dataset(n, d, t, dtype, m=None):
 
 @contextlib.contextmanager
 def _limited_threads(n_threads):
-    from threadpoolctl import threadpool_limits
-
     previous = numba.get_num_threads()
     numba.set_num_threads(n_threads)
     try:
-        with threadpool_limits(limits=n_threads, user_api="blas"):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # without the bench extra: Numba's threads only
             yield
+        else:
+            with threadpool_limits(limits=n_threads, user_api="blas"):
+                yield
     finally:
         numba.set_num_threads(previous)
 
 
 def thread_limits(n_threads):
-    """Context manager: ``n_threads`` BLAS threads (threadpoolctl) and ``n_threads`` Numba threads.
+    """Context manager: ``n_threads`` Numba threads and, with threadpoolctl, BLAS threads.
 
-    Raises NotImplementedError (asv then skips the parameter set) where the
+    asv runs install the ``bench`` extra (threadpoolctl), so BLAS is limited
+    there; the test suite runs the classes without it.  Raises
+    NotImplementedError (asv then skips the parameter set) where the
     machine has fewer threads than asked for.
     """
     if n_threads > numba.config.NUMBA_NUM_THREADS:
