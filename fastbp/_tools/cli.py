@@ -5,7 +5,10 @@ modules: :mod:`.main_job` (no command), :mod:`.bench` (``bench``),
 :mod:`.train` (``train``) and :mod:`.compile` (``compile``, ``cache``).
 Every option is validated here by its ``type``, so a bad value ends the
 command with argparse's usage message and exit status 2 before any work
-starts; each command returns 0 on success and 1 when a check fails.
+starts.  Every command writes its results to stdout and its errors to
+stderr as ``fastbp <command>: ...``, and returns 0 on success, 1 when a
+check fails, and 2 when it cannot run as asked (an optional package
+missing, a value the model refuses).
 """
 
 import argparse
