@@ -33,6 +33,10 @@ compilation
     Lazy: nothing is compiled at import.  The public functions normalise
     their inputs so each kernel sees at most two specialisations
     (float32 and float64, C-contiguous).
+serial and threaded twins
+    :func:`serial_and_parallel` compiles one body as both, so a kernel's
+    serial and threaded versions cannot drift apart; the threaded one has
+    cache files of its own.
 """
 
 import numba
