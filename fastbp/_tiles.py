@@ -100,9 +100,9 @@ def pack_panels(A, i_block, nb, j_block, width, w, panels):
     Each panel holds its columns for all nb rows, row after row (nb × its
     width, contiguous), so a tile reads its strip of A sequentially; A is
     read row by row.  Needs width ≥ w.  The layout is :func:`panel_layout`'s,
-    written out here so that no division runs per row (calling it per row
-    and panel measured up to 20 % slower); a disagreement between the two
-    would give wrong products, which the equality tests catch.
+    written out here so that no division runs per row (this copy is on the
+    hot path); a disagreement between the two would give wrong products,
+    which the equality tests catch.
     """
     n2 = width // (2 * w)
     rest = width - n2 * 2 * w
@@ -200,7 +200,7 @@ def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t):
     buffer first.  Every caller passes it as a view of any layout
     (``D[:, 0:t]``, typed "A" even where D is C-contiguous), and the packed
     block of D is viewed the same way, so the tile engine compiles once per
-    dtype instead of once per layout (measured level or faster).
+    dtype instead of once per layout.
     """
     d = A.shape[1]
     t = D.shape[1]

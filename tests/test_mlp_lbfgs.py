@@ -206,26 +206,11 @@ def test_files_without_a_solver_load_as_sgd(tmp_path):
     """Model files written before the solver was saved."""
     model = MLP(n_hidden=2, epochs=1, eta=0.05, minibatch_size=5, seed=0).fit(*small_problem(n=60))
     path = tmp_path / "old.npz"
-    np.savez(
-        path,
-        **{k: getattr(model, k) for k in WEIGHTS},
-        l2=0.0,
-        epochs=1,
-        eta=0.05,
-        minibatch_size=5,
-        shuffle=True,
-    )
+    fields = {k: getattr(model, k) for k in WEIGHTS}
+    fields.update(l2=0.0, epochs=1, eta=0.05, minibatch_size=5, shuffle=True)
+    np.savez(path, **fields)
     assert MLP.load(path).solver == "sgd"
-    np.savez(
-        path,
-        **{k: getattr(model, k) for k in WEIGHTS},
-        l2=0.0,
-        epochs=1,
-        eta=0.05,
-        minibatch_size=5,
-        shuffle=True,
-        solver="newton",
-    )
+    np.savez(path, **fields, solver="newton")
     with pytest.raises(ValueError, match="solver must be one of"):
         MLP.load(path)
 

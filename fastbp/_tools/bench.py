@@ -104,8 +104,6 @@ QUICK_MAX_FLOPS = 4e9
 #: about a second a call and is left out.
 OUTER_MAX_MULTIPLY_ADDS = 10**9
 
-DTYPES = ("float32", "float64")
-
 
 def _default_threads():
     # 1 and all cores: on a 2-core machine, 1 and 2.
