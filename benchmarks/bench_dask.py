@@ -18,12 +18,17 @@ N_BLOCKS = 6
 CLUSTERS = {"dask-1x1": (1, 1), "dask-2x1": (2, 1)}
 
 
-def scattered(client, X, Y, n_blocks):
+def scattered(client, X, Y, n_blocks, *, realigned=True):
     """X and Y as dask arrays of ``n_blocks`` blocks of rows, already in the workers' memory.
 
     The blocks are sent to the workers once, round robin, each block of Y
     to the worker holding the same block of X, so that a timed call moves
-    only the weights and the partial results.
+    only the weights and the partial results.  A block that arrives from
+    another process can start at any byte of its message, and
+    ``fastbp.dask.backprop`` copies a block whose data is not aligned to its
+    itemsize on every call; with ``realigned`` (the default) each block is
+    copied once on its worker, as data a worker reads or computes itself
+    is aligned.  Both arrays are returned persisted.
     """
     import dask.array as da
 
@@ -32,17 +37,45 @@ def scattered(client, X, Y, n_blocks):
     Y_blocks = [Y[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     X_futures = client.scatter(X_blocks)
     where = client.who_has(X_futures)
-    Y_futures = [
-        client.scatter(block, workers=list(where[future.key]))
-        for future, block in zip(X_futures, Y_blocks)
-    ]
+    workers = [list(where[future.key]) for future in X_futures]
+    Y_futures = [client.scatter(block, workers=worker) for block, worker in zip(Y_blocks, workers)]
+    if realigned:
+        X_futures, Y_futures = (
+            [
+                client.submit(np.copy, future, workers=worker, pure=False)
+                for future, worker in zip(futures, workers)
+            ]
+            for futures in (X_futures, Y_futures)
+        )
 
     def concatenated(futures, blocks):
         return da.concatenate(
             [da.from_delayed(f, block.shape, block.dtype) for f, block in zip(futures, blocks)]
         )
 
-    return concatenated(X_futures, X_blocks), concatenated(Y_futures, Y_blocks)
+    # Persisted, as data kept in the cluster's memory is: each block one key,
+    # not a task that forwards a future on every call.
+    X_dask, Y_dask = client.persist(
+        [concatenated(X_futures, X_blocks), concatenated(Y_futures, Y_blocks)]
+    )
+    return X_dask, Y_dask
+
+
+def one_numba_thread_per_worker():
+    """A ``dask.config.set`` context that starts worker processes with ``NUMBA_NUM_THREADS=1``.
+
+    Set before the process starts (LocalCluster's ``env`` is applied after
+    the worker has imported the parent's main module, and with it Numba,
+    whose thread count is then already fixed).
+    """
+    import dask
+
+    return dask.config.set({"distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": "1"})
+
+
+def numba_threads_of_workers(client):
+    """Sorted set of ``numba.config.NUMBA_NUM_THREADS`` over the client's workers."""
+    return sorted(set(client.run(lambda: __import__("numba").config.NUMBA_NUM_THREADS).values()))
 
 
 class DaskStep(ThreadedBenchmark):
@@ -51,7 +84,8 @@ class DaskStep(ThreadedBenchmark):
     ``in-memory`` is ``fastbp.backprop`` on one Numba thread; ``dask-WxT``
     is ``fastbp.dask.backprop`` with the data in 6 blocks of 10000 rows
     already held by a ``distributed.LocalCluster`` of W worker processes of
-    T threads, each worker on one Numba thread (``NUMBA_NUM_THREADS=1``).
+    T threads (each block copied once in its worker: see :func:`scattered`),
+    each worker on one Numba thread (``NUMBA_NUM_THREADS=1``).
     A timed call ships the weights, runs the blocks, sums the partials and
     returns the result.  ``dask-1x1`` / ``in-memory`` is Dask's overhead;
     ``dask-1x1`` / ``dask-2x1`` its scaling over two processes.
@@ -83,15 +117,17 @@ class DaskStep(ThreadedBenchmark):
             except ImportError as error:
                 raise NotImplementedError(f"needs Dask (pip install '.[dask]'): {error}") from None
             n_workers, threads = CLUSTERS[implementation]
-            self.cluster = distributed.LocalCluster(
-                processes=True,
-                n_workers=n_workers,
-                threads_per_worker=threads,
-                host="127.0.0.1",
-                dashboard_address=":0",
-                env={"NUMBA_NUM_THREADS": "1"},
-            )
+            with one_numba_thread_per_worker():
+                self.cluster = distributed.LocalCluster(
+                    processes=True,
+                    n_workers=n_workers,
+                    threads_per_worker=threads,
+                    host="127.0.0.1",
+                    dashboard_address=":0",
+                )
             self.client = distributed.Client(self.cluster)
+            if numba_threads_of_workers(self.client) != [1]:
+                raise RuntimeError("the workers did not start on one Numba thread each")
             X_dask, Y_dask = scattered(self.client, X, Y, N_BLOCKS)
             self.call = lambda: fastbp_dask.backprop(X_dask, Y_dask, *weights)
         self.call()  # compiled kernels loaded (in every worker: each holds blocks)

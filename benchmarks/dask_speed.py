@@ -10,11 +10,14 @@ One cluster at a time (a LocalCluster of 1 worker process x 1 thread, then
 one of 2 worker processes x 1 thread); in each round its call and the
 in-memory call, fastbp.backprop(X, Y, ..., n_threads=1), run one after the
 other, each after 0.25 s idle.  Each worker runs on one Numba thread
-(NUMBA_NUM_THREADS=1); the blocks are scattered to the workers once, before
-timing, each block of Y next to its block of X.  Prints each cluster's time
-over the in-memory time of its own phase (the overhead) and
-scaling = dask 1x1 / dask 2x1.  Needs fastbp[dask]; not an asv benchmark
-(benchmarks/bench_dask.py is)."""
+(NUMBA_NUM_THREADS=1, checked); the blocks are scattered to the workers
+once, before timing, each block of Y next to its block of X, and copied
+once on the worker (aligned, as data a worker reads itself).  One more
+phase, "dask 1x1 as sent", times the blocks as they arrived, which
+fastbp.dask copies on every call (see benchmarks/bench_dask.py's
+scattered).  Prints each cluster's time over the in-memory time of its own
+phase (the overhead) and scaling = dask 1x1 / dask 2x1.  Needs
+fastbp[dask]; not an asv benchmark (benchmarks/bench_dask.py is)."""
 
 import argparse
 import os
@@ -26,7 +29,11 @@ from pathlib import Path
 
 # Run as a script: the repository root on the path, for the asv suite's helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.bench_dask import scattered  # noqa: E402
+from benchmarks.bench_dask import (  # noqa: E402
+    numba_threads_of_workers,
+    one_numba_thread_per_worker,
+    scattered,
+)
 
 
 def cpu_model():
@@ -78,28 +85,27 @@ def main():
     results = {"in-memory": in_memory()}
     times = {}
     worker_threads = {}
-    for name, n_workers in (("dask 1x1", 1), ("dask 2x1", 2)):
-        with (
-            distributed.LocalCluster(
+    phases = (("dask 1x1", 1, True), ("dask 2x1", 2, True), ("dask 1x1 as sent", 1, False))
+    for name, n_workers, realigned in phases:
+        with one_numba_thread_per_worker():
+            cluster = distributed.LocalCluster(
                 processes=True,
                 n_workers=n_workers,
                 threads_per_worker=1,
                 host="127.0.0.1",
                 dashboard_address=None,
-                env={"NUMBA_NUM_THREADS": "1"},
-            ) as cluster,
-            distributed.Client(cluster, set_as_default=False) as client,
-        ):
-            X_dask, Y_dask = scattered(client, X, Y, args.blocks)
+            )
+        with cluster, distributed.Client(cluster, set_as_default=False) as client:
+            X_dask, Y_dask = scattered(client, X, Y, args.blocks, realigned=realigned)
 
             def call(client=client, X_dask=X_dask, Y_dask=Y_dask):
                 delayed = fastbp_dask.backprop(X_dask, Y_dask, *weights, compute=False)
                 return client.compute(delayed).result()
 
             results[name] = call()  # warm up: kernels loaded in every worker
-            worker_threads[name] = sorted(
-                set(client.run(lambda: __import__("numba").config.NUMBA_NUM_THREADS).values())
-            )
+            worker_threads[name] = numba_threads_of_workers(client)
+            if worker_threads[name] != [1]:
+                sys.exit(f"dask_speed: the workers run {worker_threads[name]} Numba threads, not 1")
             phase = {name: call, f"in-memory ({name} phase)": in_memory}
             for label in phase:
                 times[label] = []
@@ -131,8 +137,8 @@ def main():
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, values in times.items():
         rounds = ", ".join(f"{v * 1e3:.1f}" for v in values)
-        print(f"{name:10s} median {medians[name] * 1e3:9.1f} ms   rounds: {rounds}")
-    for name in ("dask 1x1", "dask 2x1"):
+        print(f"{name:35s} median {medians[name] * 1e3:9.1f} ms   rounds: {rounds}")
+    for name, _, _ in phases:
         print(
             f"{name} / in-memory (same phase) = "
             f"{medians[name] / medians[f'in-memory ({name} phase)']:.3f}"
@@ -141,9 +147,10 @@ def main():
 
     same = all(
         np.asarray(a).tobytes() == np.asarray(b).tobytes()
-        for a, b in zip(results["dask 1x1"], results["dask 2x1"])
+        for name, _, _ in phases[1:]
+        for a, b in zip(results["dask 1x1"], results[name])
     )
-    print(f"dask 1x1 and 2x1 bitwise equal: {same}")
+    print(f"every dask phase bitwise equal to dask 1x1: {same}")
     for field, a, b in zip(results["in-memory"]._fields, results["in-memory"], results["dask 1x1"]):
         a, b = np.asarray(a), np.asarray(b)
         scale = np.max(np.abs(a)) or 1.0

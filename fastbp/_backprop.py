@@ -22,6 +22,7 @@ weight updates are therefore identical to fastbp's, and only the recorded
 cost differs, by (λ/2) Σ W².
 """
 
+import functools
 import math
 import threading
 from collections import namedtuple
@@ -234,25 +235,31 @@ def default_backprop_chunks(n, m, d, t, itemsize):
     return 1 << (limit.bit_length() - 1)
 
 
-# Workspaces for the weights' panels and chunk partials, one per Python thread and dtype,
-# are kept between calls: a fresh one each call can cost more in page faults than the step
-# itself, where the C allocator hands it back to the system each time (docs/tuning.md).
+# Workspaces for the weights' panels, chunk partials and block buffers, one per Python thread
+# and dtype, are kept between calls: a fresh one each call can cost more in page faults than
+# the step itself, where the C allocator hands it back to the system each time (as in Dask's
+# workers; docs/tuning.md).
 #: Largest workspace kept between calls (larger: allocated per call).  No measurement recorded.
 _WORKSPACE_MAX_BYTES = 64 * 2**20
 _workspaces = threading.local()
 
 
+@functools.lru_cache(maxsize=64)
 def _workspace_size(dtype, m, d, t, copies, n_chunks=1):
-    """Elements of a step's workspace: W_out's panels, ``copies`` of W_h's, chunk partials.
+    """Elements of a step's workspace: chunk partials, W_out's panels, ``copies`` of W_h's, scratch.
 
     The partials of ``n_chunks`` > 1 chunks take n_chunks · (m·d + d + t·d + t)
-    elements (see :func:`fastbp._kernels_hidden._partials`).
+    elements (see :func:`fastbp._kernels_hidden._partials`).  Then one
+    chunk scratch (block buffers and the tile engine's, for blocks of
+    :data:`BLOCK_ROWS` examples) per chunk or per copy, whichever are more,
+    from the first 64-byte line on (:func:`fastbp._kernels_hidden._chunk_scratches`).
     """
     w = VECTOR_BYTES // dtype.itemsize
     size = copies * m * (max(d, w) + w) + d * (max(t, w) + w)
     if n_chunks > 1:
         size += n_chunks * (m * d + d + t * d + t)
-    return size
+    scratch = _kernels_hidden._chunk_scratch_size(BLOCK_ROWS, m, d, t, BLOCK_ROWS, dtype.itemsize)
+    return size + max(copies, n_chunks) * scratch + 64 // dtype.itemsize
 
 
 def _workspace(dtype, m, d, t, copies, n_chunks=1):

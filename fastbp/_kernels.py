@@ -15,8 +15,8 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel, serial_and_parallel
-from ._simd import bits_from_float, cast_like, float_from_bits, is_float32
-from ._tiles import accumulate
+from ._simd import VECTOR_BYTES, bits_from_float, cast_like, float_from_bits, is_float32
+from ._tiles import accumulate, scratch_size
 
 # --------------------------------------------------------------------------
 # Activations and the forward pass
@@ -319,9 +319,14 @@ def _grad_W_out_blocked_chunks(A_h, delta_out, n_chunks, block_n, block_d, block
     n, d = A_h.shape
     t = delta_out.shape[1]
     partials = np.zeros((n_chunks, t, d), dtype=A_h.dtype)
+    size = scratch_size(n, d, t, block_n, block_d, block_t, VECTOR_BYTES // A_h.itemsize)
+    scratch = np.empty((n_chunks, size), dtype=A_h.dtype)
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
-        accumulate(A_h, delta_out[:, 0:t], i_start, i_stop, partials[c], block_n, block_d, block_t)
+        accumulate(
+            A_h, delta_out[:, 0:t], i_start, i_stop, partials[c], block_n, block_d, block_t,
+            scratch[c],
+        )
     return _sum_partials_transposed(partials)
 
 

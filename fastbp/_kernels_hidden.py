@@ -190,9 +190,13 @@ def _grad_W_h_accumulate(X, delta_h, grad):
     G[k, j] += Σ_i D[i, k] · A[i, j]; with A = δ_h and D = X that is Xᵀ δ_h
     itself, (m, d), one fused multiply-add per example in example order.
     """
+    n, m = X.shape
+    d = delta_h.shape[1]
+    w = VECTOR_BYTES // X.itemsize
+    size = tiles.scratch_size(n, d, m, tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T, w)
     tiles.accumulate(
-        delta_h, X[:, 0 : X.shape[1]], 0, X.shape[0], grad,
-        tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T,
+        delta_h, X[:, 0:m], 0, n, grad, tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T,
+        np.empty(size, dtype=X.dtype),
     )
 
 
@@ -209,9 +213,13 @@ def _hidden_product(X_block, W_h, Z):
     hold the two to the same bits.
     """
     X_T = np.ascontiguousarray(X_block.T)
+    m, d = W_h.shape
+    rows = X_T.shape[1]
+    w = VECTOR_BYTES // X_block.itemsize
+    size = tiles.scratch_size(m, d, rows, tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T, w)
     tiles.accumulate(
-        W_h, X_T[:, 0 : X_T.shape[1]], 0, W_h.shape[0], Z,
-        tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T,
+        W_h, X_T[:, 0:rows], 0, m, Z, tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T,
+        np.empty(size, dtype=X_block.dtype),
     )
 
 
@@ -357,12 +365,14 @@ def _forward_and_deltas(
 
 @kernel
 def _add_small_gradients(
-    rows, A_h_block, delta_out_block, delta_h_block, cost_terms, grad_b_h, grad_W_out_T, grad_b_out
+    rows, A_h_block, delta_out_block, delta_h_block, cost_terms, grad_b_h, grad_W_out_T, grad_b_out,
+    scratch,
 ):
     """Add a block's Σ δ_out, (A_hᵀ δ_out)ᵀ and Σ δ_h to the sums; return its cost.
 
     Examples in order; the cost is −Σ of the block's terms in row-major
     order from 0, the bits of :func:`fastbp._kernels._cost` on the block.
+    ``scratch`` is the tile engine's (:func:`_chunk_buffers`).
     """
     A_h = A_h_block[:rows]
     delta_out = delta_out_block[:rows]
@@ -374,34 +384,108 @@ def _add_small_gradients(
     _add_column_sums(delta_out, grad_b_out)
     tiles.accumulate(
         A_h, delta_out[:, 0 : delta_out.shape[1]], 0, rows, grad_W_out_T,
-        tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T,
+        tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T, scratch,
     )
     _add_column_sums(delta_h, grad_b_h)
     return block_cost
 
 
 @kernel
-def _block_buffers(block_rows, d, t, dtype_sample):
-    """Uninitialised A_h, δ_out, δ_h, Z_pad and cost terms, block_rows rows each.
+def _tile_scratch_size(rows, m, d, t, w):
+    """Elements of the tile engine's scratch for the step's products on ``rows`` examples.
 
-    Z_pad is one vector wide, for the product of a layer narrower than that
-    (empty when both layers are at least one vector wide).
+    The largest of (A_hᵀ δ_out)ᵀ (:func:`_add_small_gradients`), Xᵀ δ_h as
+    (d, m) (:func:`_add_grad_W_h_T`) and as (m, d) (:func:`_add_grad_W_h`).
     """
-    dtype = dtype_sample.dtype
-    w = VECTOR_BYTES // dtype_sample.itemsize
-    return (
-        np.empty((block_rows, d), dtype=dtype),
-        np.empty((block_rows, t), dtype=dtype),
-        np.empty((block_rows, d), dtype=dtype),
-        np.empty((block_rows if min(d, t) < w else 0, w), dtype=dtype),
-        np.empty((block_rows, t), dtype=np.float64),
+    return max(
+        tiles.scratch_size(rows, d, t, tiles.BLOCK_N, tiles.BLOCK_D, tiles.BLOCK_T, w),
+        tiles.scratch_size(
+            rows, m, d, tiles.BLOCK_N, _GRAD_W_H_BLOCK_INPUTS, _GRAD_W_H_BLOCK_HIDDEN, w
+        ),
+        tiles.scratch_size(rows, d, m, tiles.BLOCK_N, tiles.BLOCK_D, m, w),
     )
+
+
+@kernel
+def _chunk_offsets(n, m, d, t, block_rows, itemsize):
+    """The layout of one chunk's scratch (:func:`_chunk_buffers`), in elements of the dtype.
+
+    Returns (rows, ends): the blocks' height, min(block_rows, n) and at
+    least 1, and where A_h, δ_out, δ_h, Z_pad, the cost terms and the tile
+    scratch end.  Each part starts on a 64-byte line (from the chunk's
+    start), so the float64 cost terms are aligned in a float32 scratch and
+    the chunks of a workspace, one after another, share no cache line.
+    """
+    line = 64 // itemsize
+    w = VECTOR_BYTES // itemsize
+    rows = max(1, min(block_rows, n))
+    sizes = (
+        rows * d,
+        rows * t,
+        rows * d,
+        rows * w if min(d, t) < w else 0,
+        rows * t * (8 // itemsize),
+        _tile_scratch_size(rows, m, d, t, w),
+    )
+    e0 = (sizes[0] + line - 1) // line * line
+    e1 = e0 + (sizes[1] + line - 1) // line * line
+    e2 = e1 + (sizes[2] + line - 1) // line * line
+    e3 = e2 + (sizes[3] + line - 1) // line * line
+    e4 = e3 + (sizes[4] + line - 1) // line * line
+    e5 = e4 + (sizes[5] + line - 1) // line * line
+    return rows, (e0, e1, e2, e3, e4, e5)
+
+
+@kernel
+def _chunk_scratch_size(n, m, d, t, block_rows, itemsize):
+    """Elements of one chunk's scratch for a step on n examples in blocks of block_rows."""
+    return _chunk_offsets(n, m, d, t, block_rows, itemsize)[1][5]
+
+
+@kernel
+def _chunk_buffers(scratch, n, m, d, t, block_rows):
+    """A chunk's block buffers, views of its ``scratch``; uninitialised.
+
+    A_h (rows, d), δ_out (rows, t), δ_h (rows, d), Z_pad (rows, W, or
+    empty when both layers are at least one vector wide: for the product
+    of a layer narrower than that), the float64 cost terms (rows, t), and
+    the tile engine's scratch; rows from :func:`_chunk_offsets`.  Kept in a
+    workspace between calls, not allocated per chunk: see
+    :func:`fastbp._tiles.accumulate`.
+    """
+    w = VECTOR_BYTES // scratch.itemsize
+    rows, ends = _chunk_offsets(n, m, d, t, block_rows, scratch.itemsize)
+    e0, e1, e2, e3, e4, e5 = ends
+    return (
+        scratch[:e0][: rows * d].reshape((rows, d)),
+        scratch[e0:e1][: rows * t].reshape((rows, t)),
+        scratch[e1:e2][: rows * d].reshape((rows, d)),
+        scratch[e2:e3][: (rows * w if min(d, t) < w else 0)].reshape(
+            (rows if min(d, t) < w else 0, w)
+        ),
+        scratch[e3:e4].view(np.float64)[: rows * t].reshape((rows, t)),
+        scratch[e4:e5],
+    )
+
+
+@kernel
+def _chunk_scratches(workspace, start, n_scratches, n, m, d, t, block_rows):
+    """``n_scratches`` chunk scratches (rows of the result) in ``workspace`` from ``start`` on.
+
+    The first starts at the first 64-byte line at or after ``start``, so a
+    workspace needs :func:`_chunk_scratch_size` · n_scratches + 64 bytes'
+    worth of elements beyond ``start``.
+    """
+    line = 64 // workspace.itemsize
+    first = (start + line - 1) // line * line
+    stride = _chunk_scratch_size(n, m, d, t, block_rows, workspace.itemsize)
+    return workspace[first : first + n_scratches * stride].reshape((n_scratches, stride))
 
 
 @kernel
 def _backprop_chunk(
     X, Y, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
-    grad_W_h, grad_b_h, grad_W_out_T, grad_b_out, block_rows, block_cols, transposed,
+    grad_W_h, grad_b_h, grad_W_out_T, grad_b_out, block_rows, block_cols, transposed, scratch,
 ):
     """Forward and backward pass over examples [i_start, i_stop), in blocks.
 
@@ -421,7 +505,8 @@ def _backprop_chunk(
     Each block is :func:`_forward_and_deltas` on all its rows,
     :func:`_add_small_gradients`, then :func:`_add_grad_W_h` on all m inputs: the same
     three steps that :func:`_backprop_blocks_parallel` shares out between
-    threads.
+    threads.  The blocks' buffers are views of ``scratch``, this chunk's
+    own (:func:`_chunk_buffers` for X's n examples).
     """
     m = X.shape[1]
     d = b_h.shape[0]
@@ -430,9 +515,8 @@ def _backprop_chunk(
     grad_b_h[:] = 0
     grad_W_out_T[:] = 0
     grad_b_out[:] = 0
-    # Buffers no taller than the chunk: a minibatch's step touches only what it uses.
-    A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms = _block_buffers(
-        max(1, min(block_rows, i_stop - i_start)), d, t, X
+    A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms, tile_scratch = (
+        _chunk_buffers(scratch, X.shape[0], m, d, t, block_rows)
     )
     chunk_cost = 0.0
     for i0 in range(i_start, i_stop, block_rows):
@@ -443,17 +527,17 @@ def _backprop_chunk(
         )
         chunk_cost += _add_small_gradients(
             rows, A_h_block, delta_out_block, delta_h_block, cost_terms,
-            grad_b_h, grad_W_out_T, grad_b_out,
+            grad_b_h, grad_W_out_T, grad_b_out, tile_scratch,
         )
         if transposed:
-            _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h)
+            _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h, tile_scratch)
         else:
-            _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, 0, m)
+            _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, 0, m, tile_scratch)
     return chunk_cost
 
 
 @kernel
-def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1):
+def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1, scratch):
     """grad_W_h[p, j] += Σ_r X[i0 + r, p] · δ_h[r, j] for the inputs p0 ≤ p < p1.
 
     The register-tiled kernel with A = δ_h (its rows packed into panels of
@@ -461,18 +545,19 @@ def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1):
     through its strides (inputs broadcast, six at a time): rows p0 … p1−1
     of the (m, d) gradient, each element one fused multiply-add per
     example in example order.  Disjoint input ranges are disjoint
-    elements, so they can go to different threads.
+    elements, so they can go to different threads, each with its own
+    ``scratch`` (:func:`_tile_scratch_size`).
     """
     if p1 <= p0:
         return
     tiles.accumulate(
         delta_h_block[:rows], X[i0 : i0 + rows, p0:p1], 0, rows, grad_W_h[p0:p1],
-        tiles.BLOCK_N, tiles.BLOCK_D, p1 - p0,
+        tiles.BLOCK_N, tiles.BLOCK_D, p1 - p0, scratch,
     )
 
 
 @kernel
-def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T):
+def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T, scratch):
     """(Xᵀ δ_h)ᵀ[j, p] += Σ_r δ_h[r, j] · X[i0 + r, p], the (d, m) orientation.
 
     The register-tiled kernel with A = the block's X (packed, its inputs
@@ -485,7 +570,7 @@ def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T):
     """
     tiles.accumulate(
         X[i0 : i0 + rows], delta_h_block[:rows, 0 : delta_h_block.shape[1]], 0, rows, grad_W_h_T,
-        tiles.BLOCK_N, _GRAD_W_H_BLOCK_INPUTS, _GRAD_W_H_BLOCK_HIDDEN,
+        tiles.BLOCK_N, _GRAD_W_H_BLOCK_INPUTS, _GRAD_W_H_BLOCK_HIDDEN, scratch,
     )
 
 
@@ -509,7 +594,9 @@ def _backprop_blocks_parallel(
     shared), so no thread reads panels another core has just written;
     part p zeroes and accumulates the same rows p0 … p1−1 (inputs) of
     Xᵀ δ_h in every block, so they stay in its core's cache.  ``workspace``
-    holds W_out's panels, then the copies of W_h's.
+    holds W_out's panels, the copies of W_h's, then ``n_parts`` chunk
+    scratches (:func:`_chunk_scratch_size`): the first one's block buffers
+    are shared, each part runs the tile engine in its own.
     """
     n, m = X.shape
     d = W_h.shape[1]
@@ -523,13 +610,16 @@ def _backprop_blocks_parallel(
     n_copies = n_parts if pack_size * X.itemsize <= replicate_bytes else 1
     start = wpack_out.shape[0]
     wpacks = workspace[start : start + n_copies * pack_size].reshape((n_copies, pack_size))
+    scratch = _chunk_scratches(
+        workspace, start + n_copies * pack_size, n_parts, n, m, d, t, block_rows
+    )
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(1, m, d, t, X, False)
     grad_W_h = g_W_h[0]
     g_b_h[:] = 0
     g_W_out_T[:] = 0
     g_b_out[:] = 0
-    A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms = _block_buffers(
-        block_rows, d, t, X
+    A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms, tile_scratch = (
+        _chunk_buffers(scratch[0], n, m, d, t, block_rows)
     )
     n_input_groups = (m + tiles.TILE_ROWS - 1) // tiles.TILE_ROWS
     for part in prange(n_parts):
@@ -553,14 +643,17 @@ def _backprop_blocks_parallel(
                 )
         total += _add_small_gradients(
             rows, A_h_block, delta_out_block, delta_h_block, cost_terms,
-            g_b_h[0], g_W_out_T[0], g_b_out[0],
+            g_b_h[0], g_W_out_T[0], g_b_out[0], tile_scratch,
         )
         for part in prange(n_parts):
             q0, q1 = _chunk_bounds(n_input_groups, n_parts, part)
             p0 = q0 * tiles.TILE_ROWS
             p1 = min(q1 * tiles.TILE_ROWS, m)
             if p1 > p0:
-                _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1)
+                _add_grad_W_h(
+                    X, i0, rows, delta_h_block, grad_W_h, p0, p1,
+                    _chunk_buffers(scratch[part], n, m, d, t, block_rows)[5],
+                )
     costs[0] = total
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, False)
 
@@ -796,8 +889,9 @@ def _backprop_chunks(
     as in :func:`_backprop_blocks_parallel`; with more, as (d, m)
     (:func:`_add_grad_W_h_T`) and transposed once after the chunk sums.
     ``workspace`` (1-D, in the dtype, see :func:`fastbp._backprop._workspace`)
-    holds several chunks' partials (:func:`_partials`), then W_h's and
-    W_out's panels (:func:`_padded_pack_size` each).
+    holds several chunks' partials (:func:`_partials`), W_h's and W_out's
+    panels (:func:`_padded_pack_size` each), then each chunk's scratch
+    (:func:`_chunk_scratches`).
     """
     n, m = X.shape
     d = W_h.shape[1]
@@ -809,11 +903,16 @@ def _backprop_chunks(
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _partials(workspace, n_chunks, m, d, t, transposed)
     wpack = _pack_padded_into(W_h, workspace[partials_size:])
     wpack_out = _pack_padded_into(W_out, workspace[partials_size + wpack.shape[0] :])
+    scratch = _chunk_scratches(
+        workspace, partials_size + wpack.shape[0] + wpack_out.shape[0], n_chunks,
+        n, m, d, t, block_rows,
+    )
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         costs[c] = _backprop_chunk(
             X, Y, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
             g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols, transposed,
+            scratch[c],
         )
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed)
 
@@ -856,16 +955,18 @@ def _step_input_gradient(X, delta_h, block_rows, n_chunks):
     """
     n, m = X.shape
     d = delta_h.shape[1]
+    w = VECTOR_BYTES // X.itemsize
+    scratch = np.empty(_tile_scratch_size(max(1, min(block_rows, n)), m, d, 0, w), X.dtype)
     if _grad_W_h_transposed(n_chunks):
         G_T = np.zeros((d, m), dtype=X.dtype)
         for i0 in range(0, n, block_rows):
             rows = min(block_rows, n - i0)
-            _add_grad_W_h_T(X, i0, rows, delta_h[i0 : i0 + rows], G_T)
+            _add_grad_W_h_T(X, i0, rows, delta_h[i0 : i0 + rows], G_T, scratch)
         return np.ascontiguousarray(G_T.T)
     G = np.zeros((m, d), dtype=X.dtype)
     for i0 in range(0, n, block_rows):
         rows = min(block_rows, n - i0)
-        _add_grad_W_h(X, i0, rows, delta_h[i0 : i0 + rows], G, 0, m)
+        _add_grad_W_h(X, i0, rows, delta_h[i0 : i0 + rows], G, 0, m, scratch)
     return G
 
 
@@ -1040,6 +1141,9 @@ def _sgd_epoch(
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(
         n_chunks, m, d, t, X, transposed
     )
+    scratch_size = _chunk_scratch_size(minibatch_size, m, d, t, block_rows, X.itemsize)
+    scratch = np.empty(n_chunks * scratch_size + 64, dtype=X.dtype)
+    scratch = _chunk_scratches(scratch, 0, n_chunks, minibatch_size, m, d, t, block_rows)
     epoch_cost = 0.0
     for s in range(order.shape[0] // minibatch_size):
         for r in range(minibatch_size):
@@ -1053,7 +1157,7 @@ def _sgd_epoch(
             costs[c] = _backprop_chunk(
                 X_batch, Y_batch, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop,
                 tiny, g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols,
-                transposed,
+                transposed, scratch[c],
             )
         step_cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _sum_chunks(
             costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed

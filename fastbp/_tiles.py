@@ -17,8 +17,6 @@ shapes or vector width, so all of them change the speed and never the bits.
 No checks happen here: callers pass C-contiguous A and G of one float dtype.
 """
 
-import numpy as np
-
 from ._jit import CONTRACT, kernel
 from ._simd import VECTOR_BYTES, copy_vectors, tile_fma
 
@@ -174,7 +172,19 @@ def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G):
 
 
 @kernel
-def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t):
+def scratch_size(n_rows, N, K, block_n, block_d, block_t, w):
+    """Elements of :func:`accumulate`'s ``scratch`` for ``n_rows`` rows, A (·, N) and D (·, K).
+
+    One block of A in panels, bn · (min(block_d, N) + W) with bn =
+    min(block_n, n_rows), and where D is copied (``block_t`` < K) one
+    block of it, bn · block_t.
+    """
+    bn = min(block_n, max(n_rows, 0))
+    return bn * (min(block_d, N) + w) + (bn * block_t if block_t < K else 0)
+
+
+@kernel
+def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t, scratch):
     """G[k, j] += Σ_{i_start ≤ i < i_stop} D[i, k] · A[i, j], for A (n, N), D (n, K), G (K, N).
 
     A row of A and a row of G run the same way (over j, unit stride).
@@ -201,14 +211,21 @@ def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t):
     (``D[:, 0:t]``, typed "A" even where D is C-contiguous), and the packed
     block of D is viewed the same way, so the tile engine compiles once per
     dtype instead of once per layout.
+
+    ``scratch`` (1-D, A's dtype, at least :func:`scratch_size` elements)
+    holds the packed blocks; what it holds on entry does not matter.
+    Callers that run many small products keep one between them: a fresh
+    buffer each time costs page faults wherever the C allocator hands freed
+    memory straight back to the system (as Dask's workers set it up to).
     """
     d = A.shape[1]
     t = D.shape[1]
     w = VECTOR_BYTES // A.itemsize
     n_rows = max(i_stop - i_start, 0)
     bn = min(block_n, n_rows)
-    panels = np.empty(bn * (min(block_d, d) + w), dtype=A.dtype)
-    buffer = np.empty(bn * block_t if block_t < t else 0, dtype=A.dtype)
+    panels_size = bn * (min(block_d, d) + w)
+    panels = scratch[:panels_size]
+    buffer = scratch[panels_size : panels_size + (bn * block_t if block_t < t else 0)]
     for i_block in range(i_start, i_stop, block_n):
         i_end = min(i_block + block_n, i_stop)
         nb = i_end - i_block

@@ -488,14 +488,17 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
     G0 = rng.normal(size=(m, d)).astype(dtype)
     G_plain = G0.copy()
     kh._grad_W_h_accumulate(X[2 : 2 + rows], D, G_plain)
+    # The tile engine's scratch holds garbage on entry, as a reused workspace does.
+    w = kh.VECTOR_BYTES // X.itemsize
+    scratch = np.full(kh._tile_scratch_size(rows, m, d, 0, w), np.nan, dtype=dtype)
     for cut in (m, (m // 2) // kh.tiles.TILE_ROWS * kh.tiles.TILE_ROWS, 1):
         G_fused = G0.copy()
-        kh._add_grad_W_h(X, 2, rows, D, G_fused, 0, cut)
-        kh._add_grad_W_h(X, 2, rows, D, G_fused, cut, m)
+        kh._add_grad_W_h(X, 2, rows, D, G_fused, 0, cut, scratch)
+        kh._add_grad_W_h(X, 2, rows, D, G_fused, cut, m, scratch)
         assert np.array_equal(G_fused, G_plain)
     # and in the transposed (d, m) orientation the chunked step uses
     G_T = np.ascontiguousarray(G0.T)
-    kh._add_grad_W_h_T(X, 2, rows, D, G_T)
+    kh._add_grad_W_h_T(X, 2, rows, D, G_T, scratch)
     assert np.array_equal(G_T.T, G_plain)
 
 
