@@ -31,10 +31,12 @@ Safety
 * Files are written under a temporary name and renamed into place (Numba's
   ``_open_for_write``), so no process reads a partly written file.  Each
   compiled specialisation is stored under a name derived from its own
-  index key, not from a counter, so two processes that save different
-  specialisations at once can at worst drop each other's index entry (that
-  kernel compiles again next time), never point one signature at another's
-  code.
+  index key, not from a counter, so no index entry can point one signature
+  at another's code.  The index is read and rewritten under an exclusive
+  lock on a file beside it (``fcntl.flock``, where the system has it), so
+  processes that save different specialisations at once (``fastbp compile``
+  one process per dtype, pytest-xdist, Dask workers) keep each other's
+  entries; without the lock one of them would be compiled again next time.
 * The user's own Numba code and settings are untouched: only fastbp's
   dispatchers get this cache (``NUMBA_CACHE_DIR`` is neither read nor set).
 
@@ -47,6 +49,7 @@ They were tested with the Numba range pinned in ``pyproject.toml``;
 ``tests/test_cache.py`` checks the mechanism itself.
 """
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -232,6 +235,30 @@ def cache_description():
 # --------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _locked(path):
+    """Hold an exclusive advisory lock on the file ``path`` (made if missing).
+
+    Where the system has no ``fcntl`` (Windows) or the file cannot be
+    opened, nothing is locked: saves then work as Numba's own do.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    try:
+        descriptor = None if fcntl is None else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        descriptor = None
+    try:
+        if descriptor is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)  # releases the lock
+
+
 def _numba_cache_class():
     """Build the cache class on first use (Numba's caching module is imported lazily)."""
     from numba.core import caching
@@ -275,11 +302,12 @@ def _numba_cache_class():
             name = self._data_name_pattern.replace(
                 "{number:d}", hashlib.sha256(repr(key).encode()).hexdigest()[:16]
             )
-            overloads = self._load_index()
             self._save_data(name, data)  # the data first: an index entry never dangles
-            if overloads.get(key) != name:
-                overloads[key] = name
-                self._save_index(overloads)
+            with _locked(self._index_path + ".lock"):
+                overloads = self._load_index()  # read under the lock: no entry is lost
+                if overloads.get(key) != name:
+                    overloads[key] = name
+                    self._save_index(overloads)
 
     class PackageCache(caching.FunctionCache):
         _impl_class = PackageCacheImpl

@@ -143,10 +143,15 @@ def _add_partials(*partials):
     return tuple(total)
 
 
-def _finish(partial, weights, l2):
-    """The :class:`fastbp.BackpropResult`: λW and the penalty added once, to copies."""
+def _finish(weights, l2, *partials):
+    """The :class:`fastbp.BackpropResult` from the tree's last level of partials.
+
+    The root task: the last level added as :func:`_add_partials` adds (one
+    task fewer per call than a sum task and a finishing task), then λW and
+    the penalty added once, to copies.
+    """
     W_h, _, W_out, _ = weights
-    cost, *gradients = partial
+    cost, *gradients = partials[0] if len(partials) == 1 else _add_partials(*partials)
     return _with_penalty(cost, *(g.copy() for g in gradients), W_h, W_out, l2)
 
 
@@ -257,7 +262,7 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, split_every=None, compute=
         for i, (x, y, size) in enumerate(zip(X_blocks, Y_blocks, rows))
     ]
     depth = 0
-    while len(level) > 1:
+    while len(level) > split_every:  # the last level is added in the root task
         depth += 1
         groups = [level[i : i + split_every] for i in range(0, len(level), split_every)]
         level = [
@@ -269,7 +274,7 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, split_every=None, compute=
             for j, group in enumerate(groups)
         ]
     result = dask.delayed(_finish, pure=True)(
-        level[0], weights, l2, dask_key_name=f"fastbp-backprop-{token}"
+        weights, l2, *level, dask_key_name=f"fastbp-backprop-{token}"
     )
     if not compute:
         return result

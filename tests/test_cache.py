@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +22,14 @@ from fastbp import _cache
 
 PACKAGE = Path(fastbp.__file__).resolve().parent
 
-# Xᵀ δ_h with δ_h two columns wide: the fused-step module's _grad_W_h calls the
-# tile engine of fastbp._tiles, whose element-by-element tile (tile_scalar)
-# runs when the width is under one vector.
-CHILD = """
+# A child process computes (300, 7)ᵀ (300, 2) with one public function and
+# reports what the cache did.  By default the per-example outer-product loop,
+# one small kernel that compiles in about a second; for the test of a change
+# in another module, grad_W_h: Xᵀ δ_h with δ_h two columns wide, where the
+# fused-step module's _grad_W_h calls the tile engine of fastbp._tiles,
+# whose element-by-element tile (tile_scalar) runs when the width is under
+# one vector.
+CHILD_TEMPLATE = """
 import json, sys
 import numpy as np
 import fastbp
@@ -32,7 +38,7 @@ dtype = sys.argv[1]
 rng = np.random.default_rng(0)
 X = rng.random((300, 7)).astype(dtype)
 delta_h = (rng.random((300, 2)) - 0.5).astype(dtype)
-grad = fastbp.grad_W_h(X, delta_h)
+grad = fastbp.FUNCTION(X, delta_h)
 hits, misses = _jit.cache_counts()
 print(json.dumps({
     "file": fastbp.__file__,
@@ -42,6 +48,8 @@ print(json.dumps({
     "result": grad.tobytes().hex(),
 }))
 """
+CHILD = CHILD_TEMPLATE.replace("FUNCTION", "grad_W_out_outer")
+TILES_CHILD = CHILD_TEMPLATE.replace("FUNCTION", "grad_W_h")
 
 
 def run_child(env_changes, dtype="float64", code=CHILD, drop=(), cwd=None):
@@ -67,11 +75,11 @@ def start_child(env_changes, dtype="float64", code=CHILD, drop=(), cwd=None):
     )
 
 
-def expected_result(dtype="float64"):
+def expected_result(dtype="float64", function=fastbp.grad_W_out_outer):
     rng = np.random.default_rng(0)
     X = rng.random((300, 7)).astype(dtype)
     delta_h = (rng.random((300, 2)) - 0.5).astype(dtype)
-    return fastbp.grad_W_h(X, delta_h)
+    return function(X, delta_h)
 
 
 def as_array(hex_bytes, dtype="float64"):
@@ -99,8 +107,11 @@ def test_a_kernel_changed_in_another_module_gets_a_new_folder_and_new_results(tm
     copy = tmp_path / "site" / "fastbp"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     env = {"FASTBP_CACHE_DIR": tmp_path / "cache", "PYTHONPATH": tmp_path / "site"}
-    before, _ = run_child(env, cwd=tmp_path)
+    before, _ = run_child(env, code=TILES_CHILD, cwd=tmp_path)
     assert Path(before["file"]).resolve().parent == copy.resolve()
+    np.testing.assert_array_equal(
+        as_array(before["result"]), expected_result(function=fastbp.grad_W_h).ravel()
+    )
 
     tiles = copy / "_tiles.py"
     source = tiles.read_text()
@@ -108,7 +119,7 @@ def test_a_kernel_changed_in_another_module_gets_a_new_folder_and_new_results(tm
     assert source.count(old_line) == 1
     tiles.write_text(source.replace(old_line, "s += (2 * D[i, q]) * A[i, jj]"))
 
-    after, _ = run_child(env, cwd=tmp_path)
+    after, _ = run_child(env, code=TILES_CHILD, cwd=tmp_path)
     assert after["folder"] != before["folder"]
     assert after["hits"] == 0 and after["misses"] > 0
     # Doubling one factor doubles every product and every partial sum exactly.
@@ -164,6 +175,37 @@ def test_a_save_from_a_stale_index_never_overwrites_another_signatures_code(tmp_
     second.save(("float32",), "code for float32")
     assert first._load_data(entry_of_first) == "code for float64"
     assert data_file().load(("float32",)) == "code for float32"
+
+
+def test_saves_at_once_keep_every_index_entry(tmp_path):
+    # Each saver reads the index, then (slowly) writes it back with its own
+    # entry: without the lock around the two, every saver reads the empty
+    # index and the last one's write drops the others' entries.
+    data_file_class = _cache._numba_cache_class().data_file_class
+
+    def slow_data_file():
+        data_file = data_file_class(cache_path=str(tmp_path), filename_base="k", source_stamp="s")
+        load_index = data_file._load_index
+
+        def slow_load_index():
+            overloads = load_index()
+            time.sleep(0.05)
+            return overloads
+
+        data_file._load_index = slow_load_index
+        return data_file
+
+    keys = [(f"signature {i}",) for i in range(6)]
+    savers = [
+        threading.Thread(target=slow_data_file().save, args=(key, f"code for {key}"))
+        for key in keys
+    ]
+    for saver in savers:
+        saver.start()
+    for saver in savers:
+        saver.join()
+    reader = data_file_class(cache_path=str(tmp_path), filename_base="k", source_stamp="s")
+    assert {key: reader.load(key) for key in keys} == {key: f"code for {key}" for key in keys}
 
 
 def test_processes_racing_on_one_folder_never_load_each_others_code(tmp_path):
@@ -295,16 +337,19 @@ def test_cache_and_compile_commands(tmp_path):
             [sys.executable, "-m", "fastbp", *args], env=env, capture_output=True, text=True
         )
 
-    compiled = fastbp_command("compile", "--dtypes", "float32")
+    # Two processes, one per dtype, saving into one folder at once.
+    compiled = fastbp_command("compile", "--dtypes", "float32,float64", "--jobs", "2")
     assert compiled.returncode == 0, compiled.stderr
-    assert str(tmp_path) in compiled.stdout and "backprop" in compiled.stdout
-    assert "float64" not in compiled.stdout
+    assert str(tmp_path) in compiled.stdout and "2 processes side by side" in compiled.stdout
+    for dtype in ("float32", "float64"):
+        assert f"  {dtype} " in compiled.stdout and "backprop" in compiled.stdout
 
-    # Every call `fastbp compile` makes now loads from the cache.
+    # Every call `fastbp compile` makes now loads from the cache: neither
+    # process dropped the other's index entries.
     check = """
 from fastbp import _jit
 from fastbp._tools.compile import compile_all
-compile_all(["float32"])
+compile_all(["float32", "float64"])
 print(*_jit.cache_counts())
 """
     loaded = subprocess.run(

@@ -357,15 +357,22 @@ def graph_of(delayed):
     return dict(delayed.__dask_graph__())
 
 
+# The last level of the tree (at most split_every partials) is added in the
+# root task, which also adds the penalty: 7 blocks by 2 are 7 -> 4 -> 2 in
+# sum tasks, then the root.
 @pytest.mark.parametrize(
-    "n_blocks, split_every, n_sums", [(1, None, 0), (7, 2, 6), (7, 3, 3), (7, 7, 1), (20, None, 4)]
+    "n_blocks, split_every, n_sums", [(1, None, 0), (7, 2, 5), (7, 3, 2), (7, 7, 0), (20, None, 3)]
 )
 def test_reduction_tasks(n_blocks, split_every, n_sums):
     network = random_network(np.random.default_rng(10), 10 * n_blocks, 4, 3, 2, np.float64)
     delayed = fastbp_dask.backprop(*on_dask(network, 10), split_every=split_every, compute=False)
-    names = [k[0] if isinstance(k, tuple) else k for k in graph_of(delayed)]
+    graph = graph_of(delayed)
+    names = [k[0] if isinstance(k, tuple) else k for k in graph]
     assert sum(name.startswith("fastbp-backprop-block-") for name in names) == n_blocks
     assert sum(name.startswith("fastbp-backprop-sum-") for name in names) == n_sums
+    # The root: fastbp's only other task besides the weights.
+    ours = [name for name in names if name.startswith("fastbp-backprop-")]
+    assert len(ours) == n_blocks + n_sums + 2 and delayed.key in graph
 
 
 def test_the_weights_are_one_key_that_every_block_task_refers_to():

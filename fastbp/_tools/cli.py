@@ -249,6 +249,14 @@ def _add_compile_options(parser):
         metavar="LIST",
         help="comma-separated dtypes to compile for (default float32,float64)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="processes compiling side by side, one dtype each "
+        "(default: one per dtype, at most one per usable core)",
+    )
 
 
 def _add_cache_options(parser):
