@@ -16,7 +16,8 @@ once on the worker (aligned, as data a worker reads itself).  One more
 phase, "dask 1x1 as sent", times the blocks as they arrived, which
 fastbp.dask copies on every call (see benchmarks/bench_dask.py's
 scattered).  Prints each cluster's time over the in-memory time of its own
-phase (the overhead) and scaling = dask 1x1 / dask 2x1.  Needs
+phase (the overhead; also the median of the rounds' own ratios) and
+scaling = dask 1x1 / dask 2x1.  Needs
 fastbp[dask]; not an asv benchmark (benchmarks/bench_dask.py is)."""
 
 import argparse
@@ -139,9 +140,15 @@ def main():
         rounds = ", ".join(f"{v * 1e3:.1f}" for v in values)
         print(f"{name:35s} median {medians[name] * 1e3:9.1f} ms   rounds: {rounds}")
     for name, _, _ in phases:
+        # Also the median of each round's own ratio: the two calls of a round
+        # run back to back, so slow drifts of a shared machine cancel.
+        paired = statistics.median(
+            a / b for a, b in zip(times[name], times[f"in-memory ({name} phase)"])
+        )
         print(
             f"{name} / in-memory (same phase) = "
-            f"{medians[name] / medians[f'in-memory ({name} phase)']:.3f}"
+            f"{medians[name] / medians[f'in-memory ({name} phase)']:.3f} "
+            f"(median of the rounds' ratios {paired:.3f})"
         )
     print(f"scaling  = dask 1x1 / dask 2x1  = {medians['dask 1x1'] / medians['dask 2x1']:.3f}")
 
