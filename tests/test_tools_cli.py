@@ -122,6 +122,7 @@ def test_import_compiles_nothing():
         (["train", "--epochs", "0"], "--epochs"),
         (["train", "--minibatch-size", "x"], "--minibatch-size"),
         (["compile", "--dtypes", "float16"], "--dtypes"),
+        (["compile", "--jobs", "0"], "--jobs"),
     ],
 )
 def test_every_commands_options_are_validated_by_the_parser(argv, option, capsys):
@@ -138,6 +139,18 @@ def test_parsed_options_have_their_types():
     )
     assert args.shapes == ["7x5x3", "1x2x3"] and args.dtypes == ["float64"] and args.threads == [1]
     assert build_parser().parse_args(["compile"]).dtypes == ["float32", "float64"]
+    assert build_parser().parse_args(["compile"]).jobs is None  # one per dtype, as cores allow
+    assert build_parser().parse_args(["compile", "--jobs", "3"]).jobs == 3
+
+
+def test_compile_runs_one_process_per_dtype_as_cores_allow(monkeypatch):
+    from fastbp._tools import compile as compile_command
+
+    monkeypatch.setattr(compile_command.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert compile_command.default_jobs(["float32", "float64"]) == 1
+    monkeypatch.setattr(compile_command.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert compile_command.default_jobs(["float32", "float64"]) == 2
+    assert compile_command.default_jobs(["float64"]) == 1
 
 
 def test_train_learns_the_digits_and_reports_the_held_out_accuracy(capsys):
