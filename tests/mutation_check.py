@@ -144,6 +144,13 @@ MUTATIONS = [
         FUSED_TESTS,
     ),
     (
+        "fused: a block's δ_h buffer lies over its A_h buffer (a layout offset off by one part)",
+        HIDDEN,
+        "        scratch[e1:e2][: rows * d].reshape((rows, d)),",
+        "        scratch[:e0][: rows * d].reshape((rows, d)),",
+        FUSED_TESTS,
+    ),
+    (
         "fused: the last chunk's partial Xᵀ δ_h is not added",
         HIDDEN,
         "        for c in range(1, n_chunks):\n            row = partials[c, r]",
