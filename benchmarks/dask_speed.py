@@ -31,6 +31,7 @@ from pathlib import Path
 # Run as a script: the repository root on the path, for the asv suite's helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_dask import (  # noqa: E402
+    alternating_weights,
     numba_threads_of_workers,
     one_numba_thread_per_worker,
     scattered,
@@ -99,15 +100,17 @@ def main():
         with cluster, distributed.Client(cluster, set_as_default=False) as client:
             X_dask, Y_dask = scattered(client, X, Y, args.blocks, realigned=realigned)
 
-            def call(client=client, X_dask=X_dask, Y_dask=Y_dask):
+            def call(client=client, X_dask=X_dask, Y_dask=Y_dask, weights=weights):
                 delayed = fastbp_dask.backprop(X_dask, Y_dask, *weights, compute=False)
                 return client.compute(delayed).result()
 
             results[name] = call()  # warm up: kernels loaded in every worker
+            turns = alternating_weights(weights)
+            timed = lambda call=call, turns=turns: call(weights=next(turns))  # noqa: E731
             worker_threads[name] = numba_threads_of_workers(client)
             if worker_threads[name] != [1]:
                 sys.exit(f"dask_speed: the workers run {worker_threads[name]} Numba threads, not 1")
-            phase = {name: call, f"in-memory ({name} phase)": in_memory}
+            phase = {name: timed, f"in-memory ({name} phase)": in_memory}
             for label in phase:
                 times[label] = []
             for _ in range(args.rounds):
