@@ -198,3 +198,26 @@ def test_asv_first_call_seconds_cold_then_cached(suite, tmp_path):
     assert set(cold) == set(cached) == {"import", "first_call"}
     with pytest.raises(ValueError, match="method must be one of"):
         first_call_seconds("nope", "float32", tmp_path)
+
+
+def test_asv_dask_step_runs_on_one_numba_thread_per_worker(suite, monkeypatch):
+    pytest.importorskip("distributed")
+    import benchmarks.bench_dask as bench_dask
+
+    monkeypatch.setattr(bench_dask, "SHAPE", "1200x20x8x3")
+    for implementation in ("in-memory", "dask-1x1"):
+        # setup raises where a worker runs more than one Numba thread
+        _, gflops = run_benchmark(
+            bench_dask.DaskStep, (implementation,), ["time_step", "track_gflops"]
+        )
+        assert gflops > 0
+
+
+def test_asv_dask_calls_take_two_weight_sets_in_turn(suite):
+    import benchmarks.bench_dask as bench_dask
+
+    weights = (np.ones((3, 2)), np.zeros(2))
+    turns = bench_dask.alternating_weights(weights)
+    first, second, third = next(turns), next(turns), next(turns)
+    assert first is weights and third is weights
+    assert all(not np.array_equal(a, b) for a, b in zip(first, second))
