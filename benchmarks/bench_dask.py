@@ -4,7 +4,9 @@ Skipped (NotImplementedError in setup) where Dask and distributed are not
 installed (``pip install '.[dask]'``) or the commit has no ``fastbp.dask``.
 """
 
+import contextlib
 import itertools
+import os
 
 import numpy as np
 
@@ -75,16 +77,29 @@ def alternating_weights(weights):
     return itertools.cycle([weights, twin])
 
 
+@contextlib.contextmanager
 def one_numba_thread_per_worker():
-    """A ``dask.config.set`` context that starts worker processes with ``NUMBA_NUM_THREADS=1``.
+    """Worker processes started inside this context run ``NUMBA_NUM_THREADS=1``.
 
-    Set before the process starts (LocalCluster's ``env`` is applied after
-    the worker has imported the parent's main module, and with it Numba,
-    whose thread count is then already fixed).
+    Set before each worker process starts, through Dask's
+    ``distributed.nanny.pre-spawn-environ`` (LocalCluster's ``env`` is
+    applied after the worker has imported the parent's main module, and with
+    it Numba, whose thread count is then already fixed).  The nanny writes
+    those variables into this process's environment as well; this process's
+    own setting is put back on the way out, because Numba re-reads it at
+    every compilation and refuses a change once its threads have started.
     """
     import dask
 
-    return dask.config.set({"distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": "1"})
+    saved = os.environ.get("NUMBA_NUM_THREADS")
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": "1"}):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("NUMBA_NUM_THREADS", None)
+        else:
+            os.environ["NUMBA_NUM_THREADS"] = saved
 
 
 def numba_threads_of_workers(client):

@@ -205,12 +205,16 @@ def test_asv_dask_step_runs_on_one_numba_thread_per_worker(suite, monkeypatch):
     import benchmarks.bench_dask as bench_dask
 
     monkeypatch.setattr(bench_dask, "SHAPE", "1200x20x8x3")
+    before = os.environ.get("NUMBA_NUM_THREADS")
     for implementation in ("in-memory", "dask-1x1"):
         # setup raises where a worker runs more than one Numba thread
         _, gflops = run_benchmark(
             bench_dask.DaskStep, (implementation,), ["time_step", "track_gflops"]
         )
         assert gflops > 0
+    # The workers' setting does not stay in this process (Numba would refuse
+    # it at the next compilation once its threads run).
+    assert os.environ.get("NUMBA_NUM_THREADS") == before
 
 
 def test_asv_dask_calls_take_two_weight_sets_in_turn(suite):
