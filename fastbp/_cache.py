@@ -239,8 +239,9 @@ def cache_description():
 def _locked(path):
     """Hold an exclusive advisory lock on the file ``path`` (made if missing).
 
-    Where the system has no ``fcntl`` (Windows) or the file cannot be
-    opened, nothing is locked: saves then work as Numba's own do.
+    Where the system has no ``fcntl`` (Windows), or the file cannot be
+    opened or locked (a file system without locks), nothing is locked:
+    saves then work as Numba's own do.
     """
     try:
         import fcntl
@@ -250,9 +251,13 @@ def _locked(path):
         descriptor = None if fcntl is None else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         descriptor = None
-    try:
-        if descriptor is not None:
+    if descriptor is not None:
+        try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:
+            os.close(descriptor)
+            descriptor = None
+    try:
         yield
     finally:
         if descriptor is not None:

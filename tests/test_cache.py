@@ -208,6 +208,22 @@ def test_saves_at_once_keep_every_index_entry(tmp_path):
     assert {key: reader.load(key) for key in keys} == {key: f"code for {key}" for key in keys}
 
 
+def test_a_file_system_without_locks_still_saves(tmp_path, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")
+
+    def no_locks(descriptor, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    data_file_class = _cache._numba_cache_class().data_file_class
+
+    def data_file():
+        return data_file_class(cache_path=str(tmp_path), filename_base="k", source_stamp="s")
+
+    data_file().save(("float64",), "code for float64")
+    assert data_file().load(("float64",)) == "code for float64"
+
+
 def test_processes_racing_on_one_folder_never_load_each_others_code(tmp_path):
     env = {"FASTBP_CACHE_DIR": tmp_path}
     racers = [start_child(env, dtype) for dtype in ("float64", "float32", "float64", "float32")]
