@@ -1142,7 +1142,7 @@ def _sgd_epoch(
         n_chunks, m, d, t, X, transposed
     )
     scratch_size = _chunk_scratch_size(minibatch_size, m, d, t, block_rows, X.itemsize)
-    scratch = np.empty(n_chunks * scratch_size + 64, dtype=X.dtype)
+    scratch = np.empty(n_chunks * scratch_size + 64 // X.itemsize, dtype=X.dtype)
     scratch = _chunk_scratches(scratch, 0, n_chunks, minibatch_size, m, d, t, block_rows)
     epoch_cost = 0.0
     for s in range(order.shape[0] // minibatch_size):

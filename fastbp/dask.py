@@ -148,11 +148,16 @@ def _finish(weights, l2, *partials):
 
     The root task: the last level added as :func:`_add_partials` adds (one
     task fewer per call than a sum task and a finishing task), then λW and
-    the penalty added once, to copies.
+    the penalty added once, in place: to that sum's new arrays, or to
+    copies of a single partial (which Dask may hold for a retry).
     """
     W_h, _, W_out, _ = weights
-    cost, *gradients = partials[0] if len(partials) == 1 else _add_partials(*partials)
-    return _with_penalty(cost, *(g.copy() for g in gradients), W_h, W_out, l2)
+    if len(partials) == 1:
+        cost, *gradients = partials[0]
+        gradients = [g.copy() for g in gradients]
+    else:
+        cost, *gradients = _add_partials(*partials)
+    return _with_penalty(cost, *gradients, W_h, W_out, l2)
 
 
 def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, split_every=None, compute=True):

@@ -231,7 +231,7 @@ def fake_jax():
 @pytest.mark.parametrize("cpus", [1, 2])
 def test_jax_rows_from_a_fake_jax_follow_the_cpus_of_the_process(monkeypatch, capsys, cpus):
     monkeypatch.setattr(bench, "jax_or_none", fake_jax)
-    monkeypatch.setattr(bench, "_schedulable_cpus", lambda: cpus)
+    monkeypatch.setattr(bench, "schedulable_cpus", lambda: cpus)
     assert bench.run(parse(*TINY, "--dtypes", "float64")) == 0
     out = capsys.readouterr().out
     assert "JAX fake found" in out
@@ -261,7 +261,7 @@ def test_jax_step_with_real_jax_passes_its_check_on_the_processs_cpus():
     for dtype in ("float32", "float64"):
         rows = {row.implementation: row for row in bench._step_rows("40x12x17x3", dtype)}
         assert rows["jax"].check <= 1
-        assert rows["jax"].cpus == bench._schedulable_cpus()
+        assert rows["jax"].cpus == bench.schedulable_cpus()
         assert rows["numpy"].cpus is None
     # float64 rows are computed in float64 (JAX's x64 switched on by _jax).
     import jax

@@ -84,3 +84,11 @@ def test_thread_limits_sets_numba_and_blas_and_restores_them():
             assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
             assert blas_threads() == {1}  # BLAS left as it was
     assert numba.get_num_threads() == before
+
+
+def test_schedulable_cpus_is_the_affinity_or_else_the_cpu_count(monkeypatch):
+    monkeypatch.setattr(timing.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert timing.schedulable_cpus() == 3
+    monkeypatch.delattr(timing.os, "sched_getaffinity")
+    monkeypatch.setattr(timing.os, "cpu_count", lambda: 7)
+    assert timing.schedulable_cpus() == 7

@@ -58,6 +58,7 @@ from .timing import (
     gflops,
     interleaved_medians,
     machine_description,
+    schedulable_cpus,
     thread_counts,
     thread_limits,
 )
@@ -119,14 +120,6 @@ def _default_threads():
 def _input_width(d):
     """M = 784 (MNIST) for the seed's d = 100 network, m = d otherwise."""
     return 784 if d == 100 else d
-
-
-def _schedulable_cpus():
-    """How many CPUs this process may run on (its affinity where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity call here (macOS, Windows)
-        return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------
@@ -321,7 +314,7 @@ def _step_rows(shape, dtype):
         results = [r.numpy() if hasattr(r, "numpy") else np.asarray(r) for r in results]
         check = normwise_ratio(results, reference, n_terms, u)
         # XLA sizes its thread pool from the CPUs the process may run on and ignores our limits.
-        cpus = _schedulable_cpus() if name == "jax" else None
+        cpus = schedulable_cpus() if name == "jax" else None
         rows.append(_Row("step", name, call, flops, check=check, cpus=cpus))
     return rows
 
@@ -534,7 +527,7 @@ def run(args):
     if jax is not None:
         print(
             f"JAX {jax.__version__} found: jax rows added to the step tables "
-            f"(on the {_schedulable_cpus()} CPU(s) this process may use)"
+            f"(on the {schedulable_cpus()} CPU(s) this process may use)"
         )
 
     records = []

@@ -7,7 +7,6 @@ the cache (:mod:`fastbp._cache`) ahead of use: for an image build, a cluster's
 workers, or CI.
 """
 
-import os
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import numpy as np
 
 from .. import _backprop, _cache, _core, _sgd
 from .problems import make_problem, step_arrays
+from .timing import schedulable_cpus
 
 __all__ = ["compile_all", "run_cache", "run_compile"]
 
@@ -113,11 +113,7 @@ def compile_all(dtypes=_DTYPES, threads=None):
 
 def default_jobs(dtypes):
     """Processes ``fastbp compile`` runs by default: one per dtype, at most one per usable core."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(len(dtypes), cores))
+    return max(1, min(len(dtypes), schedulable_cpus()))
 
 
 def _compile_in_children(dtypes, jobs):

@@ -18,6 +18,14 @@ import numpy as np
 from .._core import _numba_threads
 
 
+def schedulable_cpus():
+    """How many CPUs this process may run on (its affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call here (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def interleaved_medians(functions, repeats, min_time=0.0, settle=0.0, warmup=0.0):
     """Median wall time of each function, timed in interleaved rounds.
 
