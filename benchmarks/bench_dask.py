@@ -22,10 +22,11 @@ N_BLOCKS = 6
 CLUSTERS = {"dask-1x1": (1, 1), "dask-2x1": (2, 1)}
 
 
-def scattered(client, X, Y, n_blocks, *, realigned=True):
+def scattered(client, X, Y, n_blocks, *, realigned=True, workers=None):
     """X and Y as dask arrays of ``n_blocks`` blocks of rows, already in the workers' memory.
 
-    The blocks are sent to the workers once, round robin, each block of Y
+    The blocks are sent to the workers once, round robin over ``workers``
+    (addresses; all of the client's workers by default), each block of Y
     to the worker holding the same block of X, so that a timed call moves
     only the weights and the partial results.  A block that arrives from
     another process can start at any byte of its message, and
@@ -39,10 +40,14 @@ def scattered(client, X, Y, n_blocks, *, realigned=True):
     bounds = np.linspace(0, X.shape[0], n_blocks + 1).astype(int)
     X_blocks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     Y_blocks = [Y[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    X_futures = client.scatter(X_blocks)
+    # Keys of their own (hash=False): the same rows scattered twice are two copies.
+    X_futures = client.scatter(X_blocks, workers=workers, hash=False)
     where = client.who_has(X_futures)
     workers = [list(where[future.key]) for future in X_futures]
-    Y_futures = [client.scatter(block, workers=worker) for block, worker in zip(Y_blocks, workers)]
+    Y_futures = [
+        client.scatter(block, workers=worker, hash=False)
+        for block, worker in zip(Y_blocks, workers)
+    ]
     if realigned:
         X_futures, Y_futures = (
             [

@@ -4,6 +4,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -25,9 +26,55 @@ def run(script, *arguments):
 
 
 def test_dask_speed_runs_and_finds_the_same_bits():
-    out = run("dask_speed.py", "--n", "1200", "--m", "20", "--d", "8", "--t", "3", "--rounds", "1")
-    assert "every dask phase bitwise equal to dask 1x1: True" in out
-    assert "scaling  = dask 1x1 / dask 2x1" in out
+    out = run(
+        "dask_speed.py",
+        *("--n", "1200", "--m", "20", "--d", "8", "--t", "3", "--rounds", "2", "--as-sent"),
+    )
+    assert "every dask call bitwise equal to dask 1x1: True" in out
+    assert "in the workers [1]" in out
+    for name in ("in-memory", "dask 1x1", "dask 2x1", "dask 1x1 as sent"):
+        assert f"\n{name:18s} median" in out
+        assert f"\n  {name:18s}" in out  # its row of CPU per call
+    assert "overhead dask 1x1 / in-memory = " in out
+    assert "scaling  dask 1x1 / dask 2x1  = " in out
+    assert "no schedule could show a scaling above" in out
+
+
+def dask_speed_module():
+    sys.path.insert(0, str(BENCHMARKS.parent))
+    try:
+        from benchmarks import dask_speed
+    finally:
+        sys.path.remove(str(BENCHMARKS.parent))
+    return dask_speed
+
+
+def test_dask_speed_reports_medians_with_quartiles():
+    spread = dask_speed_module().spread
+    assert spread([1.25]) == "1.250"
+    assert spread([3.0, 1.0, 2.0]) == "2.000 (quartiles 1.500–2.500)"
+
+
+def test_dask_speed_counts_cpu_by_thread():
+    dask_speed = dask_speed_module()
+    before = {("this process", 1): 1.0, ("tcp://w", 7): 2.0, ("tcp://w", 8): 0.5}
+    after = {
+        ("this process", 1): 1.5,
+        ("this process", 2): 0.25,  # a thread started between the readings
+        ("tcp://w", 7): 5.0,
+        ("tcp://w", 8): 0.75,
+    }
+    parts = dask_speed.cpu_by_part(before, after, executor_ids={7})
+    assert parts == {
+        "executor threads": 3.0,
+        "workers' other threads": 0.25,
+        "this process": 0.75,
+    }
+    import psutil
+
+    seconds = dask_speed.thread_cpu({"this process": psutil.Process()})
+    assert ("this process", threading.get_native_id()) in seconds
+    assert all(value >= 0 for value in seconds.values())
 
 
 def test_lbfgs_digits_runs():
