@@ -43,16 +43,16 @@ def scattered(client, X, Y, n_blocks, *, realigned=True, workers=None):
     # Keys of their own (hash=False): the same rows scattered twice are two copies.
     X_futures = client.scatter(X_blocks, workers=workers, hash=False)
     where = client.who_has(X_futures)
-    workers = [list(where[future.key]) for future in X_futures]
+    holders = [list(where[future.key]) for future in X_futures]
     Y_futures = [
-        client.scatter(block, workers=worker, hash=False)
-        for block, worker in zip(Y_blocks, workers)
+        client.scatter(block, workers=holder, hash=False)
+        for block, holder in zip(Y_blocks, holders)
     ]
     if realigned:
         X_futures, Y_futures = (
             [
-                client.submit(np.copy, future, workers=worker, pure=False)
-                for future, worker in zip(futures, workers)
+                client.submit(np.copy, future, workers=holder, pure=False)
+                for future, holder in zip(futures, holders)
             ]
             for futures in (X_futures, Y_futures)
         )

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-pytest.importorskip("distributed")
+distributed = pytest.importorskip("distributed")
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -80,3 +80,37 @@ def test_dask_speed_counts_cpu_by_thread():
 def test_lbfgs_digits_runs():
     out = run("dask_lbfgs_digits.py", "--smoke")
     assert "L-BFGS, Dask" in out and "SGD" in out
+
+
+def test_scattered_puts_each_block_of_Y_beside_its_block_of_X_where_asked():
+    import dask
+    import numpy as np
+
+    dask_speed = dask_speed_module()  # puts benchmarks/ on the path for its helpers
+    scattered = dask_speed.scattered
+    X = np.arange(60.0).reshape(15, 4)
+    Y = np.arange(30.0).reshape(15, 2)
+    with (
+        distributed.LocalCluster(
+            processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        first, second = sorted(client.scheduler_info()["workers"])
+
+        def holders(array):
+            futures = distributed.futures_of(array)
+            client.gather(futures)  # in memory by now
+            where = client.who_has(futures)
+            return [tuple(where[key]) for key in dask.core.flatten(array.__dask_keys__())]
+
+        for workers, realigned in (([first], True), ([second], False)):
+            X_dask, Y_dask = scattered(client, X, Y, 4, workers=workers, realigned=realigned)
+            assert X_dask.chunks == ((3, 4, 4, 4), (4,)) and Y_dask.chunks[0] == X_dask.chunks[0]
+            assert set(holders(X_dask)) == set(holders(Y_dask)) == {tuple(workers)}
+            assert np.array_equal(X_dask.compute(scheduler=client.get), X)
+            assert np.array_equal(Y_dask.compute(scheduler=client.get), Y)
+
+        X_dask, Y_dask = scattered(client, X, Y, 4)
+        assert holders(X_dask) == holders(Y_dask)
+        assert {holder for (holder,) in holders(X_dask)} == {first, second}
