@@ -29,8 +29,8 @@ Each call's CPU time is read from every thread of the cluster's processes
 and this one: the workers' executor threads (fastbp's kernels), the
 workers' other threads (event loops, Dask's profiler and monitors) and this
 process's (client, scheduler, nannies).  On c usable cores no call can
-take less than its CPU time / c, which bounds the scaling any schedule
-could show here.  Needs fastbp[dask]; not an asv benchmark
+take less than its CPU time / c, which bounds the scaling that CPU time
+allows here.  Needs fastbp[dask]; not an asv benchmark
 (benchmarks/bench_dask.py is)."""
 
 import argparse
@@ -84,12 +84,17 @@ def thread_cpu(processes):
     seconds = {}
     for label, process in processes.items():
         try:
-            for thread_id in os.listdir(f"/proc/{process.pid}/task"):
-                with open(f"/proc/{process.pid}/task/{thread_id}/schedstat") as f:
-                    seconds[label, int(thread_id)] = int(f.read().split()[0]) * 1e-9
-        except OSError:
+            thread_ids = os.listdir(f"/proc/{process.pid}/task")
+        except OSError:  # no /proc
             for thread in process.threads():
                 seconds[label, thread.id] = thread.user_time + thread.system_time
+            continue
+        for thread_id in thread_ids:
+            try:
+                with open(f"/proc/{process.pid}/task/{thread_id}/schedstat") as f:
+                    seconds[label, int(thread_id)] = int(f.read().split()[0]) * 1e-9
+            except OSError:  # the thread ended in between
+                continue
     return seconds
 
 
@@ -259,8 +264,8 @@ def main():
     ]
     print(
         f"dask 2x1 used {total['dask 2x1'] * 1e3:.0f} ms of CPU a call: on {cores} cores no call "
-        f"takes less than {total['dask 2x1'] / cores * 1e3:.0f} ms; the highest scaling any "
-        f"schedule could show here = {spread(bounds)}, rounds' own bounds"
+        f"takes less than {total['dask 2x1'] / cores * 1e3:.0f} ms; the highest scaling this "
+        f"CPU time allows here = {spread(bounds)}, rounds' own bounds"
     )
 
     dask_names = [name for name in calls if name != "in-memory"]

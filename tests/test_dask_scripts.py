@@ -37,7 +37,7 @@ def test_dask_speed_runs_and_finds_the_same_bits():
         assert f"\n  {name:18s}" in out  # its row of CPU per call
     assert "overhead dask 1x1 / in-memory = " in out
     assert "scaling  dask 1x1 / dask 2x1  = " in out
-    assert "the highest scaling any schedule could show here = " in out
+    assert "the highest scaling this CPU time allows here = " in out
 
 
 def dask_speed_module():
