@@ -144,6 +144,7 @@ def main():
 
     import fastbp
     from fastbp import dask as fastbp_dask
+    from fastbp._tools.timing import schedulable_cpus
 
     n, m, d, t = args.n, args.m, args.d, args.t
     rng = np.random.default_rng([n, m, d, t])
@@ -217,7 +218,7 @@ def main():
         layer = numba.threading_layer()
     except ValueError:
         layer = "none started in this process (every timed fastbp call ran on one thread)"
-    cores = len(os.sched_getaffinity(0))
+    cores = schedulable_cpus()
     print(
         f"shape n x m x d x t: {n} x {m} x {d} x {t}, float64, "
         f"{args.blocks} blocks, {args.rounds} rounds"
