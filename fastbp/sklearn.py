@@ -539,12 +539,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     self.alpha,
                 )
             loss = total_cost / n
-            if not np.isfinite(loss) or not all(np.all(np.isfinite(w)) for w in weights):
-                raise ValueError(
-                    f"training diverged at epoch {self.n_iter_ + 1} (loss {loss}, or weights "
-                    "that are not finite): lower learning_rate_init "
-                    f"({self.learning_rate_init}) or scale the inputs"
-                )
+            # Weights that overflow make the next epoch's cost NaN or inf; the last epoch's
+            # weights are checked after the loop.
+            if not np.isfinite(loss):
+                self._diverged(self.n_iter_ + 1, loss)
             self.n_iter_ += 1
             self.t_ += n
             self.loss_ = loss
@@ -579,6 +577,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     )
                 stopped = True
                 break
+        if not all(np.all(np.isfinite(w)) for w in weights):
+            self._diverged(self.n_iter_, self.loss_)
         if early_stopping:
             for w, best in zip(weights, best_weights):
                 np.copyto(w, best)
@@ -589,6 +589,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
+
+    def _diverged(self, epoch, loss):
+        raise ValueError(
+            f"training diverged by epoch {epoch} (loss {loss}, or weights that are "
+            f"not finite): lower learning_rate_init ({self.learning_rate_init}) or scale the "
+            "inputs"
+        )
 
     def _fit_lbfgs(self, X, Y):
         """Minimise (J + (α/2) Σ W²) / n with L-BFGS-B, cost and gradient from backprop."""

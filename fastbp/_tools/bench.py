@@ -583,9 +583,10 @@ def run(args):
                     )
 
     if args.training:
-        from .bench_training import training_section
+        from .bench_training import estimator_section, training_section
 
         records += training_section(dtypes, repeats, args.quick)
+        records += estimator_section(dtypes, repeats, args.quick)
 
     if args.first_call:
         _first_call_section(["float64"] if args.quick else list(dtypes))

@@ -181,3 +181,191 @@ def training_section(dtypes, repeats, quick):
                     }
                 )
     return records
+
+
+#: The estimator comparison: ``fastbp train``'s network, minibatch and seed, its step
+#: (η = 0.02 on minibatch sums, l2 = 0.01) in scikit-learn's scaling: learning_rate_init = 0.02 × 32
+#: on minibatch means, alpha = 0.01.
+ESTIMATOR_SETTINGS = {
+    "hidden": 100,
+    "batch_size": 32,
+    "learning_rate_init": 0.64,
+    "alpha": 0.01,
+    "epochs": 200,
+    "quick_epochs": 20,
+    "seed": 1,
+}
+
+
+def _estimator_candidates(X, y, dtype, epochs):
+    """{name: callable} fitting the digits four ways; the fitted models in ``models``.
+
+    * ``sklearn MLPClassifier``: scikit-learn's own, plain SGD (momentum 0,
+      constant rate, logistic units), every epoch run (no early stop);
+    * ``fastbp.sklearn``: :class:`fastbp.sklearn.MLPClassifier`, same settings;
+    * ``sgd_epoch loop``: the floor under it, the same epochs as plain
+      :func:`fastbp.sgd_epoch` calls from the same start and orders;
+    * ``fastbp.MLP.fit``: the book's model, same step, its per-epoch history
+      included (its start and last minibatch differ, so its accuracy too).
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier as SklearnMLPClassifier
+
+    from ..sklearn import MLPClassifier
+
+    s = ESTIMATOR_SETTINGS
+    common = dict(
+        hidden_layer_sizes=(s["hidden"],),
+        alpha=s["alpha"],
+        batch_size=s["batch_size"],
+        learning_rate_init=s["learning_rate_init"],
+        max_iter=epochs,
+        random_state=s["seed"],
+        tol=0.0,
+        n_iter_no_change=epochs + 1,
+    )
+    models = {}
+    X = np.ascontiguousarray(X, dtype=dtype)
+
+    def quietly(fit):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return fit()
+
+    def run_sklearn():
+        model = SklearnMLPClassifier(
+            solver="sgd", activation="logistic", momentum=0.0, learning_rate="constant", **common
+        )
+        models["sklearn MLPClassifier"] = quietly(lambda: model.fit(X, y))
+
+    def run_estimator():
+        model = MLPClassifier(dtype=dtype, **common)
+        models["fastbp.sklearn"] = quietly(lambda: model.fit(X, y))
+
+    def run_loop():
+        models["sgd_epoch loop"] = _sgd_epoch_loop(X, y, dtype, epochs)
+
+    def run_mlp():
+        model = fastbp.MLP(
+            n_hidden=s["hidden"],
+            l2=s["alpha"],
+            epochs=epochs,
+            eta=s["learning_rate_init"] / s["batch_size"],
+            minibatch_size=s["batch_size"],
+            seed=s["seed"],
+            dtype=dtype,
+        )
+        models["fastbp.MLP.fit"] = model.fit(X, y)
+
+    calls = {
+        "sklearn MLPClassifier": run_sklearn,
+        "fastbp.sklearn": run_estimator,
+        "sgd_epoch loop": run_loop,
+        "fastbp.MLP.fit": run_mlp,
+    }
+    return calls, models
+
+
+def _sgd_epoch_loop(X, y, dtype, epochs):
+    """The estimator's epochs as bare sgd_epoch calls: (classes, weights).
+
+    The same draws as the estimator (and scikit-learn): Glorot-uniform start
+    from ``RandomState(seed)``, then each epoch's shuffle of the running order.
+    """
+    s = ESTIMATOR_SETTINGS
+    rs = np.random.RandomState(s["seed"])
+    classes = np.unique(y)
+    Y = np.zeros((y.shape[0], classes.shape[0]), dtype=dtype)
+    Y[np.arange(y.shape[0]), np.searchsorted(classes, y)] = 1
+    weights = []
+    for fan_in, fan_out in ((X.shape[1], s["hidden"]), (s["hidden"], classes.shape[0])):
+        bound = np.sqrt(2.0 / (fan_in + fan_out))
+        weights.append(np.ascontiguousarray(rs.uniform(-bound, bound, (fan_in, fan_out)), dtype))
+        weights.append(np.ascontiguousarray(rs.uniform(-bound, bound, fan_out), dtype))
+    W_h, b_h, W_out, b_out = weights
+    n, size, rate = X.shape[0], s["batch_size"], s["learning_rate_init"]
+    full = n - n % size
+    order = np.arange(n)
+    for _ in range(epochs):
+        permutation = np.arange(n)
+        rs.shuffle(permutation)
+        order = order[permutation]
+        fastbp.sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order[:full], rate / size, size, s["alpha"])
+        if full < n:
+            rest = n - full
+            fastbp.sgd_epoch(
+                X, Y, W_h, b_h, W_out, b_out, order[full:], rate / rest, rest, s["alpha"]
+            )
+    return classes, (W_h, b_h, W_out, b_out)
+
+
+def estimator_section(dtypes, repeats, quick):
+    """Print the scikit-learn comparison on the digits; return its records.
+
+    Nothing is printed, and no record returned, where scikit-learn is not
+    installed.  The check of ``fastbp.sklearn`` is its weights against the
+    ``sgd_epoch loop``'s, bit for bit; the others show their held-out accuracy.
+    """
+    try:
+        import sklearn
+    except ImportError:
+        print("\nscikit-learn: not installed, its comparison left out")
+        return []
+    from ..datasets import load_digits
+    from .train import _split
+
+    s = ESTIMATOR_SETTINGS
+    epochs = s["quick_epochs"] if quick else s["epochs"]
+    X_all, y_all = load_digits()
+    train, held_out = _split(X_all.shape[0], s["seed"])
+    print(
+        f"\nscikit-learn {sklearn.__version__}: the digits with `fastbp train`'s split "
+        f"({train.size} training, {held_out.size} held out), {X_all.shape[1]}-{s['hidden']}-10, "
+        f"minibatch {s['batch_size']}, {epochs} epochs (all run), learning_rate_init "
+        f"{s['learning_rate_init']}, alpha {s['alpha']}, plain SGD, 1 thread (BLAS 1, Numba 1);\n"
+        "'x sklearn' = scikit-learn's time / this time; fastbp.sklearn's weights are checked "
+        "bit for bit against the sgd_epoch loop's"
+    )
+    records = []
+    for dtype in dtypes:
+        dtype = np.dtype(dtype)
+        calls, models = _estimator_candidates(X_all[train], y_all[train], dtype, epochs)
+        with thread_limits(1):
+            medians = interleaved_medians(calls, repeats)
+        classes, loop_weights = models["sgd_epoch loop"]
+        estimator = models["fastbp.sklearn"]
+        fitted = (estimator.coefs_[0], estimator.intercepts_[0])
+        fitted += (estimator.coefs_[1], estimator.intercepts_[1])
+        same = all(np.array_equal(a, b) for a, b in zip(fitted, loop_weights))
+        X_test = np.ascontiguousarray(X_all[held_out], dtype=dtype)
+        accuracy = {
+            name: float(np.mean(model.predict(X_test) == y_all[held_out]))
+            for name, model in models.items()
+            if name != "sgd_epoch loop"
+        }
+        print(f"\n{dtype}")
+        header = f"{'implementation':<22} {'median':>10} {'x sklearn':>10} {'held out':>9}  check"
+        print(header)
+        print("-" * (len(header) + 8))
+        for name, seconds in medians.items():
+            speedup = medians["sklearn MLPClassifier"] / seconds
+            shown = f"{100 * accuracy[name]:.2f}%" if name in accuracy else "-"
+            check = {"fastbp.sklearn": "bitwise" if same else "FAIL"}.get(name, "-")
+            print(f"{name:<22} {format_seconds(seconds):>10} {speedup:>10.2f} {shown:>9}  {check}")
+            records.append(
+                {
+                    "kernel": "estimator",
+                    "implementation": name,
+                    "shape": f"digits/{s['batch_size']}/{epochs}",
+                    "dtype": str(dtype),
+                    "seconds": seconds,
+                    "speedup": speedup,
+                    # Only fastbp.sklearn has a check; the others' accuracy is shown, not judged.
+                    "check": check if name == "fastbp.sklearn" else "n/a",
+                }
+            )
+        overhead = medians["fastbp.sklearn"] / medians["sgd_epoch loop"]
+        print(f"fastbp.sklearn / sgd_epoch loop: {overhead:.3f} (the estimator's own cost)")
+    return records
