@@ -1,6 +1,7 @@
 """``fastbp bench --training`` (fastbp/_tools/bench_training.py): whole epochs, three ways."""
 
 import re
+import sys
 
 import pytest
 
@@ -20,6 +21,12 @@ TINY_WORKLOADS = (
     ("digits", None, 64, 100, 10, 32, 200, None, 2),
     ("synthetic", 90, 12, 7, 3, 16, 1, 50, 2),
 )
+
+
+@pytest.fixture(autouse=True)
+def no_estimator_comparison(monkeypatch):
+    """The scikit-learn comparison (200 epochs of the digits) is tested on its own below."""
+    monkeypatch.setattr(bench_training, "estimator_section", lambda *args: [])
 
 
 @pytest.mark.parametrize("quick", [False, True])
@@ -58,3 +65,65 @@ def test_bench_training_flags_an_epoch_that_differs_from_the_loop(monkeypatch, c
     assert status == 1
     assert re.search(r"^sgd_epoch .* FAIL$", captured.out, re.M)
     assert "training sgd_epoch" in captured.err
+
+
+REAL_ESTIMATOR_SECTION = bench_training.estimator_section
+TINY_ESTIMATOR = dict(
+    bench_training.ESTIMATOR_SETTINGS, hidden=6, epochs=3, quick_epochs=2, batch_size=100
+)
+
+
+@pytest.fixture
+def tiny_estimator(monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.setattr(bench_training, "WORKLOADS", TINY_WORKLOADS[1:])
+    monkeypatch.setattr(bench_training, "ESTIMATOR_SETTINGS", TINY_ESTIMATOR)
+    monkeypatch.setattr(bench_training, "estimator_section", REAL_ESTIMATOR_SECTION)
+
+
+def _estimator_rows(out):
+    table = out.split("\nscikit-learn ")[1]
+    return re.findall(
+        r"^(sklearn MLPClassifier|fastbp\.sklearn|sgd_epoch loop|fastbp\.MLP\.fit) +\S+ \S+ +"
+        r"([\d.]+) +(\S+)  (\S+)$",
+        table,
+        re.M,
+    )
+
+
+def test_bench_training_compares_the_estimator_with_sklearn(tiny_estimator, capsys):
+    status = bench.run(parse(*TINY, "--training", "--dtypes", "float32"))
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "(1438 training, 359 held out), 64-6-10, minibatch 100, 3 epochs (all run)" in out
+    rows = _estimator_rows(out)
+    names = ["sklearn MLPClassifier", "fastbp.sklearn", "sgd_epoch loop", "fastbp.MLP.fit"]
+    assert [r[0] for r in rows] == names
+    assert float(rows[0][1]) == 1.0  # scikit-learn against itself
+    assert rows[1][3] == "bitwise" and rows[2][2] == "-"
+    assert all(r[2].endswith("%") for r in (rows[0], rows[1], rows[3]))
+    assert "fastbp.sklearn / sgd_epoch loop: " in out
+
+
+def test_bench_training_flags_an_estimator_that_differs_from_the_loop(
+    tiny_estimator, monkeypatch, capsys
+):
+    real = bench_training._sgd_epoch_loop
+
+    def one_epoch_short(X, y, dtype, epochs):
+        return real(X, y, dtype, epochs - 1)
+
+    monkeypatch.setattr(bench_training, "_sgd_epoch_loop", one_epoch_short)
+    status = bench.run(parse(*TINY, "--training", "--dtypes", "float64"))
+    captured = capsys.readouterr()
+    assert status == 1
+    assert _estimator_rows(captured.out)[1][3] == "FAIL"
+    assert "estimator fastbp.sklearn digits/100/3 float64" in captured.err
+
+
+def test_bench_training_without_sklearn_leaves_the_comparison_out(monkeypatch, capsys):
+    monkeypatch.setattr(bench_training, "WORKLOADS", TINY_WORKLOADS[1:])
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setattr(bench_training, "estimator_section", REAL_ESTIMATOR_SECTION)
+    assert bench.run(parse(*TINY, "--training", "--dtypes", "float32")) == 0
+    assert "scikit-learn: not installed, its comparison left out" in capsys.readouterr().out
