@@ -6,7 +6,7 @@ derivation: examples are rows, ``X`` (n, m), ``A_h`` (n, d), ``A_out`` and
 ``Y`` and ``delta_out`` (n, t), ``W_out`` and ``grad_W_out`` (d, t).
 """
 
-from . import datasets
+from . import datasets, privacy
 from ._backprop import (
     BackpropResult,
     backprop,
@@ -29,6 +29,16 @@ from ._core import (
     grad_W_out_outer,
     sigmoid,
 )
+from ._private import (
+    PER_EXAMPLE_GRADS_MAX_ELEMENTS,
+    DPBackpropResult,
+    DPEpochResult,
+    PerExampleGrads,
+    dp_backprop,
+    dp_sgd_epoch,
+    per_example_grad_norms,
+    per_example_grads,
+)
 from ._sgd import sgd_epoch
 from .mlp import MLP
 
@@ -36,15 +46,24 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackpropResult",
+    "DPBackpropResult",
+    "DPEpochResult",
+    "PER_EXAMPLE_GRADS_MAX_ELEMENTS",
+    "PerExampleGrads",
     "GRAD_W_OUT_METHODS",
     "MLP",
     "backprop",
     "datasets",
     "default_backprop_chunks",
     "delta_h",
+    "dp_backprop",
+    "dp_sgd_epoch",
     "grad_W_h",
     "grad_b_h",
     "l2_penalty",
+    "per_example_grad_norms",
+    "per_example_grads",
+    "privacy",
     "sgd_epoch",
     "cost",
     "default_n_chunks",

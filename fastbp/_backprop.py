@@ -70,6 +70,9 @@ _REPLICATE_PACK_BYTES = 2**20
 #: kernel runs (same bits).  Measured on 2 threads against 1, see docs/tuning.md.
 _MIN_SHARED_WORK = 2**18
 
+# The plain step's "no per-example norms" (see _kernels_hidden._backprop_chunk).
+_NO_NORMS = np.empty(0, dtype=np.float64)
+
 # The smallest normal number per dtype, the floor of the cost's logarithms.
 _TINY = {np.dtype(t): float(np.finfo(t).tiny) for t in (np.float32, np.float64)}
 
@@ -303,20 +306,20 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads):
         # Serial whatever the thread count: skip asking Numba for it.
         return _kernels_hidden._backprop_serial(
             X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-            _workspace(dtype, m, d, t, 1, n_chunks),
+            _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf,
         )
     with _numba_threads(n_threads) as threads:
         shares = _shares_threads(n, m, d, n_chunks, threads)
         if not shares:  # one thread: the same bits
             return _kernels_hidden._backprop_serial(
                 X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-                _workspace(dtype, m, d, t, 1, n_chunks),
+                _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf,
             )
         with _parallel_launch():
             if n_chunks > 1:
                 return _kernels_hidden._backprop_parallel(
                     X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-                    _workspace(dtype, m, d, t, 1, n_chunks),
+                    _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf,
                 )
             return _kernels_hidden._backprop_blocks_parallel(
                 X, Y, W_h, b_h, W_out, b_out, tiny, threads, BLOCK_ROWS, BLOCK_COLS,

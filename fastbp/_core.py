@@ -232,17 +232,40 @@ def cost(A_out, Y):
     return A_out.dtype.type(_kernels._cost(A_out, Y, tiny))
 
 
-def _gradient_pair(A_h, delta_out):
+def _weighted_rows(delta_out, sample_weight):
+    """δ_out with row i multiplied by ``sample_weight[i]`` (a new array), or δ_out itself.
+
+    The weights are converted to δ_out's dtype and each product is rounded
+    once, so every way of summing sees the same weighted rows.
+    """
+    if sample_weight is None:
+        return delta_out
+    weights = np.asarray(sample_weight)
+    if weights.dtype.kind not in "iuf" or weights.dtype.itemsize > 8:
+        raise TypeError(
+            f"sample_weight has dtype {weights.dtype}; expected real numbers "
+            "(float32, float64 or integers)"
+        )
+    if weights.ndim != 1 or weights.shape[0] != delta_out.shape[0]:
+        raise ValueError(
+            f"sample_weight must be 1-D with one weight per example (n = "
+            f"{delta_out.shape[0]}), got shape {weights.shape}"
+        )
+    return delta_out * weights.astype(delta_out.dtype)[:, None]
+
+
+def _gradient_pair(A_h, delta_out, sample_weight=None):
     A_h = as_float_array(A_h, "A_h", 2)
     delta_out = as_float_array(delta_out, "delta_out", 2)
     require_equal(
         "A_h", A_h.shape[0], "delta_out", delta_out.shape[0], "rows (n)", "rows (n)"
     )
     dtype = common_dtype(A_h, delta_out)
-    return contiguous(A_h, dtype), contiguous(delta_out, dtype)
+    delta_out = contiguous(delta_out, dtype)
+    return contiguous(A_h, dtype), _weighted_rows(delta_out, sample_weight)
 
 
-def grad_W_out_outer(A_h, delta_out):
+def grad_W_out_outer(A_h, delta_out, *, sample_weight=None):
     """∂J/∂W_out as the seed writes it: one outer product per example, summed.
 
     For each example i in order, G[j, k] += A_h[i, j] · delta_out[i, k]
@@ -255,6 +278,11 @@ def grad_W_out_outer(A_h, delta_out):
         Hidden activations, one example per row.
     delta_out : array_like, shape (n, t)
         Output errors δ_out = A_out − Y.
+    sample_weight : array_like, shape (n,), optional
+        Per-example weights w_i: the sum becomes Σ_i w_i a^{[i]} ⊗ δ^{[i]}
+        = (A_h)ᵀ diag(w) δ_out.  Each row of δ_out is multiplied by its
+        weight first (one rounding, in the dtype), so the three ways sum the
+        same weighted rows (:func:`fastbp.dp_backprop` clips this way).
 
     Returns
     -------
@@ -262,11 +290,11 @@ def grad_W_out_outer(A_h, delta_out):
         ∂J/∂W_out = Σ_i a^{[i]} ⊗ δ^{[i]} = (A_h)ᵀ δ_out, C-contiguous, in the
         (promoted) dtype of the inputs; zeros when n = 0.
     """
-    A_h, delta_out = _gradient_pair(A_h, delta_out)
+    A_h, delta_out = _gradient_pair(A_h, delta_out, sample_weight)
     return _kernels._grad_W_out_outer(A_h, delta_out)
 
 
-def grad_W_out_matmul(A_h, delta_out):
+def grad_W_out_matmul(A_h, delta_out, *, sample_weight=None):
     """∂J/∂W_out as one matrix product, (A_h)ᵀ δ_out, inside compiled code.
 
     The product is the BLAS ``gemm`` that Numba reaches through SciPy; its
@@ -278,6 +306,11 @@ def grad_W_out_matmul(A_h, delta_out):
         Hidden activations, one example per row.
     delta_out : array_like, shape (n, t)
         Output errors δ_out = A_out − Y.
+    sample_weight : array_like, shape (n,), optional
+        Per-example weights w_i: the sum becomes Σ_i w_i a^{[i]} ⊗ δ^{[i]}
+        = (A_h)ᵀ diag(w) δ_out.  Each row of δ_out is multiplied by its
+        weight first (one rounding, in the dtype), so the three ways sum the
+        same weighted rows (:func:`fastbp.dp_backprop` clips this way).
 
     Returns
     -------
@@ -285,7 +318,7 @@ def grad_W_out_matmul(A_h, delta_out):
         ∂J/∂W_out = Σ_i a^{[i]} ⊗ δ^{[i]} = (A_h)ᵀ δ_out, C-contiguous, in the
         (promoted) dtype of the inputs; zeros when n = 0.
     """
-    A_h, delta_out = _gradient_pair(A_h, delta_out)
+    A_h, delta_out = _gradient_pair(A_h, delta_out, sample_weight)
     return _kernels._grad_W_out_matmul(A_h, delta_out)
 
 
@@ -379,6 +412,7 @@ def grad_W_out_blocked(
     block_t=BLOCK_T,
     n_chunks=None,
     n_threads=None,
+    sample_weight=None,
 ):
     """∂J/∂W_out by a cache-blocked, vectorised loop, optionally threaded.
 
@@ -411,6 +445,11 @@ def grad_W_out_blocked(
         what :func:`numba.get_num_threads` says in the calling thread (set it
         with :func:`numba.set_num_threads` or ``NUMBA_NUM_THREADS``).  No
         BLAS is called inside the threads.
+    sample_weight : array_like, shape (n,), optional
+        Per-example weights w_i: the sum becomes Σ_i w_i a^{[i]} ⊗ δ^{[i]}
+        = (A_h)ᵀ diag(w) δ_out.  Each row of δ_out is multiplied by its
+        weight first (one rounding, in the dtype), so the three ways sum the
+        same weighted rows (:func:`fastbp.dp_backprop` clips this way).
 
     Returns
     -------
@@ -418,7 +457,7 @@ def grad_W_out_blocked(
         ∂J/∂W_out = Σ_i a^{[i]} ⊗ δ^{[i]} = (A_h)ᵀ δ_out, C-contiguous, in the
         (promoted) dtype of the inputs; zeros when n = 0.
     """
-    A_h, delta_out = _gradient_pair(A_h, delta_out)
+    A_h, delta_out = _gradient_pair(A_h, delta_out, sample_weight)
     block_n = positive_int(block_n, "block_n")
     block_d = positive_int(block_d, "block_d")
     block_t = positive_int(block_t, "block_t")
@@ -448,7 +487,7 @@ _GRAD_W_OUT_FUNCTIONS = {
 }
 
 
-def grad_W_out(A_h, delta_out, method="matmul", **options):
+def grad_W_out(A_h, delta_out, method="matmul", *, sample_weight=None, **options):
     """∂J/∂W_out = (A_h)ᵀ δ_out, computed one of three ways.
 
     Parameters
@@ -460,6 +499,11 @@ def grad_W_out(A_h, delta_out, method="matmul", **options):
     method : {"matmul", "outer", "blocked"}, default "matmul"
         ``"outer"``: :func:`grad_W_out_outer`; ``"blocked"``:
         :func:`grad_W_out_blocked`; ``"matmul"``: :func:`grad_W_out_matmul`.
+    sample_weight : array_like, shape (n,), optional
+        Per-example weights w_i: the sum becomes Σ_i w_i a^{[i]} ⊗ δ^{[i]}
+        = (A_h)ᵀ diag(w) δ_out.  Each row of δ_out is multiplied by its
+        weight first (one rounding, in the dtype), so the three ways sum the
+        same weighted rows (:func:`fastbp.dp_backprop` clips this way).
     **options
         Keyword options of :func:`grad_W_out_blocked` (``method="blocked"`` only).
 
@@ -479,7 +523,7 @@ def grad_W_out(A_h, delta_out, method="matmul", **options):
         raise TypeError(
             f"method={method!r} takes no options, got {', '.join(sorted(options))}"
         )
-    return function(A_h, delta_out, **options)
+    return function(A_h, delta_out, sample_weight=sample_weight, **options)
 
 
 

@@ -35,6 +35,7 @@ from numba import prange
 from . import _tiles as tiles
 from ._jit import CONTRACT, kernel, parallel_kernel, serial_and_parallel
 from ._kernels import _add_bias_sigmoid_inplace, _chunk_bounds, _cost_terms
+from ._kernels_private import _clip_rows, _example_norms
 from ._simd import VECTOR_BYTES
 
 # --------------------------------------------------------------------------
@@ -486,6 +487,7 @@ def _chunk_scratches(workspace, start, n_scratches, n, m, d, t, block_rows):
 def _backprop_chunk(
     X, Y, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
     grad_W_h, grad_b_h, grad_W_out_T, grad_b_out, block_rows, block_cols, transposed, scratch,
+    norms, max_grad_norm,
 ):
     """Forward and backward pass over examples [i_start, i_stop), in blocks.
 
@@ -507,6 +509,14 @@ def _backprop_chunk(
     three steps that :func:`_backprop_blocks_parallel` shares out between
     threads.  The blocks' buffers are views of ``scratch``, this chunk's
     own (:func:`_chunk_buffers` for X's n examples).
+
+    Private training: with a non-empty ``norms`` (float64, one per example
+    of X), each block's per-example gradient norms are written there right
+    after its deltas (:func:`fastbp._kernels_private._example_norms`), and
+    with a finite ``max_grad_norm`` its rows of δ_out and δ_h are scaled to
+    clip each example's gradient to that norm
+    (:func:`fastbp._kernels_private._clip_rows`) before they are added: the
+    chunk then sums the clipped gradients.  An empty ``norms`` is the plain step.
     """
     m = X.shape[1]
     d = b_h.shape[0]
@@ -525,6 +535,10 @@ def _backprop_chunk(
             X, Y, i0, 0, rows, b_h, b_out, W_out_T, wpack, wpack_out, tiny, block_cols,
             A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms,
         )
+        if norms.shape[0] > 0:
+            _example_norms(X, i0, rows, A_h_block, delta_out_block, delta_h_block, norms)
+            if max_grad_norm < np.inf:
+                _clip_rows(i0, rows, delta_out_block, delta_h_block, norms, max_grad_norm)
         chunk_cost += _add_small_gradients(
             rows, A_h_block, delta_out_block, delta_h_block, cost_terms,
             grad_b_h, grad_W_out_T, grad_b_out, tile_scratch,
@@ -874,7 +888,8 @@ def _grad_W_h_transposed(n_chunks):
 
 
 def _backprop_chunks(
-    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspace
+    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspace,
+    norms, max_grad_norm,
 ):
     """Fused step over ``n_chunks`` chunks of examples: the cost and the four gradients.
 
@@ -891,7 +906,8 @@ def _backprop_chunks(
     ``workspace`` (1-D, in the dtype, see :func:`fastbp._backprop._workspace`)
     holds several chunks' partials (:func:`_partials`), W_h's and W_out's
     panels (:func:`_padded_pack_size` each), then each chunk's scratch
-    (:func:`_chunk_scratches`).
+    (:func:`_chunk_scratches`).  ``norms`` and ``max_grad_norm``: see
+    :func:`_backprop_chunk` (empty and inf for the plain step).
     """
     n, m = X.shape
     d = W_h.shape[1]
@@ -912,12 +928,50 @@ def _backprop_chunks(
         costs[c] = _backprop_chunk(
             X, Y, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop, tiny,
             g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols, transposed,
-            scratch[c],
+            scratch[c], norms, max_grad_norm,
         )
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed)
 
 
 _backprop_serial, _backprop_parallel = serial_and_parallel(_backprop_chunks)
+
+
+def _example_norms_chunks(
+    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspace, norms
+):
+    """Each example's whole-gradient norm into ``norms`` (float64, n), no gradient summed.
+
+    The fused step's forward pass and deltas on each block
+    (:func:`_forward_and_deltas`, the bits of :func:`_backprop_chunk`'s),
+    then :func:`fastbp._kernels_private._example_norms`; neither product of
+    the gradients runs.  Chunks as in :func:`_backprop_chunks` (each
+    example's norm depends on its row alone, so on no chunk or thread
+    count), in the same workspace layout less the partials.
+    """
+    n, m = X.shape
+    d = W_h.shape[1]
+    t = W_out.shape[1]
+    W_out_T = np.ascontiguousarray(W_out.T)
+    wpack = _pack_padded_into(W_h, workspace)
+    wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
+    scratch = _chunk_scratches(
+        workspace, wpack.shape[0] + wpack_out.shape[0], n_chunks, n, m, d, t, block_rows
+    )
+    for c in prange(n_chunks):
+        i_start, i_stop = _chunk_bounds(n, n_chunks, c)
+        A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms, _ = _chunk_buffers(
+            scratch[c], n, m, d, t, block_rows
+        )
+        for i0 in range(i_start, i_stop, block_rows):
+            rows = min(i0 + block_rows, i_stop) - i0
+            _forward_and_deltas(
+                X, Y, i0, 0, rows, b_h, b_out, W_out_T, wpack, wpack_out, tiny, block_cols,
+                A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms,
+            )
+            _example_norms(X, i0, rows, A_h_block, delta_out_block, delta_h_block, norms)
+
+
+_example_norms_serial, _example_norms_parallel = serial_and_parallel(_example_norms_chunks)
 
 
 # --------------------------------------------------------------------------
@@ -1103,6 +1157,46 @@ def _unpack_weights(wpack, rows, width, W):
 
 
 @kernel
+def _take_step(
+    wpack, wpack_out, W_out_T, b_h, b_out, step_cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out,
+    eta, l2, with_l2, l2_float64, column_sums,
+):
+    """One update W ← W − η (∇ + λW), b ← b − η ∇b on the packed weights; returns the step's cost.
+
+    The cost is ``step_cost`` (the data's, float64) plus, with ``with_l2``,
+    (λ/2) Σ W² at the weights before the update, as :func:`fastbp.backprop`
+    adds it.  W_h and W_out are updated in their panels, W_out also as
+    W_outᵀ (for δ_h), the biases in place; every update is NumPy's
+    ``W -= eta * (grad + l2 * W)`` to the bit (no fused operations).
+    """
+    m, d = grad_W_h.shape
+    t = grad_W_out.shape[1]
+    w = VECTOR_BYTES // wpack.itemsize
+    width_h = max(d, w)
+    width_out = max(t, w)
+    if with_l2:
+        step_cost += 0.5 * l2_float64 * (
+            _sum_of_squares_packed(wpack, m, width_h, d, column_sums)
+            + _sum_of_squares_packed(wpack_out, d, width_out, t, column_sums)
+        )
+    _sgd_update_packed(wpack, m, width_h, d, grad_W_h, eta, l2, with_l2)
+    _sgd_update_packed(wpack_out, d, width_out, t, grad_W_out, eta, l2, with_l2)
+    for j in range(d):
+        g = grad_W_out[j]
+        for k in range(t):
+            v = W_out_T[k, j]
+            if with_l2:
+                W_out_T[k, j] = v - eta * (g[k] + l2 * v)
+            else:
+                W_out_T[k, j] = v - eta * g[k]
+    for j in range(d):
+        b_h[j] = b_h[j] - eta * grad_b_h[j]
+    for k in range(t):
+        b_out[k] = b_out[k] - eta * grad_b_out[k]
+    return step_cost
+
+
+@kernel
 def _sgd_epoch(
     X, Y, order, minibatch_size, W_h, b_h, W_out, b_out, eta, l2, with_l2, l2_float64, tiny,
     n_chunks, block_rows, block_cols,
@@ -1144,6 +1238,7 @@ def _sgd_epoch(
     scratch_size = _chunk_scratch_size(minibatch_size, m, d, t, block_rows, X.itemsize)
     scratch = np.empty(n_chunks * scratch_size + 64 // X.itemsize, dtype=X.dtype)
     scratch = _chunk_scratches(scratch, 0, n_chunks, minibatch_size, m, d, t, block_rows)
+    no_norms = np.empty(0, dtype=np.float64)
     epoch_cost = 0.0
     for s in range(order.shape[0] // minibatch_size):
         for r in range(minibatch_size):
@@ -1157,31 +1252,123 @@ def _sgd_epoch(
             costs[c] = _backprop_chunk(
                 X_batch, Y_batch, b_h, b_out, W_out_T, wpack, wpack_out, i_start, i_stop,
                 tiny, g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c], block_rows, block_cols,
-                transposed, scratch[c],
+                transposed, scratch[c], no_norms, np.inf,
             )
         step_cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _sum_chunks(
             costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed
         )
-        if with_l2:
-            step_cost += 0.5 * l2_float64 * (
-                _sum_of_squares_packed(wpack, m, width_h, d, column_sums)
-                + _sum_of_squares_packed(wpack_out, d, width_out, t, column_sums)
-            )
-        epoch_cost += step_cost
-        _sgd_update_packed(wpack, m, width_h, d, grad_W_h, eta, l2, with_l2)
-        _sgd_update_packed(wpack_out, d, width_out, t, grad_W_out, eta, l2, with_l2)
-        for j in range(d):
-            g = grad_W_out[j]
+        epoch_cost += _take_step(
+            wpack, wpack_out, W_out_T, b_h, b_out, step_cost, grad_W_h, grad_b_h, grad_W_out,
+            grad_b_out, eta, l2, with_l2, l2_float64, column_sums,
+        )
+    _unpack_weights(wpack, m, width_h, W_h)
+    _unpack_weights(wpack_out, d, width_out, W_out)
+    return epoch_cost
+
+
+@kernel
+def _add_noise_and_scale_2d(gradient, noise, offset, with_noise, scale):
+    """In place, gradient ← (gradient + noise) · scale, the noise read in C order from ``offset``.
+
+    The sum in float64, rounded once to the gradient's dtype (as
+    :func:`fastbp.dp_backprop` adds its noise), then the product rounded
+    once; without ``with_noise``, the product alone.  Returns the offset after it.
+    """
+    rows, cols = gradient.shape
+    for p in range(rows):
+        for j in range(cols):
+            value = gradient[p, j]
+            if with_noise:
+                value = gradient.dtype.type(np.float64(value) + noise[offset + p * cols + j])
+            gradient[p, j] = value * scale
+    return offset + rows * cols
+
+
+@kernel
+def _add_noise_and_scale_1d(gradient, noise, offset, with_noise, scale):
+    """:func:`_add_noise_and_scale_2d` for a 1-D gradient."""
+    for j in range(gradient.shape[0]):
+        value = gradient[j]
+        if with_noise:
+            value = gradient.dtype.type(np.float64(value) + noise[offset + j])
+        gradient[j] = value * scale
+    return offset + gradient.shape[0]
+
+
+@kernel
+def _dp_sgd_steps(
+    X, Y, indices, starts, chunk_counts, noise, W_h, b_h, W_out, b_out, eta, l2, with_l2,
+    l2_float64, tiny, max_grad_norm, scale, max_batch, max_chunks, block_rows, block_cols,
+    batch_sizes,
+):
+    """DP-SGD steps, the weights updated in place; returns Σ of the steps' (data) costs.
+
+    Step s takes the examples ``indices[starts[s] : starts[s+1]]`` (drawn by
+    the caller, possibly none) and runs the fused step's chunk loop on them
+    with ``chunk_counts[s]`` chunks, each example's gradient clipped to
+    ``max_grad_norm`` (:func:`_backprop_chunk`): the bits of
+    :func:`fastbp.dp_backprop` without noise.  Its noise is ``noise[s]``
+    (float64, the four gradients' coordinates in order W_h, b_h, W_out,
+    b_out, each C order; empty without noise), added as
+    :func:`fastbp.dp_backprop` adds it; then the gradients are multiplied
+    by ``scale`` (1 / the expected batch size) and the weights take the step
+    of :func:`_take_step`.  ``batch_sizes[s]`` gets each step's size.
+    """
+    m = X.shape[1]
+    d = W_h.shape[1]
+    t = W_out.shape[1]
+    w = VECTOR_BYTES // X.itemsize
+    width_h = max(d, w)
+    width_out = max(t, w)
+    wpack = _packed_padded_weights(W_h)
+    wpack_out = _packed_padded_weights(W_out)
+    W_out_T = np.ascontiguousarray(W_out.T)
+    column_sums = np.empty(max(d, t), dtype=np.float64)
+    rows = max(1, max_batch)
+    X_batch = np.empty((rows, m), dtype=X.dtype)
+    Y_batch = np.empty((rows, t), dtype=Y.dtype)
+    norms = np.empty(rows, dtype=np.float64)
+    one = _allocate_partials(1, m, d, t, X, False)
+    several = _allocate_partials(max(2, max_chunks), m, d, t, X, True)
+    scratch_size = _chunk_scratch_size(rows, m, d, t, block_rows, X.itemsize)
+    scratch = np.empty(max(1, max_chunks) * scratch_size + 64 // X.itemsize, dtype=X.dtype)
+    scratch = _chunk_scratches(scratch, 0, max(1, max_chunks), rows, m, d, t, block_rows)
+    scale = X.dtype.type(scale)
+    zero_noise = np.zeros(1, dtype=np.float64)
+    epoch_cost = 0.0
+    for s in range(starts.shape[0] - 1):
+        batch = starts[s + 1] - starts[s]
+        batch_sizes[s] = batch
+        for r in range(batch):
+            i = indices[starts[s] + r]
+            for p in range(m):
+                X_batch[r, p] = X[i, p]
             for k in range(t):
-                v = W_out_T[k, j]
-                if with_l2:
-                    W_out_T[k, j] = v - eta * (g[k] + l2 * v)
-                else:
-                    W_out_T[k, j] = v - eta * g[k]
-        for j in range(d):
-            b_h[j] = b_h[j] - eta * grad_b_h[j]
-        for k in range(t):
-            b_out[k] = b_out[k] - eta * grad_b_out[k]
+                Y_batch[r, k] = Y[i, k]
+        n_chunks = chunk_counts[s]
+        transposed = n_chunks > 1
+        costs, g_W_h, g_b_h, g_W_out_T, g_b_out = several if transposed else one
+        for c in range(n_chunks):
+            i_start, i_stop = _chunk_bounds(batch, n_chunks, c)
+            costs[c] = _backprop_chunk(
+                X_batch[:batch], Y_batch[:batch], b_h, b_out, W_out_T, wpack, wpack_out,
+                i_start, i_stop, tiny, g_W_h[c], g_b_h[c], g_W_out_T[c], g_b_out[c],
+                block_rows, block_cols, transposed, scratch[c], norms[:batch], max_grad_norm,
+            )
+        step_cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _sum_chunks(
+            costs[:n_chunks], g_W_h[:n_chunks], g_b_h[:n_chunks], g_W_out_T[:n_chunks],
+            g_b_out[:n_chunks], transposed,
+        )
+        with_noise = noise.shape[1] > 0
+        step_noise = noise[s] if with_noise else zero_noise
+        offset = _add_noise_and_scale_2d(grad_W_h, step_noise, 0, with_noise, scale)
+        offset = _add_noise_and_scale_1d(grad_b_h, step_noise, offset, with_noise, scale)
+        offset = _add_noise_and_scale_2d(grad_W_out, step_noise, offset, with_noise, scale)
+        _add_noise_and_scale_1d(grad_b_out, step_noise, offset, with_noise, scale)
+        epoch_cost += _take_step(
+            wpack, wpack_out, W_out_T, b_h, b_out, step_cost, grad_W_h, grad_b_h, grad_W_out,
+            grad_b_out, eta, l2, with_l2, l2_float64, column_sums,
+        )
     _unpack_weights(wpack, m, width_h, W_h)
     _unpack_weights(wpack_out, d, width_out, W_out)
     return epoch_cost

@@ -185,7 +185,8 @@ def _two_serial_steps(first, second, workspaces, tiny, n_chunks, block_rows, blo
     for p in prange(2):
         X, Y, W_h, b_h, W_out, b_out = first if p == 0 else second
         costs[p] = _kernels_hidden._backprop_serial(
-            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspaces[p]
+            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspaces[p],
+            np.empty(0, dtype=np.float64), np.inf,
         )[0]
     return costs
 
@@ -242,7 +243,7 @@ def breakdown_candidates(shape, dtype):
         f"numpy {side}³ product": reference_product(dtype, side, square),
         "fastbp step kernel": (
             lambda: _kernels_hidden._backprop_serial(
-                *arrays, tiny, n_chunks, rows, cols, workspace
+                *arrays, tiny, n_chunks, rows, cols, workspace, _backprop._NO_NORMS, np.inf
             ),
             step_flops,
         ),

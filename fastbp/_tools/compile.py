@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from .. import _backprop, _cache, _core, _sgd
+from .. import _backprop, _cache, _core, _private, _sgd
 from .problems import make_problem, step_arrays
 from .timing import schedulable_cpus
 
@@ -68,6 +68,11 @@ def _calls(dtype, threads):
                 *step[:2], *[w.copy() for w in step[2:]], np.arange(32), 0.1, 8, l2=0.1
             ),
         ),
+        ("per_example_grad_norms", lambda: _private.per_example_grad_norms(*step, n_threads=1)),
+        (
+            "dp_backprop",
+            lambda: _private.dp_backprop(*step, max_grad_norm=1.0, l2=0.1, n_threads=1),
+        ),
     ]
     if threads > 1:
         calls += [
@@ -79,6 +84,10 @@ def _calls(dtype, threads):
             (
                 "backprop (one chunk, threads)",
                 lambda: _backprop.backprop(*shared, n_threads=threads),
+            ),
+            (
+                "per_example_grad_norms (chunks, threads)",
+                lambda: _private.per_example_grad_norms(*chunked, n_threads=threads),
             ),
         ]
     return calls

@@ -1,0 +1,67 @@
+"""Private compiled kernels for private training: per-example gradient norms and clipping.
+
+No checks happen here: :mod:`fastbp._private` validates and normalises first.
+
+Each example's gradient is four outer products plus biases,
+g_i = (x_i ⊗ δ_h^{[i]}, δ_h^{[i]}, a_h^{[i]} ⊗ δ_out^{[i]}, δ_out^{[i]}),
+so its squared norm needs no per-example gradient at all:
+
+    ‖g_i‖² = (‖x_i‖² + 1) · ‖δ_h^{[i]}‖² + (‖a_h^{[i]}‖² + 1) · ‖δ_out^{[i]}‖²
+
+(‖u ⊗ v‖ = ‖u‖ ‖v‖).  The fused step (:func:`fastbp._kernels_hidden._backprop_chunk`)
+calls :func:`_example_norms` on each block right after its deltas, and
+:func:`_clip_rows` scales row i of δ_out and δ_h by c_i before the block's
+gradients are added: the block's products then sum c_i g_i.
+"""
+
+import math
+
+import numpy as np
+
+from ._jit import kernel
+
+
+@kernel
+def _sum_of_squares_row(row):
+    """Σ row[j]², each term and the sum in float64, in order."""
+    total = 0.0
+    for j in range(row.shape[0]):
+        value = np.float64(row[j])
+        total += value * value
+    return total
+
+
+@kernel
+def _example_norms(X, i0, rows, A_h_block, delta_out_block, delta_h_block, norms):
+    """norms[i0 + r] = ‖g_{i0+r}‖ for the block's rows, from its activations and deltas.
+
+    Everything in float64 (each square, each sum in order, then one square
+    root), whatever the arrays' dtype: float32 steps get norms as accurate
+    as float64 ones.
+    """
+    for r in range(rows):
+        x2 = _sum_of_squares_row(X[i0 + r])
+        a2 = _sum_of_squares_row(A_h_block[r])
+        h2 = _sum_of_squares_row(delta_h_block[r])
+        o2 = _sum_of_squares_row(delta_out_block[r])
+        norms[i0 + r] = math.sqrt((x2 + 1.0) * h2 + (a2 + 1.0) * o2)
+
+
+@kernel
+def _clip_rows(i0, rows, delta_out_block, delta_h_block, norms, max_grad_norm):
+    """Scale row r of δ_out and δ_h by c = C / ‖g‖ where ‖g‖ > C (C = ``max_grad_norm``).
+
+    c is computed in float64 and rounded once to the deltas' dtype; rows
+    whose norm is at most C, zero or NaN are left exactly as they are.
+    """
+    one = delta_out_block.dtype.type(1.0)
+    for r in range(rows):
+        norm = norms[i0 + r]
+        if norm > max_grad_norm:
+            c = one * (max_grad_norm / norm)
+            out_row = delta_out_block[r]
+            for k in range(out_row.shape[0]):
+                out_row[k] = out_row[k] * c
+            hidden_row = delta_h_block[r]
+            for j in range(hidden_row.shape[0]):
+                hidden_row[j] = hidden_row[j] * c
