@@ -548,3 +548,18 @@ def test_dp_sgd_epoch_refuses_read_only_weights():
         fastbp.dp_sgd_epoch(
             X, Y, *weights, sample_rate=0.5, eta=0.1, max_grad_norm=1.0, noise_multiplier=1.0
         )
+
+
+def test_privacy_docs_examples_run(capsys):
+    pytest.importorskip("dp_accounting")
+    import os
+    import re
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "privacy.md")
+    with open(path, encoding="utf-8") as handle:
+        blocks = re.findall(r"```python\n(.*?)```", handle.read(), re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "docs/privacy.md", "exec"), {})
+    spent = float(capsys.readouterr().out.split()[0])
+    assert 3.9 < spent <= 4.0

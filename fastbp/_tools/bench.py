@@ -588,6 +588,11 @@ def run(args):
         records += training_section(dtypes, repeats, args.quick)
         records += estimator_section(dtypes, repeats, args.quick)
 
+    if args.private:
+        from .bench_private import private_section
+
+        records += private_section(dtypes, repeats, args.quick)
+
     if args.first_call:
         _first_call_section(["float64"] if args.quick else list(dtypes))
 

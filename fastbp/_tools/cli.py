@@ -179,6 +179,13 @@ def _add_bench_options(parser):
         "one epoch of 60000x784 in minibatches of 128; fewer with --quick)",
     )
     parser.add_argument(
+        "--private",
+        action="store_true",
+        help="also time private training on one thread: fastbp.dp_backprop and "
+        "fastbp.per_example_grad_norms against fastbp.backprop, fastbp.dp_sgd_epoch against "
+        "fastbp.sgd_epoch on the digits, and Opacus's DP step where Opacus is installed",
+    )
+    parser.add_argument(
         "--first-call",
         action="store_true",
         help="also time import fastbp and each public function's first call in a fresh "
