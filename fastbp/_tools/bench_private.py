@@ -15,6 +15,8 @@ Numba), ratios taken within the run:
   network in PyTorch, float64, against fastbp's DP step with its update.
 """
 
+import warnings
+
 import numpy as np
 
 import fastbp
@@ -197,7 +199,9 @@ def private_section(dtypes, repeats, quick):
 
         from .problems import torch_threads
 
-        with thread_limits(1), torch_threads(torch, 1):
+        with thread_limits(1), torch_threads(torch, 1), warnings.catch_warnings():
+            # Opacus's per-sample hooks warn that no input requires a gradient: none needs to.
+            warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
             medians = interleaved_medians(candidates, repeats, min_time=0.02)
         print(f"\nOpacus against fastbp, DP step with its update, {shape} float64")
         _print_rows(medians, "fastbp dp_backprop + step", "x fastbp")
