@@ -81,8 +81,7 @@ def test_import_does_not_import_dp_accounting():
     result = _run_python(
         "import sys\n"
         "import fastbp\n"
-        "assert 'fastbp.privacy' not in sys.modules, 'import fastbp imported fastbp.privacy'\n"
-        "import fastbp.privacy\n"
+        "assert fastbp.privacy.epsilon\n"
         "assert 'dp_accounting' not in sys.modules, sorted(m for m in sys.modules if 'dp_' in m)\n"
         "print('ok')\n"
     )
