@@ -13,7 +13,9 @@ never imports Dask).
 import contextlib
 import os
 import secrets
+import signal
 import sys
+import threading
 import zipfile
 
 import numba
@@ -474,22 +476,25 @@ class MLP:
                 A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
                 return _accuracy(np.argmax(A_out, axis=1), labels)
 
-            self._lbfgs(evaluate, train_accuracy, X_valid, labels_valid, callback)
+            with _interrupts_at_epoch_boundaries() as interrupted:
+                self._lbfgs(evaluate, train_accuracy, X_valid, labels_valid, callback, interrupted)
             return self
         n_chunks = default_backprop_chunks(
             self.minibatch_size, m, self.n_hidden, n_classes, self.dtype.itemsize
         )
-        for epoch in range(1, self.epochs + 1):
-            order = self._epoch_order(n, rng)
-            if n:
-                self._epoch(X, Y, order, n_chunks)
-            A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
-            training_cost = float(cost(A_out, Y)) + l2_penalty(self.W_h, self.W_out, self.l2)
-            self.history_["cost"].append(training_cost)
-            self.history_["train_acc"].append(_accuracy(np.argmax(A_out, axis=1), labels))
-            self.history_["valid_acc"].append(self._valid_accuracy(X_valid, labels_valid))
-            if callback is not None:
-                callback(epoch, self)
+        with _interrupts_at_epoch_boundaries() as interrupted:
+            for epoch in range(1, self.epochs + 1):
+                order = self._epoch_order(n, rng)
+                if n:
+                    self._epoch(X, Y, order, n_chunks)
+                A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
+                training_cost = float(cost(A_out, Y)) + l2_penalty(self.W_h, self.W_out, self.l2)
+                self.history_["cost"].append(training_cost)
+                self.history_["train_acc"].append(_accuracy(np.argmax(A_out, axis=1), labels))
+                self.history_["valid_acc"].append(self._valid_accuracy(X_valid, labels_valid))
+                if callback is not None:
+                    callback(epoch, self)
+                interrupted.raise_if_requested(epoch)
         return self
 
     def _start(self, rng, init, m, largest_label):
@@ -522,12 +527,13 @@ class MLP:
             predicted = predicted.compute()
         return _accuracy(predicted, labels_valid)
 
-    def _lbfgs(self, evaluate, train_accuracy, X_valid, labels_valid, callback):
+    def _lbfgs(self, evaluate, train_accuracy, X_valid, labels_valid, callback, interrupted):
         """Minimise J + (λ/2) Σ W² with L-BFGS-B from the current weights.
 
         ``evaluate(W_h, b_h, W_out, b_out)`` returns the :class:`fastbp.BackpropResult`
         at those weights (in the model's dtype); ``train_accuracy()`` scores the
-        model's current weights on the training set (None: not recorded, NaN).
+        model's current weights on the training set (None: not recorded, NaN);
+        ``interrupted`` is :func:`_interrupts_at_epoch_boundaries`'s flag.
         """
         from scipy.optimize import minimize
 
@@ -558,6 +564,7 @@ class MLP:
             self.history_["valid_acc"].append(self._valid_accuracy(X_valid, labels_valid))
             if callback is not None:
                 callback(iteration, self)
+            interrupted.raise_if_requested(iteration)
 
         if self.epochs == 0:
             return
@@ -631,7 +638,8 @@ class MLP:
                 X, Y, W_h, b_h, W_out, b_out, l2=self.l2, split_every=None, compute=True
             )
 
-        self._lbfgs(evaluate, None, X_valid, labels_valid, callback)
+        with _interrupts_at_epoch_boundaries() as interrupted:
+            self._lbfgs(evaluate, None, X_valid, labels_valid, callback, interrupted)
         return self
 
     # ------------------------------------------------------------------
@@ -946,6 +954,55 @@ def _read_model_arrays(archive, path, expected):
             )
         hyperparameters[name] = python_type(array[()])
     return weights, hyperparameters
+
+
+class _InterruptFlag:
+    """Whether Ctrl-C (SIGINT) arrived during :meth:`MLP.fit` (see below)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def raise_if_requested(self, epoch):
+        """At an epoch boundary: raise ``KeyboardInterrupt`` if Ctrl-C was pressed."""
+        if self.requested:
+            raise KeyboardInterrupt(
+                f"MLP.fit interrupted after epoch {epoch}: the model holds that epoch's weights"
+            )
+
+
+@contextlib.contextmanager
+def _interrupts_at_epoch_boundaries():
+    """Defer Ctrl-C (SIGINT) to the end of the epoch in progress.
+
+    Yields an :class:`_InterruptFlag`.  While the block runs, a first SIGINT
+    only sets the flag; the training loop calls ``raise_if_requested`` after
+    each whole epoch (its weights, history and callback complete), so the
+    ``KeyboardInterrupt`` leaves the model with the last complete epoch's
+    weights.  A second SIGINT raises at once, as Python's default handler
+    does.  Only where Python's default handler is installed and this is the
+    main thread (signal handlers can be set there only); elsewhere nothing
+    changes.
+    """
+    flag = _InterruptFlag()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            signal.default_int_handler(signum, frame)
+        flag.requested = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if flag.requested:  # pressed after the last epoch's check: the fit is whole; still say so
+        raise KeyboardInterrupt("MLP.fit interrupted after its last epoch: the fit is complete")
 
 
 def _accuracy(predicted, labels):
