@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -144,6 +145,7 @@ def test_a_save_killed_halfway_leaves_the_old_model(tmp_path):
 
 LOOP_CHILD = """
 import sys
+import time
 import numpy as np
 from fastbp import MLP
 
@@ -163,14 +165,15 @@ def test_saves_killed_at_random_times_always_leave_a_whole_model(tmp_path):
     # Without the hook: kill a child that saves 8 MB models in a loop, at an unplanned moment.
     path = tmp_path / "model.npz"
     rng = np.random.default_rng(0)
-    for round in range(3):
+    for round in range(8):
         child = subprocess.Popen(
             [sys.executable, "-c", LOOP_CHILD, str(path)], stdout=subprocess.PIPE, text=True
         )
         try:
             saved = int(child.stdout.readline())  # at least one whole save
-            for _ in range(int(rng.integers(0, 4))):
+            for _ in range(int(rng.integers(0, 3))):
                 saved = int(child.stdout.readline())
+            time.sleep(rng.uniform(0, 0.02))  # a save takes about that long
         finally:
             child.kill()
             child.wait()
