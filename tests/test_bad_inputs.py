@@ -804,8 +804,8 @@ def markdown():
         "* **Empty arrays**: n = 0 is legal everywhere (zero gradients; the cost is the L2 "
         "penalty alone), and so are m, d or t = 0 in every function: empty results, or the "
         "zeros of an empty sum, as in NumPy.  Only `MLP.fit` refuses an `X` without columns "
-        "(a model with nothing to learn from is a mistake upstream); `MLP` needs "
-        "`n_hidden` ≥ 1.",
+        "or an `init` without outputs (a model with nothing to learn from, or nothing to "
+        "predict, is a mistake upstream); `MLP` needs `n_hidden` ≥ 1.",
         "* **`order`** (`sgd_epoch`): integer indices in 0..n−1.  Duplicates and subsets are "
         "legal (an epoch may revisit or leave out examples); negative indices are refused, not "
         "read from the end.",
