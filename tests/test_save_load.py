@@ -132,7 +132,7 @@ def test_a_save_killed_halfway_leaves_the_old_model(tmp_path):
         assert child.stdout.readline().strip() == "half written"
         temporaries = [p for p in os.listdir(tmp_path) if p != "model.npz"]
         assert len(temporaries) == 1 and temporaries[0].startswith(".model.npz.")
-        assert (tmp_path / temporaries[0]).stat().st_size > 4000 * 1000 * 8
+        assert (tmp_path / temporaries[0]).stat().st_size > 30_000_000  # W_h, 32 MB, is written
         child.kill()
     finally:
         child.kill()
