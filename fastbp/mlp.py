@@ -195,8 +195,8 @@ class MLP:
         out of that epoch.  Not used by L-BFGS (always the whole set).
     shuffle : bool, default True
         Shuffle the example order at the start of each SGD epoch.  Not used
-        by L-BFGS.
-    seed : int or None, default None
+        by L-BFGS.  True or False (NumPy bools too), nothing else.
+    seed : int ≥ 0 or None, default None
         Seed of the :func:`numpy.random.default_rng` generator that draws the
         initial weights (N(0, 0.1²); biases start at 0) and then every
         epoch's shuffle, in that order.  L-BFGS starts from the same initial
@@ -413,6 +413,13 @@ class MLP:
         TypeError
             Non-float inputs or non-integer labels; a Dask ``X`` with
             ``solver="sgd"``.
+        KeyboardInterrupt
+            Ctrl-C (SIGINT), at the end of the epoch (L-BFGS: iteration) in
+            progress: the model then holds that epoch's weights and
+            ``history_`` its entries; a second Ctrl-C interrupts at once.
+            Only in the main thread with Python's default SIGINT handler;
+            an epoch is one compiled call and cannot stop halfway
+            (docs/robustness.md).
 
         Notes
         -----
