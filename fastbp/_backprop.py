@@ -32,7 +32,18 @@ import numpy as np
 from . import _kernels_hidden
 from ._core import _check_n_threads, _numba_threads, _parallel_launch, network_arrays
 from ._simd import VECTOR_BYTES
-from ._validate import as_float_array, common_dtype, contiguous, positive_int, require_equal
+from ._validate import (
+    as_float_array,
+    check_itemsize,
+    common_dtype,
+    contiguous,
+    non_negative_int,
+    positive_int,
+    real_number,
+    require_equal,
+    require_fits,
+    require_targets_in_unit_interval,
+)
 
 __all__ = [
     "BackpropResult",
@@ -93,15 +104,10 @@ grad_b_out : numpy.ndarray, shape (t,)
 
 
 def _check_l2(l2):
+    """λ as a float: a finite real number ≥ 0 (strings, bools, None, NaN, ±inf refused)."""
     if type(l2) is float and 0.0 <= l2 < math.inf:  # the common case, at no cost
         return l2
-    try:
-        value = float(l2)
-    except (TypeError, ValueError):
-        raise TypeError(f"l2 must be a non-negative real number, got {l2!r}") from None
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"l2 must be a non-negative finite number, got {l2!r}")
-    return value
+    return real_number(l2, "l2")
 
 
 def delta_h(delta_out, W_out, A_h):
@@ -135,10 +141,11 @@ def delta_h(delta_out, W_out, A_h):
     require_equal("A_h", A_h.shape[1], "W_out", W_out.shape[0], "columns (d)", "rows (d)")
     require_equal("delta_out", delta_out.shape[0], "A_h", A_h.shape[0], "rows (n)", "rows (n)")
     dtype = common_dtype(delta_out, W_out, A_h)
+    require_fits("delta_h's result", A_h.shape, dtype)
     return _kernels_hidden._delta_h(
-        contiguous(delta_out, dtype),
-        contiguous(W_out.T, dtype),
-        contiguous(A_h, dtype),
+        contiguous(delta_out, dtype, "delta_out"),
+        contiguous(W_out.T, dtype, "W_out"),
+        contiguous(A_h, dtype, "A_h"),
         BLOCK_COLS,
     )
 
@@ -165,7 +172,10 @@ def grad_W_h(X, delta_h):
     delta_h = as_float_array(delta_h, "delta_h", 2)
     require_equal("X", X.shape[0], "delta_h", delta_h.shape[0], "rows (n)", "rows (n)")
     dtype = common_dtype(X, delta_h)
-    return _kernels_hidden._grad_W_h(contiguous(X, dtype), contiguous(delta_h, dtype))
+    require_fits("grad_W_h's result", (X.shape[1], delta_h.shape[1]), dtype)
+    return _kernels_hidden._grad_W_h(
+        contiguous(X, dtype, "X"), contiguous(delta_h, dtype, "delta_h")
+    )
 
 
 def grad_b_h(delta_h):
@@ -182,7 +192,7 @@ def grad_b_h(delta_h):
         Column sums, in example order; zeros for n = 0.
     """
     delta_h = as_float_array(delta_h, "delta_h", 2)
-    return _kernels_hidden._grad_b_h(contiguous(delta_h, delta_h.dtype))
+    return _kernels_hidden._grad_b_h(contiguous(delta_h, delta_h.dtype, "delta_h"))
 
 
 def l2_penalty(W_h, W_out, l2):
@@ -207,8 +217,8 @@ def l2_penalty(W_h, W_out, l2):
     if l2 == 0.0:
         return 0.0
     squares = _kernels_hidden._sum_of_squares(
-        contiguous(W_h, W_h.dtype)
-    ) + _kernels_hidden._sum_of_squares(contiguous(W_out, W_out.dtype))
+        contiguous(W_h, W_h.dtype, "W_h")
+    ) + _kernels_hidden._sum_of_squares(contiguous(W_out, W_out.dtype, "W_out"))
     return 0.5 * l2 * squares
 
 
@@ -231,6 +241,14 @@ def default_backprop_chunks(n, m, d, t, itemsize):
         The largest power of two ≤ n / 128, at most 16, at least 1, and
         fewer where the per-chunk partial gradients would exceed 64 MiB.
     """
+    n, m, d, t = (
+        non_negative_int(v, name) for v, name in ((n, "n"), (m, "m"), (d, "d"), (t, "t"))
+    )
+    return _default_backprop_chunks(n, m, d, t, check_itemsize(itemsize))
+
+
+def _default_backprop_chunks(n, m, d, t, itemsize):
+    """:func:`default_backprop_chunks` without the checks (the training loops' hot path)."""
     by_rows = n // _MIN_CHUNK_ROWS
     partial_bytes = (m * d + d * t + d + t) * itemsize
     by_memory = _MAX_PARTIAL_BYTES // max(1, partial_bytes)
@@ -363,12 +381,15 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
     X : array_like, shape (n, m)
         Inputs, one example per row.
     Y : array_like, shape (n, t)
-        Targets, one-hot or any values in [0, 1].
+        Targets, one-hot or any values in [0, 1].  NaN propagates to the
+        cost and gradients; any other value outside [0, 1] (±inf included)
+        raises ``ValueError``.
     W_h : array_like, shape (m, d)
     b_h : array_like, shape (d,)
     W_out : array_like, shape (d, t)
     b_out : array_like, shape (t,)
-        Weights and biases of the m-d-t sigmoid network.
+        Weights and biases of the m-d-t sigmoid network (any of m, d, t
+        may be 0: empty sums are 0).
     l2 : float, default 0.0
         λ ≥ 0 of the L2 penalty (λ/2)(Σ W_h² + Σ W_out²), added to the cost,
         with λ W_h and λ W_out added to the weight gradients.
@@ -400,12 +421,19 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
         penalty alone and the data gradients are zero.
     """
     X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
+    require_targets_in_unit_interval(Y)
     l2 = _check_l2(l2)
     n_threads = _check_n_threads(n_threads)
     n, m = X.shape
     d, t = W_out.shape
     if n_chunks is None:
-        n_chunks = default_backprop_chunks(n, m, d, t, X.dtype.itemsize)
+        n_chunks = _default_backprop_chunks(n, m, d, t, X.dtype.itemsize)
     else:
         n_chunks = positive_int(n_chunks, "n_chunks")
+        if n_chunks > 1:
+            require_fits(
+                f"the partial gradients of n_chunks={n_chunks}",
+                (n_chunks, m * d + d + t * d + t),
+                X.dtype,
+            )
     return _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads)

@@ -20,11 +20,15 @@ from ._tiles import BLOCK_D, BLOCK_N, BLOCK_T
 from ._validate import (
     _FLOAT_DTYPES,
     as_float_array,
+    check_itemsize,
     common_dtype,
     contiguous,
+    non_negative_int,
     positive_int,
     require_equal,
+    require_fits,
     require_same_shape,
+    require_targets_in_unit_interval,
 )
 
 __all__ = [
@@ -73,7 +77,8 @@ def sigmoid(Z):
         and 0.
     """
     Z = as_float_array(Z, "Z", None)
-    flat = contiguous(Z, Z.dtype).reshape(-1)
+    require_fits("sigmoid's result", Z.shape, Z.dtype)
+    flat = contiguous(Z, Z.dtype, "Z").reshape(-1)
     out = np.empty_like(flat)
     _kernels._sigmoid_flat(flat, out)
     return out.reshape(Z.shape)
@@ -103,8 +108,17 @@ def forward(X, W_h, b_h, W_out, b_out):
         Hidden activations.
     A_out : numpy.ndarray, shape (n, t)
         Output activations.
+
+    Notes
+    -----
+    Any of n, m, d, t may be 0: empty sums are 0, as in NumPy (m = 0 gives
+    A_h = φ(b_h) on every row).
     """
-    return _kernels._forward(*network_arrays(X, W_h, b_h, W_out, b_out))
+    X, W_h, b_h, W_out, b_out = network_arrays(X, W_h, b_h, W_out, b_out)
+    n, d, t = X.shape[0], W_h.shape[1], W_out.shape[1]
+    require_fits("forward's result A_h", (n, d), X.dtype)
+    require_fits("forward's result A_out", (n, t), X.dtype)
+    return _kernels._forward(X, W_h, b_h, W_out, b_out)
 
 
 _NETWORK_NDIMS = (2, 2, 1, 2, 1, 2)
@@ -144,6 +158,7 @@ def network_arrays(X, W_h, b_h, W_out, b_out, Y=None):
     Checks dtypes, dimensions and that every pair of sizes that must agree
     does; promotes mixed precision as NumPy does.  With ``Y``, also checks
     it against ``X`` (rows) and ``W_out`` (columns) and returns it last.
+    Any of n, m, d, t may be 0.
     """
     arrays = (X, W_h, b_h, W_out, b_out) if Y is None else (X, W_h, b_h, W_out, b_out, Y)
     if _ready(arrays):
@@ -164,7 +179,8 @@ def network_arrays(X, W_h, b_h, W_out, b_out, Y=None):
         require_equal("Y", Y.shape[1], "W_out", W_out.shape[1], "columns (t)", "columns (t)")
         arrays.append(Y)
     dtype = common_dtype(*arrays)
-    return tuple(contiguous(array, dtype) for array in arrays)
+    names = ("X", "W_h", "b_h", "W_out", "b_out", "Y")
+    return tuple(contiguous(array, dtype, name) for array, name in zip(arrays, names))
 
 
 def _output_pair(A_out, Y):
@@ -172,7 +188,7 @@ def _output_pair(A_out, Y):
     Y = as_float_array(Y, "Y", 2)
     require_same_shape("A_out", A_out, "Y", Y)
     dtype = common_dtype(A_out, Y)
-    return contiguous(A_out, dtype), contiguous(Y, dtype)
+    return contiguous(A_out, dtype, "A_out"), contiguous(Y, dtype, "Y")
 
 
 def delta_out(A_out, Y):
@@ -193,6 +209,7 @@ def delta_out(A_out, Y):
         A new array; neither input is modified.
     """
     A_out, Y = _output_pair(A_out, Y)
+    require_fits("delta_out's result", A_out.shape, A_out.dtype)
     return _kernels._delta_out(A_out, Y)
 
 
@@ -206,7 +223,9 @@ def cost(A_out, Y):
     A_out : array_like, shape (n, t)
         Output activations, in [0, 1].
     Y : array_like, shape (n, t)
-        Targets in [0, 1].
+        Targets in [0, 1] (NaN allowed: it propagates).  Any other value
+        outside [0, 1], ±inf included, raises ``ValueError``: the logistic
+        cost of such a target is not a cost.
 
     Returns
     -------
@@ -225,9 +244,11 @@ def cost(A_out, Y):
       confidently wrong output costs at most −log(tiny) (about 708.4 in
       float64, 87.3 in float32) instead of infinity.
 
-    Values outside [0, 1] and NaN give NaN, as the plain formula would.
+    Outputs outside [0, 1] and NaN (in ``A_out`` or ``Y``) give NaN, as the
+    plain formula would.
     """
     A_out, Y = _output_pair(A_out, Y)
+    require_targets_in_unit_interval(Y)
     tiny = float(np.finfo(A_out.dtype).tiny)
     return A_out.dtype.type(_kernels._cost(A_out, Y, tiny))
 
@@ -261,8 +282,9 @@ def _gradient_pair(A_h, delta_out, sample_weight=None):
         "A_h", A_h.shape[0], "delta_out", delta_out.shape[0], "rows (n)", "rows (n)"
     )
     dtype = common_dtype(A_h, delta_out)
-    delta_out = contiguous(delta_out, dtype)
-    return contiguous(A_h, dtype), _weighted_rows(delta_out, sample_weight)
+    require_fits("grad_W_out's result", (A_h.shape[1], delta_out.shape[1]), dtype)
+    delta_out = contiguous(delta_out, dtype, "delta_out")
+    return contiguous(A_h, dtype, "A_h"), _weighted_rows(delta_out, sample_weight)
 
 
 def grad_W_out_outer(A_h, delta_out, *, sample_weight=None):
@@ -341,6 +363,13 @@ def default_n_chunks(n, d, t, itemsize):
         ``min(16, n // 4096)``, at least 1, and fewer where 16 partial
         (d, t) gradients would take more than 64 MiB.
     """
+    n, d, t = (non_negative_int(v, name) for v, name in ((n, "n"), (d, "d"), (t, "t")))
+    itemsize = check_itemsize(itemsize)
+    return _default_n_chunks(n, d, t, itemsize)
+
+
+def _default_n_chunks(n, d, t, itemsize):
+    """:func:`default_n_chunks` without the checks."""
     by_rows = n // _MIN_CHUNK_ROWS
     by_memory = _MAX_PARTIAL_BYTES // max(1, d * t * itemsize)
     return max(1, min(_MAX_CHUNKS, by_rows, by_memory))
@@ -465,9 +494,13 @@ def grad_W_out_blocked(
     n, d = A_h.shape
     t = delta_out.shape[1]
     if n_chunks is None:
-        n_chunks = default_n_chunks(n, d, t, A_h.dtype.itemsize)
+        n_chunks = _default_n_chunks(n, d, t, A_h.dtype.itemsize)
     else:
         n_chunks = positive_int(n_chunks, "n_chunks")
+        if n_chunks > 1:
+            require_fits(
+                f"the partial gradients of n_chunks={n_chunks}", (n_chunks, d, t), A_h.dtype
+            )
     # Same bits either way; the serial kernel skips the thread pool's start-up
     # (and, for one chunk, the thread-count lookup) on small problems.
     if n_chunks == 1 or n_threads == 1 or (n_threads is None and numba.get_num_threads() == 1):
@@ -544,4 +577,4 @@ def grad_b_out(delta_out):
         Column sums of ``delta_out``, summed in example order; zeros for n = 0.
     """
     delta_out = as_float_array(delta_out, "delta_out", 2)
-    return _kernels._grad_b_out(contiguous(delta_out, delta_out.dtype))
+    return _kernels._grad_b_out(contiguous(delta_out, delta_out.dtype, "delta_out"))

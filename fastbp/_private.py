@@ -29,7 +29,12 @@ from ._backprop import (
     delta_h,
 )
 from ._core import _check_n_threads, _numba_threads, _parallel_launch, forward, network_arrays
-from ._validate import positive_int, require_equal
+from ._validate import (
+    positive_int,
+    real_number,
+    require_equal,
+    require_targets_in_unit_interval,
+)
 
 __all__ = [
     "DPBackpropResult",
@@ -97,18 +102,7 @@ def _check_max_grad_norm(max_grad_norm):
 
 
 def _check_noise_multiplier(noise_multiplier):
-    if isinstance(noise_multiplier, (bool, np.bool_)) or not isinstance(
-        noise_multiplier, numbers.Real
-    ):
-        raise TypeError(
-            f"noise_multiplier must be a non-negative real number, got {noise_multiplier!r}"
-        )
-    value = float(noise_multiplier)
-    if not (0 <= value < math.inf):
-        raise ValueError(
-            f"noise_multiplier must be a non-negative finite number, got {noise_multiplier!r}"
-        )
-    return value
+    return real_number(noise_multiplier, "noise_multiplier")
 
 
 def _check_rng(rng):
@@ -168,6 +162,7 @@ def per_example_grad_norms(X, Y, W_h, b_h, W_out, b_out, *, n_chunks=None, n_thr
         then rounded once.  NaN in an example's inputs gives NaN there.
     """
     X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
+    require_targets_in_unit_interval(Y)
     n_threads = _check_n_threads(n_threads)
     n, m = X.shape
     d, t = W_out.shape
@@ -222,6 +217,7 @@ def per_example_grads(X, Y, W_h, b_h, W_out, b_out):
         :func:`dp_backprop` (the clipped sum) instead.
     """
     X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
+    require_targets_in_unit_interval(Y)
     n, m = X.shape
     d, t = W_out.shape
     elements = n * (m * d + d + d * t + t)
@@ -311,6 +307,7 @@ def dp_backprop(
     roundoff.
     """
     X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
+    require_targets_in_unit_interval(Y)
     max_grad_norm = _check_max_grad_norm(max_grad_norm)
     noise_multiplier = _check_noise_multiplier(noise_multiplier)
     if noise_multiplier > 0 and max_grad_norm == math.inf:
@@ -477,6 +474,7 @@ def dp_sgd_epoch(
     require_equal("X", X.shape[1], "W_h", m, "columns (m)", "rows (m)")
     require_equal("X", X.shape[0], "Y", Y.shape[0], "rows (n)", "rows (n)")
     require_equal("Y", Y.shape[1], "W_out", t, "columns (t)", "columns (t)")
+    require_targets_in_unit_interval(Y)
     sample_rate = _check_sample_rate(sample_rate)
     eta = _check_eta(eta)
     max_grad_norm = _check_max_grad_norm(max_grad_norm)

@@ -8,13 +8,18 @@ validation, nor the packing of the weights, nor the allocation of its
 results.  Its result has the bits of that per-step loop.
 """
 
-import numbers
-
 import numpy as np
 
 from . import _kernels_hidden
 from ._backprop import BLOCK_COLS, BLOCK_ROWS, _check_l2, default_backprop_chunks
-from ._validate import as_float_array, positive_int, require_equal
+from ._validate import (
+    as_float_array,
+    positive_int,
+    real_number,
+    require_equal,
+    require_fits,
+    require_targets_in_unit_interval,
+)
 
 __all__ = ["sgd_epoch"]
 
@@ -59,15 +64,32 @@ def _check_data(array, name, dtype):
             f"{name} has dtype {array.dtype} but the weights are {dtype}; the step runs in the "
             f"weights' dtype: convert {name} first, e.g. {name}.astype(np.{dtype})"
         )
+    if not (array.flags.c_contiguous and array.dtype == dtype):
+        require_fits(f"a C-contiguous {dtype} copy of {name}", array.shape, dtype)
     return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _check_no_aliasing(weights, others):
+    """Raise ``ValueError`` if a weight shares memory with X, Y or order (as passed).
+
+    The weights are written while X, Y and order are read: a weight laid over
+    one of them would change the data under the epoch.
+    """
+    for (name, _), weight in zip(_WEIGHT_NDIMS, weights):
+        for other_name, other in others:
+            if isinstance(other, np.ndarray) and np.may_share_memory(weight, other):
+                raise ValueError(
+                    f"{name} shares memory with {other_name}; sgd_epoch updates the weights in "
+                    f"place while it reads {other_name}: pass a copy, e.g. {name}.copy()"
+                )
 
 
 def _check_order(order, n):
     order = np.asarray(order)
-    if order.ndim != 1:
-        raise ValueError(f"order must be 1-D (example indices), got shape {order.shape}")
     if order.dtype.kind not in "iu":
         raise TypeError(f"order must hold integer example indices, got dtype {order.dtype}")
+    if order.ndim != 1:
+        raise ValueError(f"order must be 1-D (example indices), got shape {order.shape}")
     if order.size and (order.min() < 0 or order.max() >= n):
         bad = order.min() if order.min() < 0 else order.max()
         raise ValueError(f"order holds index {bad}, outside the {n} rows of X (0..{n - 1})")
@@ -75,12 +97,8 @@ def _check_order(order, n):
 
 
 def _check_eta(eta):
-    if isinstance(eta, (bool, np.bool_)) or not isinstance(eta, numbers.Real):
-        raise TypeError(f"eta must be a positive real number, got {eta!r}")
-    value = float(eta)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"eta must be a positive finite number, got {eta!r}")
-    return value
+    """η as a float: a finite real number > 0 (strings, bools, None, NaN, ±inf refused)."""
+    return real_number(eta, "eta", positive=True)
 
 
 def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
@@ -106,19 +124,23 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
     X : array_like, shape (n, m)
         Inputs, one example per row.
     Y : array_like, shape (n, t)
-        Targets (one-hot rows, or any values in [0, 1]).
+        Targets (one-hot rows, or any values in [0, 1]).  NaN propagates;
+        any other value outside [0, 1] (±inf included) raises ``ValueError``.
     W_h : numpy.ndarray, shape (m, d)
     b_h : numpy.ndarray, shape (d,)
     W_out : numpy.ndarray, shape (d, t)
     b_out : numpy.ndarray, shape (t,)
         The weights, updated in place: writeable arrays, all float32 or
-        all float64, none sharing memory with another.  Any memory layout.
+        all float64, none sharing memory with another or with X, Y or
+        ``order``.  Any memory layout.
         The step runs in their dtype: float32 X or Y is promoted for
         float64 weights; float64 X or Y with float32 weights is refused
         (convert it first) rather than rounded silently.
     order : array_like of int, shape (k,)
         The examples' order: indices into the rows of X (a permutation of
-        ``range(n)`` for an epoch, but repeats and subsets are allowed).
+        ``range(n)`` for an epoch, but repeats and subsets are allowed, in
+        any length from ``minibatch_size`` on).  Negative indices are
+        refused (not read from the end, as NumPy would).
     eta : float
         Learning rate η > 0.  Gradients are sums over the minibatch.
     minibatch_size : int
@@ -142,8 +164,10 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
         float64 or differ between the weights, float64 data with float32
         weights, or a non-integer ``order``.
     ValueError
-        Shapes that disagree, read-only or overlapping weights, indices
-        outside X, or ``minibatch_size`` larger than ``len(order)``.
+        Shapes that disagree, read-only weights, weights that overlap each
+        other or X, Y or ``order``, indices outside X, targets outside
+        [0, 1], NaN, ±inf or values out of range for ``eta`` or ``l2``, or
+        ``minibatch_size`` larger than ``len(order)``.
 
     Notes
     -----
@@ -155,6 +179,7 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
     """
     weights = (W_h, b_h, W_out, b_out)
     _check_weights(weights)
+    _check_no_aliasing(weights, (("X", X), ("Y", Y), ("order", order)))
     dtype = W_h.dtype
     m, d = W_h.shape
     t = W_out.shape[1]
@@ -163,6 +188,7 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
     require_equal("X", X.shape[1], "W_h", W_h.shape[0], "columns (m)", "rows (m)")
     require_equal("X", X.shape[0], "Y", Y.shape[0], "rows (n)", "rows (n)")
     require_equal("Y", Y.shape[1], "W_out", t, "columns (t)", "columns (t)")
+    require_targets_in_unit_interval(Y)
     order = _check_order(order, X.shape[0])
     eta = _check_eta(eta)
     minibatch_size = positive_int(minibatch_size, "minibatch_size")

@@ -64,10 +64,13 @@ access in bounds.
 """
 
 import os
+import struct as _struct
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core import config as _numba_config
 from numba.extending import intrinsic
 
 __all__ = [
@@ -482,3 +485,74 @@ def is_float32(typingctx, value):
         return ir.Constant(ir.IntType(1), int(single))
 
     return types.boolean(value), codegen
+
+
+# --------------------------------------------------------------------------
+# With the JIT off (NUMBA_DISABLE_JIT=1): the same operations in Python
+# --------------------------------------------------------------------------
+#
+# Intrinsics exist only inside compiled code; called from Python they raise
+# NotImplementedError.  With the JIT off every kernel runs as plain Python
+# (that is how coverage of the kernels' bodies is measured), so each
+# intrinsic is replaced by a Python function doing the same thing, slowly.
+# One difference: a fused multiply-add rounds once in compiled code, twice
+# here (a multiply and an add), as everywhere in Python: exactly
+# representable data gives the same bits, other data agrees within the
+# rounding bounds the tests check.  The slices below are bounds-checked by
+# NumPy, so an access outside an array shows up here as an error.
+
+
+def _lanes(array):
+    return VECTOR_BYTES // array.itemsize
+
+
+def _tile_fma_python(A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, blend):
+    """:func:`tile_fma` in Python: examples in order, a multiply and an add each."""
+    width = n_vectors * _lanes(A)
+    if g_col + width > G.shape[1] or g_row + n_rows > G.shape[0] or width > A.shape[1]:
+        raise IndexError("tile_fma: the tile is outside A or G")
+    tile = G[g_row : g_row + n_rows, g_col : g_col + width].copy()
+    for i in range(i0, i1):
+        tile += D[i, g_row : g_row + n_rows, None] * A[i, None, :width]
+    first = skip if blend else 0
+    G[g_row : g_row + n_rows, g_col + first : g_col + width] = tile[:, first:]
+
+
+def _copy_vectors_python(A, row, col, buf, offset, n_vectors):
+    """:func:`copy_vectors` in Python."""
+    count = n_vectors * _lanes(A)
+    if col + count > A.shape[1] or offset + count > buf.shape[0]:
+        raise IndexError("copy_vectors: the vectors are outside A or buf")
+    buf[offset : offset + count] = A[row, col : col + count]
+
+
+def _bits_from_float_python(value):
+    """:func:`bits_from_float` in Python (a Python int: Python's arithmetic never warns)."""
+    return _struct.unpack("<q", _struct.pack("<d", value))[0]
+
+
+def _float_from_bits_python(bits):
+    """:func:`float_from_bits` in Python (a Python float: underflow is silent, as compiled).
+
+    The low 64 bits of ``bits``: Python's integers do not wrap around as int64 does.
+    """
+    return _struct.unpack("<d", _struct.pack("<Q", bits & 0xFFFF_FFFF_FFFF_FFFF))[0]
+
+
+def _cast_like_python(value, like):
+    """:func:`cast_like` in Python."""
+    return np.float32(value) if isinstance(like, np.float32) else np.float64(value)
+
+
+def _is_float32_python(value):
+    """:func:`is_float32` in Python."""
+    return isinstance(value, np.float32)
+
+
+if _numba_config.DISABLE_JIT:
+    tile_fma = _tile_fma_python
+    copy_vectors = _copy_vectors_python
+    bits_from_float = _bits_from_float_python
+    float_from_bits = _float_from_bits_python
+    cast_like = _cast_like_python
+    is_float32 = _is_float32_python

@@ -29,7 +29,13 @@ import numpy as np
 
 from ._backprop import _check_l2, _data_terms, _with_penalty, default_backprop_chunks
 from ._core import network_arrays
-from ._validate import as_float_array, contiguous, positive_int, require_equal
+from ._validate import (
+    as_float_array,
+    contiguous,
+    positive_int,
+    require_equal,
+    require_targets_in_unit_interval,
+)
 
 __all__ = ["DEFAULT_SPLIT_EVERY", "backprop"]
 
@@ -125,6 +131,7 @@ def _block_terms(X_block, Y_block, weights, rows):
             f"a block of X has shape {X_block.shape} and its block of Y {Y_block.shape}, "
             f"but the arrays' chunks promise ({rows}, {m}) and ({rows}, {t})"
         )
+    require_targets_in_unit_interval(Y_block, "Y (a block of it)")
     n_chunks = default_backprop_chunks(rows, m, d, t, dtype.itemsize)
     return _data_terms(X_block, Y_block, W_h, b_h, W_out, b_out, n_chunks, None)
 
@@ -174,7 +181,10 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, split_every=None, compute=
         Inputs, one example per row, cut into blocks of rows only (one
         chunk across the columns).  float32 or float64.
     Y : dask.array.Array, shape (n, t)
-        Targets, cut into the same blocks of rows as ``X``.
+        Targets, cut into the same blocks of rows as ``X``, in [0, 1] (NaN
+        propagates).  Each block's values are checked in its task, so a
+        target outside [0, 1] raises ``ValueError`` when the result is
+        computed.
     W_h : array_like, shape (m, d)
     b_h : array_like, shape (d,)
     W_out : array_like, shape (d, t)
@@ -242,6 +252,8 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, split_every=None, compute=
         )
     l2 = _check_l2(l2)
     split_every = _check_split_every(split_every)
+    if not isinstance(compute, (bool, np.bool_)):
+        raise TypeError(f"compute must be True or False, got {compute!r}")
     dtype = W_h.dtype
     m, t = X.shape[1], Y.shape[1]
 

@@ -10,8 +10,12 @@ arrays, through :mod:`fastbp.dask` (imported only then: ``import fastbp``
 never imports Dask).
 """
 
-import numbers
+import contextlib
+import os
+import secrets
+import signal
 import sys
+import threading
 import zipfile
 
 import numba
@@ -26,7 +30,15 @@ from ._backprop import (
 )
 from ._core import _check_n_threads, cost, forward
 from ._sgd import sgd_epoch
-from ._validate import as_float_array, positive_int, require_equal
+from ._validate import (
+    _got,
+    as_float_array,
+    non_negative_int,
+    positive_int,
+    real_number,
+    require_equal,
+    require_fits,
+)
 
 __all__ = ["MLP", "SOLVERS"]
 
@@ -37,6 +49,12 @@ _HYPERPARAMETER_NAMES = ("l2", "epochs", "eta", "minibatch_size", "shuffle", "so
 _HYPERPARAMETER_DEFAULTS = {"solver": "sgd"}
 #: The training methods of :class:`MLP`.
 SOLVERS = ("sgd", "lbfgs")
+#: The version of the file format :meth:`MLP.save` writes (the ``format_version`` array);
+#: :meth:`MLP.load` reads this one and the files before it (no ``format_version``: 0).
+FORMAT_VERSION = 1
+# Every member of a model file gets this timestamp (the earliest a zip file can hold), so that
+# the same model always gives the same bytes.
+_ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def _is_dask_array(value):
@@ -177,8 +195,8 @@ class MLP:
         out of that epoch.  Not used by L-BFGS (always the whole set).
     shuffle : bool, default True
         Shuffle the example order at the start of each SGD epoch.  Not used
-        by L-BFGS.
-    seed : int or None, default None
+        by L-BFGS.  True or False (NumPy bools too), nothing else.
+    seed : int ≥ 0 or None, default None
         Seed of the :func:`numpy.random.default_rng` generator that draws the
         initial weights (N(0, 0.1²); biases start at 0) and then every
         epoch's shuffle, in that order.  L-BFGS starts from the same initial
@@ -237,19 +255,20 @@ class MLP:
     ):
         self.n_hidden = positive_int(n_hidden, "n_hidden")
         self.l2 = _check_l2(l2)
-        self.epochs = positive_int(epochs, "epochs") if epochs != 0 else 0
-        try:
-            self.eta = float(eta)
-        except (TypeError, ValueError):
-            raise TypeError(f"eta must be a positive real number, got {eta!r}") from None
-        if not np.isfinite(self.eta) or self.eta <= 0:
-            raise ValueError(f"eta must be a positive finite number, got {eta!r}")
+        self.epochs = non_negative_int(epochs, "epochs")
+        self.eta = real_number(eta, "eta", positive=True)
         self.minibatch_size = positive_int(minibatch_size, "minibatch_size")
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {_got(shuffle)}")
         self.shuffle = bool(shuffle)
-        if seed is not None and (
-            isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral)
-        ):
-            raise TypeError(f"seed must be an integer or None, got {seed!r}")
+        # default_rng refuses negative seeds only when fit draws; refuse them here, by name.
+        if seed is not None:
+            try:
+                seed = non_negative_int(seed, "seed")
+            except (TypeError, ValueError) as error:
+                raise type(error)(
+                    f"seed must be a non-negative integer or None, got {_got(seed)}"
+                ) from None
         self.seed = seed
         if not isinstance(solver, str) or solver not in SOLVERS:
             raise ValueError(
@@ -257,7 +276,10 @@ class MLP:
             )
         self.solver = solver
         self.n_threads = _check_n_threads(n_threads)
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float64, got {_got(dtype)}") from None
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.W_h = self.b_h = self.W_out = self.b_out = None
@@ -282,6 +304,11 @@ class MLP:
         b_h = as_float_array(b_h, "init b_h", 1)
         W_out = as_float_array(W_out, "init W_out", 2)
         b_out = as_float_array(b_out, "init b_out", 1)
+        for name, array in (("W_h", W_h), ("b_h", b_h), ("W_out", W_out), ("b_out", b_out)):
+            if array.size and not np.all(np.isfinite(array)):
+                raise ValueError(
+                    f"init {name} contains NaN or infinity; the weights must be finite"
+                )
         require_equal("X", m, "init W_h", W_h.shape[0], "columns (m)", "rows (m)")
         require_equal("init W_h", W_h.shape[1], "n_hidden", self.n_hidden, "columns (d)", "value")
         require_equal("init b_h", b_h.shape[0], "n_hidden", self.n_hidden, "length (d)", "value")
@@ -289,6 +316,11 @@ class MLP:
         require_equal(
             "init W_out", W_out.shape[1], "init b_out", b_out.shape[0], "columns (t)", "length (t)"
         )
+        if m == 0 or W_out.shape[1] == 0:
+            raise ValueError(
+                f"init W_h has shape {W_h.shape} and init W_out {W_out.shape}: a network needs "
+                "at least one input and one output (m, t >= 1)"
+            )
         # Copies in the model's dtype: the caller's arrays are never modified.
         return tuple(
             np.array(a, dtype=self.dtype, order="C", copy=True) for a in (W_h, b_h, W_out, b_out)
@@ -381,6 +413,13 @@ class MLP:
         TypeError
             Non-float inputs or non-integer labels; a Dask ``X`` with
             ``solver="sgd"``.
+        KeyboardInterrupt
+            Ctrl-C (SIGINT), at the end of the epoch (L-BFGS: iteration) in
+            progress: the model then holds that epoch's weights and
+            ``history_`` its entries; a second Ctrl-C interrupts at once.
+            Only in the main thread with Python's default SIGINT handler;
+            an epoch is one compiled call and cannot stop halfway
+            (docs/robustness.md).
 
         Notes
         -----
@@ -407,6 +446,8 @@ class MLP:
             return self._fit_dask(X, y, X_valid, y_valid, init, callback)
         X = _as_inputs(X, "X")
         n, m = X.shape
+        if m == 0:
+            raise ValueError(f"X has shape {X.shape}: a network needs at least one input (m >= 1)")
         labels = _as_labels(y, "y", n)
         if self.solver == "sgd" and n and self.minibatch_size > n:
             raise ValueError(
@@ -425,6 +466,8 @@ class MLP:
             labels_valid = _as_labels(y_valid, "y_valid", X_valid.shape[0])
         else:
             labels_valid = None
+        require_fits(f"a C-contiguous {self.dtype} copy of X", X.shape, self.dtype)
+        require_fits("the one-hot targets Y (n, t)", (n, n_classes), self.dtype)
         X = np.ascontiguousarray(X, dtype=self.dtype)
         Y = _one_hot(labels, n_classes, self.dtype)
         self.history_ = {"cost": [], "train_acc": [], "valid_acc": []}
@@ -440,22 +483,25 @@ class MLP:
                 A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
                 return _accuracy(np.argmax(A_out, axis=1), labels)
 
-            self._lbfgs(evaluate, train_accuracy, X_valid, labels_valid, callback)
+            with _interrupts_at_epoch_boundaries() as interrupted:
+                self._lbfgs(evaluate, train_accuracy, X_valid, labels_valid, callback, interrupted)
             return self
         n_chunks = default_backprop_chunks(
             self.minibatch_size, m, self.n_hidden, n_classes, self.dtype.itemsize
         )
-        for epoch in range(1, self.epochs + 1):
-            order = self._epoch_order(n, rng)
-            if n:
-                self._epoch(X, Y, order, n_chunks)
-            A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
-            training_cost = float(cost(A_out, Y)) + l2_penalty(self.W_h, self.W_out, self.l2)
-            self.history_["cost"].append(training_cost)
-            self.history_["train_acc"].append(_accuracy(np.argmax(A_out, axis=1), labels))
-            self.history_["valid_acc"].append(self._valid_accuracy(X_valid, labels_valid))
-            if callback is not None:
-                callback(epoch, self)
+        with _interrupts_at_epoch_boundaries() as interrupted:
+            for epoch in range(1, self.epochs + 1):
+                order = self._epoch_order(n, rng)
+                if n:
+                    self._epoch(X, Y, order, n_chunks)
+                A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
+                training_cost = float(cost(A_out, Y)) + l2_penalty(self.W_h, self.W_out, self.l2)
+                self.history_["cost"].append(training_cost)
+                self.history_["train_acc"].append(_accuracy(np.argmax(A_out, axis=1), labels))
+                self.history_["valid_acc"].append(self._valid_accuracy(X_valid, labels_valid))
+                if callback is not None:
+                    callback(epoch, self)
+                interrupted.raise_if_requested(epoch)
         return self
 
     def _start(self, rng, init, m, largest_label):
@@ -465,6 +511,9 @@ class MLP:
         """
         if init is None:
             n_classes = largest_label + 1
+            # drawn in float64 first, then rounded to the model's dtype
+            require_fits("the initial W_h (m, n_hidden)", (m, self.n_hidden), np.float64)
+            require_fits("the initial W_out (n_hidden, t)", (self.n_hidden, n_classes), np.float64)
             self.W_h, self.b_h, self.W_out, self.b_out = self._initial_weights(rng, m, n_classes)
         else:
             self.W_h, self.b_h, self.W_out, self.b_out = self._check_init(init, m)
@@ -485,12 +534,13 @@ class MLP:
             predicted = predicted.compute()
         return _accuracy(predicted, labels_valid)
 
-    def _lbfgs(self, evaluate, train_accuracy, X_valid, labels_valid, callback):
+    def _lbfgs(self, evaluate, train_accuracy, X_valid, labels_valid, callback, interrupted):
         """Minimise J + (λ/2) Σ W² with L-BFGS-B from the current weights.
 
         ``evaluate(W_h, b_h, W_out, b_out)`` returns the :class:`fastbp.BackpropResult`
         at those weights (in the model's dtype); ``train_accuracy()`` scores the
-        model's current weights on the training set (None: not recorded, NaN).
+        model's current weights on the training set (None: not recorded, NaN);
+        ``interrupted`` is :func:`_interrupts_at_epoch_boundaries`'s flag.
         """
         from scipy.optimize import minimize
 
@@ -521,6 +571,7 @@ class MLP:
             self.history_["valid_acc"].append(self._valid_accuracy(X_valid, labels_valid))
             if callback is not None:
                 callback(iteration, self)
+            interrupted.raise_if_requested(iteration)
 
         if self.epochs == 0:
             return
@@ -594,7 +645,8 @@ class MLP:
                 X, Y, W_h, b_h, W_out, b_out, l2=self.l2, split_every=None, compute=True
             )
 
-        self._lbfgs(evaluate, None, X_valid, labels_valid, callback)
+        with _interrupts_at_epoch_boundaries() as interrupted:
+            self._lbfgs(evaluate, None, X_valid, labels_valid, callback, interrupted)
         return self
 
     # ------------------------------------------------------------------
@@ -667,32 +719,78 @@ class MLP:
     # Persistence
     # ------------------------------------------------------------------
 
+    def _file_arrays(self):
+        """The arrays of a model file, in the order :meth:`save` writes them."""
+        return {
+            "format_version": np.int64(FORMAT_VERSION),
+            "W_h": np.ascontiguousarray(self.W_h),
+            "b_h": np.ascontiguousarray(self.b_h),
+            "W_out": np.ascontiguousarray(self.W_out),
+            "b_out": np.ascontiguousarray(self.b_out),
+            "l2": np.float64(self.l2),
+            "epochs": np.int64(self.epochs),
+            "eta": np.float64(self.eta),
+            "minibatch_size": np.int64(self.minibatch_size),
+            "shuffle": np.bool_(self.shuffle),
+            "solver": np.str_(self.solver),
+        }
+
     def save(self, path):
-        """Write the weights and hyperparameters to ``path`` (NumPy ``.npz``).
+        """Write the weights and hyperparameters to ``path`` (NumPy ``.npz``), atomically.
 
         Parameters
         ----------
-        path : str or os.PathLike or file
-            Where to write; NumPy appends ``.npz`` to a name without it.
+        path : str or os.PathLike or writable binary file
+            Where to write; ``.npz`` is appended to a name without it, as
+            :func:`numpy.savez` does.
+
+        Notes
+        -----
+        To a path, the archive is first written to a new temporary file in
+        the same folder (``.<name>.<random hex>.tmp``), flushed and fsynced,
+        then renamed over ``path`` (:func:`os.replace`, atomic), and the
+        folder is fsynced.  A save interrupted at any point (an exception,
+        a kill, a power cut after the rename's fsync) leaves either the old
+        file or the new one, whole, never a mix; a killed save may leave its
+        temporary file behind.  To a file object the archive is written
+        directly (not atomic).
+
+        The archive (readable with :func:`numpy.load`) holds
+        ``format_version`` (:data:`FORMAT_VERSION`), ``W_h``, ``b_h``,
+        ``W_out``, ``b_out`` and the hyperparameters ``l2``, ``epochs``,
+        ``eta``, ``minibatch_size``, ``shuffle`` and ``solver`` (not
+        ``seed``, ``n_threads`` or ``history_``).  Its members carry a fixed
+        timestamp, so a model saved, loaded and saved again gives the same
+        bytes.
         """
         self._require_fitted()
-        np.savez(
-            path,
-            W_h=self.W_h,
-            b_h=self.b_h,
-            W_out=self.W_out,
-            b_out=self.b_out,
-            l2=np.float64(self.l2),
-            epochs=np.int64(self.epochs),
-            eta=np.float64(self.eta),
-            minibatch_size=np.int64(self.minibatch_size),
-            shuffle=np.bool_(self.shuffle),
-            solver=np.str_(self.solver),
-        )
+        arrays = self._file_arrays()
+        if hasattr(path, "write"):
+            _write_archive(path, arrays)
+            return
+        path = os.fsdecode(os.fspath(path))
+        if not path.endswith(".npz"):
+            path += ".npz"
+        folder, name = os.path.split(path)
+        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
+        # O_EXCL: a new file of our own; mode 0o666 less the umask, as open() would give.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        descriptor = os.open(temporary, flags, 0o666)
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                _write_archive(file, arrays)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        _fsync_folder(folder)
 
     @classmethod
     def load(cls, path):
-        """Read a model written by :meth:`save` (no pickles are loaded).
+        """Read a model written by :meth:`save` (no pickles are loaded), checking it whole.
 
         Parameters
         ----------
@@ -704,7 +802,19 @@ class MLP:
             With the saved weights and hyperparameters, the solver included
             (``seed`` is None and ``history_`` is None: neither is saved).
             A file written before ``solver`` was saved loads with
-            ``solver="sgd"``, the only solver then.
+            ``solver="sgd"``, the only solver then; a file without
+            ``format_version`` is read as format 0 (the same arrays).
+
+        Raises
+        ------
+        ValueError
+            Not an ``.npz`` archive of a model; a ``format_version`` newer
+            than this fastbp reads (:data:`FORMAT_VERSION`: upgrade fastbp);
+            weights that are not float32 or float64, differ in dtype, have
+            shapes that do not agree (W_h (m, d), b_h (d,), W_out (d, t),
+            b_out (t,), m, d, t ≥ 1) or hold NaN or infinity; hyperparameters
+            of the wrong kind or out of range.  The message names the file
+            and the array.
         """
         expected = ", ".join(_WEIGHT_NAMES + _HYPERPARAMETER_NAMES)
         try:
@@ -722,33 +832,184 @@ class MLP:
                 f"not an .npz archive with arrays {expected}"
             )
         with loaded as archive:
-            missing = [
-                k
-                for k in _WEIGHT_NAMES + _HYPERPARAMETER_NAMES
-                if k not in archive and k not in _HYPERPARAMETER_DEFAULTS
-            ]
-            if missing:
+            try:
+                contents = _read_model_arrays(archive, path, expected)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+                if isinstance(error, ValueError) and str(error).startswith(repr(path)):
+                    raise
                 raise ValueError(
-                    f"{path!r} is not a saved fastbp model: missing {', '.join(missing)} "
-                    f"(a model file holds {expected})"
-                )
-            weights = {k: archive[k] for k in _WEIGHT_NAMES}
-            model = cls(
-                n_hidden=weights["W_h"].shape[1],
-                l2=float(archive["l2"]),
-                epochs=int(archive["epochs"]),
-                eta=float(archive["eta"]),
-                minibatch_size=int(archive["minibatch_size"]),
-                shuffle=bool(archive["shuffle"]),
-                solver=(
-                    str(archive["solver"][()])
-                    if "solver" in archive
-                    else _HYPERPARAMETER_DEFAULTS["solver"]
-                ),
-                dtype=weights["W_h"].dtype,
-            )
+                    f"{path!r} is not a saved fastbp model: an array cannot be read "
+                    f"({type(error).__name__}: {error})"
+                ) from None
+        weights, hyperparameters = contents
+        try:
+            model = cls(n_hidden=weights["W_h"].shape[1], dtype=weights["W_h"].dtype,
+                        **hyperparameters)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path!r} holds a hyperparameter out of range: {error}") from None
         model.W_h, model.b_h, model.W_out, model.b_out = (weights[k] for k in _WEIGHT_NAMES)
         return model
+
+
+def _write_archive(file, arrays):
+    """Write ``arrays`` (a dict) to ``file`` as an uncompressed ``.npz``, with fixed timestamps."""
+    with zipfile.ZipFile(file, mode="w", compression=zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE_TIME)
+            info.external_attr = 0o644 << 16
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def _fsync_folder(folder):
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        descriptor = os.open(folder or ".", os.O_RDONLY)
+    except OSError:  # Windows, or no permission to read the folder
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+# Each hyperparameter's array kind in a model file, and the Python type it is read as.
+_HYPERPARAMETER_KINDS = {
+    "l2": ("f", float),
+    "epochs": ("iu", int),
+    "eta": ("f", float),
+    "minibatch_size": ("iu", int),
+    "shuffle": ("b", bool),
+    "solver": ("U", str),
+}
+
+
+def _read_model_arrays(archive, path, expected):
+    """(weights, hyperparameters) of an open model archive, each checked; ValueError naming it."""
+    from . import __version__
+
+    def refuse(what):
+        return ValueError(f"{path!r} is not a valid fastbp model: {what}")
+
+    def member(name):
+        value = archive[name]  # NpzFile gives the raw bytes of a member that is not a .npy
+        if not isinstance(value, np.ndarray):
+            raise refuse(f"{name} is not a NumPy array")
+        return value
+
+    version = 0
+    if "format_version" in archive:
+        stored = member("format_version")
+        if stored.ndim != 0 or stored.dtype.kind not in "iu" or stored < 0:
+            raise refuse(f"format_version must be a non-negative integer, got {stored!r}")
+        version = int(stored)
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"{path!r} was written by a newer fastbp (model file format {version}); "
+                f"fastbp {__version__} reads formats up to {FORMAT_VERSION}: upgrade fastbp "
+                "to load it"
+            )
+    missing = [
+        k
+        for k in _WEIGHT_NAMES + _HYPERPARAMETER_NAMES
+        if k not in archive and k not in _HYPERPARAMETER_DEFAULTS
+    ]
+    if missing:
+        raise ValueError(
+            f"{path!r} is not a saved fastbp model: missing {', '.join(missing)} "
+            f"(a model file holds {expected})"
+        )
+    weights = {}
+    for name, ndim in zip(_WEIGHT_NAMES, (2, 1, 2, 1)):
+        array = member(name)
+        if array.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise refuse(f"{name} has dtype {array.dtype}; expected float32 or float64")
+        if array.ndim != ndim:
+            raise refuse(f"{name} must be {ndim}-D, got shape {array.shape}")
+        if not np.all(np.isfinite(array)):
+            raise refuse(f"{name} contains NaN or infinity")
+        weights[name] = np.ascontiguousarray(array)
+    dtypes = {array.dtype for array in weights.values()}
+    if len(dtypes) > 1:
+        listed = ", ".join(f"{name} {array.dtype}" for name, array in weights.items())
+        raise refuse(f"the weights must share one dtype, got {listed}")
+    (m, d), t = weights["W_h"].shape, weights["W_out"].shape[1]
+    for name, shape, want in (
+        ("b_h", weights["b_h"].shape, (d,)),
+        ("W_out", weights["W_out"].shape, (d, t)),
+        ("b_out", weights["b_out"].shape, (t,)),
+    ):
+        if shape != want:
+            raise refuse(
+                f"{name} has shape {shape} but W_h {weights['W_h'].shape} and W_out "
+                f"{weights['W_out'].shape} make it {want}"
+            )
+    if not (m and d and t):
+        raise refuse(f"W_h {(m, d)} and W_out {(d, t)}: m, d and t must be at least 1")
+    hyperparameters = {}
+    for name in _HYPERPARAMETER_NAMES:
+        if name not in archive:
+            hyperparameters[name] = _HYPERPARAMETER_DEFAULTS[name]
+            continue
+        array = member(name)
+        kinds, python_type = _HYPERPARAMETER_KINDS[name]
+        if array.ndim != 0 or array.dtype.kind not in kinds:
+            raise refuse(
+                f"{name} must be a single {python_type.__name__}, got an array of dtype "
+                f"{array.dtype} and shape {array.shape}"
+            )
+        hyperparameters[name] = python_type(array[()])
+    return weights, hyperparameters
+
+
+class _InterruptFlag:
+    """Whether Ctrl-C (SIGINT) arrived during :meth:`MLP.fit` (see below)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def raise_if_requested(self, epoch):
+        """At an epoch boundary: raise ``KeyboardInterrupt`` if Ctrl-C was pressed."""
+        if self.requested:
+            raise KeyboardInterrupt(
+                f"MLP.fit interrupted after epoch {epoch}: the model holds that epoch's weights"
+            )
+
+
+@contextlib.contextmanager
+def _interrupts_at_epoch_boundaries():
+    """Defer Ctrl-C (SIGINT) to the end of the epoch in progress.
+
+    Yields an :class:`_InterruptFlag`.  While the block runs, a first SIGINT
+    only sets the flag; the training loop calls ``raise_if_requested`` after
+    each whole epoch (its weights, history and callback complete), so the
+    ``KeyboardInterrupt`` leaves the model with the last complete epoch's
+    weights.  A second SIGINT raises at once, as Python's default handler
+    does.  Only where Python's default handler is installed and this is the
+    main thread (signal handlers can be set there only); elsewhere nothing
+    changes.
+    """
+    flag = _InterruptFlag()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            signal.default_int_handler(signum, frame)
+        flag.requested = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if flag.requested:  # pressed after the last epoch's check: the fit is whole; still say so
+        raise KeyboardInterrupt("MLP.fit interrupted after its last epoch: the fit is complete")
 
 
 def _accuracy(predicted, labels):

@@ -316,7 +316,11 @@ def test_output_layer_is_a_weighted_grad_W_out():
         ({"max_grad_norm": 1.0, "noise_multiplier": -0.5}, ValueError, "noise_multiplier must"),
         ({"max_grad_norm": 1.0, "noise_multiplier": np.nan}, ValueError, "noise_multiplier must"),
         ({"max_grad_norm": 1.0, "noise_multiplier": np.inf}, ValueError, "noise_multiplier must"),
-        ({"max_grad_norm": 1.0, "noise_multiplier": "1"}, TypeError, "noise_multiplier must"),
+        (
+            {"max_grad_norm": 1.0, "noise_multiplier": "1"},
+            TypeError,
+            "noise_multiplier must be a non-negative real",
+        ),
         ({"max_grad_norm": np.inf, "noise_multiplier": 1.0}, ValueError, "finite max_grad_norm"),
         (
             {"max_grad_norm": 1.0, "noise_multiplier": 1.0, "rng": 3},
@@ -563,3 +567,25 @@ def test_privacy_docs_examples_run(capsys):
         exec(compile(block, "docs/privacy.md", "exec"), {})
     spent = float(capsys.readouterr().out.split()[0])
     assert 3.9 < spent <= 4.0
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda net: fastbp.per_example_grad_norms(*net),
+        lambda net: fastbp.per_example_grads(*net),
+        lambda net: fastbp.dp_backprop(*net, max_grad_norm=1.0),
+        lambda net: fastbp.dp_sgd_epoch(
+            *net, sample_rate=0.5, eta=0.1, max_grad_norm=1.0, noise_multiplier=1.0
+        ),
+    ],
+)
+def test_targets_outside_the_unit_interval_are_refused(call):
+    network = list(random_network(np.random.default_rng(0), 6, 3, 2, 2, np.float64))
+    network[1] = network[1].copy()
+    network[1][4, 1] = 1.5
+    before = [a.copy() for a in network]
+    with pytest.raises(ValueError, match=r"Y must hold targets in \[0, 1\].*1.5 at index \(4, 1\)"):
+        call(network)
+    for a, b in zip(network, before):
+        np.testing.assert_array_equal(a, b)

@@ -163,8 +163,14 @@ def test_train_learns_the_digits_and_reports_the_held_out_accuracy(capsys):
 
 
 def test_train_refuses_what_the_model_refuses(capsys):
-    assert main(["train", "--epochs", "1", "--eta", "-1"]) == 2
-    assert "fastbp train: " in capsys.readouterr().err
+    # Refused by the option's type, before the model is built (tests/test_bad_inputs.py has
+    # every option's refusals).
+    with pytest.raises(SystemExit) as caught:
+        main(["train", "--epochs", "1", "--eta", "-1"])
+    assert caught.value.code == 2
+    assert "fastbp train: error: argument --eta: must be a positive finite number, got -1" in (
+        capsys.readouterr().err
+    )
 
 
 def test_train_plot_without_matplotlib_says_how_to_install_it(monkeypatch, tmp_path, capsys):

@@ -12,6 +12,7 @@ missing, a value the model refuses).
 """
 
 import argparse
+import math
 
 import numba
 
@@ -46,6 +47,27 @@ def positive_int(text):
 def non_negative_int(text):
     """An integer ≥ 0."""
     return _integer(text, 0, "a non-negative integer")
+
+
+def _real(text, positive):
+    what = "a positive finite number" if positive else "a non-negative finite number"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def positive_float(text):
+    """A finite number > 0 (nan, inf and words refused)."""
+    return _real(text, positive=True)
+
+
+def non_negative_float(text):
+    """A finite number ≥ 0 (nan, inf and words refused)."""
+    return _real(text, positive=False)
 
 
 def thread_count(text):
@@ -100,9 +122,9 @@ def shape_list(length):
 def _add_main_job_options(parser):
     group = parser.add_argument_group("main job (when no command is given)")
     group.add_argument("-n", type=non_negative_int, default=60000, help="examples (default 60000)")
-    group.add_argument("-m", type=non_negative_int, default=784, help="inputs (default 784)")
-    group.add_argument("-d", type=non_negative_int, default=100, help="hidden units (default 100)")
-    group.add_argument("-t", type=non_negative_int, default=10, help="outputs (default 10)")
+    group.add_argument("-m", type=positive_int, default=784, help="inputs (default 784)")
+    group.add_argument("-d", type=positive_int, default=100, help="hidden units (default 100)")
+    group.add_argument("-t", type=positive_int, default=10, help="outputs (default 10)")
     group.add_argument(
         "--dtype", choices=DTYPES, default="float64", help="precision (default float64)"
     )
@@ -118,7 +140,7 @@ def _add_main_job_options(parser):
             "between NumPy calls take cores from Numba's and blur the comparison)"
         ),
     )
-    group.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    group.add_argument("--seed", type=non_negative_int, default=0, help="data seed (default 0)")
 
 
 def _add_bench_options(parser):
@@ -209,7 +231,7 @@ def _add_train_options(parser):
     )
     parser.add_argument(
         "--eta",
-        type=float,
+        type=positive_float,
         default=DEFAULTS["eta"],
         help=f"learning rate, per example (default {DEFAULTS['eta']})",
     )
@@ -222,13 +244,13 @@ def _add_train_options(parser):
     )
     parser.add_argument(
         "--l2",
-        type=float,
+        type=non_negative_float,
         default=DEFAULTS["l2"],
         help=f"L2 penalty λ on the weights (default {DEFAULTS['l2']})",
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=non_negative_int,
         default=DEFAULTS["seed"],
         help="seed of the split, the initial weights and the shuffles "
         f"(default {DEFAULTS['seed']})",

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from .. import __version__, _core
+from .._validate import require_fits
 from .bounds import grad_W_out_reference, worst_excess
 from .problems import make_problem
 from .timing import (
@@ -34,12 +35,19 @@ def run(args, out=None):
     Returns
     -------
     int
-        0 when every check passes, 1 when one fails.
+        0 when every check passes, 1 when one fails, 2 when the problem would
+        not fit in memory.
     """
     out = sys.stdout if out is None else out
     dtype = np.dtype(args.dtype)
     threads = args.threads
     n, m, d, t = args.n, args.m, args.d, args.t
+    try:  # refused by name before anything is allocated
+        for name, shape in (("X", (n, m)), ("A_h", (n, d)), ("Y", (n, t))):
+            require_fits(f"the problem's {name}", shape, dtype)
+    except ValueError as error:
+        print(f"fastbp: {error}", file=sys.stderr)
+        return 2
     data = make_problem(n, m, d, t, dtype, args.seed)
 
     def emit(line=""):
