@@ -29,6 +29,7 @@ from ._backprop import (
     l2_penalty,
 )
 from ._core import _check_n_threads, cost, forward
+from ._private import dp_sgd_epoch
 from ._sgd import sgd_epoch
 from ._validate import (
     _got,
@@ -43,10 +44,29 @@ from ._validate import (
 __all__ = ["MLP", "SOLVERS"]
 
 _WEIGHT_NAMES = ("W_h", "b_h", "W_out", "b_out")
-_HYPERPARAMETER_NAMES = ("l2", "epochs", "eta", "minibatch_size", "shuffle", "solver")
+_HYPERPARAMETER_NAMES = (
+    "l2",
+    "epochs",
+    "eta",
+    "minibatch_size",
+    "shuffle",
+    "solver",
+    "max_grad_norm",
+    "noise_multiplier",
+    "target_epsilon",
+    "delta",
+)
+# The privacy hyperparameters that may be None: written as NaN, read back as None.
+_OPTIONAL_HYPERPARAMETERS = ("max_grad_norm", "noise_multiplier", "target_epsilon")
 # Hyperparameters added after the first model files were written: a file
 # without them loads with these values (what those models were trained with).
-_HYPERPARAMETER_DEFAULTS = {"solver": "sgd"}
+_HYPERPARAMETER_DEFAULTS = {
+    "solver": "sgd",
+    "max_grad_norm": None,
+    "noise_multiplier": None,
+    "target_epsilon": None,
+    "delta": 1e-5,
+}
 #: The training methods of :class:`MLP`.
 SOLVERS = ("sgd", "lbfgs")
 #: The version of the file format :meth:`MLP.save` writes (the ``format_version`` array);
@@ -217,6 +237,22 @@ class MLP:
         workers' own settings apply).
     dtype : {numpy.float64, numpy.float32}, default numpy.float64
         Precision of the weights and of the arithmetic.
+    max_grad_norm : float or None, default None
+        C > 0: train privately, with DP-SGD (:func:`fastbp.dp_sgd_epoch`):
+        every step takes a Poisson sample of the training set at rate
+        q = minibatch_size / n (``shuffle`` is not used), clips each
+        example's whole gradient to norm C, adds Gaussian noise N(0, (σC)²)
+        and steps by η times the noisy sum (its λW term as in plain SGD);
+        an epoch is n // minibatch_size such steps.  SGD only.  Needs
+        dp-accounting (``pip install 'fastbp[privacy]'``) for the ε.
+    noise_multiplier : float or None, default None
+        σ ≥ 0 of private training; give it or ``target_epsilon``, not both.
+    target_epsilon : float or None, default None
+        ε > 0 to spend over all the epochs: σ is then the smallest noise
+        multiplier whose ε (RDP accountant, :func:`fastbp.privacy.noise_multiplier`)
+        is at most this for q and the number of steps.
+    delta : float, default 1e-5
+        δ in (0, 1) of the (ε, δ) guarantee; choose it well below 1 / n.
 
     Attributes
     ----------
@@ -236,7 +272,16 @@ class MLP:
         Dask array, where it would take one more pass over the data every
         iteration (call :meth:`predict` after :meth:`fit` instead).  L-BFGS
         records one entry per iteration: ``epochs`` entries, or fewer when
-        it converges sooner.
+        it converges sooner.  With private training these figures are
+        computed on the training data as they are: they are *not* private
+        (see docs/privacy.md).
+    noise_multiplier_ : float
+        Private training: the σ used (the given one, or the one chosen for
+        ``target_epsilon``).
+    epsilon_ : float
+        Private training: the ε spent by the epochs run, for ``delta``
+        (RDP accountant, :func:`fastbp.privacy.epsilon`); the weights after
+        :meth:`fit` are (ε, δ)-differentially private under its assumptions.
     """
 
     def __init__(
@@ -252,6 +297,10 @@ class MLP:
         solver="sgd",
         n_threads=None,
         dtype=np.float64,
+        max_grad_norm=None,
+        noise_multiplier=None,
+        target_epsilon=None,
+        delta=1e-5,
     ):
         self.n_hidden = positive_int(n_hidden, "n_hidden")
         self.l2 = _check_l2(l2)
@@ -282,8 +331,44 @@ class MLP:
             raise TypeError(f"dtype must be float32 or float64, got {_got(dtype)}") from None
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self._check_privacy(max_grad_norm, noise_multiplier, target_epsilon, delta)
         self.W_h = self.b_h = self.W_out = self.b_out = None
         self.history_ = None
+
+    def _check_privacy(self, max_grad_norm, noise_multiplier, target_epsilon, delta):
+        """Validate and set the privacy hyperparameters (all None: plain training)."""
+        optional = {
+            "max_grad_norm": (max_grad_norm, True),
+            "noise_multiplier": (noise_multiplier, False),
+            "target_epsilon": (target_epsilon, True),
+        }
+        for name, (value, positive) in optional.items():
+            checked = None if value is None else real_number(value, name, positive=positive)
+            setattr(self, name, checked)
+        self.delta = real_number(delta, "delta", positive=True)
+        if not self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {_got(delta)}")
+        if self.max_grad_norm is None:
+            for name in ("noise_multiplier", "target_epsilon"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} is for private training, which max_grad_norm turns on: "
+                        f"give max_grad_norm too, or leave {name} out"
+                    )
+            return
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(
+                "private training (max_grad_norm given) needs exactly one of noise_multiplier "
+                "and target_epsilon"
+            )
+        if self.solver != "sgd":
+            raise ValueError(
+                f'private training runs DP-SGD: solver must be "sgd", got {self.solver!r}'
+            )
+
+    @property
+    def _private(self):
+        return self.max_grad_norm is not None
 
     # ------------------------------------------------------------------
     # Training
@@ -489,11 +574,15 @@ class MLP:
         n_chunks = default_backprop_chunks(
             self.minibatch_size, m, self.n_hidden, n_classes, self.dtype.itemsize
         )
-        with _interrupts_at_epoch_boundaries() as interrupted:
+        private = self._start_private(n) if self._private else None
+        with _interrupts_at_epoch_boundaries() as interrupted, self._accounting(private):
             for epoch in range(1, self.epochs + 1):
-                order = self._epoch_order(n, rng)
-                if n:
-                    self._epoch(X, Y, order, n_chunks)
+                if private is not None:
+                    self._private_epoch(X, Y, rng, *private)
+                else:
+                    order = self._epoch_order(n, rng)
+                    if n:
+                        self._epoch(X, Y, order, n_chunks)
                 A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
                 training_cost = float(cost(A_out, Y)) + l2_penalty(self.W_h, self.W_out, self.l2)
                 self.history_["cost"].append(training_cost)
@@ -503,6 +592,54 @@ class MLP:
                     callback(epoch, self)
                 interrupted.raise_if_requested(epoch)
         return self
+
+    def _start_private(self, n):
+        """Private training's (q, steps per epoch); sets σ and ε = 0 (no step taken yet)."""
+        from . import privacy
+
+        if n == 0:
+            raise ValueError("X has no rows: private training needs training examples")
+        sample_rate = self.minibatch_size / n
+        steps = n // self.minibatch_size
+        sigma = self.noise_multiplier
+        if sigma is None:
+            sigma = privacy.noise_multiplier(
+                self.target_epsilon, self.delta, sample_rate, self.epochs * steps
+            )
+        else:
+            privacy.epsilon(sigma, sample_rate, 0, self.delta)  # dp-accounting is there
+        self.noise_multiplier_ = sigma
+        self.epsilon_ = 0.0
+        self._private_steps = 0
+        return sample_rate, steps
+
+    @contextlib.contextmanager
+    def _accounting(self, private):
+        """Private training: set ``epsilon_`` for the steps run, however the epochs end."""
+        try:
+            yield
+        finally:
+            if private is not None and self._private_steps:
+                from . import privacy
+
+                self.epsilon_ = privacy.epsilon(
+                    self.noise_multiplier_, private[0], self._private_steps, self.delta
+                )
+
+    def _private_epoch(self, X, Y, rng, sample_rate, steps):
+        """One epoch of DP-SGD (:func:`fastbp.dp_sgd_epoch`), its steps counted for ε.
+
+        dp_sgd_epoch steps by η' (ĝ + λ'W) with ĝ the noisy sum over the
+        expected batch size B: η' = ηB and λ' = λ/B make that η (Σ + noise)
+        + ηλW, the plain step's scaling.
+        """
+        size = self.minibatch_size
+        dp_sgd_epoch(
+            X, Y, self.W_h, self.b_h, self.W_out, self.b_out, sample_rate=sample_rate,
+            eta=self.eta * size, max_grad_norm=self.max_grad_norm,
+            noise_multiplier=self.noise_multiplier_, rng=rng, steps=steps, l2=self.l2 / size,
+        )  # fmt: skip
+        self._private_steps += steps
 
     def _start(self, rng, init, m, largest_label):
         """Set the starting weights (drawn from ``rng``, or ``init``); return t.
@@ -733,6 +870,12 @@ class MLP:
             "minibatch_size": np.int64(self.minibatch_size),
             "shuffle": np.bool_(self.shuffle),
             "solver": np.str_(self.solver),
+            # None (plain training) as NaN: a file holds arrays only.
+            **{
+                name: np.float64(np.nan if getattr(self, name) is None else getattr(self, name))
+                for name in _OPTIONAL_HYPERPARAMETERS
+            },
+            "delta": np.float64(self.delta),
         }
 
     def save(self, path):
@@ -758,8 +901,10 @@ class MLP:
         The archive (readable with :func:`numpy.load`) holds
         ``format_version`` (:data:`FORMAT_VERSION`), ``W_h``, ``b_h``,
         ``W_out``, ``b_out`` and the hyperparameters ``l2``, ``epochs``,
-        ``eta``, ``minibatch_size``, ``shuffle`` and ``solver`` (not
-        ``seed``, ``n_threads`` or ``history_``).  Its members carry a fixed
+        ``eta``, ``minibatch_size``, ``shuffle``, ``solver`` and the privacy
+        ones ``max_grad_norm``, ``noise_multiplier``, ``target_epsilon``
+        (NaN for None) and ``delta`` (not ``seed``, ``n_threads``,
+        ``history_`` or ``epsilon_``).  Its members carry a fixed
         timestamp, so a model saved, loaded and saved again gives the same
         bytes.
         """
@@ -882,6 +1027,10 @@ _HYPERPARAMETER_KINDS = {
     "minibatch_size": ("iu", int),
     "shuffle": ("b", bool),
     "solver": ("U", str),
+    "max_grad_norm": ("f", float),
+    "noise_multiplier": ("f", float),
+    "target_epsilon": ("f", float),
+    "delta": ("f", float),
 }
 
 
@@ -960,6 +1109,8 @@ def _read_model_arrays(archive, path, expected):
                 f"{array.dtype} and shape {array.shape}"
             )
         hyperparameters[name] = python_type(array[()])
+        if name in _OPTIONAL_HYPERPARAMETERS and np.isnan(hyperparameters[name]):
+            hyperparameters[name] = None
     return weights, hyperparameters
 
 

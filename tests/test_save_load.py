@@ -50,7 +50,7 @@ def test_the_file_is_an_npz_with_a_format_version(tmp_path):
         assert int(archive["format_version"]) == FORMAT_VERSION == 1
         assert set(archive.files) == {
             "format_version", *WEIGHTS, "l2", "epochs", "eta", "minibatch_size", "shuffle",
-            "solver",
+            "solver", "max_grad_norm", "noise_multiplier", "target_epsilon", "delta",
         }  # fmt: skip
     assert os.listdir(tmp_path) == ["model.npz"]  # no temporary file left behind
 
