@@ -1157,6 +1157,40 @@ def _unpack_weights(wpack, rows, width, W):
 
 
 @kernel
+def _epoch_weights(W_h, W_out):
+    """An epoch's working copies: W_h's and W_out's panels, W_outᵀ, and a column-sum buffer."""
+    d, t = W_out.shape
+    return (
+        _packed_padded_weights(W_h),
+        _packed_padded_weights(W_out),
+        np.ascontiguousarray(W_out.T),
+        np.empty(max(d, t), dtype=np.float64),
+    )
+
+
+@kernel
+def _store_epoch_weights(wpack, wpack_out, W_h, W_out):
+    """Write an epoch's panels back into W_h and W_out."""
+    w = VECTOR_BYTES // wpack.itemsize
+    d, t = W_out.shape
+    _unpack_weights(wpack, W_h.shape[0], max(d, w), W_h)
+    _unpack_weights(wpack_out, d, max(t, w), W_out)
+
+
+@kernel
+def _gather_rows(X, Y, indices, first, count, X_batch, Y_batch):
+    """Rows ``indices[first : first + count]`` of X and Y into the front of the batch buffers."""
+    m = X.shape[1]
+    t = Y.shape[1]
+    for r in range(count):
+        i = indices[first + r]
+        for p in range(m):
+            X_batch[r, p] = X[i, p]
+        for k in range(t):
+            Y_batch[r, k] = Y[i, k]
+
+
+@kernel
 def _take_step(
     wpack, wpack_out, W_out_T, b_h, b_out, step_cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out,
     eta, l2, with_l2, l2_float64, column_sums,
@@ -1222,13 +1256,7 @@ def _sgd_epoch(
     m = X.shape[1]
     d = W_h.shape[1]
     t = W_out.shape[1]
-    w = VECTOR_BYTES // X.itemsize
-    width_h = max(d, w)
-    width_out = max(t, w)
-    wpack = _packed_padded_weights(W_h)
-    wpack_out = _packed_padded_weights(W_out)
-    W_out_T = np.ascontiguousarray(W_out.T)
-    column_sums = np.empty(max(d, t), dtype=np.float64)
+    wpack, wpack_out, W_out_T, column_sums = _epoch_weights(W_h, W_out)
     X_batch = np.empty((minibatch_size, m), dtype=X.dtype)
     Y_batch = np.empty((minibatch_size, t), dtype=Y.dtype)
     transposed = n_chunks > 1
@@ -1241,12 +1269,7 @@ def _sgd_epoch(
     no_norms = np.empty(0, dtype=np.float64)
     epoch_cost = 0.0
     for s in range(order.shape[0] // minibatch_size):
-        for r in range(minibatch_size):
-            i = order[s * minibatch_size + r]
-            for p in range(m):
-                X_batch[r, p] = X[i, p]
-            for k in range(t):
-                Y_batch[r, k] = Y[i, k]
+        _gather_rows(X, Y, order, s * minibatch_size, minibatch_size, X_batch, Y_batch)
         for c in range(n_chunks):
             i_start, i_stop = _chunk_bounds(minibatch_size, n_chunks, c)
             costs[c] = _backprop_chunk(
@@ -1261,8 +1284,7 @@ def _sgd_epoch(
             wpack, wpack_out, W_out_T, b_h, b_out, step_cost, grad_W_h, grad_b_h, grad_W_out,
             grad_b_out, eta, l2, with_l2, l2_float64, column_sums,
         )
-    _unpack_weights(wpack, m, width_h, W_h)
-    _unpack_weights(wpack_out, d, width_out, W_out)
+    _store_epoch_weights(wpack, wpack_out, W_h, W_out)
     return epoch_cost
 
 
@@ -1317,13 +1339,7 @@ def _dp_sgd_steps(
     m = X.shape[1]
     d = W_h.shape[1]
     t = W_out.shape[1]
-    w = VECTOR_BYTES // X.itemsize
-    width_h = max(d, w)
-    width_out = max(t, w)
-    wpack = _packed_padded_weights(W_h)
-    wpack_out = _packed_padded_weights(W_out)
-    W_out_T = np.ascontiguousarray(W_out.T)
-    column_sums = np.empty(max(d, t), dtype=np.float64)
+    wpack, wpack_out, W_out_T, column_sums = _epoch_weights(W_h, W_out)
     rows = max(1, max_batch)
     X_batch = np.empty((rows, m), dtype=X.dtype)
     Y_batch = np.empty((rows, t), dtype=Y.dtype)
@@ -1339,12 +1355,7 @@ def _dp_sgd_steps(
     for s in range(starts.shape[0] - 1):
         batch = starts[s + 1] - starts[s]
         batch_sizes[s] = batch
-        for r in range(batch):
-            i = indices[starts[s] + r]
-            for p in range(m):
-                X_batch[r, p] = X[i, p]
-            for k in range(t):
-                Y_batch[r, k] = Y[i, k]
+        _gather_rows(X, Y, indices, starts[s], batch, X_batch, Y_batch)
         n_chunks = chunk_counts[s]
         transposed = n_chunks > 1
         costs, g_W_h, g_b_h, g_W_out_T, g_b_out = several if transposed else one
@@ -1369,6 +1380,5 @@ def _dp_sgd_steps(
             wpack, wpack_out, W_out_T, b_h, b_out, step_cost, grad_W_h, grad_b_h, grad_W_out,
             grad_b_out, eta, l2, with_l2, l2_float64, column_sums,
         )
-    _unpack_weights(wpack, m, width_h, W_h)
-    _unpack_weights(wpack_out, d, width_out, W_out)
+    _store_epoch_weights(wpack, wpack_out, W_h, W_out)
     return epoch_cost
