@@ -370,3 +370,22 @@ def step_rounding_bound(X_batch, Y_batch, W_h, b_h, W_out, b_out, eta, l2, dtype
         step = np.abs(w - w_new)  # η |g + λW|
         result.append(eta * bound[key] + 2 * u * (2 * step + np.abs(w_new) + eta * l2 * np.abs(w)))
     return result
+
+
+# --------------------------------------------------------------------------
+# Private training: per-example gradients, independently of fastbp's per-example code
+# --------------------------------------------------------------------------
+
+
+def one_example_grads(X, Y, W_h, b_h, W_out, b_out):
+    """Each example's four gradients, stacked: fastbp.backprop on that example alone.
+
+    Independent of :func:`fastbp.per_example_grads` and of the fused step's norms and
+    clipping: a one-example call sums nothing, so each gradient is that example's own.
+    """
+    import fastbp
+
+    grads = [
+        fastbp.backprop(X[i : i + 1], Y[i : i + 1], W_h, b_h, W_out, b_out) for i in range(len(X))
+    ]
+    return [np.stack([g[k] for g in grads]) for k in range(1, 5)]

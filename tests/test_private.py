@@ -13,6 +13,7 @@ from reference import (
     backprop_rounding_bound,
     exact_pair,
     gamma,
+    one_example_grads,
     outer_sum_reference,
     random_network,
     rounding_bound,
@@ -23,14 +24,6 @@ from reference import (
 # --------------------------------------------------------------------------
 # References: one-example backprop calls, clipped and summed in Python
 # --------------------------------------------------------------------------
-
-
-def one_example_grads(X, Y, W_h, b_h, W_out, b_out):
-    """Each example's four gradients from fastbp.backprop on that example alone."""
-    grads = [
-        fastbp.backprop(X[i : i + 1], Y[i : i + 1], W_h, b_h, W_out, b_out) for i in range(len(X))
-    ]
-    return [np.stack([g[k] for g in grads]) for k in range(1, 5)]
 
 
 def reference_norms(grads):
