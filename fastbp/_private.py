@@ -355,8 +355,9 @@ batch_sizes : numpy.ndarray of int64, shape (steps,)
     How many examples each step's Poisson sample held (possibly 0).
 """
 
-#: Most float64 noise values :func:`dp_sgd_epoch` draws ahead of one compiled call (16 MiB): a
-#: longer epoch is run as several calls, with the same draws and the same bits.
+#: Most float64 values (noise, or without noise the batches' uniform draws) :func:`dp_sgd_epoch`
+#: draws ahead of one compiled call (16 MiB): a longer epoch is run as several calls, with the
+#: same draws and the same bits.
 _NOISE_BUFFER_ELEMENTS = 2**21
 
 
@@ -376,16 +377,19 @@ def _poisson_steps(rng, n, sample_rate, steps, noise_size, std):
     The order is :func:`dp_sgd_epoch`'s documented one, so that a loop of
     :func:`dp_backprop` calls drawing from the same generator draws alike.
     """
+    starts = np.zeros(steps + 1, dtype=np.int64)
+    if std == 0:
+        # No noise between the batches' draws: all of them at once, the same stream.
+        steps_taken, indices = np.nonzero(rng.random((steps, n)) < sample_rate)
+        np.cumsum(np.bincount(steps_taken, minlength=steps), out=starts[1:])
+        return indices.astype(np.int64), starts, np.empty((steps, 0))
     batches = []
-    noise = np.empty((steps, noise_size if std > 0 else 0))
+    noise = np.empty((steps, noise_size))
     for s in range(steps):
         batches.append(np.flatnonzero(rng.random(n) < sample_rate))
-        if std > 0:
-            noise[s] = rng.normal(0.0, std, noise_size)
-    starts = np.zeros(steps + 1, dtype=np.int64)
+        noise[s] = rng.normal(0.0, std, noise_size)
     np.cumsum([b.shape[0] for b in batches], out=starts[1:])
-    indices = np.concatenate(batches).astype(np.int64) if batches else np.zeros(0, np.int64)
-    return indices, starts, noise
+    return np.concatenate(batches).astype(np.int64), starts, noise
 
 
 def dp_sgd_epoch(
@@ -493,8 +497,8 @@ def dp_sgd_epoch(
     l2 = _check_l2(l2)
     work = [np.ascontiguousarray(a) for a in weights]
     noise_size = m * d + d + d * t + t
-    std = noise_multiplier * max_grad_norm
-    group = max(1, _NOISE_BUFFER_ELEMENTS // noise_size) if std > 0 else steps
+    std = noise_multiplier * max_grad_norm if noise_multiplier > 0 else 0.0  # not 0 · inf
+    group = max(1, _NOISE_BUFFER_ELEMENTS // (noise_size if std > 0 else max(1, n)))
     scale = 1.0 / (sample_rate * n) if n else 1.0
     cost = 0.0
     batch_sizes = np.zeros(steps, dtype=np.int64)
@@ -502,10 +506,12 @@ def dp_sgd_epoch(
         count = min(group, steps - first)
         indices, starts, noise = _poisson_steps(rng, n, sample_rate, count, noise_size, std)
         sizes = np.diff(starts)
+        # dp_backprop's chunks for each batch size (a handful of distinct sizes per group).
+        distinct, where = np.unique(sizes, return_inverse=True)
         chunk_counts = np.array(
-            [default_backprop_chunks(int(b), m, d, t, dtype.itemsize) for b in sizes],
+            [default_backprop_chunks(int(b), m, d, t, dtype.itemsize) for b in distinct],
             dtype=np.int64,
-        )
+        )[where]
         cost += _kernels_hidden._dp_sgd_steps(
             X, Y, indices, starts, chunk_counts, noise, *work,
             dtype.type(eta), dtype.type(l2), l2 != 0.0, l2, _TINY[dtype], max_grad_norm, scale,
