@@ -32,19 +32,48 @@ def _sum_of_squares_row(row):
 
 
 @kernel
+def _scaled_norm_row(row):
+    """‖row‖ without overflow or underflow: the largest |value| M times ‖row / M‖."""
+    largest = 0.0
+    for j in range(row.shape[0]):
+        largest = max(largest, abs(np.float64(row[j])))
+    if largest == 0.0 or not largest < np.inf:
+        return largest
+    total = 0.0
+    for j in range(row.shape[0]):
+        value = np.float64(row[j]) / largest
+        total += value * value
+    return largest * math.sqrt(total)
+
+
+@kernel
 def _example_norms(X, i0, rows, A_h_block, delta_out_block, delta_h_block, norms):
     """norms[i0 + r] = ‖g_{i0+r}‖ for the block's rows, from its activations and deltas.
 
     Everything in float64 (each square, each sum in order, then one square
     root), whatever the arrays' dtype: float32 steps get norms as accurate
-    as float64 ones.
+    as float64 ones.  A part whose delta is exactly 0 counts 0 (not
+    ∞ · 0); where the sum of squares overflows (float64 inputs beyond about
+    1e154), the row is done again with scaled norms and ``math.hypot``, so a
+    finite gradient never gets an infinite or NaN norm.  NaN inputs give NaN.
     """
     for r in range(rows):
-        x2 = _sum_of_squares_row(X[i0 + r])
+        x = X[i0 + r]
+        x2 = _sum_of_squares_row(x)
         a2 = _sum_of_squares_row(A_h_block[r])
         h2 = _sum_of_squares_row(delta_h_block[r])
         o2 = _sum_of_squares_row(delta_out_block[r])
-        norms[i0 + r] = math.sqrt((x2 + 1.0) * h2 + (a2 + 1.0) * o2)
+        hidden = (x2 + 1.0) * h2 if h2 != 0.0 else 0.0
+        output = (a2 + 1.0) * o2 if o2 != 0.0 else 0.0
+        squares = hidden + output
+        if squares < np.inf or squares != squares:  # finite, or NaN from NaN inputs
+            norms[i0 + r] = math.sqrt(squares)
+            continue
+        nh = _scaled_norm_row(delta_h_block[r])
+        no = _scaled_norm_row(delta_out_block[r])
+        hidden_norm = math.hypot(_scaled_norm_row(x), 1.0) * nh if nh != 0.0 else 0.0
+        output_norm = math.hypot(_scaled_norm_row(A_h_block[r]), 1.0) * no if no != 0.0 else 0.0
+        norms[i0 + r] = math.hypot(hidden_norm, output_norm)
 
 
 @kernel
@@ -52,7 +81,9 @@ def _clip_rows(i0, rows, delta_out_block, delta_h_block, norms, max_grad_norm):
     """Scale row r of δ_out and δ_h by c = C / ‖g‖ where ‖g‖ > C (C = ``max_grad_norm``).
 
     c is computed in float64 and rounded once to the deltas' dtype; rows
-    whose norm is at most C, zero or NaN are left exactly as they are.
+    whose norm is at most C, zero or NaN are left exactly as they are.  A
+    norm beyond the float64 range (a gradient too large to represent) gives
+    c = 0: that example contributes nothing, within C as clipping requires.
     """
     one = delta_out_block.dtype.type(1.0)
     for r in range(rows):

@@ -159,7 +159,10 @@ def per_example_grad_norms(X, Y, W_h, b_h, W_out, b_out, *, n_chunks=None, n_thr
     numpy.ndarray, shape (n,)
         ‖g_i‖ in the (promoted) dtype of the inputs.  The squares and sums
         are taken in float64 from the step's own activations and deltas,
-        then rounded once.  NaN in an example's inputs gives NaN there.
+        then rounded once; a row whose sum of squares would overflow is
+        done again with scaled norms, so finite inputs give a finite norm
+        (or, past the float64 range, inf).  NaN in an example's inputs
+        gives NaN there; a norm past the dtype's range is inf.
     """
     X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
     require_targets_in_unit_interval(Y)
@@ -301,7 +304,8 @@ def dp_backprop(
     -----
     Conventions: an example whose gradient is 0 (or whose norm is at most C)
     is not scaled (c_i = 1); a NaN norm leaves its example unscaled, so NaN
-    propagates as in :func:`fastbp.backprop`.  With C = inf and σ = 0 the
+    propagates as in :func:`fastbp.backprop`; a norm past the float64 range
+    gives c_i = 0.  With C = inf and σ = 0 the
     result has :func:`fastbp.backprop`'s bits exactly.  c_i is rounded to
     the dtype, so a clipped example's norm is C within a few units of
     roundoff.
@@ -315,7 +319,7 @@ def dp_backprop(
             "noise_multiplier > 0 needs a finite max_grad_norm (the noise's standard "
             "deviation is noise_multiplier × max_grad_norm)"
         )
-    rng = _check_rng(rng) if noise_multiplier > 0 else None
+    rng = _check_rng(rng) if noise_multiplier > 0 or rng is not None else None
     l2 = _check_l2(l2)
     n_threads = _check_n_threads(n_threads)
     n, m = X.shape
@@ -466,10 +470,11 @@ def dp_sgd_epoch(
     procedure: Poisson sampling with rate q, clipping to C, noise σC, for
     the number of steps run.  Shuffling into fixed batches is not it.
     """
-    from ._sgd import _check_data, _check_eta, _check_weights
+    from ._sgd import _check_data, _check_eta, _check_no_aliasing, _check_weights
 
     weights = (W_h, b_h, W_out, b_out)
     _check_weights(weights)
+    _check_no_aliasing(weights, (("X", X), ("Y", Y)), "dp_sgd_epoch")
     dtype = W_h.dtype
     m, d = W_h.shape
     t = W_out.shape[1]
@@ -490,6 +495,11 @@ def dp_sgd_epoch(
         )
     rng = _check_rng(rng)
     n = X.shape[0]
+    if n == 0:
+        raise ValueError(
+            f"X has no rows (shape {X.shape}): private training needs examples to sample "
+            "(the noisy sum is divided by the expected batch size q·n)"
+        )
     if steps is None:
         steps = max(1, round(1 / sample_rate))
     else:
@@ -499,7 +509,7 @@ def dp_sgd_epoch(
     noise_size = m * d + d + d * t + t
     std = noise_multiplier * max_grad_norm if noise_multiplier > 0 else 0.0  # not 0 · inf
     group = max(1, _NOISE_BUFFER_ELEMENTS // (noise_size if std > 0 else max(1, n)))
-    scale = 1.0 / (sample_rate * n) if n else 1.0
+    scale = 1.0 / (sample_rate * n)
     cost = 0.0
     batch_sizes = np.zeros(steps, dtype=np.int64)
     for first in range(0, steps, group):

@@ -69,7 +69,7 @@ def _check_data(array, name, dtype):
     return np.ascontiguousarray(array, dtype=dtype)
 
 
-def _check_no_aliasing(weights, others):
+def _check_no_aliasing(weights, others, function="sgd_epoch"):
     """Raise ``ValueError`` if a weight shares memory with X, Y or order (as passed).
 
     The weights are written while X, Y and order are read: a weight laid over
@@ -79,7 +79,7 @@ def _check_no_aliasing(weights, others):
         for other_name, other in others:
             if isinstance(other, np.ndarray) and np.may_share_memory(weight, other):
                 raise ValueError(
-                    f"{name} shares memory with {other_name}; sgd_epoch updates the weights in "
+                    f"{name} shares memory with {other_name}; {function} updates the weights in "
                     f"place while it reads {other_name}: pass a copy, e.g. {name}.copy()"
                 )
 

@@ -457,14 +457,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 "classes must be passed on the first call to partial_fit "
                 "(every class the model will see)"
             )
-        X, y = self._validate_input(X, y, dtype, reset=first)
+        # Later calls train the model in the dtype it has, whatever ``dtype`` says now.
+        X, y = self._validate_input(X, y, dtype if first else self.coefs_[0].dtype, reset=first)
         if first:
             self._set_classes(column_or_1d(np.asarray(classes)), "classes")
             self._random_state = check_random_state(self.random_state)
             self._initialize(self._random_state, X.shape[1], n_hidden, dtype)
             self._reset_progress(early_stopping=False)
-        elif self.coefs_[0].dtype != dtype:
-            X = X.astype(self.coefs_[0].dtype)
         self._fit_stochastic(X, y, incremental=True)
         return self
 
@@ -475,6 +474,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self._reset_progress(early_stopping)
         elif not hasattr(self, "loss_curve_"):  # warm start after L-BFGS
             self._reset_progress(early_stopping)
+        # Going on from a fit that tracked the other criterion (warm_start or partial_fit
+        # after a change of early_stopping): start tracking this one.
+        if early_stopping and self.validation_scores_ is None:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+        if not early_stopping and self.best_loss_ is None:
+            self.best_loss_ = np.inf
         random_state = self._random_state
         if early_stopping:
             n_valid = int(np.ceil(self.validation_fraction * X.shape[0]))
@@ -509,6 +515,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         left_over = n - full
         W_h, b_h, W_out, b_out = weights = self._weights()
         self.coefs_, self.intercepts_ = [W_h, W_out], [b_h, b_out]
+        # With early stopping, the weights kept when no epoch beats the best score so far.
+        best_weights = [w.copy() for w in weights] if early_stopping else None
         sample_idx = np.arange(n)
         no_improvement = 0
         stopped = False
@@ -591,10 +599,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             )
 
     def _diverged(self, epoch, loss):
+        # Weights that are no longer finite describe no model: leave it unfitted.
+        del self.coefs_, self.intercepts_
         raise ValueError(
             f"training diverged by epoch {epoch} (loss {loss}, or weights that are "
             f"not finite): lower learning_rate_init ({self.learning_rate_init}) or scale the "
-            "inputs"
+            "inputs; the model is left unfitted"
         )
 
     def _fit_lbfgs(self, X, Y):
@@ -644,7 +654,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------
 
     def _check_X(self, X):
-        check_is_fitted(self)
+        check_is_fitted(self, "coefs_")
         return validate_data(self, X, dtype=self.coefs_[0].dtype, order="C", reset=False)
 
     def predict_sigmoid(self, X):

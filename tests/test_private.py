@@ -211,7 +211,6 @@ def test_zero_gradient_examples_are_not_scaled():
 def test_clipped_norms_are_at_most_C(dtype):
     network = random_network(np.random.default_rng(7), 30, 8, 6, 3, dtype, scale=2.0)
     C = 0.25
-    grads = one_example_grads(*network)
     norms = fastbp.per_example_grad_norms(*network)
     assert np.all(norms > C)  # every example clipped
     # With c_i applied, each example's clipped contribution has norm C to rounding: a
@@ -222,7 +221,6 @@ def test_clipped_norms_are_at_most_C(dtype):
         )
         norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in one[1:5]))
         assert abs(norm - C) <= 8 * unit_roundoff(dtype) * C
-    del grads
 
 
 def test_bits_do_not_depend_on_threads_or_chunk_sharing():
@@ -461,10 +459,11 @@ def dp_loop(X, Y, weights, q, eta, C, sigma, l2, rng, steps):
         (0.01, 0.5, 1.2, 0.0),
         (0.2, math.inf, 0.0, 0.0),
         (0.3, 0.1, 0.0, 0.1),
+        (0.5, 0.5, 0.8, 0.01),  # with n = 1500 below: batches of about 750, several chunks
     ],
 )
 def test_dp_sgd_epoch_is_a_loop_over_dp_backprop_bit_for_bit(dtype, q, C, sigma, l2):
-    n, m, d, t = 120, 9, 7, 3
+    n, m, d, t = 1500 if q == 0.5 else 120, 9, 7, 3
     X, Y, *weights = random_network(np.random.default_rng(1), n, m, d, t, dtype)
     ours = [w.copy() for w in weights]
     theirs = [w.copy() for w in weights]
@@ -585,3 +584,39 @@ def test_targets_outside_the_unit_interval_are_refused(call):
         call(network)
     for a, b in zip(network, before):
         np.testing.assert_array_equal(a, b)
+
+
+def test_norms_of_huge_finite_inputs_stay_finite_and_clip():
+    # ‖x‖² overflows float64 here, and the hidden units saturate (δ_h = 0): ∞ · 0 must not
+    # make the norm NaN, which would leave the example unclipped.
+    X = np.array([[1e160, 1e160]])
+    Y = np.array([[0.0]])
+    W_h, b_h = np.ones((2, 2)), np.zeros(2)
+    W_out, b_out = np.full((2, 1), 5.0), np.zeros(1)
+    grads = fastbp.per_example_grads(X, Y, W_h, b_h, W_out, b_out)
+    expected = math.sqrt(sum(float(np.sum(g**2)) for g in grads))  # W_out's and b_out's parts
+    norms = fastbp.per_example_grad_norms(X, Y, W_h, b_h, W_out, b_out)
+    assert math.isfinite(expected) and norms[0] == pytest.approx(expected, rel=1e-15)
+    result = fastbp.dp_backprop(X, Y, W_h, b_h, W_out, b_out, max_grad_norm=0.1)
+    clipped = math.sqrt(sum(float(np.sum(g**2)) for g in result[1:5]))
+    assert clipped == pytest.approx(0.1, rel=1e-12)
+    # A hidden part whose ‖x‖ overflows but whose δ_h is not zero: scaled norms, no overflow.
+    X = np.array([[1e200, -1e200]])
+    W_h = np.array([[1e-200, 0.0], [1e-200, 0.0]])  # z_h = 0: δ_h ≠ 0
+    norms = fastbp.per_example_grad_norms(X, Y, W_h, b_h, W_out, b_out)
+    assert math.isfinite(norms[0]) and norms[0] > 1e199
+
+
+def test_dp_sgd_epoch_refuses_aliasing_and_empty_data():
+    X, Y, *weights = random_network(np.random.default_rng(0), 10, 3, 2, 2, np.float64)
+    arguments = dict(sample_rate=0.5, eta=0.1, max_grad_norm=1.0, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="b_h shares memory with X; dp_sgd_epoch updates"):
+        fastbp.dp_sgd_epoch(X, Y, weights[0], X[0, :2], *weights[2:], **arguments)
+    with pytest.raises(ValueError, match="X has no rows"):
+        fastbp.dp_sgd_epoch(X[:0], Y[:0], *weights, **arguments)
+
+
+def test_dp_backprop_checks_rng_even_without_noise():
+    network = random_network(np.random.default_rng(0), 5, 3, 2, 2, np.float64)
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+        fastbp.dp_backprop(*network, max_grad_norm=1.0, rng="seed")

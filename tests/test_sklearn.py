@@ -560,3 +560,44 @@ def test_readme_example_runs_as_written(capsys):
     np.testing.assert_allclose(namespace["proba"].sum(axis=1), 1.0, rtol=1e-14)
     best, score = capsys.readouterr().out.splitlines()[0].rsplit(" ", 1)
     assert "mlpclassifier__alpha" in best and 0.93 < float(score) <= 1.0
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_warm_start_and_partial_fit_across_early_stopping_settings():
+    X, y = _blobs(200, 4, 3, seed=2)
+    settings = dict(hidden_layer_sizes=5, random_state=0, learning_rate_init=2.0, max_iter=8)
+    # Refit with early stopping: no epoch may beat the score kept from the first fit.
+    model = MLPClassifier(early_stopping=True, warm_start=True, **settings).fit(X, y)
+    model.fit(X, y)
+    assert len(model.validation_scores_) == model.n_iter_
+    # partial_fit after an early-stopping fit tracks the training loss from then on.
+    model.partial_fit(X, y)
+    assert model.best_loss_ == model.loss_curve_[-1]
+    # A warm start that turns early stopping on starts its scores.
+    plain = MLPClassifier(**settings).fit(X, y)
+    plain.set_params(warm_start=True, early_stopping=True)
+    plain.fit(X, y)
+    assert len(plain.validation_scores_) >= 1
+
+
+def test_partial_fit_keeps_the_models_dtype():
+    X, y = _blobs(60, 4, 3, seed=3)
+    a = MLPClassifier(hidden_layer_sizes=4, random_state=0).partial_fit(X, y, classes=[0, 1, 2])
+    b = MLPClassifier(hidden_layer_sizes=4, random_state=0).partial_fit(X, y, classes=[0, 1, 2])
+    b.set_params(dtype="float32")
+    a.partial_fit(X, y)
+    b.partial_fit(X, y)  # still a float64 model, trained on float64 data
+    for wa, wb in zip(a.coefs_, b.coefs_):
+        assert wb.dtype == np.float64
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_a_diverged_model_is_left_unfitted():
+    from sklearn.exceptions import NotFittedError
+
+    X, y = _blobs(40, 3, 3, seed=9)
+    model = MLPClassifier(hidden_layer_sizes=3, learning_rate_init=1e200)
+    with pytest.raises(ValueError, match="the model is left unfitted"):
+        model.fit(X * 1e200, y)
+    with pytest.raises(NotFittedError):
+        model.predict(X)
