@@ -88,6 +88,17 @@ def sgd(a, **change):
     return fastbp.sgd_epoch(**args)
 
 
+def dp_epoch(a, **change):
+    """dp_sgd_epoch on copies of the weights, with valid privacy settings unless changed."""
+    args = dict(
+        sample_rate=0.5, eta=0.1, max_grad_norm=1.0, noise_multiplier=1.0,
+        rng=np.random.default_rng(0), l2=0.0,
+    )  # fmt: skip
+    args.update(change)
+    Y = args.pop("Y", a.Y)
+    return fastbp.dp_sgd_epoch(a.X, Y, *(w.copy() for w in a.net), **args)
+
+
 def dask_backprop(a, **options):
     da = pytest.importorskip("dask.array")
     import fastbp.dask
@@ -122,10 +133,22 @@ SCALAR_SITES = {
         ("sgd_epoch", lambda a, v: sgd(a, W_h=a.W_h.copy(), l2=v)),
         ("MLP", lambda a, v: MLP(l2=v)),
         ("fastbp.dask.backprop", lambda a, v: dask_backprop(a, l2=v)),
+        ("dp_backprop", lambda a, v: fastbp.dp_backprop(a.X, a.Y, *a.net, max_grad_norm=1.0, l2=v)),
+        ("dp_sgd_epoch", lambda a, v: dp_epoch(a, l2=v)),
     ],
     "eta": [
         ("sgd_epoch", lambda a, v: sgd(a, eta=v)),
         ("MLP", lambda a, v: MLP(eta=v)),
+        ("dp_sgd_epoch", lambda a, v: dp_epoch(a, eta=v)),
+    ],
+    "noise_multiplier": [
+        (
+            "dp_backprop",
+            lambda a, v: fastbp.dp_backprop(
+                a.X, a.Y, *a.net, max_grad_norm=1.0, noise_multiplier=v
+            ),
+        ),
+        ("dp_sgd_epoch", lambda a, v: dp_epoch(a, noise_multiplier=v)),
     ],
     "epochs": [("MLP", lambda a, v: MLP(epochs=v))],
     "minibatch_size": [
@@ -136,12 +159,20 @@ SCALAR_SITES = {
     "n_chunks": [
         ("backprop", lambda a, v: fastbp.backprop(a.X, a.Y, *a.net, n_chunks=v)),
         (
+            "per_example_grad_norms",
+            lambda a, v: fastbp.per_example_grad_norms(a.X, a.Y, *a.net, n_chunks=v),
+        ),
+        (
             "grad_W_out_blocked",
             lambda a, v: fastbp.grad_W_out_blocked(a.A_h, a.delta_out, n_chunks=v),
         ),
     ],
     "n_threads": [
         ("backprop", lambda a, v: fastbp.backprop(a.X, a.Y, *a.net, n_threads=v)),
+        (
+            "dp_backprop",
+            lambda a, v: fastbp.dp_backprop(a.X, a.Y, *a.net, max_grad_norm=1.0, n_threads=v),
+        ),
         (
             "grad_W_out_blocked",
             lambda a, v: fastbp.grad_W_out_blocked(a.A_h, a.delta_out, n_threads=v),
@@ -166,7 +197,7 @@ SCALAR_SITES = {
     ],
 }
 
-REAL_NON_NEGATIVE = {"l2"}
+REAL_NON_NEGATIVE = {"l2", "noise_multiplier"}
 REAL_POSITIVE = {"eta"}
 # Integer parameters where 0 is legal, and where None is (the default).
 ZERO_IS_LEGAL = {"epochs", "seed", "n"}
@@ -221,7 +252,7 @@ def scalar_expectation(param, kind, value):
     if kind == "zero":
         if param == "itemsize":
             return ValueError, "4 or 8"
-        if param == "l2" or param in ZERO_IS_LEGAL:
+        if param in REAL_NON_NEGATIVE or param in ZERO_IS_LEGAL:
             return None
         return ValueError, "positive"
     raise AssertionError(kind)
@@ -341,6 +372,17 @@ ARRAY_CASES = [
      Y_RANGE.format(1.5)),
     ("Y above 1", "fastbp.dask.backprop", lambda a: dask_backprop(a, Y=with_Y(a, 1.5)),
      ValueError, r"^Y \(a block of it\) must hold targets in \[0, 1\].*got 1.5"),
+    ("Y above 1", "per_example_grad_norms",
+     lambda a: fastbp.per_example_grad_norms(a.X, with_Y(a, 1.5), *a.net), ValueError,
+     Y_RANGE.format(1.5)),
+    ("Y below 0", "per_example_grads",
+     lambda a: fastbp.per_example_grads(a.X, with_Y(a, -0.25), *a.net), ValueError,
+     Y_RANGE.format(-0.25)),
+    ("Y = +inf", "dp_backprop",
+     lambda a: fastbp.dp_backprop(a.X, with_Y(a, np.inf), *a.net, max_grad_norm=1.0),
+     ValueError, Y_RANGE.format("inf")),
+    ("Y above 1", "dp_sgd_epoch", lambda a: dp_epoch(a, Y=with_Y(a, 1.5)), ValueError,
+     Y_RANGE.format(1.5)),
     # NaN or inf in weights where weights are taken as a model's
     ("NaN in init weights", "MLP.fit",
      lambda a: MLP(n_hidden=3, epochs=1).fit(a.X, a.labels, init=(
