@@ -16,6 +16,7 @@ Profiles (``FASTBP_FUZZ_PROFILE``):
       NUMBA_BOUNDSCHECK=1 FASTBP_FUZZ_PROFILE=release python -m pytest -q tests/test_fuzz.py
 """
 
+import math
 import os
 
 import numpy as np
@@ -295,6 +296,24 @@ def test_forward_and_backprop_within_the_bound(network, l2):
 
 
 @PROFILE
+@given(networks(), st.sampled_from([0.0, 0.25]))
+def test_dp_backprop_without_clipping_or_noise_is_backprop(network, l2):
+    # Private training's step and norms on every layout and kind of value: with C = inf and
+    # no noise, backprop's bits; the norms are the same kernel's whatever the call.
+    dtype, X, Y, weights = network
+    copies = snapshot(X, Y, *weights)
+    result = fastbp.dp_backprop(X, Y, *weights, max_grad_norm=math.inf, l2=l2)
+    expected = fastbp.backprop(X, Y, *weights, l2=l2)
+    assert_unchanged((X, Y, *weights), copies)
+    for got, want in zip(result[:5], expected):
+        assert np.array_equal(got, want, equal_nan=True)
+    norms = fastbp.per_example_grad_norms(X, Y, *weights)
+    assert norms.dtype == dtype and norms.shape == (X.shape[0],)
+    assert np.array_equal(norms, result.norms, equal_nan=True)
+    assert np.all((norms >= 0) | np.isnan(norms))
+
+
+@PROFILE
 @given(networks(), st.data())
 def test_sgd_epoch_equals_the_per_step_loop(network, data):
     dtype, X, Y, weights = network
@@ -317,6 +336,8 @@ def test_sgd_epoch_equals_the_per_step_loop(network, data):
         assert np.array_equal(got, want, equal_nan=True)
 
 
+NETWORK = ("X", "Y", "W_h", "b_h", "W_out", "b_out")
+
 PUBLIC_CALLS = {
     "sigmoid": (lambda a: fastbp.sigmoid(a["Z"]), ["Z"]),
     "delta_out": (lambda a: fastbp.delta_out(a["A_out"], a["Y"]), ["A_out", "Y"]),
@@ -333,6 +354,19 @@ PUBLIC_CALLS = {
     "sgd_epoch": (lambda a: fastbp.sgd_epoch(a["X"], a["Y"], a["W_h"], a["b_h"], a["W_out"],
                                              a["b_out"], np.arange(3), 0.1, 1),
                   ["X", "Y", "W_h", "b_h", "W_out", "b_out"]),
+    "per_example_grad_norms": (
+        lambda a: fastbp.per_example_grad_norms(*(a[k] for k in NETWORK)), list(NETWORK)),
+    "per_example_grads": (
+        lambda a: fastbp.per_example_grads(*(a[k] for k in NETWORK)), list(NETWORK)),
+    "dp_backprop": (
+        lambda a: fastbp.dp_backprop(*(a[k] for k in NETWORK), max_grad_norm=1.0,
+                                     noise_multiplier=1.0, rng=np.random.default_rng(0)),
+        list(NETWORK)),
+    "dp_sgd_epoch": (
+        lambda a: fastbp.dp_sgd_epoch(*(a[k] for k in NETWORK), sample_rate=0.5, eta=0.1,
+                                      max_grad_norm=1.0, noise_multiplier=1.0,
+                                      rng=np.random.default_rng(0)),
+        list(NETWORK)),
 }  # fmt: skip
 
 
