@@ -29,12 +29,14 @@ from ._backprop import (
     delta_h,
 )
 from ._core import _check_n_threads, _numba_threads, _parallel_launch, forward, network_arrays
+from ._sgd import _check_data, _check_eta, _check_no_aliasing, _check_weights
 from ._validate import (
     positive_int,
     real_number,
     require_equal,
     require_targets_in_unit_interval,
 )
+from .privacy import _check_sample_rate
 
 __all__ = [
     "DPBackpropResult",
@@ -103,6 +105,18 @@ def _check_max_grad_norm(max_grad_norm):
 
 def _check_noise_multiplier(noise_multiplier):
     return real_number(noise_multiplier, "noise_multiplier")
+
+
+def _check_clipping_and_noise(max_grad_norm, noise_multiplier):
+    """(C, σ) checked; σ > 0 needs a finite C (the noise's standard deviation is σC)."""
+    max_grad_norm = _check_max_grad_norm(max_grad_norm)
+    noise_multiplier = _check_noise_multiplier(noise_multiplier)
+    if noise_multiplier > 0 and max_grad_norm == math.inf:
+        raise ValueError(
+            "noise_multiplier > 0 needs a finite max_grad_norm (the noise's standard "
+            "deviation is noise_multiplier × max_grad_norm)"
+        )
+    return max_grad_norm, noise_multiplier
 
 
 def _check_rng(rng):
@@ -312,13 +326,7 @@ def dp_backprop(
     """
     X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
     require_targets_in_unit_interval(Y)
-    max_grad_norm = _check_max_grad_norm(max_grad_norm)
-    noise_multiplier = _check_noise_multiplier(noise_multiplier)
-    if noise_multiplier > 0 and max_grad_norm == math.inf:
-        raise ValueError(
-            "noise_multiplier > 0 needs a finite max_grad_norm (the noise's standard "
-            "deviation is noise_multiplier × max_grad_norm)"
-        )
+    max_grad_norm, noise_multiplier = _check_clipping_and_noise(max_grad_norm, noise_multiplier)
     rng = _check_rng(rng) if noise_multiplier > 0 or rng is not None else None
     l2 = _check_l2(l2)
     n_threads = _check_n_threads(n_threads)
@@ -363,15 +371,6 @@ batch_sizes : numpy.ndarray of int64, shape (steps,)
 #: draws ahead of one compiled call (16 MiB): a longer epoch is run as several calls, with the
 #: same draws and the same bits.
 _NOISE_BUFFER_ELEMENTS = 2**21
-
-
-def _check_sample_rate(sample_rate):
-    if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, numbers.Real):
-        raise TypeError(f"sample_rate must be a real number in (0, 1], got {sample_rate!r}")
-    value = float(sample_rate)
-    if not 0 < value <= 1:
-        raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
-    return value
 
 
 def _poisson_steps(rng, n, sample_rate, steps, noise_size, std):
@@ -470,8 +469,6 @@ def dp_sgd_epoch(
     procedure: Poisson sampling with rate q, clipping to C, noise σC, for
     the number of steps run.  Shuffling into fixed batches is not it.
     """
-    from ._sgd import _check_data, _check_eta, _check_no_aliasing, _check_weights
-
     weights = (W_h, b_h, W_out, b_out)
     _check_weights(weights)
     _check_no_aliasing(weights, (("X", X), ("Y", Y)), "dp_sgd_epoch")
@@ -484,15 +481,9 @@ def dp_sgd_epoch(
     require_equal("X", X.shape[0], "Y", Y.shape[0], "rows (n)", "rows (n)")
     require_equal("Y", Y.shape[1], "W_out", t, "columns (t)", "columns (t)")
     require_targets_in_unit_interval(Y)
-    sample_rate = _check_sample_rate(sample_rate)
+    sample_rate = _check_sample_rate(sample_rate)  # fastbp.privacy's, as the accountant takes it
     eta = _check_eta(eta)
-    max_grad_norm = _check_max_grad_norm(max_grad_norm)
-    noise_multiplier = _check_noise_multiplier(noise_multiplier)
-    if noise_multiplier > 0 and max_grad_norm == math.inf:
-        raise ValueError(
-            "noise_multiplier > 0 needs a finite max_grad_norm (the noise's standard "
-            "deviation is noise_multiplier × max_grad_norm)"
-        )
+    max_grad_norm, noise_multiplier = _check_clipping_and_noise(max_grad_norm, noise_multiplier)
     rng = _check_rng(rng)
     n = X.shape[0]
     if n == 0:
