@@ -15,7 +15,15 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel, serial_and_parallel
-from ._simd import VECTOR_BYTES, bits_from_float, cast_like, float_from_bits, is_float32
+from ._simd import (
+    VECTOR_BYTES,
+    bits_from_float,
+    bits_from_float32,
+    cast_like,
+    float32_from_bits,
+    float_from_bits,
+    is_float32,
+)
 from ._tiles import accumulate, scratch_size
 
 # --------------------------------------------------------------------------
@@ -25,11 +33,13 @@ from ._tiles import accumulate, scratch_size
 
 # exp for the sigmoid: Cody–Waite reduction x = k·ln2 + r, |r| ≤ ln2/2, and
 # the Taylor polynomial of e^r, then 2^k put into the exponent bits.  Plain
-# arithmetic, selects and bit casts only, so loops over it vectorise.
-# Degree 13 for float64 results (truncation below 1e-17 relative; measured
-# within 0.96 ulp of the correctly rounded exp), degree 7 when the result
-# is rounded to float32 (truncation 5e-9 relative, a tenth of float32's u).
-# tests/test_forward.py checks both against long-double exp.
+# arithmetic, selects and bit casts only, so loops over it vectorise at the
+# full vector width of the dtype.  Float64: degree 13 (truncation below
+# 1e-17 relative), measured within 0.96 ulp of the correctly rounded exp.
+# Float32: its own float32 arithmetic (twice the lanes of float64), degree 7
+# (truncation 5e-9 relative, a tenth of float32's u), within 1 ulp (measured
+# on every float32 in [−104, 0]: docs/tuning.md).  tests/test_forward.py
+# checks both against long-double exp.
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 bits: k·_LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10  # ln 2 − _LN2_HI
@@ -39,13 +49,11 @@ _EXP_TAYLOR = tuple(1.0 / math.factorial(i) for i in range(14))
 
 
 @kernel
-def _exp_nonpositive(x, for_float32):
+def _exp_nonpositive(x):
     """e^x in float64 for x ≤ 0 (NaN propagates), without a library call.
 
     Arguments below −746 give 0 (e^−746 is under half the smallest
-    subnormal); results in the subnormal range are rounded once.  With
-    ``for_float32`` (a constant after inlining) the polynomial stops at
-    degree 7, enough for a result that will be rounded to float32.
+    subnormal); results in the subnormal range are rounded once.
     """
     c = _EXP_TAYLOR
     xc = -746.0 if x < -746.0 else x
@@ -53,16 +61,13 @@ def _exp_nonpositive(x, for_float32):
     k_float = shifted - _ROUNDER
     k = bits_from_float(shifted) - _ROUNDER_BITS  # the same integer, as int64
     r = (xc - k_float * _LN2_HI) - k_float * _LN2_LO
-    if for_float32:
-        q = c[7] * r + c[6]
-    else:
-        q = c[13] * r + c[12]
-        q = q * r + c[11]
-        q = q * r + c[10]
-        q = q * r + c[9]
-        q = q * r + c[8]
-        q = q * r + c[7]
-        q = q * r + c[6]
+    q = c[13] * r + c[12]
+    q = q * r + c[11]
+    q = q * r + c[10]
+    q = q * r + c[9]
+    q = q * r + c[8]
+    q = q * r + c[7]
+    q = q * r + c[6]
     q = q * r + c[5]
     q = q * r + c[4]
     q = q * r + c[3]
@@ -79,38 +84,102 @@ def _exp_nonpositive(x, for_float32):
     return result if x == x else x
 
 
+# The float32 exp's constants, float32 globals so that its arithmetic stays in float32.
+_LOG2E_F32 = np.float32(_LOG2E)
+_LN2_HI_F32 = np.float32(0.693359375)  # ln 2 to 9 bits: k·_LN2_HI_F32 is exact for |k| ≤ 2^15
+_LN2_LO_F32 = np.float32(math.log(2.0) - 0.693359375)
+_ROUNDER_F32 = np.float32(12582912.0)  # 1.5·2^23, as _ROUNDER
+_ROUNDER_BITS_F32 = np.int32(0x4B400000)
+_EXP_TAYLOR_F32 = tuple(np.float32(c) for c in _EXP_TAYLOR[:8])
+_FLOOR_F32 = np.float32(-104.0)  # e^−104 is under half float32's smallest subnormal
+_ONE_F32 = np.float32(1.0)
+
+
+@kernel
+def _exp_nonpositive_float32(x):
+    """e^x in float32 arithmetic for a float32 x ≤ 0 (NaN propagates), without a library call.
+
+    Float64's method (:func:`_exp_nonpositive`) with float32 constants:
+    arguments below −104 give 0, results in the subnormal range are
+    rounded once (2^k applied in two factors).  Within 1 ulp of the
+    correctly rounded e^x.
+    """
+    c = _EXP_TAYLOR_F32
+    xc = _FLOOR_F32 if x < _FLOOR_F32 else x
+    shifted = xc * _LOG2E_F32 + _ROUNDER_F32
+    k_float = shifted - _ROUNDER_F32
+    k = np.int32(bits_from_float32(shifted) - _ROUNDER_BITS_F32)  # the same integer
+    r = (xc - k_float * _LN2_HI_F32) - k_float * _LN2_LO_F32
+    q = c[7] * r + c[6]
+    q = q * r + c[5]
+    q = q * r + c[4]
+    q = q * r + c[3]
+    q = q * r + c[2]
+    p = _ONE_F32 + (r + (r * r) * q)  # e^r in [0.70, 1.42]
+    # p · 2^k_main stays normal (k_main ≥ −100); 2^(k − k_main) ≥ 2^−50 is normal.
+    k_main = k if k > -100 else np.int32(-100)
+    result = float32_from_bits(np.int32(bits_from_float32(p) + (k_main << 23))) * float32_from_bits(
+        np.int32((k - k_main + 127) << 23)
+    )
+    return result if x == x else x
+
+
 @kernel
 def _phi(z, one):
     """Logistic sigmoid of one scalar, in the scalar's own precision.
 
     With e = exp(−|z|) ≤ 1 (never overflows, never warns), φ(z) is
     1 / (1 + e) for z ≥ 0 and e / (1 + e) for z < 0, chosen by a select so
-    loops over it vectorise.  e is computed in float64 and rounded once to
-    z's dtype; the addition and division run in z's dtype (``one`` is 1 in
-    that dtype).  NaN propagates.
+    loops over it vectorise.  e, the addition and the division run in z's
+    dtype (``one`` is 1 in that dtype; :func:`_exp_nonpositive_float32`
+    for float32).  NaN propagates.
     """
     minus_abs = z if z < 0 else -z
-    e = cast_like(_exp_nonpositive(np.float64(minus_abs), is_float32(one)), one)
+    # is_float32 is a constant, so LLVM keeps one branch; the casts make both type as z.
+    if is_float32(one):
+        e = cast_like(_exp_nonpositive_float32(np.float32(minus_abs)), one)
+    else:
+        e = cast_like(_exp_nonpositive(np.float64(minus_abs)), one)
     numerator = one if z >= 0 else e
     return numerator / (one + e)
 
 
 @kernel
 def _sigmoid_flat(z, out):
-    """out[i] = φ(z[i]) for 1-D arrays (out may be z)."""
+    """out[i] = φ(z[i]) for 1-D arrays (out may be z, but see :func:`_sigmoid_inplace`)."""
     one = z.dtype.type(1.0)
     for i in range(z.shape[0]):
         out[i] = _phi(z[i], one)
 
 
 @kernel
+def _sigmoid_inplace(z):
+    """z[i] = φ(z[i]) for a 1-D array.
+
+    One array, not :func:`_sigmoid_flat` (z, z): with two arguments LLVM
+    guards the vectorised loop with an overlap check, which an in-place
+    call fails, and runs the scalar loop.
+    """
+    one = z.dtype.type(1.0)
+    for i in range(z.shape[0]):
+        z[i] = _phi(z[i], one)
+
+
+@kernel
 def _add_bias_sigmoid_inplace(Z, b):
-    """Z[i, j] = φ(Z[i, j] + b[j]), in place on a freshly computed Z."""
-    one = Z.dtype.type(1.0)
+    """Z[i, j] = φ(Z[i, j] + b[j]), in place on a freshly computed, C-contiguous Z.
+
+    The bias first, row by row, then φ in one loop over all n·width
+    elements: a row of d elements is rarely a multiple of the vectorised
+    loop's step, and a loop per row would leave each row's remainder to
+    scalar code.  The same bits as one pass.
+    """
     n, width = Z.shape
     for i in range(n):
+        row = Z[i]
         for j in range(width):
-            Z[i, j] = _phi(Z[i, j] + b[j], one)
+            row[j] += b[j]
+    _sigmoid_inplace(Z.reshape(-1))
 
 
 @kernel

@@ -76,9 +76,11 @@ from numba.extending import intrinsic
 __all__ = [
     "VECTOR_BYTES",
     "bits_from_float",
+    "bits_from_float32",
     "cast_like",
     "choose_vector_bytes",
     "copy_vectors",
+    "float32_from_bits",
     "float_from_bits",
     "is_float32",
     "tile_fma",
@@ -463,6 +465,30 @@ def float_from_bits(typingctx, bits):
 
 
 @intrinsic
+def bits_from_float32(typingctx, value):
+    """The IEEE-754 bits of a float32, as an int32 (a bit cast, no conversion)."""
+    if value != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(value), codegen
+
+
+@intrinsic
+def float32_from_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bits are the int32 ``bits`` (a bit cast)."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
 def cast_like(typingctx, value, like):
     """``value`` converted (rounded to nearest) to the float type of ``like``."""
     if not (isinstance(value, types.Float) and isinstance(like, types.Float)):
@@ -539,6 +565,16 @@ def _float_from_bits_python(bits):
     return _struct.unpack("<d", _struct.pack("<Q", bits & 0xFFFF_FFFF_FFFF_FFFF))[0]
 
 
+def _bits_from_float32_python(value):
+    """:func:`bits_from_float32` in Python (a Python int)."""
+    return _struct.unpack("<i", _struct.pack("<f", value))[0]
+
+
+def _float32_from_bits_python(bits):
+    """:func:`float32_from_bits` in Python: a numpy.float32, from the low 32 bits of ``bits``."""
+    return np.float32(_struct.unpack("<f", _struct.pack("<I", int(bits) & 0xFFFF_FFFF))[0])
+
+
 def _cast_like_python(value, like):
     """:func:`cast_like` in Python."""
     return np.float32(value) if isinstance(like, np.float32) else np.float64(value)
@@ -554,5 +590,7 @@ if _numba_config.DISABLE_JIT:
     copy_vectors = _copy_vectors_python
     bits_from_float = _bits_from_float_python
     float_from_bits = _float_from_bits_python
+    bits_from_float32 = _bits_from_float32_python
+    float32_from_bits = _float32_from_bits_python
     cast_like = _cast_like_python
     is_float32 = _is_float32_python
