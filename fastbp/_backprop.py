@@ -22,16 +22,24 @@ weight updates are therefore identical to fastbp's, and only the recorded
 cost differs, by (λ/2) Σ W².
 """
 
-import functools
 import math
-import threading
 from collections import namedtuple
 
 import numpy as np
 
-from . import _kernels_hidden
-from ._core import _check_n_threads, _numba_threads, _parallel_launch, network_arrays
-from ._simd import VECTOR_BYTES
+from . import _kernels_hidden, _kernels_step
+from ._core import network_arrays
+from ._scratch import _workspace
+from ._threads import _check_n_threads, _numba_threads, _parallel_launch
+from ._tuning import (
+    DELTA_H_BLOCK_HIDDEN,
+    SHARED_STEP_MIN_MULTIPLY_ADDS,
+    SHARED_STEP_PACK_COPY_BYTES,
+    STEP_BLOCK_EXAMPLES,
+    STEP_MAX_CHUNKS,
+    STEP_MAX_PARTIAL_BYTES,
+    STEP_MIN_CHUNK_EXAMPLES,
+)
 from ._validate import (
     as_float_array,
     check_itemsize,
@@ -55,33 +63,7 @@ __all__ = [
     "l2_penalty",
 ]
 
-# Tuning constants: what each is and how it was chosen.  The measurements
-# behind them, and how to repeat them, are in docs/tuning.md.
-
-#: Examples per block of the fused step: a tile of Xᵀ δ_h sums 192 examples per load and store of
-#: the gradient; (192, d) blocks stay in L2 for d up to a few hundred.  No measurement recorded.
-BLOCK_ROWS = 192
-#: Columns (hidden units) per tile of the loop nest of δ_out W_outᵀ
-#: (:func:`fastbp._kernels_hidden._matmul_accumulate`).  No measurement recorded.
-BLOCK_COLS = 128
-
-# Chunks of examples for threads (:func:`default_backprop_chunks`): the largest power of two
-# (so 2 or 4 threads get equal shares) that the three limits below allow.  No measurement
-# recorded for these three.
-#: Fewest examples per chunk: fewer than 2 × 128 examples make one chunk.
-_MIN_CHUNK_ROWS = 128
-#: Most chunks, whatever n.
-_MAX_CHUNKS = 16
-#: Most bytes of all chunks' partial gradients together (64 MiB).
-_MAX_PARTIAL_BYTES = 64 * 2**20
-#: Largest W_h panel copy each thread packs for itself when one chunk is shared (half a 2 MiB L2),
-#: so no core reads panels another has just written; measured, see docs/tuning.md.
-_REPLICATE_PACK_BYTES = 2**20
-#: Fewest multiply-adds of X W_h (n·m·d) for sharing one chunk among threads; below it the serial
-#: kernel runs (same bits).  Measured on 2 threads against 1, see docs/tuning.md.
-_MIN_SHARED_WORK = 2**18
-
-# The plain step's "no per-example norms" (see _kernels_hidden._backprop_chunk).
+# The plain step's "no per-example norms" (see _kernels_step._backprop_chunk).
 _NO_NORMS = np.empty(0, dtype=np.float64)
 
 # The smallest normal number per dtype, the floor of the cost's logarithms.
@@ -146,7 +128,7 @@ def delta_h(delta_out, W_out, A_h):
         contiguous(delta_out, dtype, "delta_out"),
         contiguous(W_out.T, dtype, "W_out"),
         contiguous(A_h, dtype, "A_h"),
-        BLOCK_COLS,
+        DELTA_H_BLOCK_HIDDEN,
     )
 
 
@@ -216,9 +198,9 @@ def l2_penalty(W_h, W_out, l2):
     l2 = _check_l2(l2)
     if l2 == 0.0:
         return 0.0
-    squares = _kernels_hidden._sum_of_squares(
+    squares = _kernels_step._sum_of_squares(
         contiguous(W_h, W_h.dtype, "W_h")
-    ) + _kernels_hidden._sum_of_squares(contiguous(W_out, W_out.dtype, "W_out"))
+    ) + _kernels_step._sum_of_squares(contiguous(W_out, W_out.dtype, "W_out"))
     return 0.5 * l2 * squares
 
 
@@ -241,72 +223,24 @@ def default_backprop_chunks(n, m, d, t, itemsize):
         The largest power of two ≤ n / 128, at most 16, at least 1, and
         fewer where the per-chunk partial gradients would exceed 64 MiB.
     """
-    n, m, d, t = (
-        non_negative_int(v, name) for v, name in ((n, "n"), (m, "m"), (d, "d"), (t, "t"))
-    )
+    n, m, d, t = (non_negative_int(v, name) for v, name in ((n, "n"), (m, "m"), (d, "d"), (t, "t")))
     return _default_backprop_chunks(n, m, d, t, check_itemsize(itemsize))
 
 
 def _default_backprop_chunks(n, m, d, t, itemsize):
     """:func:`default_backprop_chunks` without the checks (the training loops' hot path)."""
-    by_rows = n // _MIN_CHUNK_ROWS
+    by_rows = n // STEP_MIN_CHUNK_EXAMPLES
     partial_bytes = (m * d + d * t + d + t) * itemsize
-    by_memory = _MAX_PARTIAL_BYTES // max(1, partial_bytes)
-    limit = max(1, min(_MAX_CHUNKS, by_rows, by_memory))
+    by_memory = STEP_MAX_PARTIAL_BYTES // max(1, partial_bytes)
+    limit = max(1, min(STEP_MAX_CHUNKS, by_rows, by_memory))
     return 1 << (limit.bit_length() - 1)
-
-
-# Workspaces for the weights' panels, chunk partials and block buffers, one per Python thread
-# and dtype, are kept between calls: a fresh one each call can cost more in page faults than
-# the step itself, where the C allocator hands it back to the system each time (as in Dask's
-# workers; docs/tuning.md).
-#: Largest workspace kept between calls (larger: allocated per call).  No measurement recorded.
-_WORKSPACE_MAX_BYTES = 64 * 2**20
-_workspaces = threading.local()
-
-
-@functools.lru_cache(maxsize=64)
-def _workspace_size(dtype, m, d, t, copies, n_chunks=1):
-    """Elements of a step's workspace: chunk partials, W_out's panels, ``copies`` of W_h's, scratch.
-
-    The partials of ``n_chunks`` > 1 chunks take n_chunks · (m·d + d + t·d + t)
-    elements (see :func:`fastbp._kernels_hidden._partials`).  Then one
-    chunk scratch (block buffers and the tile engine's, for blocks of
-    :data:`BLOCK_ROWS` examples) per chunk or per copy, whichever are more,
-    from the first 64-byte line on (:func:`fastbp._kernels_hidden._chunk_scratches`).
-    """
-    w = VECTOR_BYTES // dtype.itemsize
-    size = copies * m * (max(d, w) + w) + d * (max(t, w) + w)
-    if n_chunks > 1:
-        size += n_chunks * (m * d + d + t * d + t)
-    scratch = _kernels_hidden._chunk_scratch_size(BLOCK_ROWS, m, d, t, BLOCK_ROWS, dtype.itemsize)
-    return size + max(copies, n_chunks) * scratch + 64 // dtype.itemsize
-
-
-def _workspace(dtype, m, d, t, copies, n_chunks=1):
-    """A 1-D scratch array of :func:`_workspace_size` elements for this thread.
-
-    Reused by later calls in the same thread (kernels release the GIL, so
-    each Python thread has its own); a larger one replaces it when needed.
-    Above :data:`_WORKSPACE_MAX_BYTES` a fresh array each call.
-    """
-    size = _workspace_size(dtype, m, d, t, copies, n_chunks)
-    if size * dtype.itemsize > _WORKSPACE_MAX_BYTES:
-        return np.empty(size, dtype)
-    cache = getattr(_workspaces, "arrays", None)
-    if cache is None:
-        cache = _workspaces.arrays = {}
-    array = cache.get(dtype)
-    if array is None or array.shape[0] < size:
-        array = cache[dtype] = np.empty(size, dtype)
-    return array
 
 
 def _shares_threads(n, m, d, n_chunks, threads):
     """Whether :func:`backprop` runs a threaded kernel: several chunks, or enough work in one."""
     if threads <= 1:
         return False
-    return n_chunks > 1 or n * m * d >= _MIN_SHARED_WORK
+    return n_chunks > 1 or n * m * d >= SHARED_STEP_MIN_MULTIPLY_ADDS
 
 
 def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads):
@@ -322,26 +256,69 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads):
     t = W_out.shape[1]
     if n_threads == 1 or not _shares_threads(n, m, d, n_chunks, 2):
         # Serial whatever the thread count: skip asking Numba for it.
-        return _kernels_hidden._backprop_serial(
-            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-            _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf,
+        return _kernels_step._backprop_serial(
+            X,
+            Y,
+            W_h,
+            b_h,
+            W_out,
+            b_out,
+            tiny,
+            n_chunks,
+            STEP_BLOCK_EXAMPLES,
+            DELTA_H_BLOCK_HIDDEN,
+            _workspace(dtype, m, d, t, 1, n_chunks),
+            _NO_NORMS,
+            math.inf,
         )
     with _numba_threads(n_threads) as threads:
         shares = _shares_threads(n, m, d, n_chunks, threads)
         if not shares:  # one thread: the same bits
-            return _kernels_hidden._backprop_serial(
-                X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-                _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf,
+            return _kernels_step._backprop_serial(
+                X,
+                Y,
+                W_h,
+                b_h,
+                W_out,
+                b_out,
+                tiny,
+                n_chunks,
+                STEP_BLOCK_EXAMPLES,
+                DELTA_H_BLOCK_HIDDEN,
+                _workspace(dtype, m, d, t, 1, n_chunks),
+                _NO_NORMS,
+                math.inf,
             )
         with _parallel_launch():
             if n_chunks > 1:
-                return _kernels_hidden._backprop_parallel(
-                    X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, BLOCK_ROWS, BLOCK_COLS,
-                    _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf,
+                return _kernels_step._backprop_parallel(
+                    X,
+                    Y,
+                    W_h,
+                    b_h,
+                    W_out,
+                    b_out,
+                    tiny,
+                    n_chunks,
+                    STEP_BLOCK_EXAMPLES,
+                    DELTA_H_BLOCK_HIDDEN,
+                    _workspace(dtype, m, d, t, 1, n_chunks),
+                    _NO_NORMS,
+                    math.inf,
                 )
-            return _kernels_hidden._backprop_blocks_parallel(
-                X, Y, W_h, b_h, W_out, b_out, tiny, threads, BLOCK_ROWS, BLOCK_COLS,
-                _REPLICATE_PACK_BYTES, _workspace(dtype, m, d, t, threads),
+            return _kernels_step._backprop_blocks_parallel(
+                X,
+                Y,
+                W_h,
+                b_h,
+                W_out,
+                b_out,
+                tiny,
+                threads,
+                STEP_BLOCK_EXAMPLES,
+                DELTA_H_BLOCK_HIDDEN,
+                SHARED_STEP_PACK_COPY_BYTES,
+                _workspace(dtype, m, d, t, threads),
             )
 
 
@@ -355,7 +332,7 @@ def _with_penalty(cost, g_W_h, g_b_h, g_W_out, g_b_out, W_h, W_out, l2):
     if l2 != 0.0:
         # λW added once, after the chunk sums, in one compiled call: the
         # same roundings as the book's ``grad_w_h + l2 * w_h``.
-        squares = _kernels_hidden._add_l2_gradients(g_W_h, g_W_out, W_h, W_out, dtype.type(l2))
+        squares = _kernels_step._add_l2_gradients(g_W_h, g_W_out, W_h, W_out, dtype.type(l2))
         cost += 0.5 * l2 * squares
     return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
 

@@ -9,14 +9,19 @@ or float64 only, mixed precisions promoted as NumPy does, any memory layout
 accepted, inputs never modified, n = 0 allowed.
 """
 
-import contextlib
-import threading
-
 import numba
 import numpy as np
 
 from . import _kernels
-from ._tiles import BLOCK_D, BLOCK_N, BLOCK_T
+from ._threads import _check_n_threads, _numba_threads, _parallel_launch
+from ._tuning import (
+    ENGINE_BLOCK_I,
+    ENGINE_BLOCK_J,
+    ENGINE_BLOCK_K,
+    GRAD_W_OUT_MAX_CHUNKS,
+    GRAD_W_OUT_MAX_PARTIAL_BYTES,
+    GRAD_W_OUT_MIN_CHUNK_EXAMPLES,
+)
 from ._validate import (
     _FLOAT_DTYPES,
     as_float_array,
@@ -48,17 +53,9 @@ __all__ = [
 #: Names accepted by ``grad_W_out(..., method=...)``.
 GRAD_W_OUT_METHODS = ("outer", "blocked", "matmul")
 
-# BLOCK_N, BLOCK_D and BLOCK_T, imported from the tile engine, are the defaults of
-# grad_W_out_blocked's block_n, block_d and block_t.
-
-# Chunking of the examples for the blocked gradient (:func:`default_n_chunks`):
-# the smallest of the three limits below; no measurement recorded for them.
-#: Fewest examples per chunk: n // 4096 chunks at most (one chunk below 8192 examples).
-_MIN_CHUNK_ROWS = 4096
-#: Most chunks, whatever n.
-_MAX_CHUNKS = 16
-#: Most bytes of all chunks' partial (d, t) gradients together (64 MiB).
-_MAX_PARTIAL_BYTES = 64 * 2**20
+# The defaults of grad_W_out_blocked's block_n, block_d and block_t are the tile engine's
+# blocks, and the chunking of its examples (:func:`default_n_chunks`) the smallest of three
+# limits; all in fastbp._tuning.
 
 
 def sigmoid(Z):
@@ -278,9 +275,7 @@ def _weighted_rows(delta_out, sample_weight):
 def _gradient_pair(A_h, delta_out, sample_weight=None):
     A_h = as_float_array(A_h, "A_h", 2)
     delta_out = as_float_array(delta_out, "delta_out", 2)
-    require_equal(
-        "A_h", A_h.shape[0], "delta_out", delta_out.shape[0], "rows (n)", "rows (n)"
-    )
+    require_equal("A_h", A_h.shape[0], "delta_out", delta_out.shape[0], "rows (n)", "rows (n)")
     dtype = common_dtype(A_h, delta_out)
     require_fits("grad_W_out's result", (A_h.shape[1], delta_out.shape[1]), dtype)
     delta_out = contiguous(delta_out, dtype, "delta_out")
@@ -370,75 +365,18 @@ def default_n_chunks(n, d, t, itemsize):
 
 def _default_n_chunks(n, d, t, itemsize):
     """:func:`default_n_chunks` without the checks."""
-    by_rows = n // _MIN_CHUNK_ROWS
-    by_memory = _MAX_PARTIAL_BYTES // max(1, d * t * itemsize)
-    return max(1, min(_MAX_CHUNKS, by_rows, by_memory))
-
-
-@contextlib.contextmanager
-def _numba_threads(n_threads):
-    """Use ``n_threads`` Numba threads in this thread for the duration."""
-    if n_threads is None:
-        yield numba.get_num_threads()
-        return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    try:
-        yield n_threads
-    finally:
-        numba.set_num_threads(previous)
-
-
-# Numba's workqueue threading layer aborts the process when two Python
-# threads launch parallel kernels at once; tbb and omp are thread-safe.
-# Until a launch shows which layer this process runs, fastbp's launches take
-# this lock one at a time.
-_THREADSAFE_LAYERS = frozenset({"tbb", "omp"})
-_launch_lock = threading.Lock()
-_launches_are_threadsafe = False
-
-
-def _layer_is_threadsafe():
-    try:
-        return numba.threading_layer() in _THREADSAFE_LAYERS
-    except ValueError:  # no parallel region has run yet (or the JIT is off)
-        return False
-
-
-@contextlib.contextmanager
-def _parallel_launch():
-    """Hold around every call of a ``parallel_kernel``.
-
-    One launch at a time, unless the threading layer in use is thread-safe.
-    """
-    global _launches_are_threadsafe
-    if _launches_are_threadsafe:
-        yield
-        return
-    with _launch_lock:
-        yield
-        _launches_are_threadsafe = _layer_is_threadsafe()
-
-
-def _check_n_threads(n_threads):
-    if n_threads is None:
-        return None
-    n_threads = positive_int(n_threads, "n_threads")
-    if n_threads > numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(
-            f"n_threads must be at most {numba.config.NUMBA_NUM_THREADS} "
-            f"(numba.config.NUMBA_NUM_THREADS), got {n_threads}"
-        )
-    return n_threads
+    by_rows = n // GRAD_W_OUT_MIN_CHUNK_EXAMPLES
+    by_memory = GRAD_W_OUT_MAX_PARTIAL_BYTES // max(1, d * t * itemsize)
+    return max(1, min(GRAD_W_OUT_MAX_CHUNKS, by_rows, by_memory))
 
 
 def grad_W_out_blocked(
     A_h,
     delta_out,
     *,
-    block_n=BLOCK_N,
-    block_d=BLOCK_D,
-    block_t=BLOCK_T,
+    block_n=ENGINE_BLOCK_I,
+    block_d=ENGINE_BLOCK_J,
+    block_t=ENGINE_BLOCK_K,
     n_chunks=None,
     n_threads=None,
     sample_weight=None,
@@ -553,11 +491,8 @@ def grad_W_out(A_h, delta_out, method="matmul", *, sample_weight=None, **options
             f"method must be one of {', '.join(map(repr, GRAD_W_OUT_METHODS))}, got {method!r}"
         ) from None
     if options and method != "blocked":
-        raise TypeError(
-            f"method={method!r} takes no options, got {', '.join(sorted(options))}"
-        )
+        raise TypeError(f"method={method!r} takes no options, got {', '.join(sorted(options))}")
     return function(A_h, delta_out, sample_weight=sample_weight, **options)
-
 
 
 def grad_b_out(delta_out):

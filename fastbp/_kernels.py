@@ -25,6 +25,7 @@ from ._simd import (
     is_float32,
 )
 from ._tiles import accumulate, scratch_size
+from ._tuning import COST_TERMS_BLOCK
 
 # --------------------------------------------------------------------------
 # Activations and the forward pass
@@ -293,9 +294,6 @@ def _cost_terms(A, Y, tiny, terms):
         terms[e] = term + (1.0 - y) * log_not_a if y != 1.0 else term
 
 
-#: Terms per pass of :func:`_cost`: 8 KiB of float64, kept in L1 between the two loops of
-#: :func:`_cost_terms`.  Chosen by that size; no measurement recorded.
-_COST_TERMS_BLOCK = 1024
 
 
 @kernel
@@ -309,10 +307,10 @@ def _cost(A_out, Y, tiny):
     a_flat = A_out.reshape(-1)
     y_flat = Y.reshape(-1)
     size = a_flat.shape[0]
-    terms = np.empty(min(size, _COST_TERMS_BLOCK), dtype=np.float64)
+    terms = np.empty(min(size, COST_TERMS_BLOCK), dtype=np.float64)
     total = 0.0
-    for e0 in range(0, size, _COST_TERMS_BLOCK):
-        e1 = min(e0 + _COST_TERMS_BLOCK, size)
+    for e0 in range(0, size, COST_TERMS_BLOCK):
+        e1 = min(e0 + COST_TERMS_BLOCK, size)
         _cost_terms(a_flat[e0:e1], y_flat[e0:e1], tiny, terms)
         for e in range(e1 - e0):
             total -= terms[e]

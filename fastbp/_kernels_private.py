@@ -8,7 +8,7 @@ so its squared norm needs no per-example gradient at all:
 
     ‖g_i‖² = (‖x_i‖² + 1) · ‖δ_h^{[i]}‖² + (‖a_h^{[i]}‖² + 1) · ‖δ_out^{[i]}‖²
 
-(‖u ⊗ v‖ = ‖u‖ ‖v‖).  The fused step (:func:`fastbp._kernels_hidden._backprop_chunk`)
+(‖u ⊗ v‖ = ‖u‖ ‖v‖).  The fused step (:func:`fastbp._kernels_step._backprop_chunk`)
 calls :func:`_example_norms` on each block right after its deltas, and
 :func:`_clip_rows` scales row i of δ_out and δ_h by c_i before the block's
 gradients are added: the block's products then sum c_i g_i.

@@ -17,19 +17,19 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import _kernels_hidden
+from . import _kernels_epoch, _kernels_step
 from ._backprop import (
     _TINY,
-    BLOCK_COLS,
-    BLOCK_ROWS,
     _check_l2,
     _with_penalty,
-    _workspace,
     default_backprop_chunks,
     delta_h,
 )
-from ._core import _check_n_threads, _numba_threads, _parallel_launch, forward, network_arrays
+from ._core import forward, network_arrays
+from ._scratch import _workspace
 from ._sgd import _check_data, _check_eta, _check_no_aliasing, _check_weights
+from ._threads import _check_n_threads, _numba_threads, _parallel_launch
+from ._tuning import DELTA_H_BLOCK_HIDDEN, NOISE_BUFFER_ELEMENTS, STEP_BLOCK_EXAMPLES
 from ._validate import (
     positive_int,
     real_number,
@@ -188,12 +188,13 @@ def per_example_grad_norms(X, Y, W_h, b_h, W_out, b_out, *, n_chunks=None, n_thr
     norms = np.zeros(n, dtype=np.float64)
     if n:
         arguments = (
-            X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], n_chunks, BLOCK_ROWS, BLOCK_COLS,
-            _workspace(dtype, m, d, t, 1, n_chunks), norms,
+            X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], n_chunks,
+            STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1, n_chunks),
+            norms,
         )  # fmt: skip
         _run_chunks(
-            _kernels_hidden._example_norms_serial,
-            _kernels_hidden._example_norms_parallel,
+            _kernels_step._example_norms_serial,
+            _kernels_step._example_norms_parallel,
             n_chunks,
             n_threads,
             arguments,
@@ -336,12 +337,13 @@ def dp_backprop(
     n_chunks = _chunks(n_chunks, n, m, d, t, dtype)
     norms = np.zeros(n, dtype=np.float64)
     arguments = (
-        X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], n_chunks, BLOCK_ROWS, BLOCK_COLS,
-        _workspace(dtype, m, d, t, 1, n_chunks), norms, max_grad_norm,
+        X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], n_chunks,
+        STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1, n_chunks),
+        norms, max_grad_norm,
     )  # fmt: skip
     cost, *gradients = _run_chunks(
-        _kernels_hidden._backprop_serial,
-        _kernels_hidden._backprop_parallel,
+        _kernels_step._backprop_serial,
+        _kernels_step._backprop_parallel,
         n_chunks,
         n_threads,
         arguments,
@@ -366,11 +368,6 @@ cost : float
 batch_sizes : numpy.ndarray of int64, shape (steps,)
     How many examples each step's Poisson sample held (possibly 0).
 """
-
-#: Most float64 values (noise, or without noise the batches' uniform draws) :func:`dp_sgd_epoch`
-#: draws ahead of one compiled call (16 MiB): a longer epoch is run as several calls, with the
-#: same draws and the same bits.
-_NOISE_BUFFER_ELEMENTS = 2**21
 
 
 def _poisson_steps(rng, n, sample_rate, steps, noise_size, std):
@@ -499,7 +496,7 @@ def dp_sgd_epoch(
     work = [np.ascontiguousarray(a) for a in weights]
     noise_size = m * d + d + d * t + t
     std = noise_multiplier * max_grad_norm if noise_multiplier > 0 else 0.0  # not 0 · inf
-    group = max(1, _NOISE_BUFFER_ELEMENTS // (noise_size if std > 0 else max(1, n)))
+    group = max(1, NOISE_BUFFER_ELEMENTS // (noise_size if std > 0 else max(1, n)))
     scale = 1.0 / (sample_rate * n)
     cost = 0.0
     batch_sizes = np.zeros(steps, dtype=np.int64)
@@ -513,10 +510,11 @@ def dp_sgd_epoch(
             [default_backprop_chunks(int(b), m, d, t, dtype.itemsize) for b in distinct],
             dtype=np.int64,
         )[where]
-        cost += _kernels_hidden._dp_sgd_steps(
+        cost += _kernels_epoch._dp_sgd_steps(
             X, Y, indices, starts, chunk_counts, noise, *work,
             dtype.type(eta), dtype.type(l2), l2 != 0.0, l2, _TINY[dtype], max_grad_norm, scale,
-            int(sizes.max()) if count else 0, int(chunk_counts.max()), BLOCK_ROWS, BLOCK_COLS,
+            int(sizes.max()) if count else 0, int(chunk_counts.max()),
+            STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN,
             batch_sizes[first : first + count],
         )  # fmt: skip
     for original, updated in zip(weights, work):

@@ -10,8 +10,9 @@ results.  Its result has the bits of that per-step loop.
 
 import numpy as np
 
-from . import _kernels_hidden
-from ._backprop import BLOCK_COLS, BLOCK_ROWS, _check_l2, default_backprop_chunks
+from . import _kernels_epoch
+from ._backprop import _check_l2, default_backprop_chunks
+from ._tuning import DELTA_H_BLOCK_HIDDEN, STEP_BLOCK_EXAMPLES
 from ._validate import (
     as_float_array,
     positive_int,
@@ -201,7 +202,7 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
     # The kernel writes to C-contiguous arrays; others are updated through a copy.
     work = [np.ascontiguousarray(a) for a in weights]
     n_chunks = default_backprop_chunks(minibatch_size, m, d, t, dtype.itemsize)
-    epoch_cost = _kernels_hidden._sgd_epoch(
+    epoch_cost = _kernels_epoch._sgd_epoch(
         X,
         Y,
         order,
@@ -213,8 +214,8 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
         l2,
         float(np.finfo(dtype).tiny),
         n_chunks,
-        BLOCK_ROWS,
-        BLOCK_COLS,
+        STEP_BLOCK_EXAMPLES,
+        DELTA_H_BLOCK_HIDDEN,
     )
     for original, updated in zip(weights, work):
         if updated is not original:

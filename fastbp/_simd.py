@@ -59,7 +59,7 @@ The IR is emitted by the small helpers below (:class:`_Vectors`,
 :class:`_Matrix`, :class:`_DColumns`, :func:`_example_loop`,
 :func:`_store_tile`); each intrinsic's ``codegen`` only strings them
 together.  Nothing is checked at run time: the callers (the kernels of
-:mod:`fastbp._kernels` and :mod:`fastbp._kernels_hidden`) keep every
+:mod:`fastbp._kernels` and the step's modules) keep every
 access in bounds.
 """
 

@@ -19,19 +19,7 @@ No checks happen here: callers pass C-contiguous A and G of one float dtype.
 
 from ._jit import CONTRACT, kernel
 from ._simd import VECTOR_BYTES, copy_vectors, tile_fma
-
-#: Rows of G in one register tile (and the forward product's row groups), set by register
-#: count: 2 vectors × 6 = 12 accumulators leave 4 of AVX2's 16 registers for A and D.
-TILE_ROWS = 6
-
-# Default block sizes of :func:`accumulate`, for grad_W_out_blocked and the fused step's
-# products; they change the speed, never the bits.  No measurement recorded for them.
-#: Rows i per block: rows of a packed block of A and of a block of D.
-BLOCK_N = 256
-#: Columns j per block: columns of a packed block of A.
-BLOCK_D = 256
-#: Rows k of G per block, 8 tiles of :data:`TILE_ROWS`; D is read in place, not copied, for K ≤ 48.
-BLOCK_T = 48
+from ._tuning import TILE_ROWS
 
 
 @kernel
@@ -155,7 +143,7 @@ def panel_layout(width, w, panel):
 def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G):
     """All register tiles of one panel P (nb × nvec·W) against G[g_first : g_first+g_count].
 
-    The rows go in tiles of equal height, at most :data:`TILE_ROWS`.
+    The rows go in tiles of equal height, at most :data:`fastbp._tuning.TILE_ROWS`.
     """
     n_tiles = (g_count + TILE_ROWS - 1) // TILE_ROWS
     low = g_count // n_tiles  # tiles of low or low + 1 rows
@@ -193,7 +181,7 @@ def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t, scratch):
     copied (read sequentially) into panels of 2W columns (W elements fill
     one vector of :data:`fastbp._simd.VECTOR_BYTES`: 4 float64 or 8
     float32 in 32 bytes, twice as many in 64), each panel contiguous.
-    Register tiles of 2 vectors × up to :data:`TILE_ROWS` rows of G then
+    Register tiles of 2 vectors × up to :data:`fastbp._tuning.TILE_ROWS` rows of G then
     run over the block's rows i with their accumulators in vector
     registers (:func:`fastbp._simd.tile_fma`), reading a panel and D's
     block sequentially from cache.  A block width that is not a multiple

@@ -25,6 +25,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 KERNELS = "fastbp/_kernels.py"
 TILES = "fastbp/_tiles.py"
 HIDDEN = "fastbp/_kernels_hidden.py"
+STEP = "fastbp/_kernels_step.py"
+SCRATCH = "fastbp/_scratch.py"
 
 # The tests that guard the three ways; the mutants must fail at least one.
 TESTS = [
@@ -33,7 +35,7 @@ TESTS = [
     "tests/test_gradcheck.py",
 ]
 
-# The tests that guard the fused step (for the mutants in HIDDEN).
+# The tests that guard the fused step (for the mutants in HIDDEN, STEP and SCRATCH).
 FUSED_TESTS = ["tests/test_backprop.py"]
 
 # (what the bug is, file, exact text, replacement[, tests instead of TESTS])
@@ -124,35 +126,35 @@ MUTATIONS = [
     ),
     (
         "fused: a chunk's partial Xᵀ δ_h is not zeroed before it accumulates",
-        HIDDEN,
+        STEP,
         "    grad_W_h[:] = 0\n",
         "",
         FUSED_TESTS,
     ),
     (
         "fused, one chunk on threads: each part's rows stop one short",
-        HIDDEN,
-        "            r1 = min(g1 * tiles.TILE_ROWS, rows)\n",
-        "            r1 = min(g1 * tiles.TILE_ROWS, rows) - 1\n",
+        STEP,
+        "            r1 = min(g1 * TILE_ROWS, rows)\n",
+        "            r1 = min(g1 * TILE_ROWS, rows) - 1\n",
         FUSED_TESTS,
     ),
     (
         "fused, one chunk on threads: the last part's inputs are left out of Xᵀ δ_h",
-        HIDDEN,
-        "            p1 = min(q1 * tiles.TILE_ROWS, m)\n",
-        "            p1 = min(q1 * tiles.TILE_ROWS, m - 1)\n",
+        STEP,
+        "            p1 = min(q1 * TILE_ROWS, m)\n",
+        "            p1 = min(q1 * TILE_ROWS, m - 1)\n",
         FUSED_TESTS,
     ),
     (
         "fused: a block's δ_h buffer lies over its A_h buffer (a layout offset off by one part)",
-        HIDDEN,
+        SCRATCH,
         "        scratch[e1:e2][: rows * d].reshape((rows, d)),",
         "        scratch[:e0][: rows * d].reshape((rows, d)),",
         FUSED_TESTS,
     ),
     (
         "fused: the last chunk's partial Xᵀ δ_h is not added",
-        HIDDEN,
+        STEP,
         "        for c in range(1, n_chunks):\n            row = partials[c, r]",
         "        for c in range(1, n_chunks - 1):\n            row = partials[c, r]",
         FUSED_TESTS,

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastbp import _backprop
+from fastbp import _backprop, _kernels_packed, _kernels_step, _scratch, _tuning
 from fastbp._backprop import (
     backprop,
     default_backprop_chunks,
@@ -235,18 +235,17 @@ def test_one_chunk_shared_among_threads_gives_the_serial_bits(dtype, n, m, d, t)
     # and deltas, inputs for Xᵀ δ_h.  Every element must keep the serial
     # bits, -0 included, for any number of parts and whether W_h's panels
     # are packed once or once per part.
-    from fastbp import _kernels_hidden as kh
 
     rng = np.random.default_rng([n, m, d, t])
     network = random_network(rng, n, m, d, t, dtype)
     serial = backprop(*network, n_chunks=1, n_threads=1)
-    # (the public function shares the block only from _MIN_SHARED_WORK up)
+    # (the public function shares the block only from SHARED_STEP_MIN_MULTIPLY_ADDS up)
     assert _same_bits(backprop(*network, n_chunks=1, n_threads=2), serial)
     X, Y, W_h, b_h, W_out, b_out = network
     tiny = float(np.finfo(dtype).tiny)
     for n_parts in (2, 3):
         for replicate_bytes in (0, 2**30):
-            parallel = kh._backprop_blocks_parallel(
+            parallel = _kernels_step._backprop_blocks_parallel(
                 X,
                 Y,
                 W_h,
@@ -255,10 +254,10 @@ def test_one_chunk_shared_among_threads_gives_the_serial_bits(dtype, n, m, d, t)
                 b_out,
                 tiny,
                 n_parts,
-                _backprop.BLOCK_ROWS,
-                _backprop.BLOCK_COLS,
+                _tuning.STEP_BLOCK_EXAMPLES,
+                _tuning.DELTA_H_BLOCK_HIDDEN,
                 replicate_bytes,
-                _backprop._workspace(np.dtype(dtype), m, d, t, n_parts),
+                _scratch._workspace(np.dtype(dtype), m, d, t, n_parts),
             )
             assert _same_bits((dtype(parallel[0]),) + tuple(parallel[1:]), serial)
 
@@ -471,13 +470,15 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
         pytest.skip("the packed kernels need d of at least one vector")
     Z0 = rng.normal(size=(rows, d)).astype(dtype)  # both accumulate onto Z0
     Z_packed, Z_plain = Z0.copy(), Z0.copy()
-    kh._hidden_forward_packed(X, 2, rows, kh._packed_weights(W_h), m, d, Z_packed)
+    _kernels_packed._hidden_forward_packed(
+        X, 2, rows, _kernels_packed._packed_weights(W_h), m, d, Z_packed
+    )
     kh._hidden_product(X[2 : 2 + rows], W_h, Z_plain)
     assert np.array_equal(Z_packed, Z_plain)
     # and the loop nest the fused step uses when the columns are narrower
     # than a vector: the same chain of fused multiply-adds, whatever the
     # column tile
-    for block_cols in (_backprop.BLOCK_COLS, 5):
+    for block_cols in (_tuning.DELTA_H_BLOCK_HIDDEN, 5):
         Z_loop = Z0.copy()
         kh._matmul_accumulate(X[2 : 2 + rows], W_h, Z_loop, block_cols)
         assert np.array_equal(Z_loop, Z_plain)
@@ -490,15 +491,15 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
     kh._grad_W_h_accumulate(X[2 : 2 + rows], D, G_plain)
     # The tile engine's scratch holds garbage on entry, as a reused workspace does.
     w = kh.VECTOR_BYTES // X.itemsize
-    scratch = np.full(kh._tile_scratch_size(rows, m, d, 0, w), np.nan, dtype=dtype)
-    for cut in (m, (m // 2) // kh.tiles.TILE_ROWS * kh.tiles.TILE_ROWS, 1):
+    scratch = np.full(_scratch._tile_scratch_size(rows, m, d, 0, w), np.nan, dtype=dtype)
+    for cut in (m, (m // 2) // _tuning.TILE_ROWS * _tuning.TILE_ROWS, 1):
         G_fused = G0.copy()
-        kh._add_grad_W_h(X, 2, rows, D, G_fused, 0, cut, scratch)
-        kh._add_grad_W_h(X, 2, rows, D, G_fused, cut, m, scratch)
+        _kernels_step._add_grad_W_h(X, 2, rows, D, G_fused, 0, cut, scratch)
+        _kernels_step._add_grad_W_h(X, 2, rows, D, G_fused, cut, m, scratch)
         assert np.array_equal(G_fused, G_plain)
     # and in the transposed (d, m) orientation the chunked step uses
     G_T = np.ascontiguousarray(G0.T)
-    kh._add_grad_W_h_T(X, 2, rows, D, G_T, scratch)
+    _kernels_step._add_grad_W_h_T(X, 2, rows, D, G_T, scratch)
     assert np.array_equal(G_T.T, G_plain)
 
 
@@ -514,12 +515,12 @@ def test_padded_output_weights_give_the_bits_of_the_loop_nest(dtype, t, rng):
     rows, d = 13, 37
     A_h = rng.random((rows, d)).astype(dtype)
     W_out = rng.normal(size=(d, t)).astype(dtype)
-    wpack = kh._packed_padded_weights(W_out)
+    wpack = _kernels_packed._packed_padded_weights(W_out)
     width = max(t, w)
     Z = np.zeros((rows, width), dtype)
-    kh._hidden_forward_packed(A_h, 0, rows, wpack, d, width, Z)
+    _kernels_packed._hidden_forward_packed(A_h, 0, rows, wpack, d, width, Z)
     expected = np.zeros((rows, t), dtype)
-    kh._matmul_accumulate(A_h, W_out, expected, _backprop.BLOCK_COLS)
+    kh._matmul_accumulate(A_h, W_out, expected, _tuning.DELTA_H_BLOCK_HIDDEN)
     assert np.array_equal(Z[:, :t], expected)
     assert not Z[:, t:].any()
 
@@ -527,7 +528,7 @@ def test_padded_output_weights_give_the_bits_of_the_loop_nest(dtype, t, rng):
 def test_block_constants_are_sane():
     # The bound derivations above assume nothing about block sizes, but the
     # kernels need positive ones.
-    assert _backprop.BLOCK_ROWS > 0 and _backprop.BLOCK_COLS > 0
+    assert _tuning.STEP_BLOCK_EXAMPLES > 0 and _tuning.DELTA_H_BLOCK_HIDDEN > 0
 
 
 def test_workspace_is_kept_per_thread_and_grows_when_needed(monkeypatch):
@@ -542,22 +543,22 @@ def test_workspace_is_kept_per_thread_and_grows_when_needed(monkeypatch):
 
     def checks():  # a new thread starts with no workspace
         f64 = np.dtype(np.float64)
-        first = _backprop._workspace(f64, 50, 30, 4, 1)
-        assert _backprop._workspace(f64, 50, 30, 4, 1) is first
-        assert _backprop._workspace(f64, 10, 5, 2, 1) is first  # smaller fits
-        bigger = _backprop._workspace(f64, 500, 30, 4, 1)
+        first = _scratch._workspace(f64, 50, 30, 4, 1)
+        assert _scratch._workspace(f64, 50, 30, 4, 1) is first
+        assert _scratch._workspace(f64, 10, 5, 2, 1) is first  # smaller fits
+        bigger = _scratch._workspace(f64, 500, 30, 4, 1)
         assert bigger is not first and bigger.shape[0] > first.shape[0]
-        with_partials = _backprop._workspace(f64, 500, 30, 4, 1, n_chunks=4)
+        with_partials = _scratch._workspace(f64, 500, 30, 4, 1, n_chunks=4)
         assert with_partials.shape[0] >= bigger.shape[0] + 4 * (500 * 30 + 30 + 4 * 30 + 4)
-        assert _backprop._workspace(np.dtype(np.float32), 50, 30, 4, 1).dtype == np.float32
+        assert _scratch._workspace(np.dtype(np.float32), 50, 30, 4, 1).dtype == np.float32
         return with_partials
 
-    mine = _backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1)
+    mine = _scratch._workspace(np.dtype(np.float64), 50, 30, 4, 1)
     theirs = in_a_new_thread(checks)
     assert theirs is not mine
-    monkeypatch.setattr(_backprop, "_WORKSPACE_MAX_BYTES", 1000)  # above it: fresh each call
-    assert _backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1) is not (
-        _backprop._workspace(np.dtype(np.float64), 50, 30, 4, 1)
+    monkeypatch.setattr(_backprop, "WORKSPACE_MAX_KEPT_BYTES", 1000)  # above it: fresh each call
+    assert _scratch._workspace(np.dtype(np.float64), 50, 30, 4, 1) is not (
+        _scratch._workspace(np.dtype(np.float64), 50, 30, 4, 1)
     )
 
 

@@ -105,13 +105,13 @@ def test_serial_and_parallel_share_one_body_and_give_the_same_bits():
 
 
 def test_the_threaded_twin_has_cache_files_of_its_own():
-    from fastbp import _cache, _kernels, _kernels_hidden
+    from fastbp import _cache, _kernels, _kernels_step
 
     if not _cache.CACHE_ENABLED:
         pytest.skip("the disk cache is off in this process (FASTBP_CACHE=0)")
     for serial, threaded in (
         (_kernels._grad_W_out_blocked_serial, _kernels._grad_W_out_blocked_parallel),
-        (_kernels_hidden._backprop_serial, _kernels_hidden._backprop_parallel),
+        (_kernels_step._backprop_serial, _kernels_step._backprop_parallel),
     ):
         assert serial.py_func is threaded.py_func
         serial_name = serial._cache._cache_file._index_name

@@ -488,7 +488,7 @@ def test_dp_sgd_epoch_same_bits_in_groups_of_steps(monkeypatch):
     arguments = dict(sample_rate=0.1, eta=0.2, max_grad_norm=0.3, noise_multiplier=1.0, steps=9)
     a = fastbp.dp_sgd_epoch(X, Y, *whole, rng=np.random.default_rng(5), **arguments)
     # 6·5 + 5 + 5·3 + 3 = 53 noise values a step: groups of 2 steps.
-    monkeypatch.setattr(_private, "_NOISE_BUFFER_ELEMENTS", 120)
+    monkeypatch.setattr(_private, "NOISE_BUFFER_ELEMENTS", 120)
     b = fastbp.dp_sgd_epoch(X, Y, *grouped, rng=np.random.default_rng(5), **arguments)
     assert a.cost == b.cost
     np.testing.assert_array_equal(a.batch_sizes, b.batch_sizes)

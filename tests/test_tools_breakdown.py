@@ -65,7 +65,8 @@ def test_bench_breakdown_flags_a_wrong_product(monkeypatch, capsys):
 @pytest.mark.parametrize("shape", BREAKDOWN_SHAPES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_breakdown_products_are_the_steps_products(shape, dtype):
-    from fastbp import _backprop
+    from fastbp import _tuning
+    from fastbp._tools import step_parts
 
     n, m, d, t = map(int, shape.split("x"))
     assert breakdown.products_within_bound(shape, dtype)
@@ -75,14 +76,14 @@ def test_breakdown_products_are_the_steps_products(shape, dtype):
     delta_h = breakdown._delta_h_sample(n, m, d, dtype)
     from fastbp import _kernels_hidden
 
-    assert breakdown._forward_product is _kernels_hidden._step_hidden_product  # not a rebuild
-    assert breakdown._input_gradient is _kernels_hidden._step_input_gradient
+    assert breakdown._forward_product is step_parts._step_hidden_product  # not a rebuild
+    assert breakdown._input_gradient is step_parts._step_input_gradient
     expected_Z = np.zeros((n, d), dtype)
     _kernels_hidden._hidden_product(net["X"], net["W_h"], expected_Z)
-    Z = breakdown._forward_product(net["X"], net["W_h"], _backprop.BLOCK_ROWS)
+    Z = breakdown._forward_product(net["X"], net["W_h"], _tuning.STEP_BLOCK_EXAMPLES)
     np.testing.assert_array_equal(Z, expected_Z)
     for n_chunks in (1, 2):  # (m, d) and (d, m) accumulation
-        G = breakdown._input_gradient(net["X"], delta_h, _backprop.BLOCK_ROWS, n_chunks)
+        G = breakdown._input_gradient(net["X"], delta_h, _tuning.STEP_BLOCK_EXAMPLES, n_chunks)
         np.testing.assert_array_equal(G, _kernels_hidden._grad_W_h(net["X"], delta_h))
 
 
@@ -135,7 +136,7 @@ def test_two_at_once_runs_both_calls_and_raises_the_second_threads_error():
 
 
 def test_two_serial_steps_gives_each_networks_cost():
-    from fastbp import _backprop
+    from fastbp import _tuning
 
     nets = [make_problem(40, 12, 17, 3, "float64", seed) for seed in (0, 1)]
     arrays = [tuple(net[k] for k in ("X", "Y", "W_h", "b_h", "W_out", "b_out")) for net in nets]
@@ -145,8 +146,8 @@ def test_two_serial_steps_gives_each_networks_cost():
         breakdown._new_workspaces("float64", 12, 17, 3, 1),
         float(np.finfo(np.float64).tiny),
         1,
-        _backprop.BLOCK_ROWS,
-        _backprop.BLOCK_COLS,
+        _tuning.STEP_BLOCK_EXAMPLES,
+        _tuning.DELTA_H_BLOCK_HIDDEN,
     )
     for cost, network in zip(costs, arrays):
         assert cost == float(fastbp.backprop(*network, n_chunks=1, n_threads=1).cost)

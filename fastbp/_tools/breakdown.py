@@ -23,8 +23,9 @@ import numba
 import numpy as np
 from numba import prange
 
-from .. import _backprop, _kernels_hidden
+from .. import _backprop, _kernels_step, _scratch, _tuning
 from .._jit import parallel_kernel
+from . import step_parts
 from .bounds import gamma, unit_roundoff
 from .problems import make_problem, numpy_step, step_arrays
 from .timing import format_seconds, gflops, interleaved_medians, thread_limits
@@ -73,8 +74,8 @@ def reference_product(dtype, side=REFERENCE_SIDE, operands=None):
 
 
 # The step's own kernels for its two large products, run alone; replaced in tests.
-_forward_product = _kernels_hidden._step_hidden_product
-_input_gradient = _kernels_hidden._step_input_gradient
+_forward_product = step_parts._step_hidden_product
+_input_gradient = step_parts._step_input_gradient
 
 
 def products_within_bound(shape, dtype):
@@ -94,7 +95,7 @@ def products_within_bound(shape, dtype):
     n_chunks = _backprop.default_backprop_chunks(n, m, d, t, X.itemsize)
     u = unit_roundoff(dtype)
     X64, W64, D64 = (a.astype(np.float64) for a in (X, W_h, delta_h))
-    rows = _backprop.BLOCK_ROWS
+    rows = _tuning.STEP_BLOCK_EXAMPLES
     checks = (
         (_forward_product(X, W_h, rows), X64 @ W64, np.abs(X64) @ np.abs(W64), m),
         (
@@ -176,24 +177,35 @@ def _two_serial_steps(first, second, workspaces, tiny, n_chunks, block_rows, blo
 
     Each of ``first`` and ``second`` is the tuple (X, Y, W_h, b_h, W_out,
     b_out), and ``workspaces`` a pair of step workspaces
-    (:func:`fastbp._backprop._workspace_size`).  Both calls are
-    :func:`fastbp._kernels_hidden._backprop_serial`, the kernel that
+    (:func:`fastbp._scratch._workspace_size`).  Both calls are
+    :func:`fastbp._kernels_step._backprop_serial`, the kernel that
     ``fastbp.backprop(..., n_threads=1)`` runs, started together by one
     parallel loop (no Python threads, no GIL hand-over).
     """
     costs = np.zeros(2)
     for p in prange(2):
         X, Y, W_h, b_h, W_out, b_out = first if p == 0 else second
-        costs[p] = _kernels_hidden._backprop_serial(
-            X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, block_rows, block_cols, workspaces[p],
-            np.empty(0, dtype=np.float64), np.inf,
+        costs[p] = _kernels_step._backprop_serial(
+            X,
+            Y,
+            W_h,
+            b_h,
+            W_out,
+            b_out,
+            tiny,
+            n_chunks,
+            block_rows,
+            block_cols,
+            workspaces[p],
+            np.empty(0, dtype=np.float64),
+            np.inf,
         )[0]
     return costs
 
 
 def _new_workspaces(dtype, m, d, t, n_chunks):
     """Two step workspaces, one for each network of :func:`_two_serial_steps`."""
-    size = _backprop._workspace_size(np.dtype(dtype), m, d, t, 1, n_chunks)
+    size = _scratch._workspace_size(np.dtype(dtype), m, d, t, 1, n_chunks)
     return (np.empty(size, dtype), np.empty(size, dtype))
 
 
@@ -221,7 +233,7 @@ def breakdown_candidates(shape, dtype):
     X, W_h = arrays[0], arrays[2]
     delta_h = _delta_h_sample(n, m, d, dtype)
     n_chunks = _backprop.default_backprop_chunks(n, m, d, t, X.itemsize)
-    rows, cols = _backprop.BLOCK_ROWS, _backprop.BLOCK_COLS
+    rows, cols = _tuning.STEP_BLOCK_EXAMPLES, _tuning.DELTA_H_BLOCK_HIDDEN
     side = REFERENCE_SIDE
     square = square_operands(dtype, 4)
     product_flops = 2 * n * m * d
@@ -231,7 +243,7 @@ def breakdown_candidates(shape, dtype):
         return _backprop.backprop(*arrays, n_threads=1)
 
     tiny = float(np.finfo(dtype).tiny)
-    workspace = _backprop._workspace(np.dtype(dtype), m, d, t, 1, n_chunks)
+    workspace = _scratch._workspace(np.dtype(dtype), m, d, t, 1, n_chunks)
     square_pair = _TwoAtOnce(lambda: square[0] @ square[1], lambda: square[2] @ square[3])
     candidates = {
         "fastbp step": (step, step_flops),
@@ -242,7 +254,7 @@ def breakdown_candidates(shape, dtype):
         "numpy X.T @ δ_h": (lambda: X.T @ delta_h, product_flops),
         f"numpy {side}³ product": reference_product(dtype, side, square),
         "fastbp step kernel": (
-            lambda: _kernels_hidden._backprop_serial(
+            lambda: _kernels_step._backprop_serial(
                 *arrays, tiny, n_chunks, rows, cols, workspace, _backprop._NO_NORMS, np.inf
             ),
             step_flops,

@@ -1,0 +1,439 @@
+"""Whole epochs in one compiled call: minibatch SGD and DP-SGD on weights kept packed.
+
+The weights are packed once per epoch (:func:`_epoch_weights`), updated in
+their panels after every step (:func:`_take_step`) and written back once at
+the end (:func:`_store_epoch_weights`); each step is the fused step's chunk
+loop (:mod:`fastbp._kernels_step`) on the gathered minibatch, with the bits
+of :func:`fastbp.backprop`.  No checks happen here: :mod:`fastbp._sgd` and
+:mod:`fastbp._private` validate first.
+"""
+
+import numpy as np
+
+from . import _tiles as tiles
+from ._jit import kernel
+from ._kernels import _chunk_bounds
+from ._kernels_packed import _packed_padded_weights
+from ._kernels_step import _backprop_chunk, _sum_chunks
+from ._scratch import _allocate_partials, _chunk_scratch_size, _chunk_scratches
+from ._simd import VECTOR_BYTES
+
+
+@kernel
+def _sgd_update_packed(wpack, rows, width, cols, grad, eta, l2, with_l2):
+    """W ← W − η (grad + λ W), elementwise, on W (rows, cols) held as panels in ``wpack``.
+
+    The update of :meth:`fastbp.MLP` and of NumPy's ``W -= eta * (grad +
+    l2 * W)``: the product λW rounded, then the sum, then η times it, then
+    the difference, each in the weights' dtype and never fused (this kernel
+    is compiled without ``contract``).  Without ``with_l2`` the λW term is
+    left out altogether, as the per-step loop leaves it out for λ = 0.
+    A column that two panels hold (the last panel overlaps its neighbour)
+    gets the same update from the same value in both, so the copies stay
+    equal; padding columns stay zero.
+    """
+    w = VECTOR_BYTES // wpack.itemsize
+    offset = 0
+    for panel in range(tiles.panel_count(width, w)):
+        nvec, first, skip = tiles.panel_layout(width, w, panel)
+        pw = nvec * w
+        stop = min(pw, cols - first)
+        for p in range(rows):
+            # Slices, so every index is a loop counter from 0 and the loops vectorise.
+            target = wpack[offset + p * pw : offset + p * pw + stop]
+            g = grad[p, first : first + stop]
+            if with_l2:
+                for c in range(stop):
+                    v = target[c]
+                    target[c] = v - eta * (g[c] + l2 * v)
+            else:
+                for c in range(stop):
+                    target[c] = target[c] - eta * g[c]
+        offset += rows * pw
+
+
+@kernel
+def _sum_of_squares_packed(wpack, rows, width, cols, column_sums):
+    """Σ W² of W (rows, cols) held in panels: the order and bits of :func:`_sum_of_squares`.
+
+    ``column_sums`` (cols,) float64 is scratch.  A column that two panels
+    hold is counted in the first; padding columns are not counted.
+    """
+    w = VECTOR_BYTES // wpack.itemsize
+    column_sums[:] = 0.0
+    offset = 0
+    for panel in range(tiles.panel_count(width, w)):
+        nvec, first, skip = tiles.panel_layout(width, w, panel)
+        pw = nvec * w
+        stop = min(pw, cols - first)
+        if stop > skip:
+            sums = column_sums[first + skip : first + stop]
+            for p in range(rows):
+                values = wpack[offset + p * pw + skip : offset + p * pw + stop]
+                for c in range(stop - skip):
+                    v = np.float64(values[c])
+                    sums[c] += v * v
+        offset += rows * pw
+    total = 0.0
+    for j in range(cols):
+        total += column_sums[j]
+    return total
+
+
+@kernel
+def _unpack_weights(wpack, rows, width, W):
+    """W[p, j] = its value in the panels, for the real columns of W (rows, cols)."""
+    w = VECTOR_BYTES // wpack.itemsize
+    cols = W.shape[1]
+    offset = 0
+    for panel in range(tiles.panel_count(width, w)):
+        nvec, first, skip = tiles.panel_layout(width, w, panel)
+        pw = nvec * w
+        stop = min(pw, cols - first)
+        if stop > skip:
+            for p in range(rows):
+                values = wpack[offset + p * pw + skip : offset + p * pw + stop]
+                target = W[p, first + skip : first + stop]
+                for c in range(stop - skip):
+                    target[c] = values[c]
+        offset += rows * pw
+
+
+@kernel
+def _epoch_weights(W_h, W_out):
+    """An epoch's working copies: W_h's and W_out's panels, W_outᵀ, and a column-sum buffer."""
+    d, t = W_out.shape
+    return (
+        _packed_padded_weights(W_h),
+        _packed_padded_weights(W_out),
+        np.ascontiguousarray(W_out.T),
+        np.empty(max(d, t), dtype=np.float64),
+    )
+
+
+@kernel
+def _store_epoch_weights(wpack, wpack_out, W_h, W_out):
+    """Write an epoch's panels back into W_h and W_out."""
+    w = VECTOR_BYTES // wpack.itemsize
+    d, t = W_out.shape
+    _unpack_weights(wpack, W_h.shape[0], max(d, w), W_h)
+    _unpack_weights(wpack_out, d, max(t, w), W_out)
+
+
+@kernel
+def _gather_rows(X, Y, indices, first, count, X_batch, Y_batch):
+    """Rows ``indices[first : first + count]`` of X and Y into the front of the batch buffers."""
+    m = X.shape[1]
+    t = Y.shape[1]
+    for r in range(count):
+        i = indices[first + r]
+        for p in range(m):
+            X_batch[r, p] = X[i, p]
+        for k in range(t):
+            Y_batch[r, k] = Y[i, k]
+
+
+@kernel
+def _take_step(
+    wpack,
+    wpack_out,
+    W_out_T,
+    b_h,
+    b_out,
+    step_cost,
+    grad_W_h,
+    grad_b_h,
+    grad_W_out,
+    grad_b_out,
+    eta,
+    l2,
+    with_l2,
+    l2_float64,
+    column_sums,
+):
+    """One update W ← W − η (∇ + λW), b ← b − η ∇b on the packed weights; returns the step's cost.
+
+    The cost is ``step_cost`` (the data's, float64) plus, with ``with_l2``,
+    (λ/2) Σ W² at the weights before the update, as :func:`fastbp.backprop`
+    adds it.  W_h and W_out are updated in their panels, W_out also as
+    W_outᵀ (for δ_h), the biases in place; every update is NumPy's
+    ``W -= eta * (grad + l2 * W)`` to the bit (no fused operations).
+    """
+    m, d = grad_W_h.shape
+    t = grad_W_out.shape[1]
+    w = VECTOR_BYTES // wpack.itemsize
+    width_h = max(d, w)
+    width_out = max(t, w)
+    if with_l2:
+        step_cost += (
+            0.5
+            * l2_float64
+            * (
+                _sum_of_squares_packed(wpack, m, width_h, d, column_sums)
+                + _sum_of_squares_packed(wpack_out, d, width_out, t, column_sums)
+            )
+        )
+    _sgd_update_packed(wpack, m, width_h, d, grad_W_h, eta, l2, with_l2)
+    _sgd_update_packed(wpack_out, d, width_out, t, grad_W_out, eta, l2, with_l2)
+    for j in range(d):
+        g = grad_W_out[j]
+        for k in range(t):
+            v = W_out_T[k, j]
+            if with_l2:
+                W_out_T[k, j] = v - eta * (g[k] + l2 * v)
+            else:
+                W_out_T[k, j] = v - eta * g[k]
+    for j in range(d):
+        b_h[j] = b_h[j] - eta * grad_b_h[j]
+    for k in range(t):
+        b_out[k] = b_out[k] - eta * grad_b_out[k]
+    return step_cost
+
+
+@kernel
+def _sgd_epoch(
+    X,
+    Y,
+    order,
+    minibatch_size,
+    W_h,
+    b_h,
+    W_out,
+    b_out,
+    eta,
+    l2,
+    with_l2,
+    l2_float64,
+    tiny,
+    n_chunks,
+    block_rows,
+    block_cols,
+):
+    """One epoch of minibatch steps, the weights updated in place; returns Σ of the step costs.
+
+    Step s takes the examples ``order[s·B : (s+1)·B]`` (B =
+    ``minibatch_size``, full minibatches only), gathers their rows of X and
+    Y into one buffer, and runs the chunk loop of :func:`_backprop_serial`
+    on it with ``n_chunks`` chunks: the cost and the four gradients with
+    the bits of :func:`fastbp.backprop`.  Then W ← W − η (∇ + λW) and
+    b ← b − η ∇b, as :meth:`fastbp.MLP` does after each call.  ``eta`` and
+    ``l2`` are in the weights' dtype, for the updates; ``l2_float64`` is λ
+    for the penalty, which is added to each step's float64 cost as
+    :func:`fastbp.backprop` adds it.
+
+    W_h and W_out stay in the products' panel layout for the whole epoch
+    (W_out also as W_outᵀ for δ_h): packed once, updated in place there,
+    written back to ``W_h`` and ``W_out`` once at the end.  The biases are
+    updated in place at every step.  Step costs (with the penalty at the
+    step's weights when ``with_l2``) are summed in step order.
+    """
+    m = X.shape[1]
+    d = W_h.shape[1]
+    t = W_out.shape[1]
+    wpack, wpack_out, W_out_T, column_sums = _epoch_weights(W_h, W_out)
+    X_batch = np.empty((minibatch_size, m), dtype=X.dtype)
+    Y_batch = np.empty((minibatch_size, t), dtype=Y.dtype)
+    transposed = n_chunks > 1
+    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X, transposed)
+    scratch_size = _chunk_scratch_size(minibatch_size, m, d, t, block_rows, X.itemsize)
+    scratch = np.empty(n_chunks * scratch_size + 64 // X.itemsize, dtype=X.dtype)
+    scratch = _chunk_scratches(scratch, 0, n_chunks, minibatch_size, m, d, t, block_rows)
+    no_norms = np.empty(0, dtype=np.float64)
+    epoch_cost = 0.0
+    for s in range(order.shape[0] // minibatch_size):
+        _gather_rows(X, Y, order, s * minibatch_size, minibatch_size, X_batch, Y_batch)
+        for c in range(n_chunks):
+            i_start, i_stop = _chunk_bounds(minibatch_size, n_chunks, c)
+            costs[c] = _backprop_chunk(
+                X_batch,
+                Y_batch,
+                b_h,
+                b_out,
+                W_out_T,
+                wpack,
+                wpack_out,
+                i_start,
+                i_stop,
+                tiny,
+                g_W_h[c],
+                g_b_h[c],
+                g_W_out_T[c],
+                g_b_out[c],
+                block_rows,
+                block_cols,
+                transposed,
+                scratch[c],
+                no_norms,
+                np.inf,
+            )
+        step_cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _sum_chunks(
+            costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed
+        )
+        epoch_cost += _take_step(
+            wpack,
+            wpack_out,
+            W_out_T,
+            b_h,
+            b_out,
+            step_cost,
+            grad_W_h,
+            grad_b_h,
+            grad_W_out,
+            grad_b_out,
+            eta,
+            l2,
+            with_l2,
+            l2_float64,
+            column_sums,
+        )
+    _store_epoch_weights(wpack, wpack_out, W_h, W_out)
+    return epoch_cost
+
+
+@kernel
+def _add_noise_and_scale_2d(gradient, noise, offset, with_noise, scale):
+    """In place, gradient ← (gradient + noise) · scale, the noise read in C order from ``offset``.
+
+    The sum in float64, rounded once to the gradient's dtype (as
+    :func:`fastbp.dp_backprop` adds its noise), then the product rounded
+    once; without ``with_noise``, the product alone.  Returns the offset after it.
+    """
+    rows, cols = gradient.shape
+    for p in range(rows):
+        for j in range(cols):
+            value = gradient[p, j]
+            if with_noise:
+                value = gradient.dtype.type(np.float64(value) + noise[offset + p * cols + j])
+            gradient[p, j] = value * scale
+    return offset + rows * cols
+
+
+@kernel
+def _add_noise_and_scale_1d(gradient, noise, offset, with_noise, scale):
+    """:func:`_add_noise_and_scale_2d` for a 1-D gradient."""
+    for j in range(gradient.shape[0]):
+        value = gradient[j]
+        if with_noise:
+            value = gradient.dtype.type(np.float64(value) + noise[offset + j])
+        gradient[j] = value * scale
+    return offset + gradient.shape[0]
+
+
+@kernel
+def _dp_sgd_steps(
+    X,
+    Y,
+    indices,
+    starts,
+    chunk_counts,
+    noise,
+    W_h,
+    b_h,
+    W_out,
+    b_out,
+    eta,
+    l2,
+    with_l2,
+    l2_float64,
+    tiny,
+    max_grad_norm,
+    scale,
+    max_batch,
+    max_chunks,
+    block_rows,
+    block_cols,
+    batch_sizes,
+):
+    """DP-SGD steps, the weights updated in place; returns Σ of the steps' (data) costs.
+
+    Step s takes the examples ``indices[starts[s] : starts[s+1]]`` (drawn by
+    the caller, possibly none) and runs the fused step's chunk loop on them
+    with ``chunk_counts[s]`` chunks, each example's gradient clipped to
+    ``max_grad_norm`` (:func:`_backprop_chunk`): the bits of
+    :func:`fastbp.dp_backprop` without noise.  Its noise is ``noise[s]``
+    (float64, the four gradients' coordinates in order W_h, b_h, W_out,
+    b_out, each C order; empty without noise), added as
+    :func:`fastbp.dp_backprop` adds it; then the gradients are multiplied
+    by ``scale`` (1 / the expected batch size) and the weights take the step
+    of :func:`_take_step`.  ``batch_sizes[s]`` gets each step's size.
+    """
+    m = X.shape[1]
+    d = W_h.shape[1]
+    t = W_out.shape[1]
+    wpack, wpack_out, W_out_T, column_sums = _epoch_weights(W_h, W_out)
+    rows = max(1, max_batch)
+    X_batch = np.empty((rows, m), dtype=X.dtype)
+    Y_batch = np.empty((rows, t), dtype=Y.dtype)
+    norms = np.empty(rows, dtype=np.float64)
+    one = _allocate_partials(1, m, d, t, X, False)
+    several = _allocate_partials(max(2, max_chunks), m, d, t, X, True)
+    scratch_size = _chunk_scratch_size(rows, m, d, t, block_rows, X.itemsize)
+    scratch = np.empty(max(1, max_chunks) * scratch_size + 64 // X.itemsize, dtype=X.dtype)
+    scratch = _chunk_scratches(scratch, 0, max(1, max_chunks), rows, m, d, t, block_rows)
+    scale = X.dtype.type(scale)
+    zero_noise = np.zeros(1, dtype=np.float64)
+    epoch_cost = 0.0
+    for s in range(starts.shape[0] - 1):
+        batch = starts[s + 1] - starts[s]
+        batch_sizes[s] = batch
+        _gather_rows(X, Y, indices, starts[s], batch, X_batch, Y_batch)
+        n_chunks = chunk_counts[s]
+        transposed = n_chunks > 1
+        costs, g_W_h, g_b_h, g_W_out_T, g_b_out = several if transposed else one
+        for c in range(n_chunks):
+            i_start, i_stop = _chunk_bounds(batch, n_chunks, c)
+            costs[c] = _backprop_chunk(
+                X_batch[:batch],
+                Y_batch[:batch],
+                b_h,
+                b_out,
+                W_out_T,
+                wpack,
+                wpack_out,
+                i_start,
+                i_stop,
+                tiny,
+                g_W_h[c],
+                g_b_h[c],
+                g_W_out_T[c],
+                g_b_out[c],
+                block_rows,
+                block_cols,
+                transposed,
+                scratch[c],
+                norms[:batch],
+                max_grad_norm,
+            )
+        step_cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _sum_chunks(
+            costs[:n_chunks],
+            g_W_h[:n_chunks],
+            g_b_h[:n_chunks],
+            g_W_out_T[:n_chunks],
+            g_b_out[:n_chunks],
+            transposed,
+        )
+        with_noise = noise.shape[1] > 0
+        step_noise = noise[s] if with_noise else zero_noise
+        offset = _add_noise_and_scale_2d(grad_W_h, step_noise, 0, with_noise, scale)
+        offset = _add_noise_and_scale_1d(grad_b_h, step_noise, offset, with_noise, scale)
+        offset = _add_noise_and_scale_2d(grad_W_out, step_noise, offset, with_noise, scale)
+        _add_noise_and_scale_1d(grad_b_out, step_noise, offset, with_noise, scale)
+        epoch_cost += _take_step(
+            wpack,
+            wpack_out,
+            W_out_T,
+            b_h,
+            b_out,
+            step_cost,
+            grad_W_h,
+            grad_b_h,
+            grad_W_out,
+            grad_b_out,
+            eta,
+            l2,
+            with_l2,
+            l2_float64,
+            column_sums,
+        )
+    _store_epoch_weights(wpack, wpack_out, W_h, W_out)
+    return epoch_cost

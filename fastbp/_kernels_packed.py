@@ -1,0 +1,113 @@
+"""Packed weights: their panel layout, the packing, and the forward product on them.
+
+The fused step copies W_h and W_out (zero-padded to one vector when
+narrower) into the register tiles' panels (:func:`fastbp._tiles.panel_layout`)
+once per call, or once per epoch in :mod:`fastbp._kernels_epoch`, and runs
+both layers' products on them: :func:`_hidden_forward_packed` reads each
+block's inputs in place, six rows at a time.  No checks happen here.
+"""
+
+import numpy as np
+
+from . import _tiles as tiles
+from ._jit import kernel
+from ._kernels_hidden import _copy_columns
+from ._simd import VECTOR_BYTES
+from ._tuning import FORWARD_PASS_MAX_INPUTS, TILE_ROWS
+
+
+@kernel
+def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
+    """Z[r, j] += Σ_p X[i0 + r, p] · W_h[p, j] for r < rows, W_h (m, d) given as panels.
+
+    ``wpack`` holds W_h (m, d) in the panels of :func:`_packed_weights`, packed
+    once per call.  The m inputs go in equal passes of at most
+    ``FORWARD_PASS_MAX_INPUTS``; in a pass, each group of six rows of X is read in
+    place (the tiles take it as the strided D = X[rows].T, see
+    :func:`fastbp._simd.tile_fma`) and stays in L1 while every W_h panel
+    runs over it, the accumulators in registers; the rows are not copied
+    transposed first (measured slower, see docs/tuning.md).
+    Each element of Z gets one fused multiply-add per input in order of p,
+    whatever the pass depth: the bits of :func:`_hidden_product`.  The
+    output layer's A_h W_out runs on it too (X = A_h, W_h = W_out).
+    """
+    w = VECTOR_BYTES // X.itemsize
+    n_groups = (rows + TILE_ROWS - 1) // TILE_ROWS
+    n_panels = tiles.panel_count(d, w)
+    n_passes = (m + FORWARD_PASS_MAX_INPUTS - 1) // FORWARD_PASS_MAX_INPUTS
+    for s in range(n_passes):
+        p0 = (m * s) // n_passes
+        p1 = (m * (s + 1)) // n_passes
+        depth = p1 - p0
+        for g in range(n_groups):
+            r0 = g * TILE_ROWS
+            kt = min(TILE_ROWS, rows - r0)
+            D = X[i0 + r0 : i0 + r0 + kt, p0:p1].T  # read in place, by rows
+            offset = 0
+            for panel in range(n_panels):
+                nvec, first_column, skip = tiles.panel_layout(d, w, panel)
+                pw = nvec * w
+                P = wpack[offset + p0 * pw : offset + p1 * pw].reshape((depth, pw))
+                tiles.tiles_for_panel(P, D, depth, nvec, first_column, skip, r0, kt, Z)
+                offset += m * pw
+
+
+@kernel
+def _packed_weights(W):
+    """W (K, N) in panels for :func:`_hidden_forward_packed`, or an empty array when N < W."""
+    rows, cols = W.shape
+    w = VECTOR_BYTES // W.itemsize
+    if cols < w:
+        return np.empty(0, dtype=W.dtype)
+    wpack = np.empty(rows * (cols + w), dtype=W.dtype)
+    tiles.pack_panels(W, 0, rows, 0, cols, w, wpack)
+    return wpack
+
+
+@kernel
+def _padded_to_one_vector(W):
+    """W itself, or a copy with zero columns added up to one vector when it is narrower."""
+    rows, cols = W.shape
+    w = VECTOR_BYTES // W.itemsize
+    if cols >= w:
+        return W
+    padded = np.zeros((rows, w), dtype=W.dtype)
+    _copy_columns(W, padded)
+    return padded
+
+
+@kernel
+def _packed_padded_weights(W):
+    """W (K, N) in panels, with zero columns added up to one vector when N < W.
+
+    A column's products and sums are the same whatever columns stand
+    beside it, so the real columns of the padded product have the bits of
+    the unpadded one (and of :func:`_matmul_accumulate` and
+    :func:`_hidden_product`).  So both layers of the fused step always run
+    on the register tiles, and the step compiles one product kernel.
+    """
+    return _packed_weights(_padded_to_one_vector(W))
+
+
+@kernel
+def _padded_pack_size(rows, cols, w):
+    """Elements of :func:`_packed_padded_weights` for (rows, cols) W: rows · (max(cols, w) + w)."""
+    return rows * (max(cols, w) + w)
+
+
+@kernel
+def _pack_padded_into(W, out):
+    """:func:`_packed_padded_weights` (W) written into the front of ``out``; returns that part.
+
+    For a workspace the caller keeps between calls: the panels of a large
+    W_h are hundreds of kilobytes, and a fresh allocation per call can cost
+    more in page faults than the product itself where the C allocator hands
+    the memory back to the system after each call.
+    """
+    rows = W.shape[0]
+    w = VECTOR_BYTES // W.itemsize
+    padded = _padded_to_one_vector(W)
+    size = _padded_pack_size(rows, W.shape[1], w)
+    wpack = out[:size]
+    tiles.pack_panels(padded, 0, rows, 0, padded.shape[1], w, wpack)
+    return wpack

@@ -1,0 +1,71 @@
+"""Thread-launch control: how many Numba threads a call uses, and when it may launch them.
+
+Every public function with ``n_threads`` checks it with :func:`_check_n_threads`,
+sets it for the call's duration with :func:`_numba_threads`, and launches its
+threaded kernel inside :func:`_parallel_launch`.  Serial kernels need none
+of this: they run on the calling thread.
+"""
+
+import contextlib
+import threading
+
+import numba
+
+from ._validate import positive_int
+
+
+@contextlib.contextmanager
+def _numba_threads(n_threads):
+    """Use ``n_threads`` Numba threads in this thread for the duration."""
+    if n_threads is None:
+        yield numba.get_num_threads()
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n_threads)
+    try:
+        yield n_threads
+    finally:
+        numba.set_num_threads(previous)
+
+
+# Numba's workqueue threading layer aborts the process when two Python
+# threads launch parallel kernels at once; tbb and omp are thread-safe.
+# Until a launch shows which layer this process runs, fastbp's launches take
+# this lock one at a time.
+_THREADSAFE_LAYERS = frozenset({"tbb", "omp"})
+_launch_lock = threading.Lock()
+_launches_are_threadsafe = False
+
+
+def _layer_is_threadsafe():
+    try:
+        return numba.threading_layer() in _THREADSAFE_LAYERS
+    except ValueError:  # no parallel region has run yet (or the JIT is off)
+        return False
+
+
+@contextlib.contextmanager
+def _parallel_launch():
+    """Hold around every call of a ``parallel_kernel``.
+
+    One launch at a time, unless the threading layer in use is thread-safe.
+    """
+    global _launches_are_threadsafe
+    if _launches_are_threadsafe:
+        yield
+        return
+    with _launch_lock:
+        yield
+        _launches_are_threadsafe = _layer_is_threadsafe()
+
+
+def _check_n_threads(n_threads):
+    if n_threads is None:
+        return None
+    n_threads = positive_int(n_threads, "n_threads")
+    if n_threads > numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(
+            f"n_threads must be at most {numba.config.NUMBA_NUM_THREADS} "
+            f"(numba.config.NUMBA_NUM_THREADS), got {n_threads}"
+        )
+    return n_threads
