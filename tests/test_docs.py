@@ -239,7 +239,7 @@ def test_readme_is_a_front_door():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 200
     # .ci/run reads the test command after its marker; the main command has its own.
-    for marker in ("<!-- main-command -->", "<!-- test-command -->", "<!-- headline-table -->"):
+    for marker in ("<!-- main-command -->", "<!-- test-command -->"):
         assert text.count(marker) == 1, marker
     # The seed is defined before it is used.
     assert text.lower().index("the seed") == text.index("**the seed**") + 2
