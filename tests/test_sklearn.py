@@ -477,7 +477,7 @@ def test_verbose_prints_the_loss(capsys):
 
 
 # --------------------------------------------------------------------------
-# Use with scikit-learn's tools (the README's examples)
+# Use with scikit-learn's tools (the examples of docs/sklearn.md)
 # --------------------------------------------------------------------------
 
 
@@ -550,11 +550,11 @@ def test_dataframe_input_keeps_feature_names(digits):
 
 
 def test_readme_example_runs_as_written(capsys):
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+    with open(os.path.join(ROOT, "docs", "sklearn.md"), encoding="utf-8") as handle:
         text = handle.read()
     block = text.split("<!-- sklearn-example -->\n```python\n", 1)[1].split("```", 1)[0]
     namespace = {}
-    exec(compile(block, "README.md (sklearn example)", "exec"), namespace)
+    exec(compile(block, "docs/sklearn.md (sklearn example)", "exec"), namespace)
     assert namespace["search"].score(namespace["X_test"], namespace["y_test"]) > 0.93
     assert namespace["proba"].shape == (450, 10)
     np.testing.assert_allclose(namespace["proba"].sum(axis=1), 1.0, rtol=1e-14)
