@@ -556,7 +556,7 @@ def test_workspace_is_kept_per_thread_and_grows_when_needed(monkeypatch):
     mine = _scratch._workspace(np.dtype(np.float64), 50, 30, 4, 1)
     theirs = in_a_new_thread(checks)
     assert theirs is not mine
-    monkeypatch.setattr(_backprop, "WORKSPACE_MAX_KEPT_BYTES", 1000)  # above it: fresh each call
+    monkeypatch.setattr(_scratch, "WORKSPACE_MAX_KEPT_BYTES", 1000)  # above it: fresh each call
     assert _scratch._workspace(np.dtype(np.float64), 50, 30, 4, 1) is not (
         _scratch._workspace(np.dtype(np.float64), 50, 30, 4, 1)
     )
