@@ -1,10 +1,9 @@
 """Forward pass, output error and cost: fastbp against the book's NumPy code."""
 
-import numpy as np
-
 import fastbp
 
 from .common import (
+    BLAS_KERNELS,
     DTYPES,
     GRAD_SHAPES,
     THREADS,
@@ -13,8 +12,10 @@ from .common import (
     forward_flops,
     input_width,
     measured_seconds,
+    numpy_cost,
     numpy_forward,
     parse_shape,
+    require_blas_kernels,
 )
 
 
@@ -23,14 +24,17 @@ class Forward(ThreadedBenchmark):
 
     The gradient shapes (n, d, t) with m inputs: m = 784 for the d = 100
     shapes (the seed's MNIST network), m = d otherwise.  Both sides call BLAS
-    for the two matrix products, so ``threads`` sets BLAS and Numba threads.
+    for the two matrix products, so ``threads`` sets BLAS and Numba threads,
+    and ``blas`` names the kernels NumPy's and SciPy's BLAS run
+    (:data:`benchmarks.common.BLAS_KERNELS`).
     """
 
-    params = [GRAD_SHAPES, DTYPES, ["fastbp", "numpy"], THREADS]
-    param_names = ["n_d_t", "dtype", "implementation", "threads"]
+    params = [GRAD_SHAPES, DTYPES, ["fastbp", "numpy"], THREADS, BLAS_KERNELS]
+    param_names = ["n_d_t", "dtype", "implementation", "threads", "blas"]
     timeout = 300
 
-    def setup(self, shape, dtype, implementation, threads):
+    def setup(self, shape, dtype, implementation, threads, blas):
+        require_blas_kernels(blas)
         n, d, t = parse_shape(shape)
         m = input_width(d)
         data = dataset(n, d, t, dtype, m=m)
@@ -41,18 +45,13 @@ class Forward(ThreadedBenchmark):
         self.enter_threads(threads)
         self.call()
 
-    def time_forward(self, shape, dtype, implementation, threads):
+    def time_forward(self, shape, dtype, implementation, threads, blas):
         self.call()
 
-    def track_gflops(self, shape, dtype, implementation, threads):
+    def track_gflops(self, shape, dtype, implementation, threads, blas):
         return self.flops / measured_seconds(self.call) / 1e9
 
     track_gflops.unit = "GFLOP/s"
-
-
-def numpy_cost(A_out, Y):
-    """The book's cost, summed over examples and outputs."""
-    return -np.sum(Y * np.log(A_out) + (1.0 - Y) * np.log(1.0 - A_out))
 
 
 class OutputLayer:

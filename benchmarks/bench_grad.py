@@ -3,15 +3,17 @@
 import fastbp
 
 from .common import (
+    BLAS_KERNELS,
     DTYPES,
     GRAD_SHAPES,
-    HUGE_SHAPE,
+    OUTER_MAX_MULTIPLY_ADDS,
     THREADS,
     ThreadedBenchmark,
     dataset,
     grad_flops,
     measured_seconds,
     parse_shape,
+    require_blas_kernels,
 )
 
 
@@ -22,19 +24,22 @@ class GradWOut(ThreadedBenchmark):
     fastbp figure has its baseline in the same run.  ``threads`` sets BLAS
     threads and Numba threads alike.  Skipped (asv shows n/a): ``outer`` with
     2 threads (a serial loop: the figure would repeat the 1-thread one) and
-    ``outer`` on the 4096x1024x1024 shape (about a second a call).
+    ``outer`` above ``OUTER_MAX_MULTIPLY_ADDS`` multiply-adds (the
+    4096x1024x1024 shape: about a second a call).  ``blas`` names the
+    kernels NumPy's and SciPy's BLAS run (:data:`benchmarks.common.BLAS_KERNELS`).
     """
 
-    params = [GRAD_SHAPES, DTYPES, ["outer", "blocked", "matmul", "numpy"], THREADS]
-    param_names = ["n_d_t", "dtype", "method", "threads"]
+    params = [GRAD_SHAPES, DTYPES, ["outer", "blocked", "matmul", "numpy"], THREADS, BLAS_KERNELS]
+    param_names = ["n_d_t", "dtype", "method", "threads", "blas"]
     timeout = 300
 
-    def setup(self, shape, dtype, method, threads):
+    def setup(self, shape, dtype, method, threads, blas):
+        require_blas_kernels(blas)
+        n, d, t = parse_shape(shape)
         if method == "outer" and threads > 1:
             raise NotImplementedError("outer is a serial loop: its 1-thread figure stands")
-        if method == "outer" and shape == HUGE_SHAPE:
+        if method == "outer" and n * d * t > OUTER_MAX_MULTIPLY_ADDS:
             raise NotImplementedError("outer takes about a second a call on this shape")
-        n, d, t = parse_shape(shape)
         data = dataset(n, d, t, dtype)
         A_h, delta_out = data["A_h"], data["delta_out"]
         if method == "numpy":
@@ -45,10 +50,10 @@ class GradWOut(ThreadedBenchmark):
         self.enter_threads(threads)
         self.call()  # compile (first call per dtype) outside the timings
 
-    def time_grad_W_out(self, shape, dtype, method, threads):
+    def time_grad_W_out(self, shape, dtype, method, threads, blas):
         self.call()
 
-    def track_gflops(self, shape, dtype, method, threads):
+    def track_gflops(self, shape, dtype, method, threads, blas):
         return self.flops / measured_seconds(self.call) / 1e9
 
     track_gflops.unit = "GFLOP/s"

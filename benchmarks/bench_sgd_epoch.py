@@ -9,12 +9,14 @@ import numpy as np
 import fastbp
 
 from .common import (
+    BLAS_KERNELS,
     DTYPES,
     ThreadedBenchmark,
     dataset,
     measured_seconds,
-    numpy_backprop_step,
+    numpy_step,
     parse_shape,
+    require_blas_kernels,
     step_flops,
 )
 
@@ -73,14 +75,13 @@ def numpy_sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2
     epoch_cost = 0.0
     for start in range(0, len(order) - minibatch_size + 1, minibatch_size):
         rows = order[start : start + minibatch_size]
-        cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = numpy_backprop_step(
-            X[rows], Y[rows], W_h, b_h, W_out, b_out
+        cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = numpy_step(
+            X[rows], Y[rows], W_h, b_h, W_out, b_out, l2=l2
         )
-        # Summed as a Python float: a float32 penalty would pull the sum down to float32.
-        epoch_cost += float(cost) + 0.5 * l2 * float(np.sum(W_h**2) + np.sum(W_out**2))
-        W_h -= eta * (grad_W_h + l2 * W_h)
+        epoch_cost += float(cost)  # summed as a Python float, as sgd_epoch sums its steps
+        W_h -= eta * grad_W_h
         b_h -= eta * grad_b_h
-        W_out -= eta * (grad_W_out + l2 * W_out)
+        W_out -= eta * grad_W_out
         b_out -= eta * grad_b_out
     return epoch_cost
 
@@ -93,13 +94,16 @@ class SgdEpoch(ThreadedBenchmark):
     :data:`EPOCHS`, λ of ``fastbp train``).  ``numpy`` is
     :func:`numpy_sgd_epoch`.  One thread (BLAS and Numba): ``sgd_epoch``
     runs its steps on the calling thread, so NumPy gets one BLAS thread too.
+    ``blas`` names the kernels NumPy's and SciPy's BLAS run
+    (:data:`benchmarks.common.BLAS_KERNELS`).
     """
 
-    params = [list(EPOCHS), DTYPES, ["fastbp", "numpy"]]
-    param_names = ["n_m_d_t", "dtype", "implementation"]
+    params = [list(EPOCHS), DTYPES, ["fastbp", "numpy"], BLAS_KERNELS]
+    param_names = ["n_m_d_t", "dtype", "implementation", "blas"]
     timeout = 300
 
-    def setup(self, shape, dtype, implementation):
+    def setup(self, shape, dtype, implementation, blas):
+        require_blas_kernels(blas)
         if implementation == "fastbp":
             epoch = getattr(fastbp, "sgd_epoch", None)
             if epoch is None:
@@ -124,10 +128,10 @@ class SgdEpoch(ThreadedBenchmark):
         self.enter_threads(1)
         self.call()
 
-    def time_epoch(self, shape, dtype, implementation):
+    def time_epoch(self, shape, dtype, implementation, blas):
         self.call()
 
-    def track_gflops(self, shape, dtype, implementation):
+    def track_gflops(self, shape, dtype, implementation, blas):
         return self.flops / measured_seconds(self.call) / 1e9
 
     track_gflops.unit = "GFLOP/s"

@@ -1,8 +1,11 @@
-"""Shared pieces of the asv suite: parameters, seeded data, thread control, NumPy baselines.
+"""Shared pieces of the asv suite: parameters, seeded data, thread control, the kernels behind BLAS.
 
-The suite runs against older commits of fastbp too (``asv run`` over the
-history), so it uses only the public API of :mod:`fastbp` and keeps its own
-NumPy baselines here instead of importing them from the package.
+Shapes, seeded problems, operation counts and the NumPy, PyTorch and JAX
+reference steps are not defined here: they are fastbp's own
+(:mod:`fastbp._tools.problems`), the ones ``fastbp bench`` times, so the
+suite and the command cannot drift apart.  asv runs the suite against the
+installed fastbp, so a commit without ``fastbp._tools.problems`` cannot be
+benchmarked with this suite (run an older suite from that commit).
 """
 
 import contextlib
@@ -12,28 +15,62 @@ import time
 import numba
 import numpy as np
 
-#: Shapes (n, d, t) of the gradient sweep: examples, hidden units, outputs,
-#: written as readable parameter ids.  The first three are the seed's MNIST
-#: network (784-100-10) on a mini-batch, a larger batch and the whole
-#: training set; then a wide layer and a square one where BLAS shines.
-GRAD_SHAPES = [
-    "100x100x10",
-    "1000x100x10",
-    "60000x100x10",
-    "10000x512x64",
-    "4096x1024x1024",
+from fastbp._tools import problems
+from fastbp._tools.blas import blas_libraries
+from fastbp._tools.problems import (
+    OUTER_MAX_MULTIPLY_ADDS,
+    STEP_ARGUMENTS,
+    STEP_L2,
+    forward_flops,
+    grad_flops,
+    input_width,
+    jax_or_none,
+    jax_step,
+    numpy_cost,
+    numpy_forward,
+    numpy_step,
+    parse_shape,
+    step_flops,
+    torch_or_none,
+    torch_step,
+    torch_threads,
+)
+from fastbp._tools.timing import thread_limits as _tool_thread_limits
+
+__all__ = [
+    "BLAS_KERNELS",
+    "DTYPES",
+    "GRAD_SHAPES",
+    "OUTER_MAX_MULTIPLY_ADDS",
+    "STEP_ARGUMENTS",
+    "STEP_L2",
+    "STEP_SHAPES",
+    "THREADS",
+    "ThreadedBenchmark",
+    "blas_kernels",
+    "dataset",
+    "forward_flops",
+    "grad_flops",
+    "input_width",
+    "jax_or_none",
+    "jax_step",
+    "measured_seconds",
+    "numpy_cost",
+    "numpy_forward",
+    "numpy_step",
+    "parse_shape",
+    "require_blas_kernels",
+    "step_flops",
+    "thread_limits",
+    "torch_or_none",
+    "torch_step",
 ]
 
-#: Shapes (n, m, d, t) of the full forward-and-backward step: the digits'
-#: minibatch and an MNIST minibatch first, where people train.
-STEP_SHAPES = [
-    "32x64x100x10",
-    "128x784x100x10",
-    "100x784x100x10",
-    "1000x784x100x10",
-    "60000x784x100x10",
-    "10000x64x512x64",
-]
+#: Shapes (n, d, t) of the gradient sweep, as readable parameter ids (asv wants lists).
+GRAD_SHAPES = list(problems.GRAD_SHAPES)
+
+#: Shapes (n, m, d, t) of the full forward-and-backward step.
+STEP_SHAPES = list(problems.STEP_SHAPES)
 
 DTYPES = ["float32", "float64"]
 
@@ -41,28 +78,50 @@ DTYPES = ["float32", "float64"]
 #: would only oversubscribe).
 THREADS = [1, 2]
 
-#: The one shape on which the per-example ``outer`` loop takes about a second
-#: a call; it is skipped there so a full ``asv run`` stays short.
-HUGE_SHAPE = "4096x1024x1024"
 
+def blas_kernels(libraries=None):
+    """The BLAS libraries NumPy and SciPy (Numba's ``@``) load and the kernels they run, as an id.
 
-def parse_shape(shape):
-    """``"1000x100x10"`` -> ``(1000, 100, 10)``."""
-    return tuple(int(size) for size in shape.split("x"))
-
-
-def input_width(d):
-    """Inputs m of the forward pass for a (n, d, t) gradient shape.
-
-    m = 784 (MNIST's 28 x 28 pixels) for the seed's d = 100 network, and
-    m = d otherwise (a square hidden layer).
+    For example ``"numpy=openblas-0.3.31-SkylakeX,scipy=openblas-0.3.30-SkylakeX"``
+    (threadpoolctl's ``internal_api``, ``version`` and ``architecture``),
+    or ``"unknown"`` without threadpoolctl.  ``libraries`` is
+    :func:`fastbp._tools.blas.blas_libraries`'s list (read now by default).
     """
-    return 784 if d == 100 else d
+    libraries = blas_libraries() if libraries is None else libraries
+    if not libraries:
+        return "unknown"
+    return ",".join(
+        f"{library['owner'] or library['label']}={library['api']}-{library['version']}-"
+        f"{library['architecture'] or 'unknown'}"
+        for library in sorted(libraries, key=lambda library: str(library["owner"]))
+        if library["owner"] != "torch"
+    )
+
+
+#: The ``blas`` parameter of every benchmark with a BLAS baseline: one value, the
+#: kernels NumPy's and SciPy's BLAS run in this environment.  asv records a
+#: result under its parameters (in the results file, beside the figure), and
+#: ``track_*`` values can only be numbers and ``pretty_name`` is one per
+#: benchmark, not per run: so the kernels are a parameter, and a run on other
+#: kernels (``OPENBLAS_CORETYPE=Haswell``) is a separate series in asv, never a
+#: point on the same line.
+BLAS_KERNELS = [blas_kernels()]
+
+
+def require_blas_kernels(expected):
+    """Raise NotImplementedError (asv skips) where the BLAS kernels are not ``expected``.
+
+    asv reads parameters when it discovers the suite, in another process:
+    a benchmark run with other kernels would be recorded under a wrong label.
+    """
+    actual = blas_kernels()
+    if actual != expected:
+        raise NotImplementedError(f"BLAS kernels are {actual}, not {expected}")
 
 
 @functools.lru_cache(maxsize=4)
 def dataset(n, d, t, dtype, m=None):
-    """Seeded data for one parameter set, made once per process.
+    """Seeded data for one parameter set, made once per process (fastbp's problems).
 
     Parameters
     ----------
@@ -71,66 +130,53 @@ def dataset(n, d, t, dtype, m=None):
     dtype : str
         ``"float32"`` or ``"float64"``.
     m : int, optional
-        Inputs.  Without it only what the output layer needs is made
-        (``A_h`` uniform in (0, 1), ``A_out`` and ``Y``), which keeps setup
-        cheap for the gradient benchmarks; with it the network's inputs and
-        weights too (``X``, ``W_h``, ``b_h``, ``W_out``, ``b_out``).
+        Inputs.  Without it only the output layer is made
+        (:func:`fastbp._tools.problems.output_layer_problem`), which keeps
+        setup cheap for the gradient benchmarks; with it the whole network
+        (:func:`fastbp._tools.problems.make_problem`), the same data as
+        ``fastbp bench``'s.
 
     Returns
     -------
     dict of str to numpy.ndarray
-        ``A_h`` (n, d), ``A_out``, ``Y``, ``delta_out`` (n, t), and with
-        ``m`` also ``X`` (n, m), ``W_h`` (m, d), ``b_h`` (d,), ``W_out``
-        (d, t), ``b_out`` (t,).  C-contiguous, in ``dtype``.  Treat as
-        read-only: the cache hands the same arrays to every caller.
+        Without ``m``: ``A_h`` (n, d), ``A_out``, ``Y``, ``delta_out``
+        (n, t).  With ``m``: ``X`` (n, m), ``Y`` (n, t), ``W_h`` (m, d),
+        ``b_h`` (d,), ``W_out`` (d, t), ``b_out`` (t,).  C-contiguous, in
+        ``dtype``.  Read-only: the cache hands the same arrays to every caller.
     """
-    rng = np.random.default_rng([n, d, t, m or 0])
-    data = {}
-    if m is not None:
-        # Weights scaled by 1/sqrt(fan-in) so activations are not saturated.
-        data["X"] = rng.random((n, m))
-        data["W_h"] = rng.standard_normal((m, d)) / np.sqrt(m)
-        data["b_h"] = 0.1 * rng.standard_normal(d)
-        data["W_out"] = rng.standard_normal((d, t)) / np.sqrt(d)
-        data["b_out"] = 0.1 * rng.standard_normal(t)
-    data["A_h"] = rng.random((n, d))
-    data["A_out"] = rng.uniform(0.01, 0.99, (n, t))
-    data["Y"] = np.zeros((n, t))
-    data["Y"][np.arange(n), rng.integers(0, t, n)] = 1.0  # one-hot targets
-    data = {name: np.ascontiguousarray(value, dtype=dtype) for name, value in data.items()}
-    data["delta_out"] = data["A_out"] - data["Y"]
+    if m is None:
+        data = problems.output_layer_problem(n, d, t, dtype)
+    else:
+        data = problems.make_problem(n, m, d, t, dtype)
     for value in data.values():
         value.setflags(write=False)
     return data
 
 
 @contextlib.contextmanager
-def _limited_threads(n_threads):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # without the bench extra: Numba's threads only
-            yield
-        else:
-            with threadpool_limits(limits=n_threads, user_api="blas"):
-                yield
-    finally:
-        numba.set_num_threads(previous)
+def _limited_threads(n_threads, torch):
+    # fastbp's own limits (Numba's and every BLAS's threads), which load every BLAS
+    # before limiting it: threadpoolctl reaches only the libraries loaded by then.
+    with (
+        _tool_thread_limits(n_threads),
+        torch_threads(torch, n_threads) if torch is not None else contextlib.nullcontext(),
+    ):
+        yield
 
 
-def thread_limits(n_threads):
-    """Context manager: ``n_threads`` Numba threads and, with threadpoolctl, BLAS threads.
+def thread_limits(n_threads, torch=None):
+    """Context manager: ``n_threads`` Numba threads, BLAS threads and, with ``torch``, PyTorch's.
 
-    asv runs install the ``bench`` extra (threadpoolctl), so BLAS is limited
-    there; the test suite runs the classes without it.  Raises
+    BLAS threads are limited through threadpoolctl (asv runs install it), in
+    every BLAS library, SciPy's (Numba's ``@``) included even where no
+    kernel has loaded it yet (:func:`fastbp._tools.timing.thread_limits`).
+    ``torch`` is the PyTorch module, for benchmarks that time it.  Raises
     NotImplementedError (asv then skips the parameter set) where the
     machine has fewer threads than asked for.
     """
     if n_threads > numba.config.NUMBA_NUM_THREADS:
         raise NotImplementedError(f"only {numba.config.NUMBA_NUM_THREADS} Numba threads here")
-    return _limited_threads(n_threads)
+    return _limited_threads(n_threads, torch)
 
 
 def measured_seconds(function, min_total=0.05, max_calls=50):
@@ -151,7 +197,7 @@ def measured_seconds(function, min_total=0.05, max_calls=50):
 
 
 class ThreadedBenchmark:
-    """Base for benchmarks whose last parameter is the thread count.
+    """Base for benchmarks that set thread counts in ``setup``.
 
     ``setup`` subclasses call :meth:`enter_threads`; asv calls ``teardown``
     after the timings, which restores the previous thread counts.
@@ -159,60 +205,12 @@ class ThreadedBenchmark:
 
     _threads = None
 
-    def enter_threads(self, n_threads):
+    def enter_threads(self, n_threads, torch=None):
+        """Limit Numba, every BLAS and (given its module) PyTorch to ``n_threads``, to teardown."""
         self._threads = contextlib.ExitStack()
-        self._threads.enter_context(thread_limits(n_threads))
+        self._threads.enter_context(thread_limits(n_threads, torch))
 
     def teardown(self, *params):
         if self._threads is not None:
             self._threads.close()
             self._threads = None
-
-
-def sigmoid(Z):
-    """The book's sigmoid, clipped so np.exp never overflows (NumPy baseline)."""
-    return 1.0 / (1.0 + np.exp(-np.clip(Z, -250, 250)))
-
-
-def numpy_forward(X, W_h, b_h, W_out, b_out):
-    """The book's NeuralNetMLP forward pass in NumPy: (A_h, A_out)."""
-    A_h = sigmoid(X @ W_h + b_h)
-    A_out = sigmoid(A_h @ W_out + b_out)
-    return A_h, A_out
-
-
-def numpy_backprop_step(X, Y, W_h, b_h, W_out, b_out):
-    """The book's NumPy training step: cost and the four gradients.
-
-    Returns
-    -------
-    tuple
-        ``(cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out)``, the cost
-        summed as in the seed (no 1/n), like ``fastbp.backprop``.
-    """
-    A_h, A_out = numpy_forward(X, W_h, b_h, W_out, b_out)
-    cost = -np.sum(Y * np.log(A_out) + (1.0 - Y) * np.log(1.0 - A_out))
-    delta_out = A_out - Y
-    delta_h = (delta_out @ W_out.T) * A_h * (1.0 - A_h)
-    return cost, X.T @ delta_h, delta_h.sum(axis=0), A_h.T @ delta_out, delta_out.sum(axis=0)
-
-
-# Floating-point operations counted for GFLOP/s: multiply-adds of the matrix
-# products as 2 each; elementwise work (sigmoid, logs) is not counted, so
-# GFLOP/s of memory-bound kernels is low by construction and meant for
-# comparison between implementations only.
-
-
-def grad_flops(n, d, t):
-    """(A_h)ᵀ δ_out: n·d·t multiply-adds."""
-    return 2 * n * d * t
-
-
-def forward_flops(n, m, d, t):
-    """X W_h and A_h W_out."""
-    return 2 * n * (m * d + d * t)
-
-
-def step_flops(n, m, d, t):
-    """Forward (2nmd + 2ndt), δ_out W_outᵀ (2ndt), Xᵀ δ_h (2nmd), A_hᵀ δ_out (2ndt)."""
-    return 4 * n * m * d + 6 * n * d * t

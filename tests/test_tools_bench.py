@@ -1,4 +1,4 @@
-"""``fastbp bench`` (fastbp/_tools/bench.py): its tables, checks, reference speed and JAX rows.
+"""``fastbp bench`` (fastbp/_tools/bench.py): its tables, checks, peak, ratio columns and JAX rows.
 
 No timing is asserted anywhere: the machine is shared and figures move.
 """
@@ -94,29 +94,36 @@ def step_tables(out):
     return tables
 
 
-def test_step_tables_give_the_reference_and_each_rows_percentage_of_it(capsys):
+PEAK = re.compile(
+    r"peak: ([0-9.e+]+) GFLOP/s, the larger of the FMA loop's ([0-9.e+]+) "
+    r"and the (.+) 2048³ product's ([0-9.e+]+)$"
+)
+
+
+def test_step_tables_give_the_peak_and_each_rows_percentage_of_it(capsys):
     assert bench.run(parse(*TINY, "--dtypes", "float64")) == 0
     out = capsys.readouterr().out
     tables = step_tables(out)
     assert len(tables) == 1
     ((title, rows),) = tables.items()
-    match = re.search(r"reference: square (\S+) product 512³, ([0-9.e+]+) GFLOP/s$", title)
+    match = PEAK.search(title)
     assert match, title
-    reference = float(match.group(2))
-    assert reference > 0
+    peak, fma, blas = (float(match.group(k)) for k in (1, 2, 4))
+    assert fma > 0 and blas > 0
+    assert peak == pytest.approx(max(fma, blas), rel=0.01)  # the larger of the two
     header = out.splitlines()[out.splitlines().index(title) + 1].split()
-    assert header[header.index("GFLOP/s") + 1 : header.index("GFLOP/s") + 3] == ["%", "ref"]
+    assert header[header.index("GFLOP/s") + 1 : header.index("GFLOP/s") + 3] == ["%", "peak"]
     assert {row[1] for row in rows} >= {"fastbp", "numpy"}
     for row in rows:
-        # kernel, implementation, median and its unit, GFLOP/s, % ref, x NumPy, check
+        # kernel, implementation, median and its unit, GFLOP/s, % peak, x NumPy, ..., check
         rate, percent = float(row[4]), float(row[5])
-        assert percent == pytest.approx(100 * rate / reference, rel=0.01)  # 3 digits each
-    # The gradient tables have no reference.
+        assert percent == pytest.approx(100 * rate / peak, rel=0.01)  # 3 digits each
+    # The gradient tables have no peak.
     gradient_titles = [line for line in out.splitlines() if line.startswith("n=7 d=5 t=3")]
-    assert gradient_titles and not any("reference:" in line for line in gradient_titles)
+    assert gradient_titles and not any("peak:" in line for line in gradient_titles)
 
 
-def test_the_reference_is_timed_once_per_dtype_and_thread_count(monkeypatch, capsys):
+def test_the_peak_is_timed_once_per_dtype_and_thread_count(monkeypatch, capsys):
     made = []
     real = breakdown.reference_product
 
@@ -149,7 +156,7 @@ def test_the_reference_is_timed_once_per_dtype_and_thread_count(monkeypatch, cap
     figures = {}
     for title in tables:
         key = (title.split()[6], title.split("[threads=")[1].split(":")[0])
-        figures.setdefault(key, set()).add(title.split("reference: ")[1])
+        figures.setdefault(key, set()).add(title.split("peak: ")[1])
     assert len(figures) == 2 * n_threads and all(len(f) == 1 for f in figures.values())
 
 
@@ -238,7 +245,8 @@ def test_jax_rows_from_a_fake_jax_follow_the_cpus_of_the_process(monkeypatch, ca
     ((_, rows),) = step_tables(out).items()
     jax_rows = [row for row in rows if row[1] == "jax"]
     if cpus == 1:
-        assert len(jax_rows) == 1 and jax_rows[0][7] == "ok"  # the loss is the NumPy step's cost
+        # The check is the last column, "ok (… of bound)": the loss is the NumPy step's cost.
+        assert len(jax_rows) == 1 and jax_rows[0][-4] == "ok"
         assert "left out" not in out
     else:
         assert not jax_rows and "jax: left out of this table" in out and "taskset -c 0" in out
@@ -309,3 +317,76 @@ def test_first_call_section_prints_cold_and_cached_per_call(monkeypatch, capsys)
     assert "float64: import fastbp" in out
     assert any(line.split()[:1] == ["backprop"] and "12" in line for line in out.splitlines())
     assert any(line.split()[:1] == ["all"] for line in out.splitlines())
+
+
+def test_each_peer_gets_a_ratio_column_of_its_time_over_the_rows(capsys):
+    rows = [bench._Row("step", name, lambda: None, 1e6) for name in ("fastbp", "numpy", "torch")]
+    medians = {"step/fastbp": 1e-3, "step/numpy": 2e-3, "step/torch": 3e-3}
+    records = bench._print_table(
+        "fused step demo", rows, medians, 1, None, ("numpy", "torch", "jax")
+    )
+    fastbp_record = records[0]
+    assert fastbp_record["ratios"] == {
+        "numpy": pytest.approx(2.0),
+        "torch": pytest.approx(3.0),
+        "jax": pytest.approx(float("nan"), nan_ok=True),
+    }
+    assert records[1]["ratios"]["numpy"] == pytest.approx(1.0)
+    assert records[2]["ratios"]["numpy"] == pytest.approx(2 / 3)
+
+
+def test_ratio_columns_are_printed_with_n_a_where_a_peer_has_no_row(capsys):
+    rows = [bench._Row("step", name, lambda: None, 1e6) for name in ("fastbp", "numpy", "torch")]
+    medians = {"step/fastbp": 1e-3, "step/numpy": 2e-3, "step/torch": 3e-3}
+    bench._print_table("fused step demo", rows, medians, 1, None, ("numpy", "torch", "jax"))
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("kernel"))
+    assert "x NumPy" in header and "x PyTorch" in header and "x JAX" in header
+    fastbp_row = next(line for line in lines if line.startswith("step         fastbp")).split()
+    # kernel, implementation, median and unit, GFLOP/s, x NumPy, x PyTorch, x JAX, check "-"
+    assert fastbp_row[-4:] == ["2.00", "3.00", "n/a", "-"]
+
+
+def test_the_step_tables_have_a_column_per_installed_peer(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "jax_or_none", fake_jax)
+    monkeypatch.setattr(bench, "schedulable_cpus", lambda: 1)
+    assert bench.run(parse(*TINY, "--dtypes", "float64")) == 0
+    out = capsys.readouterr().out
+    title = next(iter(step_tables(out)))
+    header = out.splitlines()[out.splitlines().index(title) + 1]
+    assert "x NumPy" in header and "x JAX" in header
+    assert ("x PyTorch" in header) == (problems.torch_or_none() is not None)
+
+
+def test_every_reference_step_adds_the_l2_term_as_fastbp_does():
+    import fastbp
+
+    arrays = problems.step_arrays(problems.make_problem(9, 4, 5, 3, "float64"))
+    expected = fastbp.backprop(*arrays, l2=problems.STEP_L2)
+    steps = {"numpy": problems.numpy_step(*arrays, l2=problems.STEP_L2)}
+    torch = problems.torch_or_none()
+    if torch is not None:
+        tensors = [torch.from_numpy(a) for a in arrays]
+        steps["torch"] = [
+            r.numpy() for r in problems.torch_step(torch, *tensors, l2=problems.STEP_L2)
+        ]
+    jax = problems.jax_or_none() or fake_jax()
+    cost, gradients = problems.jax_step(jax, l2=problems.STEP_L2)(
+        tuple(arrays[2:]), arrays[0], arrays[1]
+    )
+    steps["jax"] = [np.asarray(cost), *(np.asarray(g) for g in gradients)]
+    plain = problems.numpy_step(*arrays)
+    for name, results in steps.items():
+        for result, wanted, without in zip(results, expected, plain):
+            np.testing.assert_allclose(result, wanted, rtol=1e-12, atol=1e-14, err_msg=name)
+        # The term is there: the cost and the weights' gradients move by (λ/2)ΣW² and λW.
+        assert not np.allclose(results[0], plain[0], rtol=1e-12, atol=0), name
+
+
+def test_a_reference_step_without_the_l2_term_fails_its_check(monkeypatch):
+    monkeypatch.setattr(bench, "numpy_step", lambda *arrays, l2=0.0: problems.numpy_step(*arrays))
+    monkeypatch.setattr(bench, "jax_or_none", lambda: None)
+    monkeypatch.setattr(bench, "torch_or_none", lambda: None)
+    # The float64 reference drops the term too, so fastbp's row is the one that fails.
+    rows = {row.implementation: row for row in bench._step_rows("6x4x5x3", "float64")}
+    assert rows["fastbp"].check > 1

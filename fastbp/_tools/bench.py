@@ -8,11 +8,18 @@ threads and Numba threads are set alike for each table and stated, and so
 is the BLAS library that threadpoolctl finds.  Every result is also checked
 against a float64 NumPy reference and a failure is flagged (exit status 1).
 
-The fused-step tables also give each row's GFLOP/s as a percentage of the
-core's reference: a square product through NumPy's BLAS in the same dtype
-and on the same threads, timed once per dtype and thread count in the run.
-PyTorch and JAX rows are added where those packages are installed; neither
-is a dependency, and neither is imported where it is not installed.
+The header names the kernels every BLAS runs and the CPU's widest vector
+ISA, with a warning where a baseline runs narrower kernels than the CPU
+has (:func:`.blas.baseline_description`).  The fused-step tables give each
+row's GFLOP/s as a percentage of the peak: the larger of a compiled loop of
+independent FMAs at the vector width (:mod:`.peak`, no BLAS involved) and
+a 2048³ product through NumPy's BLAS, both in the same dtype and on the same
+threads, timed once per dtype and thread count in the run and both named
+in the table's title.  PyTorch and JAX rows, and their "x PyTorch" and
+"x JAX" columns, are added where those packages are installed; neither is
+a dependency, and neither is imported where it is not installed.  Shapes,
+data and the reference steps come from :mod:`.problems`, which the asv
+suite uses too.
 
 ``fastbp bench`` (options in :mod:`.cli`) runs :func:`run`; ``--breakdown``,
 ``--training`` and ``--first-call`` add the sections of :mod:`.breakdown`,
@@ -30,6 +37,7 @@ import numba
 import numpy as np
 
 from .. import _backprop, _core
+from .blas import baseline_description
 from .bounds import (
     excess_ratio,
     forward_bounds,
@@ -40,19 +48,27 @@ from .bounds import (
     worst_excess,
 )
 from .problems import (
+    GRAD_SHAPES,
+    OUTER_MAX_MULTIPLY_ADDS,
+    STEP_L2,
+    STEP_SHAPES,
+    forward_flops,
+    grad_flops,
+    input_width,
     jax_or_none,
     jax_step,
     make_problem,
     numpy_cost,
     numpy_forward,
     numpy_step,
+    parse_shape,
     step_arrays,
+    step_flops,
     torch_or_none,
     torch_step,
     torch_threads,
 )
 from .timing import (
-    blas_description,
     first_calls_seconds,
     format_seconds,
     gflops,
@@ -63,26 +79,7 @@ from .timing import (
     thread_limits,
 )
 
-__all__ = ["run"]
-
-#: (n, d, t) of the gradient sweep: the seed's MNIST network on a mini-batch,
-#: a larger batch and the whole training set, then a wide and a square layer.
-GRAD_SHAPES = ("100x100x10", "1000x100x10", "60000x100x10", "10000x512x64", "4096x1024x1024")
-
-#: (n, m, d, t) of the fused training step: minibatches of the digits' 64-input
-#: network and of MNIST's 784-input one, a batch and the whole MNIST set, a wide layer.
-STEP_SHAPES = (
-    "32x64x100x10",
-    "128x64x100x10",
-    "256x64x100x10",
-    "32x784x100x10",
-    "100x784x100x10",
-    "128x784x100x10",
-    "256x784x100x10",
-    "1000x784x100x10",
-    "60000x784x100x10",
-    "10000x64x512x64",
-)
+__all__ = ["GRAD_SHAPES", "QUICK_STEP_SHAPES", "STEP_SHAPES", "run"]
 
 #: Gradient shapes that --quick leaves out, so it stays short on two cores.
 QUICK_DROPPED = {"4096x1024x1024"}
@@ -90,36 +87,26 @@ QUICK_DROPPED = {"4096x1024x1024"}
 #: The step shapes --quick keeps: a digits minibatch, an MNIST minibatch, an MNIST batch.
 QUICK_STEP_SHAPES = ("32x64x100x10", "128x784x100x10", "1000x784x100x10")
 
-#: Side of the square product that gives each step table its reference speed: 512³ measured
-#: within 3 % of 1024³'s GFLOP/s in an eighth of the time (docs/tuning.md).
-STEP_REFERENCE_SIDE = 512
+#: Side of the square BLAS product behind each step table's peak: large enough for
+#: OpenBLAS to reach its best (about 0.3 s a float64 call on one Zen 4 core).
+STEP_REFERENCE_SIDE = 2048
 
-#: Rounds of the reference product's timing, each at least 0.02 s: about 0.1 s a timing.
+#: Rounds of each peak timing (the FMA loop's and the product's); fewer where the
+#: run asks for fewer rounds.
 REFERENCE_ROUNDS = 5
+
+#: Column headings of the ratio columns, one per peer library with rows in a table.
+PEERS = {"numpy": "NumPy", "torch": "PyTorch", "jax": "JAX"}
 
 #: --quick leaves out kernels of more floating-point operations than this a
 #: call: the forward pass at (n, m, d) = (60000, 784, 100) and (10000, 512, 512).
 QUICK_MAX_FLOPS = 4e9
-
-#: Above this many multiply-adds (n·d·t) the per-example ``outer`` loop takes
-#: about a second a call and is left out.
-OUTER_MAX_MULTIPLY_ADDS = 10**9
 
 
 def _default_threads():
     # 1 and all cores: on a 2-core machine, 1 and 2.
     most = min(os.cpu_count() or 1, numba.config.NUMBA_NUM_THREADS)
     return [1] if most == 1 else [1, most]
-
-
-# --------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------
-
-
-def _input_width(d):
-    """M = 784 (MNIST) for the seed's d = 100 network, m = d otherwise."""
-    return 784 if d == 100 else d
 
 
 # --------------------------------------------------------------------------
@@ -156,49 +143,66 @@ def _check_failed(check):
     return isinstance(check, float) and not check <= 1.0 or check == "FAIL"
 
 
-def _print_table(title, rows, medians, threads, reference=None):
+def _ratio(medians, kernel, peer, seconds):
+    """``peer``'s time over ``seconds`` for ``kernel`` ("x NumPy"), nan without that row."""
+    other = medians.get(f"{kernel}/{peer}")
+    return other / seconds if other and seconds > 0 else float("nan")
+
+
+def _print_table(title, rows, medians, threads, peak=None, peers=("numpy",)):
     """Print one table; return its records (for the plot and the exit status).
 
-    ``reference`` is ``(label, GFLOP/s)`` of the core's reference speed
-    (:func:`_reference_gflops`): it is named in the title line and each
-    row gets a "% ref" column, its GFLOP/s as a percentage of it.
+    ``peak`` (:func:`_peak`), for the step tables, is named in the title
+    line with the two figures it is the larger of, and each row gets a
+    "% peak" column: its GFLOP/s as a percentage of the peak.  Each of
+    ``peers`` (keys of :data:`PEERS`) gets an "x <library>" column: that
+    library's time for the row's kernel over the row's time, "n/a" where
+    the table has no row of that library.
     """
     numba_threads, blas_threads = thread_counts()
     blas = ", ".join(str(count) for count in blas_threads) or "not controlled"
     line = f"\n{title}  [threads={threads}: Numba {numba_threads}, BLAS {blas}]"
-    if reference is not None:
-        line += f"  reference: {reference[0]}, {reference[1]:.3g} GFLOP/s"
+    if peak is not None:
+        line += (
+            f"  peak: {peak['gflops']:.3g} GFLOP/s, the larger of the FMA loop's "
+            f"{peak['fma']:.3g} and the {peak['blas_label']}'s {peak['blas']:.3g}"
+        )
     print(line)
-    percent_column = f" {'% ref':>6}" if reference is not None else ""
+    percent_column = f" {'% peak':>6}" if peak is not None else ""
+    ratio_columns = "".join(f" {'x ' + PEERS[peer]:>9}" for peer in peers)
     header = (
         f"{'kernel':<12} {'implementation':<16} {'median':>10} {'GFLOP/s':>9}"
-        f"{percent_column} {'x NumPy':>8}  check"
+        f"{percent_column}{ratio_columns}  check"
     )
     print(header)
     print("-" * (len(header) + 18))
     records = []
     for row in rows:
         seconds = medians[row.key]
-        baseline = medians.get(f"{row.kernel}/numpy")
-        speedup = baseline / seconds if baseline and seconds > 0 else float("nan")
         rate = gflops(row.flops, seconds) if row.flops else float("nan")
+        ratios = {peer: _ratio(medians, row.kernel, peer, seconds) for peer in peers}
         record = {
             "kernel": row.kernel,
             "implementation": row.implementation,
             "threads": threads,
             "seconds": seconds,
             "gflops": rate,
-            "speedup": speedup,
+            "speedup": _ratio(medians, row.kernel, "numpy", seconds),
+            "ratios": ratios,
             "check": row.check,
         }
         percent = ""
-        if reference is not None:
-            record["reference_gflops"] = reference[1]
-            record["percent_of_reference"] = 100 * rate / reference[1]
-            percent = f" {record['percent_of_reference']:>6.3g}"
+        if peak is not None:
+            record["peak_gflops"] = peak["gflops"]
+            record["percent_of_peak"] = 100 * rate / peak["gflops"]
+            percent = f" {record['percent_of_peak']:>6.3g}"
+        ratio_text = "".join(
+            f" {ratios[peer]:>9.2f}" if np.isfinite(ratios[peer]) else f" {'n/a':>9}"
+            for peer in peers
+        )
         print(
             f"{row.kernel:<12} {row.implementation:<16} {format_seconds(seconds):>10} "
-            f"{rate:>9.3g}{percent} {speedup:>8.2f}  {_format_check(row.check)}"
+            f"{rate:>9.3g}{percent}{ratio_text}  {_format_check(row.check)}"
         )
         records.append(record)
     return records
@@ -209,8 +213,8 @@ def _grad_rows(shape, dtype, max_flops=float("inf")):
 
     Kernels of more than ``max_flops`` a call are left out (--quick).
     """
-    n, d, t = map(int, shape.split("x"))
-    m = _input_width(d)
+    n, d, t = parse_shape(shape)
+    m = input_width(d)
     u = unit_roundoff(dtype)
     net = make_problem(n, m, d, t, dtype)
     layers = [net[k] for k in ("X", "W_h", "b_h", "W_out", "b_out")]
@@ -221,9 +225,9 @@ def _grad_rows(shape, dtype, max_flops=float("inf")):
     grad_reference, grad_bound = grad_W_out_reference(A_h, delta_out)
 
     rows = []
-    grad_flops = 2 * n * d * t
+    grad_W_out_flops = grad_flops(n, d, t)
     candidates = {}
-    if n * d * t <= OUTER_MAX_MULTIPLY_ADDS and grad_flops <= max_flops:
+    if n * d * t <= OUTER_MAX_MULTIPLY_ADDS and grad_W_out_flops <= max_flops:
         candidates["outer"] = lambda: _core.grad_W_out(A_h, delta_out, method="outer")
     candidates["blocked"] = lambda: _core.grad_W_out(A_h, delta_out, method="blocked")
     candidates["matmul"] = lambda: _core.grad_W_out(A_h, delta_out, method="matmul")
@@ -232,16 +236,18 @@ def _grad_rows(shape, dtype, max_flops=float("inf")):
     if torch is not None:
         A_torch, delta_torch = torch.from_numpy(A_h), torch.from_numpy(delta_out)
         candidates["torch"] = lambda: A_torch.T @ delta_torch
-    if grad_flops > max_flops:
+    if grad_W_out_flops > max_flops:
         candidates.clear()
     for name, call in candidates.items():
         result = call()
         result = result.numpy() if hasattr(result, "numpy") else result
         check = worst_excess(np.asarray(result), grad_reference, grad_bound)[1]
-        rows.append(_Row("grad_W_out", name, call, grad_flops, serial=name == "outer", check=check))
+        rows.append(
+            _Row("grad_W_out", name, call, grad_W_out_flops, serial=name == "outer", check=check)
+        )
 
-    forward_flops = 2 * n * (m * d + d * t)
-    if forward_flops <= max_flops:
+    forward_pass_flops = forward_flops(n, m, d, t)
+    if forward_pass_flops <= max_flops:
         # Reference: the forward pass in float64 from the same (rounded) inputs.
         net64 = {name: value.astype(np.float64) for name, value in net.items()}
         A_h64, A_out64 = numpy_forward(*[net64[k] for k in ("X", "W_h", "b_h", "W_out", "b_out")])
@@ -252,9 +258,8 @@ def _grad_rows(shape, dtype, max_flops=float("inf")):
                 excess_ratio(np.abs(hidden - A_h64), error_h),
                 excess_ratio(np.abs(output - A_out64), error_out),
             )
-            rows.append(
-                _Row("forward", name, lambda f=function: f(*layers), forward_flops, check=check)
-            )
+            call = functools.partial(function, *layers)
+            rows.append(_Row("forward", name, call, forward_pass_flops, check=check))
 
     # δ_out = A_out − Y is one rounding per element: NumPy and fastbp agree bit for bit.
     exact = "bitwise" if np.array_equal(_core.delta_out(A_out, Y), delta_out) else "FAIL"
@@ -285,24 +290,29 @@ def _grad_rows(shape, dtype, max_flops=float("inf")):
 
 
 def _step_rows(shape, dtype):
-    """Candidates of the fused-step table: fastbp, NumPy, and PyTorch and JAX where installed."""
-    n, m, d, t = map(int, shape.split("x"))
+    """Candidates of the fused-step table: fastbp, NumPy, and PyTorch and JAX where installed.
+
+    Every candidate computes the same step, cost and four gradients with the
+    L2 term λ = :data:`.problems.STEP_L2`, and is checked against the NumPy
+    step in float64 on the same (rounded) inputs.
+    """
+    n, m, d, t = parse_shape(shape)
     arrays = step_arrays(make_problem(n, m, d, t, dtype))
-    reference = numpy_step(*[a.astype(np.float64) for a in arrays])
-    flops = 4 * n * m * d + 6 * n * d * t
+    reference = numpy_step(*[a.astype(np.float64) for a in arrays], l2=STEP_L2)
+    flops = step_flops(n, m, d, t)
     n_terms = n + m + d + t
     u = unit_roundoff(dtype)
     candidates = {
-        "fastbp": lambda: _backprop.backprop(*arrays, l2=0.0),
-        "numpy": lambda: numpy_step(*arrays),
+        "fastbp": lambda: _backprop.backprop(*arrays, l2=STEP_L2),
+        "numpy": lambda: numpy_step(*arrays, l2=STEP_L2),
     }
     torch = torch_or_none()
     if torch is not None:
         tensors = [torch.from_numpy(a) for a in arrays]
-        candidates["torch"] = lambda: torch_step(torch, *tensors)
+        candidates["torch"] = lambda: torch_step(torch, *tensors, l2=STEP_L2)
     jax = jax_or_none()
     if jax is not None:
-        jax_call = jax_step(jax)
+        jax_call = jax_step(jax, l2=STEP_L2)
         X, Y, *weights = (jax.device_put(a) for a in arrays)  # copied once, untimed
         candidates["jax"] = lambda: jax.block_until_ready(jax_call(tuple(weights), X, Y))
     rows = []
@@ -320,29 +330,38 @@ def _step_rows(shape, dtype):
 
 
 def _numpy_blas_name():
-    """The library behind NumPy's ``@`` as threadpoolctl names it (e.g. OpenBLAS), else "BLAS"."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "BLAS"
+    """The library behind NumPy's ``@`` and its kernels, e.g. "OpenBLAS SkylakeX", else "BLAS"."""
+    from .blas import blas_libraries
+
     names = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS", "flexiblas": "FlexiBLAS"}
-    for info in threadpool_info():
-        if info.get("user_api") == "blas" and "numpy" in info.get("filepath", ""):
-            return names.get(info.get("internal_api"), info.get("internal_api") or "BLAS")
+    for library in blas_libraries() or []:
+        if library["owner"] == "numpy":
+            name = names.get(library["api"], library["api"] or "BLAS")
+            return f"{name} {library['architecture']}" if library["architecture"] else name
     return "BLAS"
 
 
-def _reference_gflops(dtype, threads, cache):
-    """The core's reference speed for a step table: ``(label, GFLOP/s)``, timed once per run.
+def _peak(dtype, threads, cache, rounds=REFERENCE_ROUNDS):
+    """The peak a step table is compared with, timed once per run for each (dtype, threads).
 
-    A square product through NumPy's BLAS (:func:`.breakdown.reference_product`,
-    side :data:`STEP_REFERENCE_SIDE`) in ``dtype``, timed on ``threads`` BLAS
-    threads the first time a (dtype, threads) pair is asked for and kept in
-    ``cache`` (a dict the run owns) after that.  About 0.1 s a timing.
+    The larger of two figures, both on ``threads`` threads in ``dtype``: the
+    FMA loop of :mod:`.peak` (independent fused multiply-adds at the CPU's
+    vector width, one loop per thread; what the core can do, whatever
+    BLAS), and a square product through NumPy's BLAS
+    (:func:`.breakdown.reference_product`, side :data:`STEP_REFERENCE_SIDE`;
+    what a tuned library reaches).  Timed the first time a (dtype, threads)
+    pair is asked for and kept in ``cache`` (a dict the run owns).
+
+    Returns
+    -------
+    dict
+        ``gflops`` (the larger), ``fma`` and ``blas`` (GFLOP/s of each),
+        ``blas_label`` (the product, named with NumPy's BLAS kernels).
     """
     key = (dtype, threads)
     if key not in cache:
         from .breakdown import reference_product
+        from .peak import peak_gflops
 
         side = STEP_REFERENCE_SIDE
         call, flops = reference_product(dtype, side)
@@ -351,11 +370,18 @@ def _reference_gflops(dtype, threads, cache):
                 time.sleep(SETTLE_SECONDS)  # threads the last table left spinning go idle
             seconds = interleaved_medians(
                 {"reference": call},
-                REFERENCE_ROUNDS,
+                rounds,
                 min_time=0.02,
                 warmup=WARMUP_SECONDS if threads > 1 else 0.0,
             )["reference"]
-        cache[key] = (f"square {_numpy_blas_name()} product {side}³", gflops(flops, seconds))
+        blas = gflops(flops, seconds)
+        fma = peak_gflops(dtype, threads, rounds)
+        cache[key] = {
+            "gflops": max(fma, blas),
+            "fma": fma,
+            "blas": blas,
+            "blas_label": f"{_numpy_blas_name()} {side}³ product",
+        }
     return cache[key]
 
 
@@ -370,13 +396,16 @@ def _time_table(title, rows, threads_list, repeats, reference=None):
     """Time ``rows`` at each thread count; print one table per count.
 
     ``reference``, for the step tables, is called as ``reference(threads)``
-    and gives the ``(label, GFLOP/s)`` that :func:`_print_table` compares
-    each row with.  A row that runs on a fixed number of CPUs whatever the
+    and gives the peak (:func:`_peak`) that :func:`_print_table` compares
+    each row with.  Each peer library with a row here gets a ratio column
+    (:data:`PEERS`).  A row that runs on a fixed number of CPUs whatever the
     thread settings (``row.cpus``, JAX) is timed only in the table of that
     many threads; elsewhere a note says why it is missing.
     """
     records = []
     torch = torch_or_none()
+    implementations = {row.implementation for row in rows}
+    peers = tuple(peer for peer in PEERS if peer in implementations)
     for index, threads in enumerate(threads_list):
         active = [row for row in rows if index == 0 or not row.serial]
         left_out = [row for row in active if row.cpus is not None and row.cpus != threads]
@@ -393,7 +422,7 @@ def _time_table(title, rows, threads_list, repeats, reference=None):
                 settle=SETTLE_SECONDS if threads > 1 else 0.0,
                 warmup=WARMUP_SECONDS if threads > 1 else 0.0,
             )
-            records += _print_table(title, active, medians, threads, table_reference)
+            records += _print_table(title, active, medians, threads, table_reference, peers)
         for row in left_out:
             print(_fixed_cpus_note(row, threads))
     return records
@@ -507,9 +536,17 @@ def run(args):
             )
             return 2
 
-    print("fastbp bench: median of interleaved rounds; 'x NumPy' = NumPy's time / this time")
+    torch = torch_or_none()  # imported first, so the header names its kernels
+    jax = jax_or_none()  # step rows only
+    others = [name for name, module in (("PyTorch", torch), ("JAX", jax)) if module is not None]
+    likewise = f" (likewise {', '.join('x ' + name for name in others)})" if others else ""
+    print(
+        "fastbp bench: median of interleaved rounds; 'x NumPy' = NumPy's time / this time"
+        + likewise
+    )
     print(machine_description())
-    for line in blas_description():
+    # The kernels behind every baseline; a WARNING line where they are narrower than the CPU.
+    for line in baseline_description(torch=torch):
         print(line)
     print(
         f"rounds: {repeats}; threads: {', '.join(map(str, threads_list))} "
@@ -520,10 +557,8 @@ def run(args):
         "per element); checks: grad_W_out within γ_n·|A_h|ᵀ|δ_out| (proven), forward "
         "within a first-order bound, cost within (4u + γ_2nt)·Σ|terms|, against float64"
     )
-    torch = torch_or_none()
     if torch is not None:
         print(f"PyTorch {torch.__version__} found: torch rows added")
-    jax = jax_or_none()  # step rows only
     if jax is not None:
         print(
             f"JAX {jax.__version__} found: jax rows added to the step tables "
@@ -532,13 +567,13 @@ def run(args):
 
     records = []
     for shape in shapes:
-        n, d, t = map(int, shape.split("x"))
+        n, d, t = parse_shape(shape)
         for dtype in dtypes:
             max_flops = QUICK_MAX_FLOPS if args.quick else float("inf")
             rows = _grad_rows(shape, dtype, max_flops)
-            m = _input_width(d)
+            m = input_width(d)
             title = f"n={n} d={d} t={t} {dtype}"
-            if 2 * n * (m * d + d * t) > max_flops:
+            if forward_flops(n, m, d, t) > max_flops:
                 title += f" (--quick: forward, m={m}, left out)"
             else:
                 title += f" (forward: m={m})"
@@ -548,18 +583,21 @@ def run(args):
                 records.append(dict(record, shape=shape, dtype=dtype))
 
     print(
-        "\nFused step: checks within 16·(n+m+d+t)·u normwise (heuristic); '% ref' = "
-        "GFLOP/s as a percentage of the reference's,\nthe reference being a square "
-        "product through NumPy's BLAS in the same dtype on the same threads, timed "
-        "once in this run"
+        f"\nFused step (cost and four gradients, l2 = {STEP_L2} in every implementation): "
+        "checks within 16·(n+m+d+t)·u normwise (heuristic);\n'% peak' = GFLOP/s as a "
+        "percentage of the peak, the larger of a compiled loop of independent FMAs at the "
+        "CPU's vector width\nand a square "
+        f"{STEP_REFERENCE_SIDE}³ product through NumPy's BLAS, each in the same dtype on "
+        "the same threads, timed once in this run"
     )
-    references = {}
+    peaks = {}
+    peak_rounds = min(REFERENCE_ROUNDS, repeats)
     for shape in step_shapes:
-        n, m, d, t = map(int, shape.split("x"))
+        n, m, d, t = parse_shape(shape)
         for dtype in dtypes:
             title = f"fused step n={n} m={m} d={d} t={t} {dtype}"
             rows = _step_rows(shape, dtype)
-            reference = functools.partial(_reference_gflops, dtype, cache=references)
+            reference = functools.partial(_peak, dtype, cache=peaks, rounds=peak_rounds)
             for record in _time_table(title, rows, threads_list, repeats, reference):
                 records.append(dict(record, shape=shape, dtype=dtype))
 

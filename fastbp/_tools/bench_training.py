@@ -6,8 +6,8 @@ shuffled orders, timed in interleaved rounds on one thread (BLAS and Numba):
 * ``sgd_epoch``: one :func:`fastbp.sgd_epoch` call per epoch;
 * ``backprop loop``: the epoch in Python, :func:`fastbp.backprop` per
   minibatch and ``W -= eta * g`` (what :func:`fastbp.sgd_epoch` stands for);
-* ``numpy loop``: the book's NumPy step (:func:`.problems.numpy_step`) per minibatch,
-  ``g += l2 * W`` and ``W -= eta * g``.
+* ``numpy loop``: the book's NumPy step with its L2 term
+  (:func:`.problems.numpy_step`) per minibatch, and ``W -= eta * g``.
 
 Two workloads: the digits as ``fastbp train`` trains them (64-100-10,
 minibatch 32, 200 epochs; 20 with ``--quick``) and one epoch of a synthetic
@@ -81,10 +81,8 @@ def _epochs_candidates(X, Y, start, orders, size):
         for order in orders:
             for first in range(0, len(order) - size + 1, size):
                 rows = order[first : first + size]
-                _, g_W_h, g_b_h, g_W_out, g_b_out = numpy_step(X[rows], Y[rows], *W)
-                g_W_h += l2 * W[0]
-                g_W_out += l2 * W[2]
-                for w, g in zip(W, (g_W_h, g_b_h, g_W_out, g_b_out)):
+                _, *gradients = numpy_step(X[rows], Y[rows], *W, l2=l2)
+                for w, g in zip(W, gradients):
                     w -= eta * g
 
     calls = {

@@ -16,6 +16,7 @@ import numba
 import numpy as np
 
 from .._core import _numba_threads
+from .blas import load_blas_libraries
 
 
 def schedulable_cpus():
@@ -83,21 +84,17 @@ def interleaved_medians(functions, repeats, min_time=0.0, settle=0.0, warmup=0.0
     return {name: float(np.median(values)) for name, values in samples.items()}
 
 
-def _load_blas_libraries():
-    """Load the BLAS that NumPy and SciPy (Numba's ``@``) use, so limits reach both."""
-    with contextlib.suppress(ImportError):
-        import scipy.linalg.cython_blas  # noqa: F401
-
-
 @contextlib.contextmanager
 def thread_limits(n_threads, *, blas=True):
     """Run the body with ``n_threads`` Numba threads and, with ``blas``, as many BLAS threads.
 
     BLAS threads are limited through threadpoolctl (the optional ``bench``
     extra); without it only Numba's threads are controlled and
-    :func:`blas_description` says so.  ``blas=False`` leaves BLAS as it is.
+    :func:`.blas.baseline_description` says so.  ``blas=False`` leaves BLAS
+    as it is.  Every BLAS is loaded first (:func:`.blas.load_blas_libraries`):
+    a library loaded after the limits are set would keep its own thread count.
     """
-    _load_blas_libraries()
+    load_blas_libraries()
     with _numba_threads(n_threads):
         if not blas:
             yield
@@ -109,26 +106,6 @@ def thread_limits(n_threads, *, blas=True):
         else:
             with threadpool_limits(limits=n_threads, user_api="blas"):
                 yield
-
-
-def blas_description():
-    """One line per BLAS library loaded: who uses it, which library, version, threads."""
-    _load_blas_libraries()
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return ["BLAS: not described (install threadpoolctl: pip install 'fastbp[bench]')"]
-    lines = []
-    for info in threadpool_info():
-        if info.get("user_api") != "blas":
-            continue
-        path = info.get("filepath", "")
-        owner = "numpy" if "numpy" in path else "scipy (Numba's @)" if "scipy" in path else path
-        lines.append(
-            f"BLAS for {owner}: {info.get('internal_api')} {info.get('version')} "
-            f"({info.get('architecture')}), {info.get('num_threads')} thread(s)"
-        )
-    return lines
 
 
 def machine_description():
@@ -171,7 +148,7 @@ def thread_counts():
 
     The BLAS list is empty without threadpoolctl.
     """
-    _load_blas_libraries()
+    load_blas_libraries()
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
