@@ -65,6 +65,8 @@ __all__ = [
 
 # The plain step's "no per-example norms" (see _kernels_step._backprop_chunk).
 _NO_NORMS = np.empty(0, dtype=np.float64)
+# The plain step's "count no correct classifications".
+_NO_COUNTS = np.empty(0, dtype=np.int64)
 
 # The smallest normal number per dtype, the floor of the cost's logarithms.
 _TINY = {np.dtype(t): float(np.finfo(t).tiny) for t in (np.float32, np.float64)}
@@ -243,12 +245,17 @@ def _shares_threads(n, m, d, n_chunks, threads):
     return n_chunks > 1 or n * m * d >= SHARED_STEP_MIN_MULTIPLY_ADDS
 
 
-def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads):
+def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None):
     """The data's cost (a float64 Python float) and four gradients, without the L2 terms.
 
     Takes validated, C-contiguous, same-dtype arrays.  The partial results
-    of :mod:`fastbp.dask` are these, one per block of rows.
+    of :mod:`fastbp.dask` are these, one per block of rows.  With
+    ``correct`` (an int64 array of :data:`fastbp._tuning.STEP_MAX_CHUNKS`
+    slots or more, at least as many as threads), its slots get the counts
+    of correctly classified examples (summed, they are the step's).
     """
+    if correct is None:
+        correct = _NO_COUNTS
     dtype = X.dtype
     tiny = _TINY[dtype]
     n, m = X.shape
@@ -270,6 +277,7 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads):
             _workspace(dtype, m, d, t, 1, n_chunks),
             _NO_NORMS,
             math.inf,
+            correct,
         )
     with _numba_threads(n_threads) as threads:
         shares = _shares_threads(n, m, d, n_chunks, threads)
@@ -288,6 +296,7 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads):
                 _workspace(dtype, m, d, t, 1, n_chunks),
                 _NO_NORMS,
                 math.inf,
+                correct,
             )
         with _parallel_launch():
             if n_chunks > 1:
@@ -305,6 +314,7 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads):
                     _workspace(dtype, m, d, t, 1, n_chunks),
                     _NO_NORMS,
                     math.inf,
+                    correct,
                 )
             return _kernels_step._backprop_blocks_parallel(
                 X,
@@ -319,6 +329,7 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads):
                 DELTA_H_BLOCK_HIDDEN,
                 SHARED_STEP_PACK_COPY_BYTES,
                 _workspace(dtype, m, d, t, threads),
+                correct,
             )
 
 
@@ -337,9 +348,12 @@ def _with_penalty(cost, g_W_h, g_b_h, g_W_out, g_b_out, W_h, W_out, l2):
     return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
 
 
-def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads):
-    """:func:`backprop` on validated, C-contiguous, same-dtype arrays."""
-    terms = _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads)
+def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads, correct=None):
+    """:func:`backprop` on validated, C-contiguous, same-dtype arrays.
+
+    ``correct``: see :func:`_data_terms`.
+    """
+    terms = _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct)
     return _with_penalty(*terms, W_h, W_out, l2)
 
 

@@ -317,6 +317,44 @@ def _cost(A_out, Y, tiny):
     return total
 
 
+@kernel
+def _first_argmax(row):
+    """Index of the largest value of a 1-D array, the first of equals, as :func:`numpy.argmax`.
+
+    A NaN counts as the largest value (its first occurrence wins), as in
+    NumPy.  ``row`` has at least one element.
+    """
+    best = 0
+    best_value = row[0]
+    if best_value != best_value:
+        return 0
+    for k in range(1, row.shape[0]):
+        value = row[k]
+        if value != value:
+            return k
+        if value > best_value:
+            best = k
+            best_value = value
+    return best
+
+
+@kernel
+def _count_correct(A_out, Y):
+    """How many rows of A_out have their largest value where their row of Y has its largest.
+
+    With one-hot targets Y, the number of examples the network classifies
+    correctly (ties and NaN as :func:`numpy.argmax` breaks them).  0 when
+    the rows are empty (t = 0).
+    """
+    if A_out.shape[1] == 0:
+        return 0
+    correct = 0
+    for i in range(A_out.shape[0]):
+        if _first_argmax(A_out[i]) == _first_argmax(Y[i]):
+            correct += 1
+    return correct
+
+
 # --------------------------------------------------------------------------
 # Gradients of the output layer
 # --------------------------------------------------------------------------

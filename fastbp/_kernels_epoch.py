@@ -208,8 +208,9 @@ def _sgd_epoch(
     n_chunks,
     block_rows,
     block_cols,
+    correct,
 ):
-    """One epoch of minibatch steps, the weights updated in place; returns Σ of the step costs.
+    """One epoch of minibatch steps, the weights updated in place; returns two sums of costs.
 
     Step s takes the examples ``order[s·B : (s+1)·B]`` (B =
     ``minibatch_size``, full minibatches only), gathers their rows of X and
@@ -224,8 +225,14 @@ def _sgd_epoch(
     W_h and W_out stay in the products' panel layout for the whole epoch
     (W_out also as W_outᵀ for δ_h): packed once, updated in place there,
     written back to ``W_h`` and ``W_out`` once at the end.  The biases are
-    updated in place at every step.  Step costs (with the penalty at the
-    step's weights when ``with_l2``) are summed in step order.
+    updated in place at every step.
+
+    Returns (Σ of the step costs, each with the penalty at the step's
+    weights when ``with_l2``; Σ of the steps' data costs alone), both
+    summed in step order in float64.  A non-empty ``correct`` (int64, one
+    slot per chunk) gets the count of examples each chunk's steps
+    classified correctly, at the weights of their step
+    (:func:`fastbp._kernels_step._forward_and_deltas`).
     """
     m = X.shape[1]
     d = W_h.shape[1]
@@ -240,6 +247,7 @@ def _sgd_epoch(
     scratch = _chunk_scratches(scratch, 0, n_chunks, minibatch_size, m, d, t, block_rows)
     no_norms = np.empty(0, dtype=np.float64)
     epoch_cost = 0.0
+    data_cost = 0.0
     for s in range(order.shape[0] // minibatch_size):
         _gather_rows(X, Y, order, s * minibatch_size, minibatch_size, X_batch, Y_batch)
         for c in range(n_chunks):
@@ -265,10 +273,13 @@ def _sgd_epoch(
                 scratch[c],
                 no_norms,
                 np.inf,
+                correct,
+                c,
             )
         step_cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _sum_chunks(
             costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed
         )
+        data_cost += step_cost
         epoch_cost += _take_step(
             wpack,
             wpack_out,
@@ -287,7 +298,7 @@ def _sgd_epoch(
             column_sums,
         )
     _store_epoch_weights(wpack, wpack_out, W_h, W_out)
-    return epoch_cost
+    return epoch_cost, data_cost
 
 
 @kernel
@@ -343,6 +354,7 @@ def _dp_sgd_steps(
     block_rows,
     block_cols,
     batch_sizes,
+    correct,
 ):
     """DP-SGD steps, the weights updated in place; returns Σ of the steps' (data) costs.
 
@@ -355,7 +367,9 @@ def _dp_sgd_steps(
     b_out, each C order; empty without noise), added as
     :func:`fastbp.dp_backprop` adds it; then the gradients are multiplied
     by ``scale`` (1 / the expected batch size) and the weights take the step
-    of :func:`_take_step`.  ``batch_sizes[s]`` gets each step's size.
+    of :func:`_take_step`.  ``batch_sizes[s]`` gets each step's size.  A
+    non-empty ``correct`` (int64, at least ``max_chunks`` slots) gets the
+    count of examples the steps classified correctly, as in :func:`_sgd_epoch`.
     """
     m = X.shape[1]
     d = W_h.shape[1]
@@ -403,6 +417,8 @@ def _dp_sgd_steps(
                 scratch[c],
                 norms[:batch],
                 max_grad_norm,
+                correct,
+                c,
             )
         step_cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _sum_chunks(
             costs[:n_chunks],

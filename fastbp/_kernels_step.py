@@ -24,7 +24,7 @@ from numba import prange
 
 from . import _tiles as tiles
 from ._jit import kernel, parallel_kernel, serial_and_parallel
-from ._kernels import _add_bias_sigmoid_inplace, _chunk_bounds, _cost_terms
+from ._kernels import _add_bias_sigmoid_inplace, _chunk_bounds, _cost_terms, _count_correct
 from ._kernels_hidden import (
     _add_column_sums,
     _copy_columns,
@@ -65,6 +65,8 @@ def _forward_and_deltas(
     delta_h_block,
     Z_pad_block,
     cost_terms,
+    correct,
+    slot,
 ):
     """Forward pass, cost terms, δ_out and δ_h for rows r0 ≤ r < r1 of the block at example i0.
 
@@ -76,6 +78,10 @@ def _forward_and_deltas(
     one chain of fused multiply-adds whatever rows stand beside it), so
     disjoint row ranges can go to different threads without changing a
     bit.  ``r0`` must be a multiple of six.
+
+    With a non-empty ``correct`` (int64), the rows whose output is largest
+    where their target is (:func:`fastbp._kernels._count_correct`) are
+    added to ``correct[slot]``: each thread counts into a slot of its own.
     """
     m = X.shape[1]
     d = A_h_block.shape[1]
@@ -115,6 +121,8 @@ def _forward_and_deltas(
     y_flat = Y.reshape(-1)[(i0 + r0) * t : (i0 + r1) * t]
     terms = cost_terms.reshape(-1)[r0 * t : r1 * t]
     _cost_terms(a_flat, y_flat, tiny, terms)
+    if correct.shape[0] > 0:
+        correct[slot] += _count_correct(A_out, Y_rows)
 
     # Backward: A_out becomes δ_out in place (it is not needed again).
     _subtract_inplace(A_out, Y_rows)
@@ -186,6 +194,8 @@ def _backprop_chunk(
     scratch,
     norms,
     max_grad_norm,
+    correct,
+    slot,
 ):
     """Forward and backward pass over examples [i_start, i_stop), in blocks.
 
@@ -215,6 +225,10 @@ def _backprop_chunk(
     clip each example's gradient to that norm
     (:func:`fastbp._kernels_private._clip_rows`) before they are added: the
     chunk then sums the clipped gradients.  An empty ``norms`` is the plain step.
+
+    ``correct`` and ``slot``: the chunk's correctly classified examples are
+    counted into ``correct[slot]`` (see :func:`_forward_and_deltas`); an
+    empty ``correct`` counts nothing.
     """
     m = X.shape[1]
     d = b_h.shape[0]
@@ -247,6 +261,8 @@ def _backprop_chunk(
             delta_h_block,
             Z_pad_block,
             cost_terms,
+            correct,
+            slot,
         )
         if norms.shape[0] > 0:
             _example_norms(X, i0, rows, A_h_block, delta_out_block, delta_h_block, norms)
@@ -336,6 +352,8 @@ def _backprop_blocks_parallel(
     block_cols,
     replicate_bytes,
     workspace,
+
+    correct,
 ):
     """Fused step as one chunk, each block's work shared out among ``n_parts`` threads.
 
@@ -354,7 +372,9 @@ def _backprop_blocks_parallel(
     Xᵀ δ_h in every block, so they stay in its core's cache.  ``workspace``
     holds W_out's panels, the copies of W_h's, then ``n_parts`` chunk
     scratches (:func:`_chunk_scratch_size`): the first one's block buffers
-    are shared, each part runs the tile engine in its own.
+    are shared, each part runs the tile engine in its own.  A non-empty
+    ``correct`` (int64, one slot per part) gets each part's count of
+    correctly classified examples.
     """
     n, m = X.shape
     d = W_h.shape[1]
@@ -412,6 +432,8 @@ def _backprop_blocks_parallel(
                     delta_h_block,
                     Z_pad_block,
                     cost_terms,
+                    correct,
+                    part,
                 )
         total += _add_small_gradients(
             rows,
@@ -567,6 +589,8 @@ def _backprop_chunks(
     workspace,
     norms,
     max_grad_norm,
+
+    correct,
 ):
     """Fused step over ``n_chunks`` chunks of examples: the cost and the four gradients.
 
@@ -584,7 +608,9 @@ def _backprop_chunks(
     holds several chunks' partials (:func:`_partials`), W_h's and W_out's
     panels (:func:`_padded_pack_size` each), then each chunk's scratch
     (:func:`_chunk_scratches`).  ``norms`` and ``max_grad_norm``: see
-    :func:`_backprop_chunk` (empty and inf for the plain step).
+    :func:`_backprop_chunk` (empty and inf for the plain step).  A non-empty
+    ``correct`` (int64, one slot per chunk) gets each chunk's count of
+    correctly classified examples (empty: none counted).
     """
     n, m = X.shape
     d = W_h.shape[1]
@@ -629,6 +655,8 @@ def _backprop_chunks(
             scratch[c],
             norms,
             max_grad_norm,
+            correct,
+            c,
         )
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed)
 
@@ -657,6 +685,7 @@ def _example_norms_chunks(
     scratch = _chunk_scratches(
         workspace, wpack.shape[0] + wpack_out.shape[0], n_chunks, n, m, d, t, block_rows
     )
+    no_counts = np.empty(0, dtype=np.int64)  # allocated, not a global: globals compile read-only
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms, _ = _chunk_buffers(
@@ -682,6 +711,8 @@ def _example_norms_chunks(
                 delta_h_block,
                 Z_pad_block,
                 cost_terms,
+                no_counts,
+                0,
             )
             _example_norms(X, i0, rows, A_h_block, delta_out_block, delta_h_block, norms)
 

@@ -339,7 +339,7 @@ def dp_backprop(
     arguments = (
         X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], n_chunks,
         STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1, n_chunks),
-        norms, max_grad_norm,
+        norms, max_grad_norm, _NO_COUNTS,
     )  # fmt: skip
     cost, *gradients = _run_chunks(
         _kernels_step._backprop_serial,
@@ -493,6 +493,30 @@ def dp_sgd_epoch(
     else:
         steps = positive_int(steps, "steps")
     l2 = _check_l2(l2)
+    return _run_dp_epoch(
+        X, Y, weights, sample_rate, eta, max_grad_norm, noise_multiplier, rng, steps, l2,
+        _NO_COUNTS,
+    )  # fmt: skip
+
+
+# "Count nothing": the ``correct`` of an epoch that counts no correct classifications.
+_NO_COUNTS = np.empty(0, dtype=np.int64)
+
+
+def _run_dp_epoch(
+    X, Y, weights, sample_rate, eta, max_grad_norm, noise_multiplier, rng, steps, l2, correct
+):
+    """:func:`dp_sgd_epoch` on checked arguments (X, Y C-contiguous in the weights' dtype).
+
+    ``correct`` is empty, or an int64 array with a slot for every chunk a
+    step may use (:data:`fastbp._tuning.STEP_MAX_CHUNKS`), which then gets
+    the counts of the examples the steps classified correctly.
+    """
+    W_h, b_h, W_out, b_out = weights
+    dtype = W_h.dtype
+    m, d = W_h.shape
+    t = W_out.shape[1]
+    n = X.shape[0]
     work = [np.ascontiguousarray(a) for a in weights]
     noise_size = m * d + d + d * t + t
     std = noise_multiplier * max_grad_norm if noise_multiplier > 0 else 0.0  # not 0 · inf
@@ -515,7 +539,7 @@ def dp_sgd_epoch(
             dtype.type(eta), dtype.type(l2), l2 != 0.0, l2, _TINY[dtype], max_grad_norm, scale,
             int(sizes.max()) if count else 0, int(chunk_counts.max()),
             STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN,
-            batch_sizes[first : first + count],
+            batch_sizes[first : first + count], correct,
         )  # fmt: skip
     for original, updated in zip(weights, work):
         if updated is not original:

@@ -201,13 +201,41 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
     l2 = _check_l2(l2)
     # The kernel writes to C-contiguous arrays; others are updated through a copy.
     work = [np.ascontiguousarray(a) for a in weights]
+    epoch_cost, _ = _run_epoch(X, Y, order, minibatch_size, work, eta, l2, _NO_COUNTS)
+    for original, updated in zip(weights, work):
+        if updated is not original:
+            np.copyto(original, updated)
+    return float(epoch_cost)
+
+
+# "Count nothing": the ``correct`` of an epoch that counts no correct classifications.
+_NO_COUNTS = np.empty(0, dtype=np.int64)
+
+
+def _run_epoch(X, Y, order, minibatch_size, weights, eta, l2, correct):
+    """:func:`sgd_epoch`'s compiled call on checked arguments; returns (Σ costs, Σ data costs).
+
+    ``weights`` are C-contiguous and updated in place; X and Y are
+    C-contiguous in their dtype; ``order`` is int64; ``eta`` and ``l2`` are
+    checked floats.  ``correct`` is empty, or an int64 array of at least
+    :func:`fastbp.default_backprop_chunks` (B, m, d, t) slots, which then
+    get the counts of correctly classified examples (see
+    :func:`fastbp._kernels_epoch._sgd_epoch`).
+    """
+    W_h, b_h, W_out, b_out = weights
+    dtype = W_h.dtype
+    m, d = W_h.shape
+    t = W_out.shape[1]
     n_chunks = default_backprop_chunks(minibatch_size, m, d, t, dtype.itemsize)
-    epoch_cost = _kernels_epoch._sgd_epoch(
+    return _kernels_epoch._sgd_epoch(
         X,
         Y,
         order,
         minibatch_size,
-        *work,
+        W_h,
+        b_h,
+        W_out,
+        b_out,
         dtype.type(eta),
         dtype.type(l2),
         l2 != 0.0,
@@ -216,8 +244,5 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
         n_chunks,
         STEP_BLOCK_EXAMPLES,
         DELTA_H_BLOCK_HIDDEN,
+        correct,
     )
-    for original, updated in zip(weights, work):
-        if updated is not original:
-            np.copyto(original, updated)
-    return float(epoch_cost)

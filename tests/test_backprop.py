@@ -6,7 +6,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastbp import _backprop, _kernels_packed, _kernels_step, _scratch, _tuning
+from fastbp import _kernels_packed, _kernels_step, _scratch, _tuning
 from fastbp._backprop import (
     backprop,
     default_backprop_chunks,
@@ -20,6 +20,7 @@ from fastbp._core import cost, delta_out, forward, grad_b_out, grad_W_out
 from reference import (
     backprop_rounding_bound,
     delta_h_reference,
+    forward_reference,
     gamma,
     grad_b_h_reference,
     grad_W_h_reference,
@@ -243,8 +244,22 @@ def test_one_chunk_shared_among_threads_gives_the_serial_bits(dtype, n, m, d, t)
     assert _same_bits(backprop(*network, n_chunks=1, n_threads=2), serial)
     X, Y, W_h, b_h, W_out, b_out = network
     tiny = float(np.finfo(dtype).tiny)
+    # The count of correct classifications: one chunk on this thread, against the reference
+    # (rows whose two largest outputs are too close to call may go either way).
+    serial_correct = np.zeros(1, dtype=np.int64)
+    _kernels_step._backprop_serial(
+        *network, tiny, 1, _tuning.STEP_BLOCK_EXAMPLES, _tuning.DELTA_H_BLOCK_HIDDEN,
+        _scratch._workspace(np.dtype(dtype), m, d, t, 1), np.empty(0), np.inf, serial_correct,
+    )  # fmt: skip
+    expected_correct = int(serial_correct[0])
+    A_out = np.asarray(forward_reference(X, W_h, b_h, W_out, b_out)[1], dtype=np.float64)
+    top_two = np.sort(A_out, axis=1)[:, -2:] if t > 1 else np.zeros((n, 2))
+    close = top_two[:, 1] - top_two[:, 0] < 1e-4
+    clearly_right = (np.argmax(A_out, axis=1) == np.argmax(Y, axis=1)) & ~close
+    assert clearly_right.sum() <= expected_correct <= clearly_right.sum() + close.sum()
     for n_parts in (2, 3):
         for replicate_bytes in (0, 2**30):
+            correct = np.zeros(n_parts, dtype=np.int64)
             parallel = _kernels_step._backprop_blocks_parallel(
                 X,
                 Y,
@@ -258,8 +273,11 @@ def test_one_chunk_shared_among_threads_gives_the_serial_bits(dtype, n, m, d, t)
                 _tuning.DELTA_H_BLOCK_HIDDEN,
                 replicate_bytes,
                 _scratch._workspace(np.dtype(dtype), m, d, t, n_parts),
+                correct,
             )
             assert _same_bits((dtype(parallel[0]),) + tuple(parallel[1:]), serial)
+            # Each part counts its own rows' correct classifications: the same total.
+            assert correct.sum() == expected_correct
 
 
 def test_default_chunks_depend_on_shape_only():

@@ -199,6 +199,7 @@ def _two_serial_steps(first, second, workspaces, tiny, n_chunks, block_rows, blo
             workspaces[p],
             np.empty(0, dtype=np.float64),
             np.inf,
+            np.empty(0, dtype=np.int64),
         )[0]
     return costs
 
@@ -255,7 +256,8 @@ def breakdown_candidates(shape, dtype):
         f"numpy {side}³ product": reference_product(dtype, side, square),
         "fastbp step kernel": (
             lambda: _kernels_step._backprop_serial(
-                *arrays, tiny, n_chunks, rows, cols, workspace, _backprop._NO_NORMS, np.inf
+                *arrays, tiny, n_chunks, rows, cols, workspace, _backprop._NO_NORMS, np.inf,
+                _backprop._NO_COUNTS,
             ),
             step_flops,
         ),
