@@ -24,12 +24,14 @@ from ._validate import (
     common_dtype,
     contiguous,
     non_negative_int,
+    one_of,
     positive_int,
     require_equal,
     require_fits,
     require_same_shape,
     require_targets_in_unit_interval,
 )
+from ._validate import check_n_threads as _check_n_threads
 
 __all__ = [
     "GRAD_W_OUT_METHODS",
@@ -278,9 +280,7 @@ def _weighted_rows(delta_out, sample_weight):
 def _gradient_pair(A_h, delta_out, sample_weight=None):
     A_h = as_float_array(A_h, "A_h", 2)
     delta_out = as_float_array(delta_out, "delta_out", 2)
-    require_equal(
-        "A_h", A_h.shape[0], "delta_out", delta_out.shape[0], "rows (n)", "rows (n)"
-    )
+    require_equal("A_h", A_h.shape[0], "delta_out", delta_out.shape[0], "rows (n)", "rows (n)")
     dtype = common_dtype(A_h, delta_out)
     require_fits("grad_W_out's result", (A_h.shape[1], delta_out.shape[1]), dtype)
     delta_out = contiguous(delta_out, dtype, "delta_out")
@@ -362,6 +362,19 @@ def default_n_chunks(n, d, t, itemsize):
     int
         ``min(16, n // 4096)``, at least 1, and fewer where 16 partial
         (d, t) gradients would take more than 64 MiB.
+
+    Raises
+    ------
+    TypeError
+        A size or ``itemsize`` that is not an integer.
+    ValueError
+        A negative size, or ``itemsize`` other than 4 or 8.
+
+    Notes
+    -----
+    The chunk count fixes the order of the sums, so it is part of the
+    result's bits: :func:`grad_W_out_blocked` with ``n_chunks`` given
+    explicitly repeats another call's summation order.
     """
     n, d, t = (non_negative_int(v, name) for v, name in ((n, "n"), (d, "d"), (t, "t")))
     itemsize = check_itemsize(itemsize)
@@ -418,18 +431,6 @@ def _parallel_launch():
     with _launch_lock:
         yield
         _launches_are_threadsafe = _layer_is_threadsafe()
-
-
-def _check_n_threads(n_threads):
-    if n_threads is None:
-        return None
-    n_threads = positive_int(n_threads, "n_threads")
-    if n_threads > numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(
-            f"n_threads must be at most {numba.config.NUMBA_NUM_THREADS} "
-            f"(numba.config.NUMBA_NUM_THREADS), got {n_threads}"
-        )
-    return n_threads
 
 
 def grad_W_out_blocked(
@@ -496,7 +497,7 @@ def grad_W_out_blocked(
     if n_chunks is None:
         n_chunks = _default_n_chunks(n, d, t, A_h.dtype.itemsize)
     else:
-        n_chunks = positive_int(n_chunks, "n_chunks")
+        n_chunks = positive_int(n_chunks, "n_chunks", or_none=True)
         if n_chunks > 1:
             require_fits(
                 f"the partial gradients of n_chunks={n_chunks}", (n_chunks, d, t), A_h.dtype
@@ -546,18 +547,10 @@ def grad_W_out(A_h, delta_out, method="matmul", *, sample_weight=None, **options
         ∂J/∂W_out = Σ_i a^{[i]} ⊗ δ^{[i]} = (A_h)ᵀ δ_out, C-contiguous, in the
         (promoted) dtype of the inputs; zeros when n = 0.
     """
-    try:
-        function = _GRAD_W_OUT_FUNCTIONS[method]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"method must be one of {', '.join(map(repr, GRAD_W_OUT_METHODS))}, got {method!r}"
-        ) from None
+    function = _GRAD_W_OUT_FUNCTIONS[one_of(method, "method", GRAD_W_OUT_METHODS)]
     if options and method != "blocked":
-        raise TypeError(
-            f"method={method!r} takes no options, got {', '.join(sorted(options))}"
-        )
+        raise TypeError(f"method={method!r} takes no options, got {', '.join(sorted(options))}")
     return function(A_h, delta_out, sample_weight=sample_weight, **options)
-
 
 
 def grad_b_out(delta_out):

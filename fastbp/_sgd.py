@@ -11,15 +11,16 @@ results.  Its result has the bits of that per-step loop.
 import numpy as np
 
 from . import _kernels_hidden
-from ._backprop import BLOCK_COLS, BLOCK_ROWS, _check_l2, default_backprop_chunks
+from ._backprop import BLOCK_COLS, BLOCK_ROWS, default_backprop_chunks
 from ._validate import (
     as_float_array,
     positive_int,
-    real_number,
     require_equal,
     require_fits,
     require_targets_in_unit_interval,
 )
+from ._validate import check_eta as _check_eta
+from ._validate import check_l2 as _check_l2
 
 __all__ = ["sgd_epoch"]
 
@@ -94,11 +95,6 @@ def _check_order(order, n):
         bad = order.min() if order.min() < 0 else order.max()
         raise ValueError(f"order holds index {bad}, outside the {n} rows of X (0..{n - 1})")
     return np.ascontiguousarray(order, dtype=np.int64)
-
-
-def _check_eta(eta):
-    """η as a float: a finite real number > 0 (strings, bools, None, NaN, ±inf refused)."""
-    return real_number(eta, "eta", positive=True)
 
 
 def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
