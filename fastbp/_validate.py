@@ -220,10 +220,10 @@ def _or_none(what, or_none):
     return f"{what} or None" if or_none else what
 
 
-def _require_integer(value, name, what, or_none):
+def _require_integer(value, name, what, or_none, int64=True):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be {_or_none(what, or_none)}, got {_got(value)}")
-    if value > INT64_MAX:
+    if int64 and value > INT64_MAX:
         raise ValueError(f"{name} must be {what} of at most 2**63 - 1, got {_got(value)}")
 
 
@@ -259,13 +259,17 @@ def positive_int(value, name, *, at_least=1, or_none=False):
     return int(value)
 
 
-def non_negative_int(value, name, *, or_none=False):
-    """Return ``value`` as an int, or raise if it is not an integer ≥ 0 (as positive_int)."""
+def non_negative_int(value, name, *, or_none=False, int64=True):
+    """Return ``value`` as an int, or raise if it is not an integer ≥ 0 (as positive_int).
+
+    ``int64=False`` lifts the limit of 2**63 − 1 (for a value no kernel
+    takes, such as a seed).
+    """
     if type(value) is int and 0 <= value <= INT64_MAX:
         return value
     if value is None and or_none:
         return None
-    _require_integer(value, name, "a non-negative integer", or_none)
+    _require_integer(value, name, "a non-negative integer", or_none, int64)
     if value < 0:
         what = _or_none("a non-negative integer", or_none)
         raise ValueError(f"{name} must be {what}, got {_got(value)}")

@@ -8,6 +8,12 @@ same update rule, but every step computed by the fused
 SciPy's L-BFGS-B on the whole training set instead; it also trains on Dask
 arrays, through :mod:`fastbp.dask` (imported only then: ``import fastbp``
 never imports Dask).
+
+This module holds the model: its hyperparameters and their checks
+(:mod:`fastbp._validate`), :meth:`MLP.fit`'s checks of the data and its
+dispatch, prediction and the model file.  The training loops are functions
+of :mod:`fastbp._solvers` (SGD, DP-SGD, L-BFGS), the Dask glue is
+:mod:`fastbp._mlp_dask`.
 """
 
 import contextlib
@@ -210,7 +216,8 @@ class MLP:
         self.minibatch_size = positive_int(minibatch_size, "minibatch_size")
         self.shuffle = boolean(shuffle, "shuffle")
         # default_rng refuses negative seeds only when fit draws; refuse them here, by name.
-        self.seed = non_negative_int(seed, "seed", or_none=True)
+        # It takes any non-negative integer, beyond int64 too.
+        self.seed = non_negative_int(seed, "seed", or_none=True, int64=False)
         self.solver = one_of(solver, "solver", SOLVERS)
         self.n_threads = check_n_threads(n_threads)
         self.dtype = float_dtype(dtype, "dtype")
