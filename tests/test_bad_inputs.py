@@ -361,9 +361,10 @@ def scalar_expectation(param, kind, value, site=None):
     if kind == "negative":
         if param == "itemsize":
             return ValueError, "4 or 8"
-        if param == "eta":
+        if param in REAL_POSITIVE:
             return ValueError, "positive"
-        return ValueError, "non-negative" if real or param in ZERO_IS_LEGAL else "positive"
+        zero_is_legal = param in ZERO_IS_LEGAL or (param, site) in ZERO_IS_LEGAL_AT
+        return ValueError, "non-negative" if real or zero_is_legal else "positive"
     if kind == "zero":
         if param == "itemsize":
             return ValueError, "4 or 8"
