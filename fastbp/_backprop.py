@@ -30,7 +30,7 @@ import numpy as np
 from . import _kernels_hidden, _kernels_step
 from ._core import network_arrays
 from ._scratch import _workspace
-from ._threads import _check_n_threads, _numba_threads, _parallel_launch
+from ._threads import _numba_threads, _parallel_launch
 from ._tuning import (
     DELTA_H_BLOCK_HIDDEN,
     SHARED_STEP_MIN_MULTIPLY_ADDS,
@@ -43,11 +43,12 @@ from ._tuning import (
 from ._validate import (
     as_float_array,
     check_itemsize,
+    check_l2,
+    check_n_threads,
     common_dtype,
     contiguous,
     non_negative_int,
     positive_int,
-    real_number,
     require_equal,
     require_fits,
     require_targets_in_unit_interval,
@@ -85,13 +86,6 @@ grad_b_h : numpy.ndarray, shape (d,)
 grad_W_out : numpy.ndarray, shape (d, t)
 grad_b_out : numpy.ndarray, shape (t,)
 """
-
-
-def _check_l2(l2):
-    """λ as a float: a finite real number ≥ 0 (strings, bools, None, NaN, ±inf refused)."""
-    if type(l2) is float and 0.0 <= l2 < math.inf:  # the common case, at no cost
-        return l2
-    return real_number(l2, "l2")
 
 
 def delta_h(delta_out, W_out, A_h):
@@ -197,7 +191,7 @@ def l2_penalty(W_h, W_out, l2):
     """
     W_h = as_float_array(W_h, "W_h", 2)
     W_out = as_float_array(W_out, "W_out", 2)
-    l2 = _check_l2(l2)
+    l2 = check_l2(l2)
     if l2 == 0.0:
         return 0.0
     squares = _kernels_step._sum_of_squares(
@@ -224,6 +218,20 @@ def default_backprop_chunks(n, m, d, t, itemsize):
     int
         The largest power of two ≤ n / 128, at most 16, at least 1, and
         fewer where the per-chunk partial gradients would exceed 64 MiB.
+
+    Raises
+    ------
+    TypeError
+        A size or ``itemsize`` that is not an integer.
+    ValueError
+        A negative size, or ``itemsize`` other than 4 or 8.
+
+    Notes
+    -----
+    The chunk count fixes the order of the sums, so it is part of a
+    result's bits: ``backprop(..., n_chunks=default_backprop_chunks(...))``
+    of the shape of another call repeats that call's summation order
+    (:func:`fastbp.dask.backprop` reduces each block this way).
     """
     n, m, d, t = (non_negative_int(v, name) for v, name in ((n, "n"), (m, "m"), (d, "d"), (t, "t")))
     return _default_backprop_chunks(n, m, d, t, check_itemsize(itemsize))
@@ -413,14 +421,14 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
     """
     X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
     require_targets_in_unit_interval(Y)
-    l2 = _check_l2(l2)
-    n_threads = _check_n_threads(n_threads)
+    l2 = check_l2(l2)
+    n_threads = check_n_threads(n_threads)
     n, m = X.shape
     d, t = W_out.shape
     if n_chunks is None:
         n_chunks = _default_backprop_chunks(n, m, d, t, X.dtype.itemsize)
     else:
-        n_chunks = positive_int(n_chunks, "n_chunks")
+        n_chunks = positive_int(n_chunks, "n_chunks", or_none=True)
         if n_chunks > 1:
             require_fits(
                 f"the partial gradients of n_chunks={n_chunks}",

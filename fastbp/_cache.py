@@ -334,8 +334,10 @@ def _numba_cache_class():
             except (FileNotFoundError, NotADirectoryError):
                 return None  # no folder (yet, or ever): a plain miss
             except Exception as error:  # an unreadable file is a miss, never a failure
-                _notice(f"fastbp: could not read compiled code from {_CACHE_DIR} ({error}); "
-                        "compiling instead")
+                _notice(
+                    f"fastbp: could not read compiled code from {_CACHE_DIR} ({error}); "
+                    "compiling instead"
+                )
                 return None
 
         def save_overload(self, sig, data):
@@ -346,9 +348,11 @@ def _numba_cache_class():
                 super().save_overload(sig, data)
             except OSError as error:
                 _saving = False
-                _notice(f"fastbp: cannot write compiled code to {_CACHE_DIR} ({error}); "
-                        "kernels are compiled in memory in this process. Set FASTBP_CACHE_DIR "
-                        "to a writable folder, or FASTBP_CACHE=0 to silence this.")
+                _notice(
+                    f"fastbp: cannot write compiled code to {_CACHE_DIR} ({error}); "
+                    "kernels are compiled in memory in this process. Set FASTBP_CACHE_DIR "
+                    "to a writable folder, or FASTBP_CACHE=0 to silence this."
+                )
 
     return PackageCache
 

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from . import _kernels
-from ._threads import _check_n_threads, _numba_threads, _parallel_launch
+from ._threads import _numba_threads, _parallel_launch
 from ._tuning import (
     ENGINE_BLOCK_I,
     ENGINE_BLOCK_J,
@@ -26,9 +26,11 @@ from ._validate import (
     _FLOAT_DTYPES,
     as_float_array,
     check_itemsize,
+    check_n_threads,
     common_dtype,
     contiguous,
     non_negative_int,
+    one_of,
     positive_int,
     require_equal,
     require_fits,
@@ -357,6 +359,19 @@ def default_n_chunks(n, d, t, itemsize):
     int
         ``min(16, n // 4096)``, at least 1, and fewer where 16 partial
         (d, t) gradients would take more than 64 MiB.
+
+    Raises
+    ------
+    TypeError
+        A size or ``itemsize`` that is not an integer.
+    ValueError
+        A negative size, or ``itemsize`` other than 4 or 8.
+
+    Notes
+    -----
+    The chunk count fixes the order of the sums, so it is part of the
+    result's bits: :func:`grad_W_out_blocked` with ``n_chunks`` given
+    explicitly repeats another call's summation order.
     """
     n, d, t = (non_negative_int(v, name) for v, name in ((n, "n"), (d, "d"), (t, "t")))
     itemsize = check_itemsize(itemsize)
@@ -428,13 +443,13 @@ def grad_W_out_blocked(
     block_n = positive_int(block_n, "block_n")
     block_d = positive_int(block_d, "block_d")
     block_t = positive_int(block_t, "block_t")
-    n_threads = _check_n_threads(n_threads)
+    n_threads = check_n_threads(n_threads)
     n, d = A_h.shape
     t = delta_out.shape[1]
     if n_chunks is None:
         n_chunks = _default_n_chunks(n, d, t, A_h.dtype.itemsize)
     else:
-        n_chunks = positive_int(n_chunks, "n_chunks")
+        n_chunks = positive_int(n_chunks, "n_chunks", or_none=True)
         if n_chunks > 1:
             require_fits(
                 f"the partial gradients of n_chunks={n_chunks}", (n_chunks, d, t), A_h.dtype
@@ -484,12 +499,7 @@ def grad_W_out(A_h, delta_out, method="matmul", *, sample_weight=None, **options
         ∂J/∂W_out = Σ_i a^{[i]} ⊗ δ^{[i]} = (A_h)ᵀ δ_out, C-contiguous, in the
         (promoted) dtype of the inputs; zeros when n = 0.
     """
-    try:
-        function = _GRAD_W_OUT_FUNCTIONS[method]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"method must be one of {', '.join(map(repr, GRAD_W_OUT_METHODS))}, got {method!r}"
-        ) from None
+    function = _GRAD_W_OUT_FUNCTIONS[one_of(method, "method", GRAD_W_OUT_METHODS)]
     if options and method != "blocked":
         raise TypeError(f"method={method!r} takes no options, got {', '.join(sorted(options))}")
     return function(A_h, delta_out, sample_weight=sample_weight, **options)

@@ -11,8 +11,6 @@ scaled by c_i = min(1, C / ‖g_i‖): one pass, no per-example gradient built.
 Input rules are :func:`fastbp.backprop`'s.
 """
 
-import math
-import numbers
 from collections import namedtuple
 
 import numpy as np
@@ -20,23 +18,25 @@ import numpy as np
 from . import _kernels_epoch, _kernels_step
 from ._backprop import (
     _TINY,
-    _check_l2,
     _with_penalty,
     default_backprop_chunks,
     delta_h,
 )
 from ._core import forward, network_arrays
 from ._scratch import _workspace
-from ._sgd import _check_data, _check_eta, _check_no_aliasing, _check_weights
-from ._threads import _check_n_threads, _numba_threads, _parallel_launch
+from ._sgd import _check_data, _check_no_aliasing, _check_weights
+from ._threads import _numba_threads, _parallel_launch
 from ._tuning import DELTA_H_BLOCK_HIDDEN, NOISE_BUFFER_ELEMENTS, STEP_BLOCK_EXAMPLES
 from ._validate import (
+    check_clipping_and_noise,
+    check_eta,
+    check_l2,
+    check_n_threads,
+    check_sample_rate,
     positive_int,
-    real_number,
     require_equal,
     require_targets_in_unit_interval,
 )
-from .privacy import _check_sample_rate
 
 __all__ = [
     "DPBackpropResult",
@@ -89,36 +89,6 @@ norms : numpy.ndarray, shape (n,)
 """
 
 
-def _check_max_grad_norm(max_grad_norm):
-    if isinstance(max_grad_norm, (bool, np.bool_)) or not isinstance(max_grad_norm, numbers.Real):
-        raise TypeError(
-            f"max_grad_norm must be a positive real number (or inf), got {max_grad_norm!r}"
-        )
-    value = float(max_grad_norm)
-    if not value > 0:  # NaN too
-        raise ValueError(
-            f"max_grad_norm must be a positive number (or inf for no clipping), "
-            f"got {max_grad_norm!r}"
-        )
-    return value
-
-
-def _check_noise_multiplier(noise_multiplier):
-    return real_number(noise_multiplier, "noise_multiplier")
-
-
-def _check_clipping_and_noise(max_grad_norm, noise_multiplier):
-    """(C, σ) checked; σ > 0 needs a finite C (the noise's standard deviation is σC)."""
-    max_grad_norm = _check_max_grad_norm(max_grad_norm)
-    noise_multiplier = _check_noise_multiplier(noise_multiplier)
-    if noise_multiplier > 0 and max_grad_norm == math.inf:
-        raise ValueError(
-            "noise_multiplier > 0 needs a finite max_grad_norm (the noise's standard "
-            "deviation is noise_multiplier × max_grad_norm)"
-        )
-    return max_grad_norm, noise_multiplier
-
-
 def _check_rng(rng):
     if rng is None:
         return np.random.default_rng()
@@ -133,7 +103,7 @@ def _check_rng(rng):
 def _chunks(n_chunks, n, m, d, t, dtype):
     if n_chunks is None:
         return default_backprop_chunks(n, m, d, t, dtype.itemsize)
-    return positive_int(n_chunks, "n_chunks")
+    return positive_int(n_chunks, "n_chunks", or_none=True)
 
 
 def _run_chunks(kernel_serial, kernel_parallel, n_chunks, n_threads, arguments):
@@ -180,7 +150,7 @@ def per_example_grad_norms(X, Y, W_h, b_h, W_out, b_out, *, n_chunks=None, n_thr
     """
     X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
     require_targets_in_unit_interval(Y)
-    n_threads = _check_n_threads(n_threads)
+    n_threads = check_n_threads(n_threads)
     n, m = X.shape
     d, t = W_out.shape
     dtype = X.dtype
@@ -327,10 +297,10 @@ def dp_backprop(
     """
     X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
     require_targets_in_unit_interval(Y)
-    max_grad_norm, noise_multiplier = _check_clipping_and_noise(max_grad_norm, noise_multiplier)
+    max_grad_norm, noise_multiplier = check_clipping_and_noise(max_grad_norm, noise_multiplier)
     rng = _check_rng(rng) if noise_multiplier > 0 or rng is not None else None
-    l2 = _check_l2(l2)
-    n_threads = _check_n_threads(n_threads)
+    l2 = check_l2(l2)
+    n_threads = check_n_threads(n_threads)
     n, m = X.shape
     d, t = W_out.shape
     dtype = X.dtype
@@ -478,9 +448,9 @@ def dp_sgd_epoch(
     require_equal("X", X.shape[0], "Y", Y.shape[0], "rows (n)", "rows (n)")
     require_equal("Y", Y.shape[1], "W_out", t, "columns (t)", "columns (t)")
     require_targets_in_unit_interval(Y)
-    sample_rate = _check_sample_rate(sample_rate)  # fastbp.privacy's, as the accountant takes it
-    eta = _check_eta(eta)
-    max_grad_norm, noise_multiplier = _check_clipping_and_noise(max_grad_norm, noise_multiplier)
+    sample_rate = check_sample_rate(sample_rate)  # the accountant's rule (fastbp.privacy)
+    eta = check_eta(eta)
+    max_grad_norm, noise_multiplier = check_clipping_and_noise(max_grad_norm, noise_multiplier)
     rng = _check_rng(rng)
     n = X.shape[0]
     if n == 0:
@@ -491,8 +461,8 @@ def dp_sgd_epoch(
     if steps is None:
         steps = max(1, round(1 / sample_rate))
     else:
-        steps = positive_int(steps, "steps")
-    l2 = _check_l2(l2)
+        steps = positive_int(steps, "steps", or_none=True)
+    l2 = check_l2(l2)
     return _run_dp_epoch(
         X, Y, weights, sample_rate, eta, max_grad_norm, noise_multiplier, rng, steps, l2,
         _NO_COUNTS,

@@ -11,12 +11,13 @@ results.  Its result has the bits of that per-step loop.
 import numpy as np
 
 from . import _kernels_epoch
-from ._backprop import _check_l2, default_backprop_chunks
+from ._backprop import default_backprop_chunks
 from ._tuning import DELTA_H_BLOCK_HIDDEN, STEP_BLOCK_EXAMPLES
 from ._validate import (
     as_float_array,
+    check_eta,
+    check_l2,
     positive_int,
-    real_number,
     require_equal,
     require_fits,
     require_targets_in_unit_interval,
@@ -95,11 +96,6 @@ def _check_order(order, n):
         bad = order.min() if order.min() < 0 else order.max()
         raise ValueError(f"order holds index {bad}, outside the {n} rows of X (0..{n - 1})")
     return np.ascontiguousarray(order, dtype=np.int64)
-
-
-def _check_eta(eta):
-    """η as a float: a finite real number > 0 (strings, bools, None, NaN, ±inf refused)."""
-    return real_number(eta, "eta", positive=True)
 
 
 def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
@@ -191,14 +187,14 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
     require_equal("Y", Y.shape[1], "W_out", t, "columns (t)", "columns (t)")
     require_targets_in_unit_interval(Y)
     order = _check_order(order, X.shape[0])
-    eta = _check_eta(eta)
+    eta = check_eta(eta)
     minibatch_size = positive_int(minibatch_size, "minibatch_size")
     if minibatch_size > order.shape[0]:
         raise ValueError(
             f"minibatch_size ({minibatch_size}) is larger than order ({order.shape[0]} "
             "examples): the epoch would take no step"
         )
-    l2 = _check_l2(l2)
+    l2 = check_l2(l2)
     # The kernel writes to C-contiguous arrays; others are updated through a copy.
     work = [np.ascontiguousarray(a) for a in weights]
     epoch_cost, _ = _run_epoch(X, Y, order, minibatch_size, work, eta, l2, _NO_COUNTS)

@@ -1,8 +1,9 @@
 """Thread-launch control: how many Numba threads a call uses, and when it may launch them.
 
-Every public function with ``n_threads`` checks it with :func:`_check_n_threads`,
-sets it for the call's duration with :func:`_numba_threads`, and launches its
-threaded kernel inside :func:`_parallel_launch`.  Serial kernels need none
+Every public function with ``n_threads`` checks it with
+:func:`fastbp._validate.check_n_threads`, sets it for the call's duration with
+:func:`_numba_threads`, and launches its threaded kernel inside
+:func:`_parallel_launch`.  Serial kernels need none
 of this: they run on the calling thread.
 """
 
@@ -10,8 +11,6 @@ import contextlib
 import threading
 
 import numba
-
-from ._validate import positive_int
 
 
 @contextlib.contextmanager
@@ -57,15 +56,3 @@ def _parallel_launch():
     with _launch_lock:
         yield
         _launches_are_threadsafe = _layer_is_threadsafe()
-
-
-def _check_n_threads(n_threads):
-    if n_threads is None:
-        return None
-    n_threads = positive_int(n_threads, "n_threads")
-    if n_threads > numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(
-            f"n_threads must be at most {numba.config.NUMBA_NUM_THREADS} "
-            f"(numba.config.NUMBA_NUM_THREADS), got {n_threads}"
-        )
-    return n_threads

@@ -17,9 +17,14 @@ Policy (documented in the README):
   physical memory is refused with a ``ValueError`` that names it and its
   size, before anything is allocated (:func:`require_fits`).
 * Scalars are checked by one family of functions here
-  (:func:`positive_int`, :func:`non_negative_int`, :func:`real_number`):
-  strings, bools, None, complex numbers, NaN and ±inf are refused by name,
-  never converted.
+  (:func:`positive_int`, :func:`non_negative_int`, :func:`real_number`,
+  :func:`boolean`, :func:`one_of`, :func:`float_dtype`), and a parameter
+  that several functions take (``l2``, ``eta``, ``n_threads``,
+  ``max_grad_norm``, ``noise_multiplier``, ``sample_rate``, ``delta``,
+  ``target_epsilon``) by one ``check_<name>`` function here, so that it has
+  one rule and one message everywhere: strings, bools, None (unless it
+  means a default), complex numbers, NaN and ±inf (unless it means
+  something) are refused by name, never converted.
 
 The table of every kind of bad input and what it gets is
 ``docs/bad_inputs.md``.
@@ -110,14 +115,63 @@ def as_float_array(value, name, ndim):
         hint = ""
         if array.dtype.kind in "biuf":
             hint = f"; convert it first, e.g. {name}.astype(np.float64)"
-        raise TypeError(
-            f"{name} has dtype {array.dtype}; expected float32 or float64{hint}"
-        )
+        raise TypeError(f"{name} has dtype {array.dtype}; expected float32 or float64{hint}")
     if ndim is not None and array.ndim != ndim:
         raise ValueError(
             f"{name} must be {ndim}-D, got a {array.ndim}-D array of shape {array.shape}"
         )
     return array
+
+
+def finite_float_array(value, name, ndim):
+    """:func:`as_float_array`, and ``ValueError`` if it holds NaN or infinity."""
+    array = as_float_array(value, name, ndim)
+    if array.size and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return array
+
+
+def check_label_array(labels, name, n, hint=""):
+    """Raise unless ``labels`` (NumPy or Dask) is 1-D, of an integer dtype, with n entries.
+
+    Looks at the shape and dtype only, never at the values (``hint`` is added
+    to the dtype's message).
+    """
+    if labels.ndim != 1:
+        raise ValueError(
+            f"{name} must be 1-D (one class label per example), got shape {labels.shape}"
+        )
+    if labels.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} must hold integer class labels 0..t-1, got dtype {labels.dtype}{hint}"
+        )
+    if labels.shape[0] != n:
+        raise ValueError(f"{name} has {labels.shape[0]} labels but X has {n} rows (n)")
+
+
+def require_labels_non_negative(smallest, name):
+    """Raise ``ValueError`` if the smallest class label found is negative."""
+    if smallest < 0:
+        raise ValueError(f"{name} must hold class labels 0..t-1, found {smallest}")
+
+
+def as_labels(y, name, n):
+    """Integer class labels 0..t-1 as an int64 array of length n (by :func:`check_label_array`).
+
+    NaN and infinity, and floats that hold whole numbers (with a hint to
+    convert them), are named as such; negative labels raise ``ValueError``.
+    """
+    labels = np.asarray(y)
+    if labels.ndim == 1 and labels.dtype.kind in "fc" and labels.size:
+        if not np.all(np.isfinite(labels)):
+            raise ValueError(f"{name} contains NaN or infinity; it must hold class labels 0..t-1")
+    hint = ""
+    if labels.dtype.kind == "f" and labels.size and np.all(labels == np.round(labels)):
+        hint = f"; convert it first, e.g. {name}.astype(np.int64)"
+    check_label_array(labels, name, n, hint)
+    if labels.size:
+        require_labels_non_negative(labels.min(), name)
+    return labels.astype(np.int64, copy=False)
 
 
 def common_dtype(*arrays):
@@ -147,8 +201,7 @@ def require_same_shape(name_a, a, name_b, b):
     """Raise ``ValueError`` unless ``a`` and ``b`` have the same shape."""
     if a.shape != b.shape:
         raise ValueError(
-            f"{name_a} has shape {a.shape} but {name_b} has shape {b.shape}; "
-            "they must be equal"
+            f"{name_a} has shape {a.shape} but {name_b} has shape {b.shape}; they must be equal"
         )
 
 
@@ -163,36 +216,63 @@ def _got(value):
 INT64_MAX = 2**63 - 1
 
 
-def _require_integer(value, name, what):
+def _or_none(what, or_none):
+    return f"{what} or None" if or_none else what
+
+
+def _require_integer(value, name, what, or_none, int64=True):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be {what}, got {_got(value)}")
-    if value > INT64_MAX:
+        raise TypeError(f"{name} must be {_or_none(what, or_none)}, got {_got(value)}")
+    if int64 and value > INT64_MAX:
         raise ValueError(f"{name} must be {what} of at most 2**63 - 1, got {_got(value)}")
 
 
-def positive_int(value, name):
+def positive_int(value, name, *, at_least=1, or_none=False):
     """Return ``value`` as an int, or raise if it is not a positive integer.
 
     Python and NumPy integers are accepted; bool, float (even 2.0), str,
     None and everything else raise ``TypeError``, integers below 1 or above
     2**63 − 1 (what the kernels take) ``ValueError``.  Both messages name
     the argument and show what it got.
+
+    Parameters
+    ----------
+    value : object
+        What the caller passed.
+    name : str
+        The argument's name, used in error messages.
+    at_least : int, default 1
+        The smallest value accepted (``ValueError`` below it).
+    or_none : bool, default False
+        Let None through (returned as None); the messages then say "or None".
     """
-    if type(value) is int and 0 < value <= INT64_MAX:  # the common case, without the ABC check
+    if type(value) is int and at_least <= value <= INT64_MAX:  # the common case, at no cost
         return value
-    _require_integer(value, name, "a positive integer")
+    if value is None and or_none:
+        return None
+    _require_integer(value, name, "a positive integer", or_none)
     if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {_got(value)}")
+        what = _or_none("a positive integer", or_none)
+        raise ValueError(f"{name} must be {what}, got {_got(value)}")
+    if value < at_least:
+        raise ValueError(f"{name} must be at least {at_least}, got {_got(value)}")
     return int(value)
 
 
-def non_negative_int(value, name):
-    """Return ``value`` as an int, or raise if it is not an integer ≥ 0 (as positive_int)."""
+def non_negative_int(value, name, *, or_none=False, int64=True):
+    """Return ``value`` as an int, or raise if it is not an integer ≥ 0 (as positive_int).
+
+    ``int64=False`` lifts the limit of 2**63 − 1 (for a value no kernel
+    takes, such as a seed).
+    """
     if type(value) is int and 0 <= value <= INT64_MAX:
         return value
-    _require_integer(value, name, "a non-negative integer")
+    if value is None and or_none:
+        return None
+    _require_integer(value, name, "a non-negative integer", or_none, int64)
     if value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {_got(value)}")
+        what = _or_none("a non-negative integer", or_none)
+        raise ValueError(f"{name} must be {what}, got {_got(value)}")
     return int(value)
 
 
@@ -205,7 +285,8 @@ def check_itemsize(itemsize):
     return int(itemsize)
 
 
-def real_number(value, name, *, positive=False):
+def real_number(value, name, *, positive=False, below=None, at_most=None, inf_ok=False,
+                or_none=False):  # fmt: skip
     """Return ``value`` as a Python float, or raise if it is not a finite real number in range.
 
     Parameters
@@ -219,31 +300,163 @@ def real_number(value, name, *, positive=False):
         The argument's name, used in error messages.
     positive : bool, default False
         Require ``value > 0``; otherwise ``value ≥ 0``.
+    below, at_most : float, optional
+        An upper bound: ``value < below`` or ``value ≤ at_most``.
+    inf_ok : bool, default False
+        Accept +inf (a float or NumPy infinity, not an integer too large
+        for a float) as a value of its own, e.g. "no clipping".
+    or_none : bool, default False
+        Let None through (returned as None); the messages then say "or None".
 
     Returns
     -------
-    float
+    float or None
 
     Raises
     ------
     TypeError
         Not a real number.
     ValueError
-        NaN, ±inf, too large for a float, negative, or zero where
-        ``positive``.
+        NaN, -inf, +inf (unless ``inf_ok``), too large for a float, or
+        outside the range.
     """
-    if type(value) is float and (0.0 < value if positive else 0.0 <= value) and value < math.inf:
+    if (
+        type(value) is float
+        and (0.0 < value if positive else 0.0 <= value)
+        and value < math.inf
+        and below is None
+        and at_most is None
+    ):
         return value  # the common case, at no cost
-    what = "positive" if positive else "non-negative"
+    if value is None and or_none:
+        return None
+    if below is not None or at_most is not None:
+        interval = f"{'(' if positive else '['}0, {below if below is not None else at_most}"
+        interval += ")" if below is not None else "]"
+        kind, finite = f"real number in {interval}", f"finite number in {interval}"
+    else:
+        sign = "positive" if positive else "non-negative"
+        kind, finite = f"{sign} real number", f"{sign} finite number"
+        if inf_ok:
+            kind, finite = f"{kind} (or inf)", f"{sign} number (finite, or inf)"
+    kind, finite = _or_none(kind, or_none), _or_none(finite, or_none)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a {what} real number, got {_got(value)}")
+        raise TypeError(f"{name} must be a {kind}, got {_got(value)}")
     try:
         result = float(value)
-    except OverflowError:
-        result = math.inf
-    if not math.isfinite(result) or result < 0 or (positive and result == 0):
-        raise ValueError(f"{name} must be a {what} finite number, got {_got(value)}")
+    except OverflowError:  # an integer beyond every float: never taken for +inf
+        raise ValueError(f"{name} must be a {finite}, got {_got(value)}") from None
+    in_range = (
+        (0 < result if positive else 0 <= result)
+        and (below is None or result < below)
+        and (at_most is None or result <= at_most)
+        and (result < math.inf or inf_ok)
+    )
+    if not in_range:  # NaN too
+        raise ValueError(f"{name} must be a {finite}, got {_got(value)}")
     return result
+
+
+def boolean(value, name):
+    """Return ``value`` as a bool: True or False (NumPy bools too), nothing else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {_got(value)}")
+    return bool(value)
+
+
+def one_of(value, name, choices):
+    """Return ``value`` if it is one of the strings ``choices``.
+
+    A value that is not a str raises ``TypeError``; a str not among the
+    choices (they are case-sensitive) ``ValueError``.  Both messages list
+    the choices.
+    """
+    listed = ", ".join(repr(choice) for choice in choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {listed}, got {_got(value)}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {listed}, got {value!r}")
+    return str(value)
+
+
+def float_dtype(value, name="dtype"):
+    """``value`` as a NumPy dtype, float32 or float64 (anything else: ``TypeError``)."""
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64, got {_got(value)}") from None
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype}")
+    return dtype
+
+
+# ---------------------------------------------------------------------------------------
+# The scalar parameters that several functions take, each with its one rule.
+# ---------------------------------------------------------------------------------------
+
+
+def check_l2(l2):
+    """λ of the L2 penalty as a float: a finite real number ≥ 0."""
+    if type(l2) is float and 0.0 <= l2 < math.inf:  # the training loops' hot path
+        return l2
+    return real_number(l2, "l2")
+
+
+def check_eta(eta):
+    """The learning rate η as a float: a finite real number > 0."""
+    return real_number(eta, "eta", positive=True)
+
+
+def check_n_threads(n_threads):
+    """None, or a number of Numba threads from 1 to ``numba.config.NUMBA_NUM_THREADS``."""
+    if n_threads is None:
+        return None
+    n_threads = positive_int(n_threads, "n_threads", or_none=True)
+    import numba
+
+    if n_threads > numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(
+            f"n_threads must be at most {numba.config.NUMBA_NUM_THREADS} "
+            f"(numba.config.NUMBA_NUM_THREADS), got {n_threads}"
+        )
+    return n_threads
+
+
+def check_max_grad_norm(max_grad_norm):
+    """The clipping norm C as a float: > 0, or inf for no clipping."""
+    return real_number(max_grad_norm, "max_grad_norm", positive=True, inf_ok=True)
+
+
+def check_noise_multiplier(noise_multiplier):
+    """σ as a float: a finite real number ≥ 0."""
+    return real_number(noise_multiplier, "noise_multiplier")
+
+
+def check_clipping_and_noise(max_grad_norm, noise_multiplier):
+    """(C, σ) checked together; σ > 0 needs a finite C (the noise's standard deviation is σC)."""
+    max_grad_norm = check_max_grad_norm(max_grad_norm)
+    noise_multiplier = check_noise_multiplier(noise_multiplier)
+    if noise_multiplier > 0 and max_grad_norm == math.inf:
+        raise ValueError(
+            "noise_multiplier > 0 needs a finite max_grad_norm (the noise's standard "
+            "deviation is noise_multiplier × max_grad_norm)"
+        )
+    return max_grad_norm, noise_multiplier
+
+
+def check_sample_rate(sample_rate):
+    """The Poisson sampling rate q as a float in (0, 1]."""
+    return real_number(sample_rate, "sample_rate", positive=True, at_most=1)
+
+
+def check_delta(delta):
+    """δ of an (ε, δ) guarantee as a float in (0, 1)."""
+    return real_number(delta, "delta", positive=True, below=1)
+
+
+def check_target_epsilon(target_epsilon):
+    """A target ε as a float: a finite real number > 0."""
+    return real_number(target_epsilon, "target_epsilon", positive=True)
 
 
 def require_targets_in_unit_interval(Y, name="Y"):

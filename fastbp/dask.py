@@ -27,10 +27,12 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
 
 import numpy as np
 
-from ._backprop import _check_l2, _data_terms, _with_penalty, default_backprop_chunks
+from ._backprop import _data_terms, _with_penalty, default_backprop_chunks
 from ._core import network_arrays
 from ._validate import (
     as_float_array,
+    boolean,
+    check_l2,
     contiguous,
     positive_int,
     require_equal,
@@ -95,10 +97,7 @@ def _dask_operand(array, name):
 def _check_split_every(split_every):
     if split_every is None:
         return DEFAULT_SPLIT_EVERY
-    split_every = positive_int(split_every, "split_every")
-    if split_every < 2:
-        raise ValueError(f"split_every must be at least 2, got {split_every!r}")
-    return split_every
+    return positive_int(split_every, "split_every", at_least=2, or_none=True)
 
 
 def _element_aligned(block):
@@ -250,10 +249,9 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, split_every=None, compute=
             "rechunk one like the other, e.g. Y = Y.rechunk({0: X.chunks[0]}) "
             "or X = X.rechunk({0: Y.chunks[0]})"
         )
-    l2 = _check_l2(l2)
+    l2 = check_l2(l2)
     split_every = _check_split_every(split_every)
-    if not isinstance(compute, (bool, np.bool_)):
-        raise TypeError(f"compute must be True or False, got {compute!r}")
+    compute = boolean(compute, "compute")
     dtype = W_h.dtype
     m, t = X.shape[1], Y.shape[1]
 

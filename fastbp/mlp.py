@@ -8,40 +8,48 @@ same update rule, but every step computed by the fused
 SciPy's L-BFGS-B on the whole training set instead; it also trains on Dask
 arrays, through :mod:`fastbp.dask` (imported only then: ``import fastbp``
 never imports Dask).
+
+This module holds the model: its hyperparameters and their checks
+(:mod:`fastbp._validate`), :meth:`MLP.fit`'s checks of the data and its
+dispatch, prediction and the model file.  The training loops are functions
+of :mod:`fastbp._solvers` (SGD, DP-SGD, L-BFGS), the Dask glue is
+:mod:`fastbp._mlp_dask`.
 """
 
 import contextlib
+import math
 import os
 import secrets
 import signal
-import sys
 import threading
 import zipfile
 
-import numba
 import numpy as np
 
-from ._backprop import (
-    _backprop_prepared,
-    _check_l2,
-    _shares_threads,
-    default_backprop_chunks,
-    l2_penalty,
-)
-from ._core import _check_n_threads, cost, forward
-from ._private import dp_sgd_epoch
-from ._sgd import sgd_epoch
+from . import _mlp_dask, _solvers
+from ._core import forward
+from ._mlp_dask import is_dask_array
 from ._validate import (
-    _got,
     as_float_array,
+    as_labels,
+    boolean,
+    check_delta,
+    check_eta,
+    check_l2,
+    check_max_grad_norm,
+    check_n_threads,
+    check_noise_multiplier,
+    check_target_epsilon,
+    finite_float_array,
+    float_dtype,
     non_negative_int,
+    one_of,
     positive_int,
-    real_number,
     require_equal,
     require_fits,
 )
 
-__all__ = ["MLP", "SOLVERS"]
+__all__ = ["FORMAT_VERSION", "MLP", "SOLVERS"]
 
 _WEIGHT_NAMES = ("W_h", "b_h", "W_out", "b_out")
 _HYPERPARAMETER_NAMES = (
@@ -75,109 +83,6 @@ FORMAT_VERSION = 1
 # Every member of a model file gets this timestamp (the earliest a zip file can hold), so that
 # the same model always gives the same bytes.
 _ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
-
-
-def _is_dask_array(value):
-    """Whether ``value`` is a Dask array, decided without importing Dask."""
-    return (
-        "dask" in sys.modules
-        and type(value).__module__.startswith("dask.")
-        and hasattr(value, "dask")
-        and hasattr(value, "chunks")
-    )
-
-
-def _as_labels(y, name, n):
-    """Integer class labels as an int64 array of length n."""
-    labels = np.asarray(y)
-    if labels.ndim != 1:
-        raise ValueError(
-            f"{name} must be 1-D (one class label per example), got shape {labels.shape}"
-        )
-    if labels.dtype.kind in "fc" and labels.size and not np.all(np.isfinite(labels)):
-        raise ValueError(f"{name} contains NaN or infinity; it must hold class labels 0..t-1")
-    if labels.dtype.kind not in "iu":
-        if (
-            labels.dtype.kind == "f"
-            and labels.size
-            and np.all(np.isfinite(labels))
-            and np.all(labels == np.round(labels))
-        ):
-            hint = f"; convert it first, e.g. {name}.astype(np.int64)"
-        else:
-            hint = ""
-        raise TypeError(
-            f"{name} must hold integer class labels 0..t-1, got dtype {labels.dtype}{hint}"
-        )
-    if labels.shape[0] != n:
-        raise ValueError(f"{name} has {labels.shape[0]} labels but X has {n} rows (n)")
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"{name} must hold class labels 0..t-1, found {labels.min()}")
-    return labels.astype(np.int64, copy=False)
-
-
-def _as_inputs(X, name):
-    X = as_float_array(X, name, 2)
-    if X.size and not np.all(np.isfinite(X)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return X
-
-
-def _one_hot(labels, n_classes, dtype):
-    """(n, t) targets: 1 in column ``labels[i]`` of row i, 0 elsewhere."""
-    Y = np.zeros((labels.shape[0], n_classes), dtype=dtype)
-    Y[np.arange(labels.shape[0]), labels] = 1
-    return Y
-
-
-def _one_hot_block(labels, n_classes, dtype):
-    """:func:`_one_hot` of one block of a Dask array of labels."""
-    return _one_hot(np.asarray(labels, dtype=np.int64), n_classes, dtype)
-
-
-def _dask_inputs(X, name):
-    """Check a Dask array of inputs as :func:`_as_inputs` checks a NumPy one, without computing it.
-
-    Returns it with its columns in one chunk (each block holds whole rows).
-    NaN and infinity are not looked for here: that needs the values.
-    """
-    as_float_array(np.empty(0, dtype=X.dtype), name, None)  # the dtype, with the usual message
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got a {X.ndim}-D array of shape {X.shape}")
-    if any(np.isnan(size) for size in X.chunks[0]):
-        raise ValueError(
-            f"{name} has row chunks of unknown size; call {name}.compute_chunk_sizes() first"
-        )
-    if X.numblocks[1] > 1:
-        X = X.rechunk({1: -1})
-    return X
-
-
-def _proba_block(X, W_h, b_h, W_out, b_out, dtype):
-    """:meth:`MLP.predict_proba` of one block of rows, exactly as for a NumPy array."""
-    X = _as_inputs(X, "X")
-    return forward(X.astype(dtype, copy=False), W_h, b_h, W_out, b_out)[1]
-
-
-def _argmax_rows(proba):
-    """The class of each row: the column of its largest output, as int64."""
-    return np.argmax(proba, axis=1).astype(np.int64)
-
-
-def _pack(*arrays):
-    """The arrays flattened (C order) into one float64 vector, in order."""
-    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
-
-
-def _unpack(x, shapes, dtype):
-    """Inverse of :func:`_pack`: fresh C-contiguous arrays of ``dtype`` (rounded to it)."""
-    arrays = []
-    start = 0
-    for shape in shapes:
-        size = int(np.prod(shape))
-        arrays.append(np.array(x[start : start + size], dtype=dtype).reshape(shape))
-        start += size
-    return tuple(arrays)
 
 
 class MLP:
@@ -245,6 +150,8 @@ class MLP:
         and steps by η times the noisy sum (its λW term as in plain SGD);
         an epoch is n // minibatch_size such steps.  SGD only.  Needs
         dp-accounting (``pip install 'fastbp[privacy]'``) for the ε.
+        ``inf`` (no clipping) is accepted with ``noise_multiplier=0`` only,
+        as :func:`fastbp.dp_sgd_epoch` accepts it (ε is then infinite).
     noise_multiplier : float or None, default None
         σ ≥ 0 of private training; give it or ``target_epsilon``, not both.
     target_epsilon : float or None, default None
@@ -303,51 +210,35 @@ class MLP:
         delta=1e-5,
     ):
         self.n_hidden = positive_int(n_hidden, "n_hidden")
-        self.l2 = _check_l2(l2)
+        self.l2 = check_l2(l2)
         self.epochs = non_negative_int(epochs, "epochs")
-        self.eta = real_number(eta, "eta", positive=True)
+        self.eta = check_eta(eta)
         self.minibatch_size = positive_int(minibatch_size, "minibatch_size")
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be True or False, got {_got(shuffle)}")
-        self.shuffle = bool(shuffle)
+        self.shuffle = boolean(shuffle, "shuffle")
         # default_rng refuses negative seeds only when fit draws; refuse them here, by name.
-        if seed is not None:
-            try:
-                seed = non_negative_int(seed, "seed")
-            except (TypeError, ValueError) as error:
-                raise type(error)(
-                    f"seed must be a non-negative integer or None, got {_got(seed)}"
-                ) from None
-        self.seed = seed
-        if not isinstance(solver, str) or solver not in SOLVERS:
-            raise ValueError(
-                f"solver must be one of {', '.join(repr(name) for name in SOLVERS)}, got {solver!r}"
-            )
-        self.solver = solver
-        self.n_threads = _check_n_threads(n_threads)
-        try:
-            self.dtype = np.dtype(dtype)
-        except TypeError:
-            raise TypeError(f"dtype must be float32 or float64, got {_got(dtype)}") from None
-        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        # It takes any non-negative integer, beyond int64 too.
+        self.seed = non_negative_int(seed, "seed", or_none=True, int64=False)
+        self.solver = one_of(solver, "solver", SOLVERS)
+        self.n_threads = check_n_threads(n_threads)
+        self.dtype = float_dtype(dtype, "dtype")
         self._check_privacy(max_grad_norm, noise_multiplier, target_epsilon, delta)
         self.W_h = self.b_h = self.W_out = self.b_out = None
         self.history_ = None
 
     def _check_privacy(self, max_grad_norm, noise_multiplier, target_epsilon, delta):
-        """Validate and set the privacy hyperparameters (all None: plain training)."""
-        optional = {
-            "max_grad_norm": (max_grad_norm, True),
-            "noise_multiplier": (noise_multiplier, False),
-            "target_epsilon": (target_epsilon, True),
-        }
-        for name, (value, positive) in optional.items():
-            checked = None if value is None else real_number(value, name, positive=positive)
-            setattr(self, name, checked)
-        self.delta = real_number(delta, "delta", positive=True)
-        if not self.delta < 1:
-            raise ValueError(f"delta must be in (0, 1), got {_got(delta)}")
+        """Validate and set the privacy hyperparameters (all None: plain training).
+
+        Each by the rule :func:`fastbp.dp_sgd_epoch` and :mod:`fastbp.privacy`
+        apply to it (:mod:`fastbp._validate`).
+        """
+        self.max_grad_norm = None if max_grad_norm is None else check_max_grad_norm(max_grad_norm)
+        self.noise_multiplier = (
+            None if noise_multiplier is None else check_noise_multiplier(noise_multiplier)
+        )
+        self.target_epsilon = (
+            None if target_epsilon is None else check_target_epsilon(target_epsilon)
+        )
+        self.delta = check_delta(delta)
         if self.max_grad_norm is None:
             for name in ("noise_multiplier", "target_epsilon"):
                 if getattr(self, name) is not None:
@@ -360,6 +251,13 @@ class MLP:
             raise ValueError(
                 "private training (max_grad_norm given) needs exactly one of noise_multiplier "
                 "and target_epsilon"
+            )
+        if self.max_grad_norm == math.inf and (
+            self.target_epsilon is not None or self.noise_multiplier > 0
+        ):
+            raise ValueError(
+                "max_grad_norm=inf (no clipping) takes noise_multiplier=0 only: the noise's "
+                "standard deviation is noise_multiplier × max_grad_norm"
             )
         if self.solver != "sgd":
             raise ValueError(
@@ -410,48 +308,6 @@ class MLP:
         return tuple(
             np.array(a, dtype=self.dtype, order="C", copy=True) for a in (W_h, b_h, W_out, b_out)
         )
-
-    def _epoch_order(self, n, rng):
-        """The examples' order for one epoch: shuffled by ``rng`` or 0, 1, …, n−1."""
-        indices = np.arange(n)
-        if self.shuffle:
-            rng.shuffle(indices)
-        return indices
-
-    def _epoch(self, X, Y, order, n_chunks):
-        """One epoch of updates W ← W − η (∇J + λW) over the full minibatches of ``order``.
-
-        In one call to :func:`fastbp.sgd_epoch`, unless ``n_threads`` would
-        share each step among threads: then step by step through the
-        threaded :func:`fastbp.backprop` kernels.  The two give the same bits.
-        """
-        size = self.minibatch_size
-        m, d = self.W_h.shape
-        threads = numba.get_num_threads() if self.n_threads is None else self.n_threads
-        if not _shares_threads(size, m, d, n_chunks, threads):
-            sgd_epoch(
-                X, Y, self.W_h, self.b_h, self.W_out, self.b_out, order, self.eta, size, self.l2
-            )
-            return
-        eta = self.dtype.type(self.eta)
-        for start in range(0, order.shape[0] - size + 1, size):
-            batch = order[start : start + size]
-            result = _backprop_prepared(
-                X[batch],
-                Y[batch],
-                self.W_h,
-                self.b_h,
-                self.W_out,
-                self.b_out,
-                self.l2,
-                n_chunks,
-                self.n_threads,
-            )
-            # The gradients already hold the λW terms; as the book: w -= eta * delta_w.
-            self.W_h -= eta * result.grad_W_h
-            self.b_h -= eta * result.grad_b_h
-            self.W_out -= eta * result.grad_W_out
-            self.b_out -= eta * result.grad_b_out
 
     def fit(self, X, y, X_valid=None, y_valid=None, init=None, callback=None):
         """Train on (X, y) for ``epochs`` epochs (SGD) or at most ``epochs`` iterations (L-BFGS).
@@ -521,19 +377,21 @@ class MLP:
         With a Dask ``X``, labels and inputs are checked (range, NaN) in one
         pass before training.
         """
-        if _is_dask_array(X):
-            if self.solver != "lbfgs":
-                raise TypeError(
-                    "X is a Dask array, which the SGD solver cannot train on (it takes minibatches "
-                    'of rows in memory): use MLP(..., solver="lbfgs"), which trains on Dask arrays '
-                    "through fastbp.dask, or pass X.compute() (a NumPy array)"
-                )
-            return self._fit_dask(X, y, X_valid, y_valid, init, callback)
-        X = _as_inputs(X, "X")
+        on_dask = is_dask_array(X)
+        if on_dask and self.solver != "lbfgs":
+            raise TypeError(
+                "X is a Dask array, which the SGD solver cannot train on (it takes minibatches "
+                'of rows in memory): use MLP(..., solver="lbfgs"), which trains on Dask arrays '
+                "through fastbp.dask, or pass X.compute() (a NumPy array)"
+            )
+        X = _mlp_dask.dask_inputs(X, "X") if on_dask else finite_float_array(X, "X", 2)
         n, m = X.shape
         if m == 0:
             raise ValueError(f"X has shape {X.shape}: a network needs at least one input (m >= 1)")
-        labels = _as_labels(y, "y", n)
+        if on_dask:
+            labels = _mlp_dask.dask_labels(y, n, X.chunks[0])
+        else:
+            labels = as_labels(y, "y", n)
         if self.solver == "sgd" and n and self.minibatch_size > n:
             raise ValueError(
                 f"minibatch_size ({self.minibatch_size}) is larger than the training set "
@@ -541,60 +399,95 @@ class MLP:
             )
         if (X_valid is None) != (y_valid is None):
             raise ValueError("give both X_valid and y_valid, or neither")
-        rng = np.random.default_rng(self.seed)
         if init is None and n == 0:
             raise ValueError("X has no rows: cannot infer the number of classes without init")
-        n_classes = self._start(rng, init, m, int(labels.max()) if labels.size else None)
-        if X_valid is not None:
-            X_valid = _as_inputs(X_valid, "X_valid")
-            require_equal("X_valid", X_valid.shape[1], "X", m, "columns (m)", "columns (m)")
-            labels_valid = _as_labels(y_valid, "y_valid", X_valid.shape[0])
+        if on_dask:
+            largest_label = _mlp_dask.check_values(X, labels)
         else:
-            labels_valid = None
+            largest_label = int(labels.max()) if labels.size else None
+        rng = np.random.default_rng(self.seed)
+        n_classes = self._start(rng, init, m, largest_label)
+        validation = self._validation_set(X_valid, y_valid, m, on_dask)
+        if on_dask:
+            evaluate = _mlp_dask.evaluator(X, labels, n_classes, self.l2, self.dtype)
+            return self._fit_lbfgs(evaluate, None, validation, callback)
         require_fits(f"a C-contiguous {self.dtype} copy of X", X.shape, self.dtype)
         require_fits("the one-hot targets Y (n, t)", (n, n_classes), self.dtype)
         X = np.ascontiguousarray(X, dtype=self.dtype)
-        Y = _one_hot(labels, n_classes, self.dtype)
-        self.history_ = {"cost": [], "train_acc": [], "valid_acc": []}
+        Y = _solvers.one_hot(labels, n_classes, self.dtype)
         if self.solver == "lbfgs":
-            n_chunks = default_backprop_chunks(n, m, self.n_hidden, n_classes, self.dtype.itemsize)
+            evaluate = _solvers.in_memory_evaluator(X, Y, self.n_hidden, self.l2, self.n_threads)
+            return self._fit_lbfgs(evaluate, (X, labels), validation, callback)
+        return self._fit_sgd(X, Y, labels, rng, validation, callback)
 
-            def evaluate(W_h, b_h, W_out, b_out):
-                return _backprop_prepared(
-                    X, Y, W_h, b_h, W_out, b_out, self.l2, n_chunks, self.n_threads
-                )
+    def _validation_set(self, X_valid, y_valid, m, on_dask):
+        """(X_valid, labels_valid) checked, or (None, None); X_valid may be Dask with a Dask X."""
+        if X_valid is None:
+            return None, None
+        if on_dask and is_dask_array(X_valid):
+            X_valid = _mlp_dask.dask_inputs(X_valid, "X_valid")
+        else:
+            X_valid = finite_float_array(X_valid, "X_valid", 2)
+        require_equal("X_valid", X_valid.shape[1], "X", m, "columns (m)", "columns (m)")
+        return X_valid, as_labels(y_valid, "y_valid", X_valid.shape[0])
 
-            def train_accuracy():
-                A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
-                return _accuracy(np.argmax(A_out, axis=1), labels)
+    def _reporter(self, callback, interrupted):
+        """``report(epoch, weights)`` for a solver: keep the weights, call back, stop on Ctrl-C."""
 
-            with _interrupts_at_epoch_boundaries() as interrupted:
-                self._lbfgs(evaluate, train_accuracy, X_valid, labels_valid, callback, interrupted)
-            return self
-        n_chunks = default_backprop_chunks(
-            self.minibatch_size, m, self.n_hidden, n_classes, self.dtype.itemsize
-        )
-        private = self._start_private(n) if self._private else None
+        def report(epoch, weights):
+            self.W_h, self.b_h, self.W_out, self.b_out = weights
+            if callback is not None:
+                callback(epoch, self)
+            interrupted.raise_if_requested(epoch)
+
+        return report
+
+    def _weights(self):
+        return (self.W_h, self.b_h, self.W_out, self.b_out)
+
+    def _fit_sgd(self, X, Y, labels, rng, validation, callback):
+        """Plain or private SGD on prepared arrays (:func:`fastbp._solvers.fit_sgd`)."""
+        self.history_ = _solvers.new_history()
+        private = self._start_private(X.shape[0]) if self._private else None
         with _interrupts_at_epoch_boundaries() as interrupted, self._accounting(private):
-            for epoch in range(1, self.epochs + 1):
-                if private is not None:
-                    self._private_epoch(X, Y, rng, *private)
-                else:
-                    order = self._epoch_order(n, rng)
-                    if n:
-                        self._epoch(X, Y, order, n_chunks)
-                A_out = forward(X, self.W_h, self.b_h, self.W_out, self.b_out)[1]
-                training_cost = float(cost(A_out, Y)) + l2_penalty(self.W_h, self.W_out, self.l2)
-                self.history_["cost"].append(training_cost)
-                self.history_["train_acc"].append(_accuracy(np.argmax(A_out, axis=1), labels))
-                self.history_["valid_acc"].append(self._valid_accuracy(X_valid, labels_valid))
-                if callback is not None:
-                    callback(epoch, self)
-                interrupted.raise_if_requested(epoch)
+            _solvers.fit_sgd(
+                X, Y, labels, self._weights(), epochs=self.epochs, eta=self.eta,
+                minibatch_size=self.minibatch_size, l2=self.l2, shuffle=self.shuffle, rng=rng,
+                n_threads=self.n_threads, validation=validation, history=self.history_,
+                report=self._reporter(callback, interrupted), private=private,
+            )  # fmt: skip
+        return self
+
+    def _fit_lbfgs(self, evaluate, training, validation, callback):
+        """L-BFGS (:func:`fastbp._solvers.fit_lbfgs`); ``training`` (X, labels) is None for Dask."""
+        X_valid, labels_valid = validation
+
+        def score(weights):
+            train_acc = (
+                float("nan")  # a Dask X: one more pass over it every iteration
+                if training is None
+                else _solvers.accuracy_on(*training, weights, self.dtype)
+            )
+            if X_valid is None:
+                return train_acc, float("nan")
+            if is_dask_array(X_valid):
+                predicted = _mlp_dask.predict(
+                    _mlp_dask.predict_proba(X_valid, weights, self.dtype)
+                ).compute()
+                return train_acc, _solvers.accuracy(predicted, labels_valid)
+            return train_acc, _solvers.accuracy_on(X_valid, labels_valid, weights, self.dtype)
+
+        self.history_ = _solvers.new_history()
+        with _interrupts_at_epoch_boundaries() as interrupted:
+            weights = _solvers.fit_lbfgs(
+                evaluate, self._weights(), max_iterations=self.epochs, score=score,
+                history=self.history_, report=self._reporter(callback, interrupted),
+            )  # fmt: skip
+        self.W_h, self.b_h, self.W_out, self.b_out = weights
         return self
 
     def _start_private(self, n):
-        """Private training's (q, steps per epoch); sets σ and ε = 0 (no step taken yet)."""
+        """Private training's settings; sets σ and ε = 0 (no step taken yet)."""
         from . import privacy
 
         if n == 0:
@@ -610,8 +503,7 @@ class MLP:
             privacy.epsilon(sigma, sample_rate, 0, self.delta)  # dp-accounting is there
         self.noise_multiplier_ = sigma
         self.epsilon_ = 0.0
-        self._private_steps = 0
-        return sample_rate, steps
+        return _solvers.PrivateTraining(sample_rate, steps, self.max_grad_norm, sigma)
 
     @contextlib.contextmanager
     def _accounting(self, private):
@@ -619,27 +511,12 @@ class MLP:
         try:
             yield
         finally:
-            if private is not None and self._private_steps:
+            if private is not None and private.steps_taken:
                 from . import privacy
 
                 self.epsilon_ = privacy.epsilon(
-                    self.noise_multiplier_, private[0], self._private_steps, self.delta
+                    self.noise_multiplier_, private.sample_rate, private.steps_taken, self.delta
                 )
-
-    def _private_epoch(self, X, Y, rng, sample_rate, steps):
-        """One epoch of DP-SGD (:func:`fastbp.dp_sgd_epoch`), its steps counted for ε.
-
-        dp_sgd_epoch steps by η' (ĝ + λ'W) with ĝ the noisy sum over the
-        expected batch size B: η' = ηB and λ' = λ/B make that η (Σ + noise)
-        + ηλW, the plain step's scaling.
-        """
-        size = self.minibatch_size
-        dp_sgd_epoch(
-            X, Y, self.W_h, self.b_h, self.W_out, self.b_out, sample_rate=sample_rate,
-            eta=self.eta * size, max_grad_norm=self.max_grad_norm,
-            noise_multiplier=self.noise_multiplier_, rng=rng, steps=steps, l2=self.l2 / size,
-        )  # fmt: skip
-        self._private_steps += steps
 
     def _start(self, rng, init, m, largest_label):
         """Set the starting weights (drawn from ``rng``, or ``init``); return t.
@@ -661,130 +538,6 @@ class MLP:
                 f"(0..{n_classes - 1})"
             )
         return n_classes
-
-    def _valid_accuracy(self, X_valid, labels_valid):
-        """Accuracy on the validation set (NaN without one); a Dask X_valid is computed."""
-        if X_valid is None:
-            return float("nan")
-        predicted = self.predict(X_valid)
-        if _is_dask_array(predicted):
-            predicted = predicted.compute()
-        return _accuracy(predicted, labels_valid)
-
-    def _lbfgs(self, evaluate, train_accuracy, X_valid, labels_valid, callback, interrupted):
-        """Minimise J + (λ/2) Σ W² with L-BFGS-B from the current weights.
-
-        ``evaluate(W_h, b_h, W_out, b_out)`` returns the :class:`fastbp.BackpropResult`
-        at those weights (in the model's dtype); ``train_accuracy()`` scores the
-        model's current weights on the training set (None: not recorded, NaN);
-        ``interrupted`` is :func:`_interrupts_at_epoch_boundaries`'s flag.
-        """
-        from scipy.optimize import minimize
-
-        shapes = [a.shape for a in (self.W_h, self.b_h, self.W_out, self.b_out)]
-        last = {"x": None, "cost": None}
-
-        def objective(x):
-            result = evaluate(*_unpack(x, shapes, self.dtype))
-            last["x"], last["cost"] = x.copy(), float(result.cost)
-            gradient = _pack(result.grad_W_h, result.grad_b_h, result.grad_W_out, result.grad_b_out)
-            return last["cost"], gradient
-
-        iteration = 0
-
-        def after_iteration(xk):
-            nonlocal iteration
-            iteration += 1
-            self.W_h, self.b_h, self.W_out, self.b_out = _unpack(xk, shapes, self.dtype)
-            if last["x"] is not None and np.array_equal(xk, last["x"]):
-                # L-BFGS-B's last evaluation is at the point it accepts.
-                iterate_cost = last["cost"]
-            else:
-                iterate_cost = float(evaluate(self.W_h, self.b_h, self.W_out, self.b_out).cost)
-            self.history_["cost"].append(iterate_cost)
-            self.history_["train_acc"].append(
-                float("nan") if train_accuracy is None else train_accuracy()
-            )
-            self.history_["valid_acc"].append(self._valid_accuracy(X_valid, labels_valid))
-            if callback is not None:
-                callback(iteration, self)
-            interrupted.raise_if_requested(iteration)
-
-        if self.epochs == 0:
-            return
-        result = minimize(
-            objective,
-            _pack(self.W_h, self.b_h, self.W_out, self.b_out),
-            method="L-BFGS-B",
-            jac=True,
-            callback=after_iteration,
-            options={"maxiter": self.epochs},
-        )
-        self.W_h, self.b_h, self.W_out, self.b_out = _unpack(result.x, shapes, self.dtype)
-
-    def _fit_dask(self, X, y, X_valid, y_valid, init, callback):
-        """:meth:`fit` with L-BFGS on a Dask array ``X`` through :func:`fastbp.dask.backprop`."""
-        import dask
-        import dask.array as da
-
-        from . import dask as fastbp_dask
-
-        X = _dask_inputs(X, "X")
-        n, m = X.shape
-        if _is_dask_array(y):
-            if y.ndim != 1:
-                raise ValueError(
-                    f"y must be 1-D (one class label per example), got shape {y.shape}"
-                )
-            if y.dtype.kind not in "iu":
-                raise TypeError(f"y must hold integer class labels 0..t-1, got dtype {y.dtype}")
-            require_equal("y", y.shape[0], "X", n, "length (n)", "rows (n)")
-            y = y.astype(np.int64).rechunk((X.chunks[0],))
-        else:
-            y = da.from_array(_as_labels(y, "y", n), chunks=(X.chunks[0],))
-        if (X_valid is None) != (y_valid is None):
-            raise ValueError("give both X_valid and y_valid, or neither")
-        if init is None and n == 0:
-            raise ValueError("X has no rows: cannot infer the number of classes without init")
-        # One pass over the data for what the in-memory path checks directly.
-        if n:
-            finite, smallest, largest = dask.compute(da.isfinite(X).all(), y.min(), y.max())
-        else:
-            finite, smallest, largest = True, 0, None
-        if not finite:
-            raise ValueError("X contains NaN or infinity")
-        if smallest < 0:
-            raise ValueError(f"y must hold class labels 0..t-1, found {smallest}")
-        rng = np.random.default_rng(self.seed)
-        n_classes = self._start(rng, init, m, None if largest is None else int(largest))
-        labels_valid = None
-        if X_valid is not None:
-            if _is_dask_array(X_valid):
-                X_valid = _dask_inputs(X_valid, "X_valid")
-            else:
-                X_valid = _as_inputs(X_valid, "X_valid")
-            require_equal("X_valid", X_valid.shape[1], "X", m, "columns (m)", "columns (m)")
-            labels_valid = _as_labels(np.asarray(y_valid), "y_valid", X_valid.shape[0])
-        X = X.astype(self.dtype)
-        Y = y.map_blocks(
-            _one_hot_block,
-            n_classes,
-            self.dtype,
-            new_axis=1,
-            chunks=(y.chunks[0], (n_classes,)),
-            dtype=self.dtype,
-            meta=np.empty((0, 0), self.dtype),
-        )
-        self.history_ = {"cost": [], "train_acc": [], "valid_acc": []}
-
-        def evaluate(W_h, b_h, W_out, b_out):
-            return fastbp_dask.backprop(
-                X, Y, W_h, b_h, W_out, b_out, l2=self.l2, split_every=None, compute=True
-            )
-
-        with _interrupts_at_epoch_boundaries() as interrupted:
-            self._lbfgs(evaluate, None, X_valid, labels_valid, callback, interrupted)
-        return self
 
     # ------------------------------------------------------------------
     # Prediction
@@ -814,19 +567,9 @@ class MLP:
             infinity in a block raises ``ValueError`` when it is computed.
         """
         self._require_fitted()
-        if _is_dask_array(X):
-            X = _dask_inputs(X, "X")
-            require_equal("X", X.shape[1], "W_h", self.W_h.shape[0], "columns (m)", "rows (m)")
-            weights = tuple(a.copy() for a in (self.W_h, self.b_h, self.W_out, self.b_out))
-            return X.map_blocks(
-                _proba_block,
-                *weights,
-                self.dtype,
-                chunks=(X.chunks[0], (self.W_out.shape[1],)),
-                dtype=self.dtype,
-                meta=np.empty((0, 0), self.dtype),
-            )
-        X = _as_inputs(X, "X")
+        if is_dask_array(X):
+            return _mlp_dask.predict_proba(X, self._weights(), self.dtype)
+        X = finite_float_array(X, "X", 2)
         require_equal("X", X.shape[1], "W_h", self.W_h.shape[0], "columns (m)", "rows (m)")
         return forward(
             X.astype(self.dtype, copy=False), self.W_h, self.b_h, self.W_out, self.b_out
@@ -846,11 +589,9 @@ class MLP:
             argmax of each block of :meth:`predict_proba`.
         """
         proba = self.predict_proba(X)
-        if _is_dask_array(proba):
-            return proba.map_blocks(
-                _argmax_rows, drop_axis=1, dtype=np.int64, meta=np.empty((0,), np.int64)
-            )
-        return _argmax_rows(proba)
+        if is_dask_array(proba):
+            return _mlp_dask.predict(proba)
+        return _solvers.argmax_rows(proba)
 
     # ------------------------------------------------------------------
     # Persistence
@@ -988,8 +729,9 @@ class MLP:
                 ) from None
         weights, hyperparameters = contents
         try:
-            model = cls(n_hidden=weights["W_h"].shape[1], dtype=weights["W_h"].dtype,
-                        **hyperparameters)
+            model = cls(
+                n_hidden=weights["W_h"].shape[1], dtype=weights["W_h"].dtype, **hyperparameters
+            )
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path!r} holds a hyperparameter out of range: {error}") from None
         model.W_h, model.b_h, model.W_out, model.b_out = (weights[k] for k in _WEIGHT_NAMES)
@@ -1161,7 +903,3 @@ def _interrupts_at_epoch_boundaries():
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if flag.requested:  # pressed after the last epoch's check: the fit is whole; still say so
         raise KeyboardInterrupt("MLP.fit interrupted after its last epoch: the fit is complete")
-
-
-def _accuracy(predicted, labels):
-    return float(np.mean(predicted == labels)) if labels.size else float("nan")

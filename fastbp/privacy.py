@@ -66,7 +66,15 @@ PETS 2022.
 """
 
 import math
-import numbers
+
+from ._validate import (
+    check_delta,
+    check_noise_multiplier,
+    check_sample_rate,
+    check_target_epsilon,
+    non_negative_int,
+    one_of,
+)
 
 __all__ = ["ACCOUNTANTS", "epsilon", "noise_multiplier"]
 
@@ -90,68 +98,6 @@ def _import_dp_accounting():
     except ImportError as error:
         raise ImportError(_MISSING_EXTRA) from error
     return dp_accounting
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_real(value, name, expected, in_range):
-    """Return ``value`` as a float after checking its type, finiteness and range.
-
-    ``expected`` words the accepted values for the message ("0 < delta < 1");
-    ``in_range`` tests the float. Messages show the value as it was passed.
-    """
-    # bool is an int subclass (refused here); numpy.bool_ and str are not numbers.Real.
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(
-            f"{name} must be a real number, expected {expected}; got {value!r} "
-            f"of type {type(value).__name__}"
-        )
-    as_float = float(value)
-    if not math.isfinite(as_float):
-        raise ValueError(f"{name} must be finite, expected {expected}; got {value!r}")
-    if not in_range(as_float):
-        raise ValueError(f"{name} is out of range, expected {expected}; got {value!r}")
-    return as_float
-
-
-def _check_noise_multiplier(value):
-    return _check_real(value, "noise_multiplier", "noise_multiplier >= 0", lambda x: x >= 0)
-
-
-def _check_sample_rate(value):
-    return _check_real(value, "sample_rate", "0 < sample_rate <= 1", lambda x: 0 < x <= 1)
-
-
-def _check_delta(value):
-    return _check_real(value, "delta", "0 < delta < 1", lambda x: 0 < x < 1)
-
-
-def _check_target_epsilon(value):
-    return _check_real(value, "target_epsilon", "target_epsilon > 0", lambda x: x > 0)
-
-
-def _check_steps(value):
-    # Integral covers int and the numpy integers; a float such as 100.0 is refused.
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(
-            f"steps must be an int, expected steps >= 0; got {value!r} "
-            f"of type {type(value).__name__}"
-        )
-    if value < 0:
-        raise ValueError(f"steps is out of range, expected steps >= 0; got {value!r}")
-    return int(value)
-
-
-def _check_accountant(value):
-    if not isinstance(value, str):
-        raise TypeError(
-            f"accountant must be a str, expected one of {ACCOUNTANTS!r}; got {value!r} "
-            f"of type {type(value).__name__}"
-        )
-    if value not in ACCOUNTANTS:
-        raise ValueError(f"accountant is not known, expected one of {ACCOUNTANTS!r}; got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- accounting
@@ -248,11 +194,11 @@ def epsilon(noise_multiplier, sample_rate, steps, delta, accountant="rdp"):
     >>> round(epsilon(1.1, 256 / 60000, steps, 1e-5, accountant="pld"), 3)  # doctest: +SKIP
     2.382
     """
-    noise_multiplier = _check_noise_multiplier(noise_multiplier)
-    sample_rate = _check_sample_rate(sample_rate)
-    steps = _check_steps(steps)
-    delta = _check_delta(delta)
-    accountant = _check_accountant(accountant)
+    noise_multiplier = check_noise_multiplier(noise_multiplier)
+    sample_rate = check_sample_rate(sample_rate)
+    steps = non_negative_int(steps, "steps")
+    delta = check_delta(delta)
+    accountant = one_of(accountant, "accountant", ACCOUNTANTS)
     _import_dp_accounting()  # the extra is required whatever the arguments
     if steps == 0:
         return 0.0
@@ -319,11 +265,11 @@ def noise_multiplier(target_epsilon, delta, sample_rate, steps, accountant="rdp"
     >>> epsilon(sigma, 256 / 60000, 14063, 1e-5) <= 1.0
     True
     """
-    target_epsilon = _check_target_epsilon(target_epsilon)
-    delta = _check_delta(delta)
-    sample_rate = _check_sample_rate(sample_rate)
-    steps = _check_steps(steps)
-    accountant = _check_accountant(accountant)
+    target_epsilon = check_target_epsilon(target_epsilon)
+    delta = check_delta(delta)
+    sample_rate = check_sample_rate(sample_rate)
+    steps = non_negative_int(steps, "steps")
+    accountant = one_of(accountant, "accountant", ACCOUNTANTS)
     dp_accounting = _import_dp_accounting()
     if steps == 0:
         return 0.0

@@ -63,7 +63,7 @@ from sklearn.utils.validation import (  # noqa: E402
 from ._backprop import backprop  # noqa: E402
 from ._core import forward  # noqa: E402
 from ._sgd import sgd_epoch  # noqa: E402
-from .mlp import _pack, _unpack  # noqa: E402
+from ._solvers import _pack, _unpack  # noqa: E402
 
 __all__ = ["MIN_SKLEARN_VERSION", "MLPClassifier"]
 

@@ -6,16 +6,23 @@ import numba
 import numpy as np
 import pytest
 
-from fastbp import _kernels_packed, _kernels_step, _scratch, _tuning
-from fastbp._backprop import (
+from fastbp import (
+    _kernels_packed,
+    _kernels_step,
+    _scratch,
+    _tuning,
     backprop,
+    cost,
     default_backprop_chunks,
     delta_h,
+    delta_out,
+    forward,
     grad_b_h,
+    grad_b_out,
     grad_W_h,
+    grad_W_out,
     l2_penalty,
 )
-from fastbp._core import cost, delta_out, forward, grad_b_out, grad_W_out
 
 from reference import (
     backprop_rounding_bound,

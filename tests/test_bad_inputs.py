@@ -99,6 +99,26 @@ def dp_epoch(a, **change):
     return fastbp.dp_sgd_epoch(a.X, Y, *(w.copy() for w in a.net), **args)
 
 
+def private_model(**privacy):
+    """MLP with one privacy parameter given: max_grad_norm with it, unless it is None."""
+    (value,) = privacy.values()
+    return MLP(max_grad_norm=None if value is None else 1.0, **privacy)
+
+
+def privacy_epsilon(**change):
+    """fastbp.privacy.epsilon with valid arguments unless changed (checked before dp-accounting)."""
+    args = dict(noise_multiplier=1.0, sample_rate=0.01, steps=10, delta=1e-5)
+    args.update(change)
+    return fastbp.privacy.epsilon(**args)
+
+
+def privacy_sigma(**change):
+    """fastbp.privacy.noise_multiplier with valid arguments unless changed."""
+    args = dict(target_epsilon=1.0, delta=1e-5, sample_rate=0.01, steps=10)
+    args.update(change)
+    return fastbp.privacy.noise_multiplier(**args)
+
+
 def dask_backprop(a, **options):
     da = pytest.importorskip("dask.array")
     import fastbp.dask
@@ -149,6 +169,32 @@ SCALAR_SITES = {
             ),
         ),
         ("dp_sgd_epoch", lambda a, v: dp_epoch(a, noise_multiplier=v)),
+        ("MLP", lambda a, v: private_model(noise_multiplier=v)),
+        ("privacy.epsilon", lambda a, v: privacy_epsilon(noise_multiplier=v)),
+    ],
+    "max_grad_norm": [
+        ("dp_backprop", lambda a, v: fastbp.dp_backprop(a.X, a.Y, *a.net, max_grad_norm=v)),
+        ("dp_sgd_epoch", lambda a, v: dp_epoch(a, max_grad_norm=v, noise_multiplier=0.0)),
+        ("MLP", lambda a, v: MLP(max_grad_norm=v, noise_multiplier=None if v is None else 0.0)),
+    ],
+    "target_epsilon": [
+        ("MLP", lambda a, v: private_model(target_epsilon=v)),
+        ("privacy.noise_multiplier", lambda a, v: privacy_sigma(target_epsilon=v)),
+    ],
+    "delta": [
+        ("MLP", lambda a, v: MLP(delta=v)),
+        ("privacy.epsilon", lambda a, v: privacy_epsilon(delta=v)),
+        ("privacy.noise_multiplier", lambda a, v: privacy_sigma(delta=v)),
+    ],
+    "sample_rate": [
+        ("dp_sgd_epoch", lambda a, v: dp_epoch(a, sample_rate=v)),
+        ("privacy.epsilon", lambda a, v: privacy_epsilon(sample_rate=v)),
+        ("privacy.noise_multiplier", lambda a, v: privacy_sigma(sample_rate=v)),
+    ],
+    "steps": [
+        ("dp_sgd_epoch", lambda a, v: dp_epoch(a, steps=v)),
+        ("privacy.epsilon", lambda a, v: privacy_epsilon(steps=v)),
+        ("privacy.noise_multiplier", lambda a, v: privacy_sigma(steps=v)),
     ],
     "epochs": [("MLP", lambda a, v: MLP(epochs=v))],
     "minibatch_size": [
@@ -163,6 +209,10 @@ SCALAR_SITES = {
             lambda a, v: fastbp.per_example_grad_norms(a.X, a.Y, *a.net, n_chunks=v),
         ),
         (
+            "dp_backprop",
+            lambda a, v: fastbp.dp_backprop(a.X, a.Y, *a.net, max_grad_norm=1.0, n_chunks=v),
+        ),
+        (
             "grad_W_out_blocked",
             lambda a, v: fastbp.grad_W_out_blocked(a.A_h, a.delta_out, n_chunks=v),
         ),
@@ -172,6 +222,10 @@ SCALAR_SITES = {
         (
             "dp_backprop",
             lambda a, v: fastbp.dp_backprop(a.X, a.Y, *a.net, max_grad_norm=1.0, n_threads=v),
+        ),
+        (
+            "per_example_grad_norms",
+            lambda a, v: fastbp.per_example_grad_norms(a.X, a.Y, *a.net, n_threads=v),
         ),
         (
             "grad_W_out_blocked",
@@ -186,10 +240,39 @@ SCALAR_SITES = {
             lambda a, v: fastbp.grad_W_out_blocked(a.A_h, a.delta_out, block_n=v),
         ),
     ],
+    "block_d": [
+        (
+            "grad_W_out_blocked",
+            lambda a, v: fastbp.grad_W_out_blocked(a.A_h, a.delta_out, block_d=v),
+        ),
+    ],
+    "block_t": [
+        (
+            "grad_W_out_blocked",
+            lambda a, v: fastbp.grad_W_out_blocked(a.A_h, a.delta_out, block_t=v),
+        ),
+    ],
     "split_every": [("fastbp.dask.backprop", lambda a, v: dask_backprop(a, split_every=v))],
+    "shuffle": [("MLP", lambda a, v: MLP(shuffle=v))],
+    "compute": [("fastbp.dask.backprop", lambda a, v: dask_backprop(a, compute=v))],
+    "solver": [("MLP", lambda a, v: MLP(solver=v))],
+    "accountant": [
+        ("privacy.epsilon", lambda a, v: privacy_epsilon(accountant=v)),
+        ("privacy.noise_multiplier", lambda a, v: privacy_sigma(accountant=v)),
+    ],
+    "method": [("grad_W_out", lambda a, v: fastbp.grad_W_out(a.A_h, a.delta_out, method=v))],
     "n": [
         ("default_n_chunks", lambda a, v: fastbp.default_n_chunks(v, 3, 2, 8)),
         ("default_backprop_chunks", lambda a, v: fastbp.default_backprop_chunks(v, 4, 3, 2, 8)),
+    ],
+    "m": [("default_backprop_chunks", lambda a, v: fastbp.default_backprop_chunks(5, v, 3, 2, 8))],
+    "d": [
+        ("default_n_chunks", lambda a, v: fastbp.default_n_chunks(5, v, 2, 8)),
+        ("default_backprop_chunks", lambda a, v: fastbp.default_backprop_chunks(5, 4, v, 2, 8)),
+    ],
+    "t": [
+        ("default_n_chunks", lambda a, v: fastbp.default_n_chunks(5, 3, v, 8)),
+        ("default_backprop_chunks", lambda a, v: fastbp.default_backprop_chunks(5, 4, 3, v, 8)),
     ],
     "itemsize": [
         ("default_n_chunks", lambda a, v: fastbp.default_n_chunks(5, 3, 2, v)),
@@ -198,10 +281,27 @@ SCALAR_SITES = {
 }
 
 REAL_NON_NEGATIVE = {"l2", "noise_multiplier"}
-REAL_POSITIVE = {"eta"}
+REAL_POSITIVE = {"eta", "target_epsilon"}
+# Real parameters where +inf means something: max_grad_norm=inf is no clipping.
+REAL_POSITIVE_OR_INF = {"max_grad_norm"}
+# Real parameters in an interval (the message writes it).
+REAL_INTERVALS = {"delta": "(0, 1)", "sample_rate": "(0, 1]"}
+REAL = REAL_NON_NEGATIVE | REAL_POSITIVE | REAL_POSITIVE_OR_INF | set(REAL_INTERVALS)
+# True or False (NumPy bools too), nothing else.
+BOOLEAN = {"shuffle", "compute"}
+# One of a few names: another str is a ValueError, anything else a TypeError.
+CHOICES = {"solver", "accountant", "method"}
 # Integer parameters where 0 is legal, and where None is (the default).
-ZERO_IS_LEGAL = {"epochs", "seed", "n"}
+ZERO_IS_LEGAL = {"epochs", "seed", "n", "m", "d", "t"}
 NONE_IS_LEGAL = {"n_chunks", "n_threads", "seed", "split_every"}
+# Where a parameter's rule depends on the function: (parameter, function) pairs.
+ZERO_IS_LEGAL_AT = {("steps", "privacy.epsilon"), ("steps", "privacy.noise_multiplier")}
+NONE_IS_LEGAL_AT = {
+    ("steps", "dp_sgd_epoch"),  # round(1 / sample_rate) steps
+    ("max_grad_norm", "MLP"),  # plain training (the privacy parameters all None)
+    ("noise_multiplier", "MLP"),
+    ("target_epsilon", "MLP"),
+}
 
 # The kinds of scalar every parameter is tried with: (kind, value).
 SCALAR_VALUES = [
@@ -221,11 +321,26 @@ SCALAR_VALUES = [
 ]
 
 
-def scalar_expectation(param, kind, value):
+def scalar_expectation(param, kind, value, site=None):
     """The error (type, message fragment) a parameter gives for a kind of value; None if legal."""
-    real = param in REAL_NON_NEGATIVE | REAL_POSITIVE
-    if kind == "None" and param in NONE_IS_LEGAL:
+    real = param in REAL
+    if kind == "None" and (param in NONE_IS_LEGAL or (param, site) in NONE_IS_LEGAL_AT):
         return None
+    if param in BOOLEAN:
+        return None if kind == "bool" else (TypeError, "True or False")
+    if param in CHOICES:
+        return (ValueError if kind.startswith("str") else TypeError), "one of"
+    if param in REAL_POSITIVE_OR_INF:
+        if kind == "+inf" or kind == "float for an integer":
+            return None
+        if kind in ("NaN", "-inf", "too large for a float", "negative", "zero"):
+            return ValueError, "positive number"
+        return TypeError, "positive real number"
+    if param in REAL_INTERVALS:
+        interval = REAL_INTERVALS[param]
+        if kind in ("str", "str of an integer", "bool", "None", "complex", "0-d array"):
+            return TypeError, f"real number in {interval}"
+        return ValueError, f"finite number in {interval}"
     if param == "itemsize":  # 4 or 8, nothing else
         not_an_integer = kind not in ("negative", "zero", "too large for a float")
         return (TypeError if not_an_integer else ValueError), "4 or 8"
@@ -246,13 +361,16 @@ def scalar_expectation(param, kind, value):
     if kind == "negative":
         if param == "itemsize":
             return ValueError, "4 or 8"
-        if param == "eta":
+        if param in REAL_POSITIVE:
             return ValueError, "positive"
-        return ValueError, "non-negative" if real or param in ZERO_IS_LEGAL else "positive"
+        zero_is_legal = param in ZERO_IS_LEGAL or (param, site) in ZERO_IS_LEGAL_AT
+        return ValueError, "non-negative" if real or zero_is_legal else "positive"
     if kind == "zero":
         if param == "itemsize":
             return ValueError, "4 or 8"
         if param in REAL_NON_NEGATIVE or param in ZERO_IS_LEGAL:
+            return None
+        if (param, site) in ZERO_IS_LEGAL_AT:
             return None
         return ValueError, "positive"
     raise AssertionError(kind)
@@ -262,11 +380,10 @@ def scalar_cases():
     cases = []
     for param, sites in SCALAR_SITES.items():
         for kind, value in SCALAR_VALUES:
-            expected = scalar_expectation(param, kind, value)
-            if expected is None:
-                continue
             for site, call in sites:
-                cases.append((f"{param}: {kind}", site, param, value, call, *expected))
+                expected = scalar_expectation(param, kind, value, site)
+                if expected is not None:
+                    cases.append((f"{param}: {kind}", site, param, value, call, *expected))
     return cases
 
 
@@ -305,6 +422,9 @@ def test_scalar_types_accepted_besides_python_numbers():
     assert type(model.n_hidden) is int and type(model.epochs) is int
     assert MLP(eta=np.float32(0.5)).eta == 0.5 and MLP(epochs=0).epochs == 0
     assert MLP(shuffle=np.bool_(False)).shuffle is False
+    # A seed is any non-negative integer, as numpy.random.default_rng takes it.
+    assert MLP(seed=10**400).seed == 10**400
+    assert MLP(max_grad_norm=math.inf, noise_multiplier=0.0).max_grad_norm == math.inf
 
 
 @pytest.mark.parametrize("value", ["no", 0, 1, None, 1.0])
@@ -799,12 +919,14 @@ def kinds():
         (kind, ", ".join(dict.fromkeys(sites)), f"`{error}` naming `{kind.split(':')[0]}`")
         for (kind, error), sites in rows.items()
     ]
-    scalar_legal = [
-        (f"{param}: {kind}", ", ".join(s for s, _ in SCALAR_SITES[param]), "legal")
-        for param in SCALAR_SITES
-        for kind, value in SCALAR_VALUES
-        if scalar_expectation(param, kind, value) is None
-    ]
+    scalar_legal = []
+    for param, sites in SCALAR_SITES.items():
+        for kind, value in SCALAR_VALUES:
+            legal = [
+                site for site, _ in sites if scalar_expectation(param, kind, value, site) is None
+            ]
+            if legal:
+                scalar_legal.append((f"{param}: {kind}", ", ".join(legal), "legal"))
     array_rows = {}
     for kind, site, call, error, pattern in ARRAY_CASES:
         array_rows.setdefault((kind, error.__name__), []).append(site)
@@ -831,10 +953,15 @@ def markdown():
         "## Decisions",
         "",
         "* **One checker per kind of scalar**, in `fastbp/_validate.py`: `positive_int`, "
-        "`non_negative_int` and `real_number`.  Python and NumPy numbers are accepted; strings "
-        '(even `"0.1"`), bools, None, complex numbers and 0-d arrays raise `TypeError`; NaN, '
-        "±inf, values out of range and integers above 2**63 − 1 (what the kernels take) raise "
-        "`ValueError`.",
+        "`non_negative_int`, `real_number`, `boolean` and `one_of`; and **one rule per "
+        "parameter** that several functions take (`l2`, `eta`, `n_threads`, `max_grad_norm`, "
+        "`noise_multiplier`, `sample_rate`, `delta`, `target_epsilon`), the same in `MLP`, the "
+        "kernels, private training, `fastbp.privacy` and `fastbp.dask`.  Python and NumPy "
+        'numbers are accepted; strings (even `"0.1"`), bools, None (unless it means a default), '
+        "complex numbers and 0-d arrays raise `TypeError`; NaN, ±inf (except "
+        "`max_grad_norm=inf`, no clipping), values out of range and integers above 2**63 − 1 "
+        "(what the kernels take; a seed may be larger) raise `ValueError`.  A flag is True or "
+        "False; a name (`solver`, `accountant`, `method`) is one of its choices, case and all.",
         "* **Targets** `Y` must lie in [0, 1] for `cost`, `backprop`, `sgd_epoch` and "
         "`fastbp.dask.backprop` (there each block is checked in its task, so the error comes "
         "when the result is computed).  NaN is let through and propagates to the cost, as "

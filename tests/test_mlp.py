@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from fastbp import MLP
 from fastbp.datasets import load_digits
-from fastbp.mlp import MLP
 
 from reference import (
     book_initial_weights,
@@ -17,11 +17,11 @@ from reference import (
 
 
 def record_epochs(monkeypatch):
-    """Wrap the model's calls of fastbp.sgd_epoch to keep its arguments and results."""
-    import fastbp.mlp
+    """Wrap the SGD solver's calls of fastbp.sgd_epoch to keep its arguments and results."""
+    from fastbp import _solvers
 
     records = []
-    real = fastbp.mlp.sgd_epoch
+    real = _solvers.sgd_epoch
 
     def epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2):
         before = tuple(a.copy() for a in (W_h, b_h, W_out, b_out))
@@ -29,7 +29,7 @@ def record_epochs(monkeypatch):
         after = tuple(a.copy() for a in (W_h, b_h, W_out, b_out))
         records.append((X.copy(), Y.copy(), order.copy(), before, after))
 
-    monkeypatch.setattr(fastbp.mlp, "sgd_epoch", epoch)
+    monkeypatch.setattr(_solvers, "sgd_epoch", epoch)
     return records, real
 
 
@@ -137,7 +137,7 @@ def test_history_and_callback():
     assert set(model.history_) == {"cost", "train_acc", "valid_acc"}
     assert all(len(v) == 3 for v in model.history_.values())
     # The recorded cost is J + (λ/2)ΣW² at the end of the epoch.
-    from fastbp._backprop import backprop
+    from fastbp import backprop
 
     Y = np.eye(3)[y[:18]]
     expected = backprop(X[:18], Y, model.W_h, model.b_h, model.W_out, model.b_out, l2=0.2).cost

@@ -1,5 +1,7 @@
 """fastbp.MLP with private training: DP-SGD epochs, the noise chosen for a target ε, ε reported."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -70,13 +72,34 @@ def test_plain_training_is_unchanged_by_the_new_parameters():
         ({"max_grad_norm": "1", "noise_multiplier": 1.0}, TypeError, "max_grad_norm must be a"),
         ({"max_grad_norm": 1.0, "noise_multiplier": -1.0}, ValueError, "noise_multiplier must"),
         ({"max_grad_norm": 1.0, "target_epsilon": 0.0}, ValueError, "target_epsilon must be"),
-        ({"delta": 1.0}, ValueError, r"delta must be in \(0, 1\)"),
-        ({"delta": 0.0}, ValueError, "delta must be a positive"),
+        ({"delta": 1.0}, ValueError, r"delta must be a finite number in \(0, 1\), got 1.0"),
+        ({"delta": 0.0}, ValueError, r"delta must be a finite number in \(0, 1\), got 0.0"),
+        ({"delta": "1e-5"}, TypeError, r"delta must be a real number in \(0, 1\), got '1e-5'"),
+        (
+            {"max_grad_norm": math.inf, "noise_multiplier": 1.0},
+            ValueError,
+            r"max_grad_norm=inf \(no clipping\) takes noise_multiplier=0 only",
+        ),
+        (
+            {"max_grad_norm": math.inf, "target_epsilon": 1.0},
+            ValueError,
+            r"max_grad_norm=inf \(no clipping\) takes noise_multiplier=0 only",
+        ),
     ],
 )
 def test_bad_privacy_parameters(kwargs, error, message):
     with pytest.raises(error, match=message):
         fastbp.MLP(**kwargs)
+
+
+def test_no_clipping_and_no_noise_is_accepted_as_dp_sgd_epoch_accepts_it():
+    X, y = small_problem(seed=5, n=30, m=3, t=2)
+    model = fastbp.MLP(
+        n_hidden=2, epochs=1, minibatch_size=5, seed=0, max_grad_norm=math.inf,
+        noise_multiplier=0.0,
+    ).fit(X, y)  # fmt: skip
+    assert model.max_grad_norm == math.inf and model.epsilon_ == math.inf
+    assert all(np.all(np.isfinite(w)) for w in (model.W_h, model.W_out))
 
 
 def test_save_and_load_keep_the_privacy_parameters(tmp_path):

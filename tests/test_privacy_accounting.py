@@ -362,9 +362,10 @@ BAD_TARGET = [
 
 def _check_message(excinfo, name, bad):
     message = str(excinfo.value)
-    assert message.startswith(name + " "), message  # names the argument,
-    assert repr(bad) in message, message  # what it got,
-    assert "expected" in message, message  # and what was expected
+    # The rule of fastbp._validate, as everywhere: names the argument, what was
+    # expected, and what it got.
+    assert message.startswith(f"{name} must be "), message
+    assert f"got {bad!r}" in message, message
 
 
 @pytest.mark.parametrize(("name", "bad", "error"), BAD_INPUTS)

@@ -518,10 +518,10 @@ def test_poisson_batch_sizes_have_the_right_mean():
         (
             {"sample_rate": 0.0},
             ValueError,
-            r"sample_rate is out of range, expected 0 < sample_rate <= 1; got 0.0",
+            r"sample_rate must be a finite number in \(0, 1\], got 0.0",
         ),
-        ({"sample_rate": 1.5}, ValueError, "sample_rate is out of range, expected 0 < sample_rate"),
-        ({"sample_rate": float("nan")}, ValueError, "sample_rate must be finite"),
+        ({"sample_rate": 1.5}, ValueError, r"sample_rate must be a finite number in \(0, 1\]"),
+        ({"sample_rate": float("nan")}, ValueError, "sample_rate must be a finite number"),
         ({"sample_rate": "0.1"}, TypeError, "sample_rate must be a real number"),
         ({"eta": 0.0}, ValueError, "eta must be a positive"),
         ({"max_grad_norm": -1.0}, ValueError, "max_grad_norm must be a positive"),

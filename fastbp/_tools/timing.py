@@ -15,7 +15,7 @@ import time
 import numba
 import numpy as np
 
-from .._core import _numba_threads
+from .._threads import _numba_threads
 from .blas import load_blas_libraries
 
 
