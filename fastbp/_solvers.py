@@ -12,10 +12,18 @@ scikit-learn keeps ``_fit_stochastic`` apart from ``_fit_lbfgs``.
 import numba
 import numpy as np
 
-from ._backprop import _backprop_prepared, _shares_threads, default_backprop_chunks, l2_penalty
-from ._core import cost, forward
-from ._private import dp_sgd_epoch
-from ._sgd import sgd_epoch
+from ._backprop import (
+    _backprop_prepared,
+    _data_terms,
+    _shares_threads,
+    _with_penalty,
+    default_backprop_chunks,
+    l2_penalty,
+)
+from ._core import forward
+from ._private import _run_dp_epoch
+from ._sgd import _run_epoch
+from ._tuning import STEP_MAX_CHUNKS
 
 
 def one_hot(labels, n_classes, dtype):
@@ -57,23 +65,25 @@ def _record(history, training_cost, train_acc, valid_acc):
 # ---------------------------------------------------------------------------------------
 
 
-def _epoch_history(X, Y, labels, X_valid, labels_valid, weights, l2):
+def _epoch_history(data_cost, correct, examples, X_valid, labels_valid, weights, l2):
     """One SGD epoch's history entry: (cost, training accuracy, validation accuracy).
 
-    The cost is J + (λ/2) Σ W² of a forward pass over the whole training
-    set X (as :func:`fastbp.cost` and :func:`fastbp.l2_penalty` compute
-    them); the accuracies are the shares of rows whose largest output is the
-    label (validation: NaN without a validation set).  The only per-epoch
-    pass over the data besides the epoch itself.
+    From the epoch's own steps, with no pass over the training set of its
+    own: the cost is Σ of the steps' data costs J (each minibatch's, at the
+    weights of its step, as :func:`fastbp.backprop` computes it) plus
+    (λ/2) Σ W² at the weights after the epoch; the training accuracy is the
+    share of the ``examples`` the steps trained on whose largest output was
+    their label at their step (NaN when no step ran).  The validation
+    accuracy is a forward pass over ``X_valid`` at the weights after the
+    epoch (NaN without a validation set).
     """
     W_h, b_h, W_out, b_out = weights
-    A_out = forward(X, W_h, b_h, W_out, b_out)[1]
-    training_cost = float(cost(A_out, Y)) + l2_penalty(W_h, W_out, l2)
-    train_acc = accuracy(np.argmax(A_out, axis=1), labels)
+    training_cost = data_cost + l2_penalty(W_h, W_out, l2)
+    train_acc = correct / examples if examples else float("nan")
     if X_valid is None:
         valid_acc = float("nan")
     else:
-        valid_acc = accuracy_on(X_valid, labels_valid, weights, X.dtype)
+        valid_acc = accuracy_on(X_valid, labels_valid, weights, W_h.dtype)
     return training_cost, train_acc, valid_acc
 
 
@@ -85,31 +95,37 @@ def _epoch_order(n, rng, shuffle):
     return indices
 
 
-def _plain_epoch(X, Y, weights, order, eta, minibatch_size, l2, n_chunks, n_threads):
+def _plain_epoch(X, Y, weights, order, eta, minibatch_size, l2, n_chunks, n_threads, correct):
     """One epoch of updates W ← W − η (∇J + λW) over the full minibatches of ``order``.
 
-    In one call to :func:`fastbp.sgd_epoch`, unless ``n_threads`` would
-    share each step among threads: then step by step through the
+    In one compiled call (:func:`fastbp.sgd_epoch`'s), unless ``n_threads``
+    would share each step among threads: then step by step through the
     threaded :func:`fastbp.backprop` kernels.  The two give the same bits.
-    The weights are updated in place.
+    The weights are updated in place.  Returns Σ of the steps' data costs
+    (float64, in step order); ``correct`` (int64, zeroed, with
+    :data:`fastbp._tuning.STEP_MAX_CHUNKS` slots) gets the counts of the
+    examples the steps classified correctly.
     """
     W_h, b_h, W_out, b_out = weights
     m, d = W_h.shape
     threads = numba.get_num_threads() if n_threads is None else n_threads
     if not _shares_threads(minibatch_size, m, d, n_chunks, threads):
-        sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2)
-        return
+        return _run_epoch(X, Y, order, minibatch_size, weights, eta, l2, correct)[1]
     step = W_h.dtype.type(eta)
+    data_cost = 0.0
     for start in range(0, order.shape[0] - minibatch_size + 1, minibatch_size):
         batch = order[start : start + minibatch_size]
-        result = _backprop_prepared(
-            X[batch], Y[batch], W_h, b_h, W_out, b_out, l2, n_chunks, n_threads
+        terms = _data_terms(
+            X[batch], Y[batch], W_h, b_h, W_out, b_out, n_chunks, n_threads, correct
         )
+        data_cost += terms[0]
+        result = _with_penalty(*terms, W_h, W_out, l2)
         # The gradients already hold the λW terms; as the book: w -= eta * delta_w.
         W_h -= step * result.grad_W_h
         b_h -= step * result.grad_b_h
         W_out -= step * result.grad_W_out
         b_out -= step * result.grad_b_out
+    return data_cost
 
 
 class PrivateTraining:
@@ -135,23 +151,25 @@ class PrivateTraining:
         self.steps_taken = 0
 
 
-def _private_epoch(X, Y, weights, rng, eta, minibatch_size, l2, private):
-    """One epoch of DP-SGD (:func:`fastbp.dp_sgd_epoch`), its steps counted in ``private``.
+def _private_epoch(X, Y, weights, rng, eta, minibatch_size, l2, private, correct):
+    """One epoch of DP-SGD (:func:`fastbp.dp_sgd_epoch`'s), its steps counted in ``private``.
 
     dp_sgd_epoch steps by η' (ĝ + λ'W) with ĝ the noisy sum over the
     expected batch size B: η' = ηB and λ' = λ/B make that η (Σ + noise)
-    + ηλW, the plain step's scaling.
+    + ηλW, the plain step's scaling.  Returns (Σ of the steps' data costs,
+    how many examples the Poisson batches held); ``correct`` as for
+    :func:`_plain_epoch`.
     """
     size = minibatch_size
-    dp_sgd_epoch(
-        X, Y, *weights, sample_rate=private.sample_rate, eta=eta * size,
-        max_grad_norm=private.max_grad_norm, noise_multiplier=private.noise_multiplier,
-        rng=rng, steps=private.steps_per_epoch, l2=l2 / size,
+    result = _run_dp_epoch(
+        X, Y, weights, private.sample_rate, eta * size, private.max_grad_norm,
+        private.noise_multiplier, rng, private.steps_per_epoch, l2 / size, correct,
     )  # fmt: skip
     private.steps_taken += private.steps_per_epoch
+    return result.cost, int(result.batch_sizes.sum())
 
 
-def fit_sgd(X, Y, labels, weights, *, epochs, eta, minibatch_size, l2, shuffle, rng,
+def fit_sgd(X, Y, weights, *, epochs, eta, minibatch_size, l2, shuffle, rng,
             n_threads, validation, history, report, private=None):  # fmt: skip
     """Train by minibatch SGD (the book's), or DP-SGD with ``private``, the weights in place.
 
@@ -160,8 +178,6 @@ def fit_sgd(X, Y, labels, weights, *, epochs, eta, minibatch_size, l2, shuffle, 
     X : numpy.ndarray, shape (n, m)
     Y : numpy.ndarray, shape (n, t)
         Inputs and one-hot targets, C-contiguous, in the weights' dtype.
-    labels : numpy.ndarray of int64, shape (n,)
-        The class of each row (for the training accuracy).
     weights : tuple (W_h, b_h, W_out, b_out)
         C-contiguous arrays of one dtype, updated in place.
     epochs, eta, minibatch_size, l2, shuffle, n_threads
@@ -173,7 +189,8 @@ def fit_sgd(X, Y, labels, weights, *, epochs, eta, minibatch_size, l2, shuffle, 
         NumPy arrays, or (None, None).
     history : dict
         ``"cost"``, ``"train_acc"`` and ``"valid_acc"`` lists, each given
-        one entry per epoch (:func:`_epoch_history`).
+        one entry per epoch (:func:`_epoch_history`: the cost and training
+        accuracy come from the epoch's own steps).
     report : callable
         ``report(epoch, weights)`` after each epoch and its history entry.
     private : PrivateTraining, optional
@@ -183,14 +200,25 @@ def fit_sgd(X, Y, labels, weights, *, epochs, eta, minibatch_size, l2, shuffle, 
     d, t = weights[2].shape
     n_chunks = default_backprop_chunks(minibatch_size, m, d, t, X.dtype.itemsize)
     X_valid, labels_valid = validation
+    correct = np.zeros(STEP_MAX_CHUNKS, dtype=np.int64)  # a slot per chunk or thread
     for epoch in range(1, epochs + 1):
+        correct[:] = 0
+        data_cost, examples = 0.0, 0
         if private is not None:
-            _private_epoch(X, Y, weights, rng, eta, minibatch_size, l2, private)
+            data_cost, examples = _private_epoch(
+                X, Y, weights, rng, eta, minibatch_size, l2, private, correct
+            )
         else:
             order = _epoch_order(n, rng, shuffle)
             if n:
-                _plain_epoch(X, Y, weights, order, eta, minibatch_size, l2, n_chunks, n_threads)
-        _record(history, *_epoch_history(X, Y, labels, X_valid, labels_valid, weights, l2))
+                data_cost = _plain_epoch(
+                    X, Y, weights, order, eta, minibatch_size, l2, n_chunks, n_threads, correct
+                )
+                examples = n // minibatch_size * minibatch_size
+        entry = _epoch_history(
+            data_cost, int(correct.sum()), examples, X_valid, labels_valid, weights, l2
+        )
+        _record(history, *entry)
         report(epoch, weights)
 
 

@@ -169,15 +169,24 @@ class MLP:
     b_out : numpy.ndarray, shape (t,)
         The trained weights (after :meth:`fit` or :meth:`load`).
     history_ : dict of str to list of float
-        After each SGD epoch or L-BFGS iteration: ``"cost"`` (J + (λ/2) Σ W²
-        on the training set), ``"train_acc"`` and ``"valid_acc"``
-        (fractions in [0, 1]; ``valid_acc`` is NaN when no validation set
-        was given).  With L-BFGS, ``"cost"`` is the cost L-BFGS computed at
-        the iteration's weights with :func:`fastbp.backprop` (SGD records
-        :func:`fastbp.cost` of a separate forward pass: the same quantity,
-        summed in another order); ``"train_acc"`` is NaN when ``X`` is a
+        After each SGD epoch or L-BFGS iteration: ``"cost"``, ``"train_acc"``
+        and ``"valid_acc"`` (fractions in [0, 1]; ``valid_acc`` is NaN when
+        no validation set was given, and is scored at the weights after the
+        epoch or iteration).  SGD takes the first two from the epoch's own
+        steps, as Keras and most training loops report them, with no extra
+        pass over the training set: ``"cost"`` is Σ of the steps' data costs
+        J (each minibatch's, at the weights of its step, as
+        :func:`fastbp.backprop` computes it) plus (λ/2) Σ W² at the weights
+        after the epoch, and ``"train_acc"`` the share of the examples the
+        steps trained on (the full minibatches; with private training, the
+        Poisson batches) whose largest output was their label at their step.
+        So they trail the end-of-epoch figures by up to one epoch's progress;
+        ``fastbp.cost(fastbp.forward(X, *weights)[1], Y)`` gives the cost at
+        the final weights.  L-BFGS records the cost it computed at the
+        iteration's weights with :func:`fastbp.backprop`, and the training
+        accuracy of a forward pass at those weights (NaN when ``X`` is a
         Dask array, where it would take one more pass over the data every
-        iteration (call :meth:`predict` after :meth:`fit` instead).  L-BFGS
+        iteration: call :meth:`predict` after :meth:`fit` instead).  L-BFGS
         records one entry per iteration: ``epochs`` entries, or fewer when
         it converges sooner.  With private training these figures are
         computed on the training data as they are: they are *not* private
@@ -418,7 +427,7 @@ class MLP:
         if self.solver == "lbfgs":
             evaluate = _solvers.in_memory_evaluator(X, Y, self.n_hidden, self.l2, self.n_threads)
             return self._fit_lbfgs(evaluate, (X, labels), validation, callback)
-        return self._fit_sgd(X, Y, labels, rng, validation, callback)
+        return self._fit_sgd(X, Y, rng, validation, callback)
 
     def _validation_set(self, X_valid, y_valid, m, on_dask):
         """(X_valid, labels_valid) checked, or (None, None); X_valid may be Dask with a Dask X."""
@@ -445,13 +454,13 @@ class MLP:
     def _weights(self):
         return (self.W_h, self.b_h, self.W_out, self.b_out)
 
-    def _fit_sgd(self, X, Y, labels, rng, validation, callback):
+    def _fit_sgd(self, X, Y, rng, validation, callback):
         """Plain or private SGD on prepared arrays (:func:`fastbp._solvers.fit_sgd`)."""
         self.history_ = _solvers.new_history()
         private = self._start_private(X.shape[0]) if self._private else None
         with _interrupts_at_epoch_boundaries() as interrupted, self._accounting(private):
             _solvers.fit_sgd(
-                X, Y, labels, self._weights(), epochs=self.epochs, eta=self.eta,
+                X, Y, self._weights(), epochs=self.epochs, eta=self.eta,
                 minibatch_size=self.minibatch_size, l2=self.l2, shuffle=self.shuffle, rng=rng,
                 n_threads=self.n_threads, validation=validation, history=self.history_,
                 report=self._reporter(callback, interrupted), private=private,

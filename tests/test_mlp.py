@@ -17,20 +17,24 @@ from reference import (
 
 
 def record_epochs(monkeypatch):
-    """Wrap the SGD solver's calls of fastbp.sgd_epoch to keep its arguments and results."""
-    from fastbp import _solvers
+    """Wrap the SGD solver's compiled epochs (sgd_epoch's) to keep their arguments and results.
+
+    Returns the records and fastbp.sgd_epoch, the public function of the same epoch.
+    """
+    from fastbp import _solvers, sgd_epoch
 
     records = []
-    real = _solvers.sgd_epoch
+    real = _solvers._run_epoch
 
-    def epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2):
-        before = tuple(a.copy() for a in (W_h, b_h, W_out, b_out))
-        real(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2)
-        after = tuple(a.copy() for a in (W_h, b_h, W_out, b_out))
+    def epoch(X, Y, order, minibatch_size, weights, eta, l2, correct):
+        before = tuple(a.copy() for a in weights)
+        result = real(X, Y, order, minibatch_size, weights, eta, l2, correct)
+        after = tuple(a.copy() for a in weights)
         records.append((X.copy(), Y.copy(), order.copy(), before, after))
+        return result
 
-    monkeypatch.setattr(_solvers, "sgd_epoch", epoch)
-    return records, real
+    monkeypatch.setattr(_solvers, "_run_epoch", epoch)
+    return records, sgd_epoch
 
 
 @pytest.mark.parametrize(
@@ -122,28 +126,56 @@ def test_init_is_copied_not_modified():
     assert not np.array_equal(model.W_h, init[0])
 
 
-def test_history_and_callback():
-    X, y = small_problem()
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_history_and_callback(n_threads):
+    # SGD's history comes from the epoch's own steps: replayed here as a loop over backprop
+    # (shuffle off, so the order is 0..n−1): Σ of each step's data cost J at the weights of its
+    # step, plus (λ/2)ΣW² after the epoch, and the share of the stepped examples whose largest
+    # output was their label at their step.  On two threads each step is shared (n·m·d is
+    # large enough): the same history.
+    from fastbp import backprop, forward, l2_penalty
+
+    X, y = small_problem(n=50, m=40, t=3)
+    train, valid = slice(0, 38), slice(38, 50)
+    Y = np.eye(3)[y[train]]
+    rng = np.random.default_rng(1)
+    init = (rng.normal(0, 0.1, (40, 500)), np.zeros(500), rng.normal(0, 0.1, (500, 3)), np.zeros(3))
     seen = []
-    model = MLP(n_hidden=4, epochs=3, eta=0.05, minibatch_size=5, seed=0, l2=0.2)
-    model.fit(
-        X[:18],
-        y[:18],
-        X[18:],
-        y[18:],
-        callback=lambda epoch, m: seen.append((epoch, len(m.history_["cost"]))),
-    )
+    weights_after = []
+
+    def callback(epoch, model):
+        seen.append((epoch, len(model.history_["cost"])))
+        weights = (model.W_h, model.b_h, model.W_out, model.b_out)
+        weights_after.append(tuple(a.copy() for a in weights))
+
+    model = MLP(n_hidden=500, epochs=3, eta=0.05, minibatch_size=16, seed=0, l2=0.2,
+                shuffle=False, n_threads=n_threads)  # fmt: skip
+    assert 16 * 40 * 500 >= 2**18  # enough work to share a step between threads
+    model.fit(X[train], y[train], X[valid], y[valid], init=init, callback=callback)
     assert seen == [(1, 1), (2, 2), (3, 3)]
     assert set(model.history_) == {"cost", "train_acc", "valid_acc"}
     assert all(len(v) == 3 for v in model.history_.values())
-    # The recorded cost is J + (λ/2)ΣW² at the end of the epoch.
-    from fastbp import backprop
 
-    Y = np.eye(3)[y[:18]]
-    expected = backprop(X[:18], Y, model.W_h, model.b_h, model.W_out, model.b_out, l2=0.2).cost
-    assert model.history_["cost"][-1] == pytest.approx(float(expected), rel=1e-12)
-    assert model.history_["train_acc"][-1] == np.mean(model.predict(X[:18]) == y[:18])
-    assert model.history_["valid_acc"][-1] == np.mean(model.predict(X[18:]) == y[18:])
+    W = [a.copy() for a in init]
+    for epoch in range(3):
+        data_cost, correct = 0.0, 0
+        for first in range(0, 32, 16):  # 38 examples: two full minibatches of 16
+            rows = slice(first, first + 16)
+            A_out = forward(X[rows], *W)[1]
+            top_two = np.sort(A_out, axis=1)[:, -2:]
+            assert np.all(top_two[:, 1] - top_two[:, 0] > 1e-9)  # no near-tie to call
+            correct += int(np.sum(np.argmax(A_out, axis=1) == y[rows]))
+            data_cost += float(backprop(X[rows], Y[rows], *W).cost)
+            step = backprop(X[rows], Y[rows], *W, l2=0.2)
+            for a, g in zip(W, step[1:]):
+                a -= 0.05 * g
+        for a, b in zip(W, weights_after[epoch]):
+            np.testing.assert_array_equal(a, b)  # the replay is the epoch
+        expected_cost = data_cost + l2_penalty(W[0], W[2], 0.2)
+        assert model.history_["cost"][epoch] == pytest.approx(expected_cost, rel=1e-13)
+        assert model.history_["train_acc"][epoch] == correct / 32
+        valid_acc = np.mean(np.argmax(forward(X[valid], *W)[1], axis=1) == y[valid])
+        assert model.history_["valid_acc"][epoch] == valid_acc
 
 
 def test_learns_digits():

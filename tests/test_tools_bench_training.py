@@ -84,7 +84,8 @@ def tiny_estimator(monkeypatch):
 def _estimator_rows(out):
     table = out.split("\nscikit-learn ")[1]
     return re.findall(
-        r"^(sklearn MLPClassifier|fastbp\.sklearn|sgd_epoch loop|fastbp\.MLP\.fit) +\S+ \S+ +"
+        r"^(sklearn MLPClassifier|fastbp\.sklearn|sgd_epoch loop|fastbp\.MLP\.fit"
+        r"|numpy loop \(10 lines\)) +\S+ \S+ +"
         r"([\d.]+) +(\S+)  (\S+)$",
         table,
         re.M,
@@ -98,11 +99,13 @@ def test_bench_training_compares_the_estimator_with_sklearn(tiny_estimator, caps
     assert "(1438 training, 359 held out), 64-6-10, minibatch 100, 3 epochs (all run)" in out
     rows = _estimator_rows(out)
     names = ["sklearn MLPClassifier", "fastbp.sklearn", "sgd_epoch loop", "fastbp.MLP.fit"]
-    assert [r[0] for r in rows] == names
+    assert [r[0] for r in rows] == names + ["numpy loop (10 lines)"]
     assert float(rows[0][1]) == 1.0  # scikit-learn against itself
     assert rows[1][3] == "bitwise" and rows[2][2] == "-"
-    assert all(r[2].endswith("%") for r in (rows[0], rows[1], rows[3]))
+    assert all(r[2].endswith("%") for r in (rows[0], rows[1], rows[3], rows[4]))
     assert "fastbp.sklearn / sgd_epoch loop: " in out
+    assert re.search(r"fastbp\.MLP\.fit / sgd_epoch loop: [\d.]+ .*numpy loop \(10 lines\) / "
+                     r"fastbp\.MLP\.fit: [\d.]+$", out, re.M)  # fmt: skip
 
 
 def test_bench_training_flags_an_estimator_that_differs_from_the_loop(

@@ -204,7 +204,10 @@ def _estimator_candidates(X, y, dtype, epochs):
     * ``sgd_epoch loop``: the floor under it, the same epochs as plain
       :func:`fastbp.sgd_epoch` calls from the same start and orders;
     * ``fastbp.MLP.fit``: the book's model, same step, its per-epoch history
-      included (its start and last minibatch differ, so its accuracy too).
+      included (its start and last minibatch differ, so its accuracy too);
+    * ``numpy loop (10 lines)``: what a user writes instead of ``MLP.fit``,
+      the book's step in plain NumPy over the same minibatches and epochs
+      (its own shuffles and start, no history).
     """
     import warnings
 
@@ -257,13 +260,59 @@ def _estimator_candidates(X, y, dtype, epochs):
         )
         models["fastbp.MLP.fit"] = model.fit(X, y)
 
+    def run_numpy_loop():
+        models["numpy loop (10 lines)"] = _numpy_loop(X, y, dtype, epochs)
+
     calls = {
         "sklearn MLPClassifier": run_sklearn,
         "fastbp.sklearn": run_estimator,
         "sgd_epoch loop": run_loop,
         "fastbp.MLP.fit": run_mlp,
+        "numpy loop (10 lines)": run_numpy_loop,
     }
     return calls, models
+
+
+class _Predictor:
+    """Weights with :meth:`fastbp.MLP.predict`'s rule, for the NumPy loop's accuracy."""
+
+    def __init__(self, weights):
+        self.weights = weights
+
+    def predict(self, X):
+        return np.argmax(fastbp.forward(X, *self.weights)[1], axis=1)
+
+
+def _numpy_loop(X, y, dtype, epochs):
+    """:meth:`fastbp.MLP.fit`'s training as the ten lines of NumPy a user would write.
+
+    The book's start (N(0, 0.1²) weights, zero biases), a shuffle per epoch,
+    full minibatches, summed gradients with λW; no history.
+    """
+    s = ESTIMATOR_SETTINGS
+    rng = np.random.default_rng(s["seed"])
+    n, m = X.shape
+    t = int(y.max()) + 1
+    d, size, alpha = s["hidden"], s["batch_size"], s["alpha"]
+    eta = dtype.type(s["learning_rate_init"] / size)
+    Y = np.eye(t, dtype=dtype)[y]
+    W_h = rng.normal(0.0, 0.1, (m, d)).astype(dtype)
+    W_out = rng.normal(0.0, 0.1, (d, t)).astype(dtype)
+    b_h, b_out = np.zeros(d, dtype), np.zeros(t, dtype)
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for first in range(0, n - size + 1, size):
+            rows = order[first : first + size]
+            x, target = X[rows], Y[rows]
+            a_h = 1 / (1 + np.exp(-(x @ W_h + b_h)))
+            a_out = 1 / (1 + np.exp(-(a_h @ W_out + b_out)))
+            delta_out = a_out - target
+            delta_h = (delta_out @ W_out.T) * a_h * (1 - a_h)
+            W_out -= eta * (a_h.T @ delta_out + alpha * W_out)
+            b_out -= eta * delta_out.sum(axis=0)
+            W_h -= eta * (x.T @ delta_h + alpha * W_h)
+            b_h -= eta * delta_h.sum(axis=0)
+    return _Predictor((W_h, b_h, W_out, b_out))
 
 
 def _sgd_epoch_loop(X, y, dtype, epochs):
@@ -366,4 +415,10 @@ def estimator_section(dtypes, repeats, quick):
             )
         overhead = medians["fastbp.sklearn"] / medians["sgd_epoch loop"]
         print(f"fastbp.sklearn / sgd_epoch loop: {overhead:.3f} (the estimator's own cost)")
+        fit_overhead = medians["fastbp.MLP.fit"] / medians["sgd_epoch loop"]
+        versus_numpy = medians["numpy loop (10 lines)"] / medians["fastbp.MLP.fit"]
+        print(
+            f"fastbp.MLP.fit / sgd_epoch loop: {fit_overhead:.3f} (fit's history and checks); "
+            f"numpy loop (10 lines) / fastbp.MLP.fit: {versus_numpy:.2f}"
+        )
     return records
