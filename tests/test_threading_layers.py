@@ -30,7 +30,7 @@ _CHILD = textwrap.dedent(
     import numpy as np
 
     import fastbp
-    from fastbp import _core
+    from fastbp import _threads
 
     rng = np.random.default_rng(0)
     A_h = rng.random((600, 40))
@@ -66,7 +66,7 @@ _CHILD = textwrap.dedent(
         thread.join()
     print("layer", numba.threading_layer())
     print("mismatches", len(mismatches))
-    print("lock_released", _core._launches_are_threadsafe)
+    print("lock_released", _threads._launches_are_threadsafe)
     """
 )
 

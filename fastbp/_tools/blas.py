@@ -210,9 +210,9 @@ def baseline_description(info=None, flags=None, torch=None, environ=None):
         threadpoolctl's ``threadpool_info()``; read now by default.
     flags : set of str, optional
         The CPU's flags (:func:`cpu_flags` by default).
-    torch : module, optional
-        PyTorch, to describe it; by default the one already imported, if
-        any (this function never imports it).
+    torch : module or False, optional
+        PyTorch, to describe it, or False to leave it out; by default the
+        one already imported, if any (this function never imports it).
     environ : mapping, optional
         Where ``OPENBLAS_CORETYPE`` is read from, to name it in the
         warning (``os.environ`` by default; never changed).
@@ -227,7 +227,7 @@ def baseline_description(info=None, flags=None, torch=None, environ=None):
     """
     environ = os.environ if environ is None else environ
     flags = cpu_flags() if flags is None else flags
-    torch = sys.modules.get("torch") if torch is None else torch
+    torch = sys.modules.get("torch") if torch is None else torch or None
     cpu = widest_isa(flags)
     libraries = blas_libraries(info)
     lines = []
