@@ -571,8 +571,14 @@ def _bits_from_float32_python(value):
 
 
 def _float32_from_bits_python(bits):
-    """:func:`float32_from_bits` in Python: a numpy.float32, from the low 32 bits of ``bits``."""
-    return np.float32(_struct.unpack("<f", _struct.pack("<I", int(bits) & 0xFFFF_FFFF))[0])
+    """:func:`float32_from_bits` in Python, from the low 32 bits of ``bits``.
+
+    A Python float holding the float32 value exactly: a product of two of
+    them that underflows float32 (the exp's scaling) is then exact and
+    silent, as compiled code is silent, and rounds once where the caller
+    converts it to float32.
+    """
+    return _struct.unpack("<f", _struct.pack("<I", int(bits) & 0xFFFF_FFFF))[0]
 
 
 def _cast_like_python(value, like):
