@@ -290,3 +290,23 @@ def test_the_loops_cost_terms_are_the_scalar_definitions(dtype):
     assert np.array_equal(terms, expected, equal_nan=True)
     assert terms[0] == 0.0 and terms[1] == 0.0  # a = y: no 0·log(0)
     assert np.isnan(terms[8]) and np.isnan(terms[9])
+
+
+def test_the_steps_count_of_correct_rows_breaks_ties_and_nan_as_numpy_argmax():
+    # _count_correct is how the fused step counts correct classifications for MLP's history;
+    # its argmax must be numpy.argmax's: the first of equal values, the first NaN.
+    from fastbp._kernels import _count_correct, _first_argmax
+
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 3, size=(400, 5)).astype(np.float64)  # many ties
+    rows[rng.random(rows.shape) < 0.05] = np.nan
+    rows[0] = [np.nan, 1, np.nan, 2, 0]
+    rows[1] = [1, np.nan, 3, 3, np.nan]
+    for row in rows:
+        assert _first_argmax(row) == np.argmax(row)
+    targets = np.eye(5)[rng.integers(0, 5, 400)]
+    for dtype in (np.float32, np.float64):
+        A = rows.astype(dtype)
+        expected = int(np.sum(np.argmax(A, axis=1) == np.argmax(targets, axis=1)))
+        assert _count_correct(A, targets.astype(dtype)) == expected
+    assert _count_correct(np.zeros((4, 0)), np.zeros((4, 0))) == 0  # no outputs, nothing right
