@@ -9,7 +9,6 @@ or float64 only, mixed precisions promoted as NumPy does, any memory layout
 accepted, inputs never modified, n = 0 allowed.
 """
 
-import numba
 import numpy as np
 
 from . import _kernels
@@ -21,6 +20,7 @@ from ._tuning import (
     GRAD_W_OUT_MAX_CHUNKS,
     GRAD_W_OUT_MAX_PARTIAL_BYTES,
     GRAD_W_OUT_MIN_CHUNK_EXAMPLES,
+    GRAD_W_OUT_MIN_SHARED_MULTIPLY_ADDS,
 )
 from ._validate import (
     _FLOAT_DTYPES,
@@ -425,8 +425,11 @@ def grad_W_out_blocked(
     n_threads : int, optional
         Numba threads to spread the chunks over for this call.  By default,
         what :func:`numba.get_num_threads` says in the calling thread (set it
-        with :func:`numba.set_num_threads` or ``NUMBA_NUM_THREADS``).  No
-        BLAS is called inside the threads.
+        with :func:`numba.set_num_threads` or ``NUMBA_NUM_THREADS``).  A
+        single chunk with at least 2**24 multiply-adds (n·d·t) and more than
+        ``block_d`` hidden units shares its blocks of hidden units among the
+        threads instead, with the same bits.  No BLAS is called inside the
+        threads.
     sample_weight : array_like, shape (n,), optional
         Per-example weights w_i: the sum becomes Σ_i w_i a^{[i]} ⊗ δ^{[i]}
         = (A_h)ᵀ diag(w) δ_out.  Each row of δ_out is multiplied by its
@@ -455,15 +458,33 @@ def grad_W_out_blocked(
                 f"the partial gradients of n_chunks={n_chunks}", (n_chunks, d, t), A_h.dtype
             )
     # Same bits either way; the serial kernel skips the thread pool's start-up
-    # (and, for one chunk, the thread-count lookup) on small problems.
-    if n_chunks == 1 or n_threads == 1 or (n_threads is None and numba.get_num_threads() == 1):
+    # (and the thread-count lookup) on small problems.
+    if n_threads == 1 or (n_chunks == 1 and not _shares_columns(n, d, t, block_d)):
         return _kernels._grad_W_out_blocked_serial(
             A_h, delta_out, n_chunks, block_n, block_d, block_t
         )
-    with _numba_threads(n_threads), _parallel_launch():
-        return _kernels._grad_W_out_blocked_parallel(
-            A_h, delta_out, n_chunks, block_n, block_d, block_t
-        )
+    with _numba_threads(n_threads) as threads:
+        if threads == 1:
+            return _kernels._grad_W_out_blocked_serial(
+                A_h, delta_out, n_chunks, block_n, block_d, block_t
+            )
+        with _parallel_launch():
+            if n_chunks == 1:  # one chunk: its column blocks shared out, the same bits
+                return _kernels._grad_W_out_blocked_columns_parallel(
+                    A_h, delta_out, min(threads, -(-d // block_d)), block_n, block_d, block_t
+                )
+            return _kernels._grad_W_out_blocked_parallel(
+                A_h, delta_out, n_chunks, block_n, block_d, block_t
+            )
+
+
+def _shares_columns(n, d, t, block_d):
+    """Whether one chunk of grad_W_out_blocked shares its column blocks among threads.
+
+    At least two blocks of ``block_d`` hidden units, and enough work (n·d·t
+    multiply-adds) that threads pay for their start-up.
+    """
+    return d > block_d and n * d * t >= GRAD_W_OUT_MIN_SHARED_MULTIPLY_ADDS
 
 
 _GRAD_W_OUT_FUNCTIONS = {

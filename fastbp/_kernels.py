@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import prange
 
-from ._jit import kernel, serial_and_parallel
+from ._jit import kernel, parallel_kernel, serial_and_parallel
 from ._simd import (
     VECTOR_BYTES,
     bits_from_float,
@@ -24,7 +24,7 @@ from ._simd import (
     float_from_bits,
     is_float32,
 )
-from ._tiles import accumulate, scratch_size
+from ._tiles import accumulate, accumulate_columns, scratch_size
 from ._tuning import COST_TERMS_BLOCK
 
 # --------------------------------------------------------------------------
@@ -438,3 +438,33 @@ def _grad_W_out_blocked_chunks(A_h, delta_out, n_chunks, block_n, block_d, block
 _grad_W_out_blocked_serial, _grad_W_out_blocked_parallel = serial_and_parallel(
     _grad_W_out_blocked_chunks
 )
+
+
+@parallel_kernel
+def _grad_W_out_blocked_columns_parallel(A_h, delta_out, n_parts, block_n, block_d, block_t):
+    """One chunk's blocked gradient, its hidden units (columns of A_h) shared among threads.
+
+    Part p takes an equal share of the column blocks of ``block_d`` hidden
+    units and runs the tile engine over all examples on them, with a scratch
+    of its own (:func:`fastbp._tiles.accumulate_columns`).  Every element
+    is the same chain of fused multiply-adds over the examples in order as
+    in :func:`_grad_W_out_blocked_serial` with one chunk: the same bits,
+    for any number of parts.  For one chunk with too much work for one
+    thread, where chunks of examples would change the bits.
+    """
+    n, d = A_h.shape
+    t = delta_out.shape[1]
+    partial = np.zeros((1, t, d), dtype=A_h.dtype)
+    size = scratch_size(n, d, t, block_n, block_d, block_t, VECTOR_BYTES // A_h.itemsize)
+    scratch = np.empty((n_parts, size), dtype=A_h.dtype)
+    n_blocks = (d + block_d - 1) // block_d
+    for p in prange(n_parts):
+        b0, b1 = _chunk_bounds(n_blocks, n_parts, p)
+        j0 = b0 * block_d
+        j1 = min(b1 * block_d, d)
+        if j1 > j0:
+            accumulate_columns(
+                A_h, delta_out[:, 0:t], 0, n, partial[0], j0, j1, block_n, block_d, block_t,
+                scratch[p],
+            )
+    return _sum_partials_transposed(partial)

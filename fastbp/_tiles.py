@@ -175,6 +175,22 @@ def scratch_size(n_rows, N, K, block_n, block_d, block_t, w):
 def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t, scratch):
     """G[k, j] += Σ_{i_start ≤ i < i_stop} D[i, k] · A[i, j], for A (n, N), D (n, K), G (K, N).
 
+    :func:`accumulate_columns` over all N columns.
+    """
+    accumulate_columns(A, D, i_start, i_stop, G, 0, A.shape[1], block_n, block_d, block_t, scratch)
+
+
+@kernel
+def accumulate_columns(
+    A, D, i_start, i_stop, G, j_start, j_stop, block_n, block_d, block_t, scratch
+):
+    """G[k, j] += Σ_{i_start ≤ i < i_stop} D[i, k] · A[i, j] for the columns j_start ≤ j < j_stop.
+
+    A (n, N), D (n, K), G (K, N).  The column blocks start at ``j_start``:
+    disjoint column ranges are disjoint elements of G, so they can go to
+    different threads, each with its own ``scratch``, with the bits of one
+    call over all columns (each element is the same chain whatever the blocks).
+
     A row of A and a row of G run the same way (over j, unit stride).
     Blocks: rows i in blocks of ``block_n``, columns j in blocks of
     ``block_d``, rows k of G in blocks of ``block_t``.  Each A block is
@@ -206,18 +222,18 @@ def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t, scratch):
     buffer each time costs page faults wherever the C allocator hands freed
     memory straight back to the system (as Dask's workers set it up to).
     """
-    d = A.shape[1]
+    d = j_stop
     t = D.shape[1]
     w = VECTOR_BYTES // A.itemsize
     n_rows = max(i_stop - i_start, 0)
     bn = min(block_n, n_rows)
-    panels_size = bn * (min(block_d, d) + w)
+    panels_size = bn * (min(block_d, max(j_stop - j_start, 0)) + w)
     panels = scratch[:panels_size]
     buffer = scratch[panels_size : panels_size + (bn * block_t if block_t < t else 0)]
     for i_block in range(i_start, i_stop, block_n):
         i_end = min(i_block + block_n, i_stop)
         nb = i_end - i_block
-        for j_block in range(0, d, block_d):
+        for j_block in range(j_start, d, block_d):
             j_end = min(j_block + block_d, d)
             width = j_end - j_block
             if width < w:

@@ -20,6 +20,7 @@ __all__ = [
     "GRAD_W_OUT_MAX_CHUNKS",
     "GRAD_W_OUT_MAX_PARTIAL_BYTES",
     "GRAD_W_OUT_MIN_CHUNK_EXAMPLES",
+    "GRAD_W_OUT_MIN_SHARED_MULTIPLY_ADDS",
     "NOISE_BUFFER_ELEMENTS",
     "SHARED_STEP_MIN_MULTIPLY_ADDS",
     "SHARED_STEP_PACK_COPY_BYTES",
@@ -100,6 +101,10 @@ GRAD_W_OUT_MIN_CHUNK_EXAMPLES = 4096
 GRAD_W_OUT_MAX_CHUNKS = 16
 #: Most bytes of all grad_W_out_blocked's chunk partial (d, t) gradients together (64 MiB).
 GRAD_W_OUT_MAX_PARTIAL_BYTES = 64 * 2**20
+#: Fewest multiply-adds (n·d·t) for sharing one chunk of grad_W_out_blocked among threads, block
+#: of hidden units by block (same bits); below it one thread runs it.  Measured on 2 threads
+#: against 1, see docs/tuning.md.
+GRAD_W_OUT_MIN_SHARED_MULTIPLY_ADDS = 2**24
 #: Terms per pass of :func:`fastbp._kernels._cost`: 8 KiB of float64, kept in L1 between the two
 #: loops of :func:`fastbp._kernels._cost_terms`.  Chosen by that size; no measurement recorded.
 COST_TERMS_BLOCK = 1024

@@ -113,6 +113,34 @@ def test_blocked_same_bits_for_one_and_two_threads(n_chunks, dtype, rng):
     assert_within_bound(two, A_h, delta)
 
 
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_one_chunk_shared_by_columns_keeps_the_serial_bits(dtype, rng):
+    # One chunk with enough work shares its blocks of hidden units among the threads: every
+    # element must keep the one-thread bits, -0 included, for any number of parts and any
+    # column cut (block_d not dividing d, a last block narrower than one vector).
+    from fastbp import _kernels
+
+    for n, d, t, block_d in [(300, 77, 13, 16), (64, 530, 50, 256), (7, 33, 5, 8)]:
+        A_h, delta = random_pair(n, d, t, dtype, rng)
+        A_h[:, 3] = -0.0
+        serial = _kernels._grad_W_out_blocked_serial(A_h, delta, 1, 32, block_d, 48)
+        for parts in (2, 3, 7):
+            shared = _kernels._grad_W_out_blocked_columns_parallel(
+                A_h, delta, parts, 32, block_d, 48
+            )
+            assert np.array_equal(shared, serial) and np.array_equal(
+                np.signbit(shared), np.signbit(serial)
+            )
+    # Through the public function: one chunk (n < 8192) above the threshold (n·d·t ≥ 2**24).
+    A_h, delta = random_pair(512, 1100, 40, dtype, rng)
+    assert 512 * 1100 * 40 >= 2**24 and fastbp.default_n_chunks(512, 1100, 40, 8) == 1
+    one = fastbp.grad_W_out_blocked(A_h, delta, n_threads=1)
+    two = fastbp.grad_W_out_blocked(A_h, delta, n_threads=2)
+    assert np.array_equal(one, two)
+    assert_within_bound(two, A_h, delta)
+
+
 def test_n_threads_restores_numba_setting(rng):
     A_h, delta = random_pair(9000, 8, 3, np.float64, rng)
     before = numba.get_num_threads()
