@@ -318,6 +318,21 @@ def _cost(A_out, Y, tiny):
 
 
 @kernel
+def _all_in_unit_interval(values):
+    """Whether every value of a 1-D array other than NaN lies in [0, 1].
+
+    One pass without an early exit, so the loop vectorises (NaN compares
+    false both ways and passes); the check behind the targets' input rule,
+    whose error message the caller builds when this says no.
+    """
+    outside = False
+    for i in range(values.shape[0]):
+        v = values[i]
+        outside |= (v < 0) | (v > 1)
+    return not outside
+
+
+@kernel
 def _first_argmax(row):
     """Index of the largest value of a 1-D array, the first of equals, as :func:`numpy.argmax`.
 
