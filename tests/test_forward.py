@@ -290,6 +290,16 @@ def test_the_loops_cost_terms_are_the_scalar_definitions(dtype):
     assert np.array_equal(terms, expected, equal_nan=True)
     assert terms[0] == 0.0 and terms[1] == 0.0  # a = y: no 0·log(0)
     assert np.isnan(terms[8]) and np.isnan(terms[9])
+    # Targets all 0 or 1 (-0 included) take one logarithm per term: the same bits.
+    rng = np.random.default_rng(5)
+    a = np.concatenate([a, rng.random(300)]).astype(dtype)
+    y = np.concatenate([[0.0, 1.0, 1.0, 1.0, -0.0, 0.0, 0.0, 1.0, 1.0, 0.0], rng.random(300) < 0.3])
+    y = y.astype(dtype)
+    terms = np.empty(a.shape[0])
+    _kernels._cost_terms(a, y, tiny, terms)
+    expected = np.array([_kernels._cost_term(a[e], y[e], tiny) for e in range(a.shape[0])])
+    assert np.array_equal(terms, expected, equal_nan=True)
+    assert np.array_equal(np.signbit(terms), np.signbit(expected))
 
 
 def test_the_steps_count_of_correct_rows_breaks_ties_and_nan_as_numpy_argmax():
