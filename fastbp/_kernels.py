@@ -307,8 +307,6 @@ def _cost_terms(A, Y, tiny, terms):
         terms[e] = term + (1.0 - y) * log_not_a if y != 1.0 else term
 
 
-
-
 @kernel
 def _cost(A_out, Y, tiny):
     """J = −Σ_i Σ_k [y log a + (1 − y) log(1 − a)], accumulated in float64.
@@ -457,7 +455,14 @@ def _grad_W_out_blocked_chunks(A_h, delta_out, n_chunks, block_n, block_d, block
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         accumulate(
-            A_h, delta_out[:, 0:t], i_start, i_stop, partials[c], block_n, block_d, block_t,
+            A_h,
+            delta_out[:, 0:t],
+            i_start,
+            i_stop,
+            partials[c],
+            block_n,
+            block_d,
+            block_t,
             scratch[c],
         )
     return _sum_partials_transposed(partials)
@@ -492,7 +497,16 @@ def _grad_W_out_blocked_columns_parallel(A_h, delta_out, n_parts, block_n, block
         j1 = min(b1 * block_d, d)
         if j1 > j0:
             accumulate_columns(
-                A_h, delta_out[:, 0:t], 0, n, partial[0], j0, j1, block_n, block_d, block_t,
+                A_h,
+                delta_out[:, 0:t],
+                0,
+                n,
+                partial[0],
+                j0,
+                j1,
+                block_n,
+                block_d,
+                block_t,
                 scratch[p],
             )
     return _sum_partials_transposed(partial)

@@ -352,7 +352,6 @@ def _backprop_blocks_parallel(
     block_cols,
     replicate_bytes,
     workspace,
-
     correct,
 ):
     """Fused step as one chunk, each block's work shared out among ``n_parts`` threads.
@@ -589,7 +588,6 @@ def _backprop_chunks(
     workspace,
     norms,
     max_grad_norm,
-
     correct,
 ):
     """Fused step over ``n_chunks`` chunks of examples: the cost and the four gradients.

@@ -385,8 +385,10 @@ def tile_fma(typingctx, A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, 
             for pointer, row_values in zip(d_columns.pointers(i), tile):
                 coefficient = vec.broadcast(builder.load(pointer, align=vec.itemsize))
                 updated.append(
-                    [builder.call(fmuladd, [a_vector, coefficient, value])
-                     for a_vector, value in zip(a_vectors, row_values)]
+                    [
+                        builder.call(fmuladd, [a_vector, coefficient, value])
+                        for a_vector, value in zip(a_vectors, row_values)
+                    ]
                 )
             return updated
 

@@ -33,9 +33,7 @@ OPENMP = {"user_api": "openmp", "internal_api": "openmp", "filepath": "/x/libgom
 
 
 def header(info, flags=AVX512_FLAGS, torch=False, environ=None):
-    return blas.baseline_description(
-        info=info, flags=flags, torch=torch, environ=environ or {}
-    )
+    return blas.baseline_description(info=info, flags=flags, torch=torch, environ=environ or {})
 
 
 def warnings(lines):

@@ -256,7 +256,14 @@ def breakdown_candidates(shape, dtype):
         f"numpy {side}³ product": reference_product(dtype, side, square),
         "fastbp step kernel": (
             lambda: _kernels_step._backprop_serial(
-                *arrays, tiny, n_chunks, rows, cols, workspace, _backprop._NO_NORMS, np.inf,
+                *arrays,
+                tiny,
+                n_chunks,
+                rows,
+                cols,
+                workspace,
+                _backprop._NO_NORMS,
+                np.inf,
                 _backprop._NO_COUNTS,
             ),
             step_flops,
