@@ -30,7 +30,7 @@ import numpy as np
 from . import _kernels_hidden, _kernels_step
 from ._core import network_arrays
 from ._scratch import _workspace
-from ._threads import _numba_threads, _parallel_launch
+from ._threads import _chunk_limit, _numba_threads, _parallel_launch
 from ._tuning import (
     DELTA_H_BLOCK_HIDDEN,
     SHARED_STEP_MIN_MULTIPLY_ADDS,
@@ -239,11 +239,11 @@ def default_backprop_chunks(n, m, d, t, itemsize):
 
 def _default_backprop_chunks(n, m, d, t, itemsize):
     """:func:`default_backprop_chunks` without the checks (the training loops' hot path)."""
-    by_rows = n // STEP_MIN_CHUNK_EXAMPLES
     partial_bytes = (m * d + d * t + d + t) * itemsize
-    by_memory = STEP_MAX_PARTIAL_BYTES // max(1, partial_bytes)
-    limit = max(1, min(STEP_MAX_CHUNKS, by_rows, by_memory))
-    return 1 << (limit.bit_length() - 1)
+    limit = _chunk_limit(
+        n, partial_bytes, STEP_MIN_CHUNK_EXAMPLES, STEP_MAX_CHUNKS, STEP_MAX_PARTIAL_BYTES
+    )
+    return 1 << (limit.bit_length() - 1)  # a power of two: equal shares for 2 or 4 threads
 
 
 def _shares_threads(n, m, d, n_chunks, threads):
@@ -269,76 +269,22 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None)
     n, m = X.shape
     d = W_h.shape[1]
     t = W_out.shape[1]
-    if n_threads == 1 or not _shares_threads(n, m, d, n_chunks, 2):
-        # Serial whatever the thread count: skip asking Numba for it.
-        return _kernels_step._backprop_serial(
-            X,
-            Y,
-            W_h,
-            b_h,
-            W_out,
-            b_out,
-            tiny,
-            n_chunks,
-            STEP_BLOCK_EXAMPLES,
-            DELTA_H_BLOCK_HIDDEN,
-            _workspace(dtype, m, d, t, 1, n_chunks),
-            _NO_NORMS,
-            math.inf,
-            correct,
-        )
-    with _numba_threads(n_threads) as threads:
-        shares = _shares_threads(n, m, d, n_chunks, threads)
-        if not shares:  # one thread: the same bits
-            return _kernels_step._backprop_serial(
-                X,
-                Y,
-                W_h,
-                b_h,
-                W_out,
-                b_out,
-                tiny,
-                n_chunks,
-                STEP_BLOCK_EXAMPLES,
-                DELTA_H_BLOCK_HIDDEN,
-                _workspace(dtype, m, d, t, 1, n_chunks),
-                _NO_NORMS,
-                math.inf,
-                correct,
-            )
-        with _parallel_launch():
-            if n_chunks > 1:
-                return _kernels_step._backprop_parallel(
-                    X,
-                    Y,
-                    W_h,
-                    b_h,
-                    W_out,
-                    b_out,
-                    tiny,
-                    n_chunks,
-                    STEP_BLOCK_EXAMPLES,
-                    DELTA_H_BLOCK_HIDDEN,
-                    _workspace(dtype, m, d, t, 1, n_chunks),
-                    _NO_NORMS,
-                    math.inf,
-                    correct,
-                )
-            return _kernels_step._backprop_blocks_parallel(
-                X,
-                Y,
-                W_h,
-                b_h,
-                W_out,
-                b_out,
-                tiny,
-                threads,
-                STEP_BLOCK_EXAMPLES,
-                DELTA_H_BLOCK_HIDDEN,
-                SHARED_STEP_PACK_COPY_BYTES,
-                _workspace(dtype, m, d, t, threads),
-                correct,
-            )
+    chunks = (X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, STEP_BLOCK_EXAMPLES)
+    chunks += (DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf)
+    # Asking Numba for the thread count only where two threads could share the work.
+    if n_threads != 1 and _shares_threads(n, m, d, n_chunks, 2):
+        with _numba_threads(n_threads) as threads:
+            if _shares_threads(n, m, d, n_chunks, threads):
+                with _parallel_launch():
+                    if n_chunks > 1:
+                        return _kernels_step._backprop_parallel(*chunks, correct)
+                    return _kernels_step._backprop_blocks_parallel(
+                        X, Y, W_h, b_h, W_out, b_out, tiny, threads, STEP_BLOCK_EXAMPLES,
+                        DELTA_H_BLOCK_HIDDEN, SHARED_STEP_PACK_COPY_BYTES,
+                        _workspace(dtype, m, d, t, threads), correct,
+                    )  # fmt: skip
+    # One thread, or too little work to share: the serial kernel, the same bits.
+    return _kernels_step._backprop_serial(*chunks, correct)
 
 
 def _with_penalty(cost, g_W_h, g_b_h, g_W_out, g_b_out, W_h, W_out, l2):

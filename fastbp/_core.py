@@ -12,7 +12,7 @@ accepted, inputs never modified, n = 0 allowed.
 import numpy as np
 
 from . import _kernels
-from ._threads import _numba_threads, _parallel_launch
+from ._threads import _chunk_limit, _numba_threads, _parallel_launch
 from ._tuning import (
     ENGINE_BLOCK_I,
     ENGINE_BLOCK_J,
@@ -380,9 +380,13 @@ def default_n_chunks(n, d, t, itemsize):
 
 def _default_n_chunks(n, d, t, itemsize):
     """:func:`default_n_chunks` without the checks."""
-    by_rows = n // GRAD_W_OUT_MIN_CHUNK_EXAMPLES
-    by_memory = GRAD_W_OUT_MAX_PARTIAL_BYTES // max(1, d * t * itemsize)
-    return max(1, min(GRAD_W_OUT_MAX_CHUNKS, by_rows, by_memory))
+    return _chunk_limit(
+        n,
+        d * t * itemsize,
+        GRAD_W_OUT_MIN_CHUNK_EXAMPLES,
+        GRAD_W_OUT_MAX_CHUNKS,
+        GRAD_W_OUT_MAX_PARTIAL_BYTES,
+    )
 
 
 def grad_W_out_blocked(

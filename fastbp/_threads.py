@@ -56,3 +56,15 @@ def _parallel_launch():
     with _launch_lock:
         yield
         _launches_are_threadsafe = _layer_is_threadsafe()
+
+
+def _chunk_limit(n, partial_bytes, min_examples, max_chunks, max_partial_bytes):
+    """The most chunks n examples may be cut into for threads, at least 1.
+
+    At most ``n // min_examples`` (each chunk has at least that many
+    examples) and ``max_chunks``, and few enough that the chunks' partial
+    results (``partial_bytes`` each) take at most ``max_partial_bytes``.
+    """
+    by_examples = n // min_examples
+    by_memory = max_partial_bytes // max(1, partial_bytes)
+    return max(1, min(max_chunks, by_examples, by_memory))
