@@ -25,6 +25,7 @@ cost differs, by (λ/2) Σ W².
 import math
 from collections import namedtuple
 
+import numba
 import numpy as np
 
 from . import _kernels_hidden, _kernels_step
@@ -258,12 +259,20 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None)
 
     Takes validated, C-contiguous, same-dtype arrays.  The partial results
     of :mod:`fastbp.dask` are these, one per block of rows.  With
-    ``correct`` (an int64 array of :data:`fastbp._tuning.STEP_MAX_CHUNKS`
-    slots or more, at least as many as threads), its slots get the counts
-    of correctly classified examples (summed, they are the step's).
+    ``correct`` (int64, a slot for every chunk and for every thread Numba
+    may run: at least max(n_chunks, NUMBA_NUM_THREADS) slots; empty counts
+    nothing), its slots get the counts of correctly classified examples
+    (summed, they are the step's); a shorter array is refused, since the
+    kernels write their slots unchecked.
     """
     if correct is None:
         correct = _NO_COUNTS
+    elif 0 < correct.shape[0] < max(n_chunks, numba.config.NUMBA_NUM_THREADS):
+        # The kernels write slot c or slot p unchecked: refuse what they would write past.
+        raise ValueError(
+            f"correct has {correct.shape[0]} slots; this step needs one for each of its "
+            f"{n_chunks} chunks and {numba.config.NUMBA_NUM_THREADS} possible threads"
+        )
     dtype = X.dtype
     tiny = _TINY[dtype]
     n, m = X.shape

@@ -102,9 +102,9 @@ def _plain_epoch(X, Y, weights, order, eta, minibatch_size, l2, n_chunks, n_thre
     would share each step among threads: then step by step through the
     threaded :func:`fastbp.backprop` kernels.  The two give the same bits.
     The weights are updated in place.  Returns Σ of the steps' data costs
-    (float64, in step order); ``correct`` (int64, zeroed, with
-    :data:`fastbp._tuning.STEP_MAX_CHUNKS` slots) gets the counts of the
-    examples the steps classified correctly.
+    (float64, in step order); ``correct`` (int64, zeroed, with a slot for
+    every chunk and every thread) gets the counts of the examples the steps
+    classified correctly.
     """
     W_h, b_h, W_out, b_out = weights
     m, d = W_h.shape
@@ -200,7 +200,8 @@ def fit_sgd(X, Y, weights, *, epochs, eta, minibatch_size, l2, shuffle, rng,
     d, t = weights[2].shape
     n_chunks = default_backprop_chunks(minibatch_size, m, d, t, X.dtype.itemsize)
     X_valid, labels_valid = validation
-    correct = np.zeros(STEP_MAX_CHUNKS, dtype=np.int64)  # a slot per chunk or thread
+    # A slot per chunk (at most STEP_MAX_CHUNKS) or per thread sharing one chunk.
+    correct = np.zeros(max(STEP_MAX_CHUNKS, numba.config.NUMBA_NUM_THREADS), dtype=np.int64)
     for epoch in range(1, epochs + 1):
         correct[:] = 0
         data_cost, examples = 0.0, 0

@@ -603,3 +603,26 @@ def test_python_threads_stepping_at_once_get_their_own_bits():
     for k, repeated in enumerate(results):
         for result in repeated:
             assert _same_bits(result, expected[k])
+
+
+def test_a_count_array_too_small_for_the_threads_is_refused():
+    # The kernels count correct classifications into a slot per chunk or thread, unchecked:
+    # _data_terms refuses an array that a thread could write past.
+    import numba
+
+    from fastbp import _backprop
+
+    network = random_network(np.random.default_rng(0), 40, 6, 5, 3, np.float64)
+    slots = max(_tuning.STEP_MAX_CHUNKS, numba.config.NUMBA_NUM_THREADS)
+    correct = np.zeros(slots, dtype=np.int64)
+    _backprop._data_terms(*network, 1, None, correct)
+    A_out = forward(*network[:1], *network[2:])[1]
+    top_two = np.sort(A_out, axis=1)[:, -2:]
+    assert np.all(top_two[:, 1] - top_two[:, 0] > 1e-9)  # no near-tie to call differently
+    assert correct.sum() == np.sum(np.argmax(A_out, axis=1) == np.argmax(network[1], axis=1))
+    needed = max(1, numba.config.NUMBA_NUM_THREADS)  # one chunk here
+    if needed > 1:
+        with pytest.raises(ValueError, match="slots"):
+            _backprop._data_terms(*network, 1, None, np.zeros(needed - 1, dtype=np.int64))
+    with pytest.raises(ValueError, match="slots"):  # 4 chunks need 4 slots whatever the threads
+        _backprop._data_terms(*network, 4, None, np.zeros(3, dtype=np.int64))
