@@ -7,6 +7,7 @@ digits shape needs ``fastbp.datasets`` (both sides are skipped without it).
 import numpy as np
 
 import fastbp
+from fastbp._tools.problems import numpy_sgd_epoch
 
 from .common import (
     BLAS_KERNELS,
@@ -14,7 +15,6 @@ from .common import (
     ThreadedBenchmark,
     dataset,
     measured_seconds,
-    numpy_step,
     parse_shape,
     require_blas_kernels,
     step_flops,
@@ -63,27 +63,6 @@ def epoch_data(shape, dtype):
     weights = tuple(data[name] for name in ("W_h", "b_h", "W_out", "b_out"))
     order = np.random.default_rng([n, m, 1]).permutation(n).astype(np.int64)
     return X, Y, weights, order, minibatch_size, eta
-
-
-def numpy_sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
-    """The book's epoch in NumPy: for each full minibatch of ``order``, the step, then the update.
-
-    The same contract as ``fastbp.sgd_epoch``: the weights are updated in
-    place, the result is the sum of the steps' costs, each with its
-    (λ/2)(ΣW_h² + ΣW_out²) at the weights before its update.
-    """
-    epoch_cost = 0.0
-    for start in range(0, len(order) - minibatch_size + 1, minibatch_size):
-        rows = order[start : start + minibatch_size]
-        cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = numpy_step(
-            X[rows], Y[rows], W_h, b_h, W_out, b_out, l2=l2
-        )
-        epoch_cost += float(cost)  # summed as a Python float, as sgd_epoch sums its steps
-        W_h -= eta * grad_W_h
-        b_h -= eta * grad_b_h
-        W_out -= eta * grad_W_out
-        b_out -= eta * grad_b_out
-    return epoch_cost
 
 
 class SgdEpoch(ThreadedBenchmark):

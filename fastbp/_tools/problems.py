@@ -28,6 +28,7 @@ __all__ = [
     "make_problem",
     "numpy_cost",
     "numpy_forward",
+    "numpy_sgd_epoch",
     "numpy_step",
     "output_layer_problem",
     "parse_shape",
@@ -219,6 +220,27 @@ def numpy_step(X, Y, W_h, b_h, W_out, b_out, l2=0.0):
         grad_W_h = grad_W_h + l2 * W_h
         grad_W_out = grad_W_out + l2 * W_out
     return cost, grad_W_h, delta_h.sum(axis=0), grad_W_out, delta_out.sum(axis=0)
+
+
+def numpy_sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
+    """The book's epoch in NumPy: for each full minibatch of ``order``, the step, then the update.
+
+    The same contract as ``fastbp.sgd_epoch``: the weights are updated in
+    place, the result is the sum of the steps' costs, each with its
+    (λ/2)(ΣW_h² + ΣW_out²) at the weights before its update.
+    """
+    epoch_cost = 0.0
+    for start in range(0, len(order) - minibatch_size + 1, minibatch_size):
+        rows = order[start : start + minibatch_size]
+        cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = numpy_step(
+            X[rows], Y[rows], W_h, b_h, W_out, b_out, l2=l2
+        )
+        epoch_cost += float(cost)  # summed as a Python float, as sgd_epoch sums its steps
+        W_h -= eta * grad_W_h
+        b_h -= eta * grad_b_h
+        W_out -= eta * grad_W_out
+        b_out -= eta * grad_b_out
+    return epoch_cost
 
 
 # --------------------------------------------------------------------------
