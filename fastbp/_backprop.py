@@ -278,22 +278,26 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None)
     n, m = X.shape
     d = W_h.shape[1]
     t = W_out.shape[1]
-    chunks = (X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, STEP_BLOCK_EXAMPLES)
-    chunks += (DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf)
+
+    def chunk_arguments():  # the chunk drivers' arguments, with this thread's workspace
+        workspace = _workspace(dtype, m, d, t, 1, n_chunks)
+        return (X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, STEP_BLOCK_EXAMPLES,
+                DELTA_H_BLOCK_HIDDEN, workspace, _NO_NORMS, math.inf, correct)  # fmt: skip
+
     # Asking Numba for the thread count only where two threads could share the work.
     if n_threads != 1 and _shares_threads(n, m, d, n_chunks, 2):
         with _numba_threads(n_threads) as threads:
             if _shares_threads(n, m, d, n_chunks, threads):
                 with _parallel_launch():
                     if n_chunks > 1:
-                        return _kernels_step._backprop_parallel(*chunks, correct)
+                        return _kernels_step._backprop_parallel(*chunk_arguments())
                     return _kernels_step._backprop_blocks_parallel(
                         X, Y, W_h, b_h, W_out, b_out, tiny, threads, STEP_BLOCK_EXAMPLES,
                         DELTA_H_BLOCK_HIDDEN, SHARED_STEP_PACK_COPY_BYTES,
                         _workspace(dtype, m, d, t, threads), correct,
                     )  # fmt: skip
     # One thread, or too little work to share: the serial kernel, the same bits.
-    return _kernels_step._backprop_serial(*chunks, correct)
+    return _kernels_step._backprop_serial(*chunk_arguments())
 
 
 def _with_penalty(cost, g_W_h, g_b_h, g_W_out, g_b_out, W_h, W_out, l2):

@@ -39,7 +39,7 @@ from ._tuning import COST_TERMS_BLOCK
 # 1e-17 relative), measured within 0.96 ulp of the correctly rounded exp.
 # Float32: its own float32 arithmetic (twice the lanes of float64), degree 7
 # (truncation 5e-9 relative, a tenth of float32's u), within 1 ulp (measured
-# on every float32 in [−104, 0]: docs/tuning.md).  tests/test_forward.py
+# on every float32 in [−104, 0]: docs/equality.md).  tests/test_forward.py
 # checks both against long-double exp.
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 bits: k·_LN2_HI is exact

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _kernels_epoch, _kernels_step
 from ._backprop import (
+    _NO_COUNTS,
     _TINY,
     _with_penalty,
     default_backprop_chunks,
@@ -467,10 +468,6 @@ def dp_sgd_epoch(
         X, Y, weights, sample_rate, eta, max_grad_norm, noise_multiplier, rng, steps, l2,
         _NO_COUNTS,
     )  # fmt: skip
-
-
-# "Count nothing": the ``correct`` of an epoch that counts no correct classifications.
-_NO_COUNTS = np.empty(0, dtype=np.int64)
 
 
 def _run_dp_epoch(

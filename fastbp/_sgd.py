@@ -11,7 +11,7 @@ results.  Its result has the bits of that per-step loop.
 import numpy as np
 
 from . import _kernels_epoch
-from ._backprop import default_backprop_chunks
+from ._backprop import _NO_COUNTS, default_backprop_chunks
 from ._tuning import DELTA_H_BLOCK_HIDDEN, STEP_BLOCK_EXAMPLES
 from ._validate import (
     as_float_array,
@@ -202,10 +202,6 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
         if updated is not original:
             np.copyto(original, updated)
     return float(epoch_cost)
-
-
-# "Count nothing": the ``correct`` of an epoch that counts no correct classifications.
-_NO_COUNTS = np.empty(0, dtype=np.int64)
 
 
 def _run_epoch(X, Y, order, minibatch_size, weights, eta, l2, correct):

@@ -203,7 +203,7 @@ def test_exp_of_the_sigmoid_within_one_ulp():
 
     # float32: its own arguments (x rounded to float32, down to −104, where e^x is under half the
     # smallest subnormal), within 1.03 ulp: the largest error over every float32 in [−104, 0] is
-    # 1.025 ulp (docs/tuning.md), so a wrong constant or a lost polynomial term shows here.
+    # 1.025 ulp (docs/equality.md), so a wrong constant or a lost polynomial term shows here.
     x32 = np.concatenate([x[x >= -110], -rng.random(200_000) * 104]).astype(np.float32)
     result32 = np.empty(x32.shape, np.float32)
     exp_all_float32(x32, result32)
