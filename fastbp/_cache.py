@@ -145,6 +145,7 @@ def key_parts(package_dir=_PACKAGE_DIR):
         "numba_opt": str(config.OPT),
         "numba_boundscheck": str(config.BOUNDSCHECK),
         "numba_debuginfo": bool(config.DEBUGINFO_DEFAULT),
+        "standalone_calls": STANDALONE_CALLS,
     }
 
 
@@ -155,6 +156,22 @@ def cache_key(parts=None):
     return hashlib.sha256(text.encode()).hexdigest()[:_KEY_HEX_DIGITS]
 
 
+def standalone_calls_supported():
+    """Whether Numba keeps load hooks on a compiled library (``_reload_init``, Numba ≥ 0.63)."""
+    from numba.core.codegen import CodeLibrary
+
+    return "_reload_init" in CodeLibrary.__init__.__code__.co_names
+
+
+def standalone_calls(environ=None):
+    """Whether standalone kernels are called by symbol: supported, ``FASTBP_LINK_ALL`` unset."""
+    environ = os.environ if environ is None else environ
+    forced = environ.get("FASTBP_LINK_ALL", "0").strip().lower() not in _OFF_WORDS
+    return not forced and standalone_calls_supported()
+
+
+#: Whether standalone kernels are called through their symbols (read at import).
+STANDALONE_CALLS = standalone_calls()
 #: Whether compiled code is cached (``FASTBP_CACHE``, read at import).
 CACHE_ENABLED = cache_enabled()
 _KEY_PARTS = key_parts() if CACHE_ENABLED else None

@@ -39,11 +39,15 @@ serial and threaded twins
     cache files of its own.
 """
 
+import copy
+import hashlib
+import importlib
+
 import numba
-from numba.core import types
+from numba.core import sigutils, types
 from numba.core.registry import CPUDispatcher
 
-from ._cache import CACHE_ENABLED, enable_cache
+from ._cache import CACHE_ENABLED, STANDALONE_CALLS, enable_cache
 
 __all__ = ["CACHE", "CONTRACT", "cache_counts", "kernel", "parallel_kernel", "serial_and_parallel"]
 
@@ -60,6 +64,7 @@ _BASE_OPTIONS = {
     "nogil": True,
     "error_model": "numpy",
     "boundscheck": False,
+    "no_cfunc_wrapper": True,
 }
 
 
@@ -80,21 +85,145 @@ class _KernelDispatcher(CPUDispatcher):
     specialisation runs faster.
     """
 
+    #: Whether compiled callers call this kernel by its symbol (see :func:`kernel`).
+    standalone = False
+    #: The same kernel with a Python entry, made at its first Python call.
+    _python_twin = None
+    #: The cache files' variant ("parallel" or "").
+    _variant = ""
+
     def get_call_template(self, args, kws):
         return super().get_call_template(
             tuple(types.unliteral(a) for a in args),
             {name: types.unliteral(a) for name, a in kws.items()},
         )
 
+    def add_overload(self, cres):
+        if self.targetoptions.get("no_cpython_wrapper"):
+            # No Python entry to register: Python calls reach _compile_for_args.
+            self.overloads[tuple(cres.signature.args)] = cres
+            return
+        super().add_overload(cres)
 
-def _compile_lazily(func, options):
+    def _compile_for_args(self, *args, **kws):
+        """A Python call: run the twin that has a Python entry (see :func:`_compile_lazily`)."""
+        if not self.targetoptions.get("no_cpython_wrapper"):
+            return super()._compile_for_args(*args, **kws)
+        if self._python_twin is None:
+            options = dict(self.targetoptions)
+            del options["no_cpython_wrapper"]
+            twin = _KernelDispatcher(py_func=self.py_func, locals={}, targetoptions=options)
+            _DISPATCHERS.append(twin)
+            self._python_twin = enable_cache(twin, variant=self._variant + "python")
+        entry_point = self._python_twin._compile_for_args(*args, **kws)
+        for cres in self._python_twin.overloads.values():
+            if cres.entry_point is entry_point:
+                # Later Python calls with these types go straight to the twin's code.
+                self._insert([a._code for a in cres.signature.args], entry_point, False)
+        return entry_point
+
+    def compile(self, sig):
+        entry_point = super().compile(sig)
+        if self.standalone:
+            args, _ = sigutils.normalize_signature(sig)
+            cres = self.overloads[tuple(args)]
+            if not getattr(cres.library, "_fastbp_exported", False):
+                _export(self, cres)
+        return entry_point
+
+
+def _kernel_key(dispatcher):
+    """(module, qualified name, variant): a kernel's name, the same in every process."""
+    variant = "parallel" if dispatcher.targetoptions.get("parallel") else ""
+    return (dispatcher.py_func.__module__, dispatcher.py_func.__qualname__, variant)
+
+
+def _symbol(key, args):
+    """The fixed symbol a standalone kernel's specialisation ``args`` is exported under."""
+    digest = hashlib.sha256(repr(tuple(args)).encode()).hexdigest()[:16]
+    return "fastbp." + ".".join(part for part in key if part) + "." + digest
+
+
+class _CompileCallee:
+    """A caller's load hook: compile (or load) one standalone callee before the caller.
+
+    Kept in the caller's cache entry (Numba's ``reload_init``), so a caller
+    loaded from disk finds its callee's symbol defined, whatever the cache
+    holds: a callee missing from the cache, or saved by another process, is
+    compiled or loaded first.
+    """
+
+    def __init__(self, key, args):
+        self.key = key
+        self.args = tuple(args)
+
+    def __call__(self):
+        module, qualname, variant = self.key
+        dispatcher = _STANDALONE[self.key] if self.key in _STANDALONE else None
+        if dispatcher is None:
+            importlib.import_module(module)
+            dispatcher = _STANDALONE[self.key]
+        dispatcher.compile(self.args)
+
+    def __eq__(self, other):
+        return isinstance(other, _CompileCallee) and (self.key, self.args) == (
+            other.key,
+            other.args,
+        )
+
+    def __hash__(self):
+        return hash((self.key, self.args))
+
+
+def _export(dispatcher, cres):
+    """Define ``cres``'s fixed symbol and make compiled callers call it there.
+
+    Numba's own call links a copy of the callee's module into the caller,
+    which LLVM then optimises and emits once more, at every level above it;
+    a call through the symbol compiles the callee once.
+    """
+    import llvmlite.binding as llvm
+    from numba.core.base import OverloadSelector
+    from numba.core.imputils import user_function
+
+    key = _kernel_key(dispatcher)
+    symbol = _symbol(key, cres.signature.args)
+    llvm.add_symbol(symbol, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+    declared = copy.copy(cres.fndesc)
+    declared.mangled_name = symbol
+    call = user_function(declared, ())
+    hook = _CompileCallee(key, cres.signature.args)
+
+    def call_by_symbol(context, builder, sig, args):
+        context.active_code_library._reload_init.add(hook)
+        return call(context, builder, sig, args)
+
+    call_by_symbol.signature = call.signature
+    call_by_symbol.libs = ()
+    selector = OverloadSelector()
+    selector.append(call_by_symbol, call_by_symbol.signature)
+    dispatcher.targetctx._defns[cres.entry_point] = selector
+    cres.library._fastbp_exported = True
+
+
+# Standalone kernels by _kernel_key, for _CompileCallee.
+_STANDALONE = {}
+
+
+def _compile_lazily(func, options, linked=False):
     """A dispatcher for ``func`` with fastbp's options (the plain function with the JIT off)."""
     if numba.config.DISABLE_JIT:
         return func
     dispatcher = _KernelDispatcher(
-        py_func=func, locals={}, targetoptions={"nopython": True, **_BASE_OPTIONS, **options}
+        py_func=func,
+        locals={},
+        targetoptions={"nopython": True, **_BASE_OPTIONS, **options, "no_cpython_wrapper": True},
     )
+    dispatcher._variant = "parallel" if options.get("parallel") else ""
     _DISPATCHERS.append(dispatcher)
+    if not linked and STANDALONE_CALLS:
+        dispatcher.standalone = True
+        _STANDALONE[_kernel_key(dispatcher)] = dispatcher
     # A threaded kernel may share its Python function with a serial one: its cache files
     # carry the variant in their name, so neither can load the other's code.
     return enable_cache(dispatcher, variant="parallel" if options.get("parallel") else "")
@@ -113,7 +242,7 @@ def cache_counts():
     return hits, misses
 
 
-def kernel(func=None, *, fastmath=False):
+def kernel(func=None, *, fastmath=False, linked=False):
     """Compile ``func`` with fastbp's options (serial kernel).
 
     Parameters
@@ -124,12 +253,18 @@ def kernel(func=None, *, fastmath=False):
         work.
     fastmath : bool or frozenset of str, default False
         ``False`` or :data:`CONTRACT`; anything else is refused.
+    linked : bool, default False
+        Whether compiled callers link a copy of this kernel's code into
+        theirs (Numba's way), so that LLVM can inline it into their loops:
+        for small leaves called once per element, row or register tile.
+        Otherwise callers call it through its symbol, and it compiles once
+        however many kernels call it (see the module docstring).
     """
     if fastmath not in (False, CONTRACT):
         raise ValueError(f"fastmath must be False or CONTRACT, got {fastmath!r}")
 
     def wrap(f):
-        return _compile_lazily(f, {"fastmath": set(fastmath) if fastmath else False})
+        return _compile_lazily(f, {"fastmath": set(fastmath) if fastmath else False}, linked=linked)
 
     return wrap if func is None else wrap(func)
 

@@ -49,7 +49,7 @@ _ROUNDER_BITS = 0x4338000000000000  # its bits: bits(x + _ROUNDER) − _ROUNDER_
 _EXP_TAYLOR = tuple(1.0 / math.factorial(i) for i in range(14))
 
 
-@kernel
+@kernel(linked=True)
 def _exp_nonpositive(x):
     """e^x in float64 for x ≤ 0 (NaN propagates), without a library call.
 
@@ -96,7 +96,7 @@ _FLOOR_F32 = np.float32(-104.0)  # e^−104 is under half float32's smallest sub
 _ONE_F32 = np.float32(1.0)
 
 
-@kernel
+@kernel(linked=True)
 def _exp_nonpositive_float32(x):
     """e^x in float32 arithmetic for a float32 x ≤ 0 (NaN propagates), without a library call.
 
@@ -125,7 +125,7 @@ def _exp_nonpositive_float32(x):
     return result if x == x else x
 
 
-@kernel
+@kernel(linked=True)
 def _phi(z, one):
     """Logistic sigmoid of one scalar, in the scalar's own precision.
 
@@ -221,7 +221,7 @@ _MANTISSA_BITS = 0x000FFFFFFFFFFFFF
 _ONE_BITS = 0x3FF0000000000000
 
 
-@kernel
+@kernel(linked=True)
 def _clamped_log(x, tiny):
     """log(x) in float64, with x in [0, tiny) read as tiny so that log(0) is finite.
 
@@ -259,7 +259,7 @@ def _clamped_log(x, tiny):
     return result if xc >= 0.0 else np.nan
 
 
-@kernel
+@kernel(linked=True)
 def _cost_term(a, y, tiny):
     """Y log a + (1 − y) log(1 − a) in float64, a term of zero weight exactly zero.
 
@@ -343,7 +343,7 @@ def _all_in_unit_interval(values):
     return not outside
 
 
-@kernel
+@kernel(linked=True)
 def _first_argmax(row):
     """Index of the largest value of a 1-D array, the first of equals, as :func:`numpy.argmax`.
 
@@ -417,7 +417,7 @@ def _grad_W_out_matmul(A_h, delta_out):
     return A_h.T @ delta_out
 
 
-@kernel
+@kernel(linked=True)
 def _chunk_bounds(n, n_chunks, chunk):
     """Units [start, stop) of part ``chunk`` when n units are cut into n_chunks contiguous parts.
 

@@ -89,7 +89,7 @@ def _packed_padded_weights(W):
     return _packed_weights(_padded_to_one_vector(W))
 
 
-@kernel
+@kernel(linked=True)
 def _padded_pack_size(rows, cols, w):
     """Elements of :func:`_packed_padded_weights` for (rows, cols) W: rows · (max(cols, w) + w)."""
     return rows * (max(cols, w) + w)

@@ -21,7 +21,7 @@ import numpy as np
 from ._jit import kernel
 
 
-@kernel
+@kernel(linked=True)
 def _sum_of_squares_row(row):
     """Σ row[j]², each term and the sum in float64, in order."""
     total = 0.0
@@ -31,7 +31,7 @@ def _sum_of_squares_row(row):
     return total
 
 
-@kernel
+@kernel(linked=True)
 def _scaled_norm_row(row):
     """‖row‖ without overflow or underflow: the largest |value| M times ‖row / M‖."""
     largest = 0.0

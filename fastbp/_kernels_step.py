@@ -563,7 +563,7 @@ def _sum_transposed_partials(partials):
     return out
 
 
-@kernel
+@kernel(linked=True)
 def _grad_W_h_transposed(n_chunks):
     """Whether the step accumulates Xᵀ δ_h as (d, m): with several chunks.
 

@@ -27,7 +27,7 @@ from ._tuning import (
 )
 
 
-@kernel
+@kernel(linked=True)
 def _tile_scratch_size(rows, m, d, t, w):
     """Elements of the tile engine's scratch for the step's products on ``rows`` examples.
 

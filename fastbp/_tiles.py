@@ -22,7 +22,7 @@ from ._simd import VECTOR_BYTES, copy_vectors, tile_fma
 from ._tuning import TILE_ROWS
 
 
-@kernel
+@kernel(linked=True)
 def tile_two_vectors(A, D, i0, i1, g_col, g_row, rows, G):
     """One register tile two vectors wide and ``rows`` (1…6) rows of G tall."""
     if rows == 6:
@@ -39,7 +39,7 @@ def tile_two_vectors(A, D, i0, i1, g_col, g_row, rows, G):
         tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 1, 0)
 
 
-@kernel
+@kernel(linked=True)
 def tile_one_vector(A, D, i0, i1, g_col, g_row, rows, G, skip):
     """One register tile one vector wide, ``rows`` (1…6) rows of G tall.
 
@@ -63,7 +63,7 @@ def tile_one_vector(A, D, i0, i1, g_col, g_row, rows, G, skip):
         tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 1, 1)
 
 
-@kernel(fastmath=CONTRACT)
+@kernel(fastmath=CONTRACT, linked=True)
 def tile_scalar(A, D, i0, i1, j0, j1, g_col, g_row, rows, G):
     """The same update as a register tile, one element at a time.
 
@@ -112,7 +112,7 @@ def pack_block(D, i_block, nb, g_first, g_count, buffer):
             buffer[r * g_count + e] = D[i_block + r, g_first + e]
 
 
-@kernel
+@kernel(linked=True)
 def panel_count(width, w):
     """How many panels :func:`panel_layout` cuts ``width`` (≥ w) columns into."""
     n2 = width // (2 * w)
@@ -120,7 +120,7 @@ def panel_count(width, w):
     return n2 + (1 if rest >= w else 0) + (1 if rest % w != 0 else 0)
 
 
-@kernel
+@kernel(linked=True)
 def panel_layout(width, w, panel):
     """(vectors, first column, skip) of panel number ``panel`` of a ``width``-column block.
 
@@ -159,7 +159,7 @@ def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G):
         row += rows
 
 
-@kernel
+@kernel(linked=True)
 def scratch_size(n_rows, N, K, block_n, block_d, block_t, w):
     """Elements of :func:`accumulate`'s ``scratch`` for ``n_rows`` rows, A (·, N) and D (·, K).
 

@@ -286,6 +286,12 @@ def _add_compile_options(parser):
         help="processes compiling side by side, one dtype each "
         "(default: one per dtype, at most one per usable core)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="compile in this process and print each kernel's compile time "
+        "(Numba's compile events), its callees' excluded, slowest first",
+    )
 
 
 def _add_cache_options(parser):

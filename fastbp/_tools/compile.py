@@ -19,7 +19,7 @@ from .. import _backprop, _cache, _core, _private, _sgd
 from .problems import make_problem, step_arrays
 from .timing import schedulable_cpus
 
-__all__ = ["compile_all", "run_cache", "run_compile"]
+__all__ = ["CompileRecorder", "compile_all", "run_cache", "run_compile"]
 
 _DTYPES = ("float32", "float64")
 
@@ -120,6 +120,78 @@ def compile_all(dtypes=_DTYPES, threads=None):
     return timings
 
 
+class CompileRecorder:
+    """Each kernel's compile time in a ``with`` block, from Numba's event API.
+
+    Numba announces every compilation (``numba:compile``, nested when a
+    kernel compiles its callees while it is typed) and every stretch spent
+    in LLVM (``numba:llvm_lock``).  ``rows()`` gives, for each compiled
+    specialisation, its time with its callees' compilations included and
+    excluded; the excluded times add up to the whole.
+    """
+
+    def __init__(self):
+        from numba.core import event
+
+        self._event = event
+        self._compiles = event.RecordingListener()
+        self._llvm = event.RecordingListener()
+
+    def __enter__(self):
+        self._event.register("numba:compile", self._compiles)
+        self._event.register("numba:llvm_lock", self._llvm)
+        return self
+
+    def __exit__(self, *exc):
+        self._event.unregister("numba:compile", self._compiles)
+        self._event.unregister("numba:llvm_lock", self._llvm)
+
+    def rows(self):
+        """(kernel, types, seconds with callees, seconds without), in the order compiled."""
+        rows, stack = [], []
+        for stamp, event in self._compiles.buffer:
+            if event.is_start:
+                stack.append([stamp, 0.0])
+                continue
+            start, callees = stack.pop()
+            seconds = stamp - start
+            if stack:
+                stack[-1][1] += seconds
+            dispatcher = event.data["dispatcher"]
+            name = f"{dispatcher.py_func.__module__}.{dispatcher.py_func.__qualname__}"
+            options = dispatcher.targetoptions
+            if options.get("parallel"):
+                name += " (threaded)"
+            if "no_cpython_wrapper" not in options and name.startswith("fastbp."):
+                name += " (Python entry)"
+            dtypes = sorted({str(getattr(a, "dtype", a)) for a in event.data["args"]})
+            rows.append((name, ",".join(dtypes), seconds, seconds - callees))
+        return rows
+
+    def llvm_seconds(self):
+        """Seconds spent holding Numba's LLVM lock (optimising and emitting code)."""
+        total, start = 0.0, None
+        for stamp, event in self._llvm.buffer:
+            if event.is_start:
+                start = stamp
+            elif start is not None:
+                total += stamp - start
+        return total
+
+
+def _print_profile(recorder, wall):
+    rows = sorted(recorder.rows(), key=lambda row: -row[3])
+    width = max([len(row[0]) for row in rows] + [6])
+    print(f"  {'kernel':<{width}}  {'types':<24} {'with callees':>12} {'alone':>8}")
+    for name, dtypes, inclusive, exclusive in rows:
+        print(f"  {name:<{width}}  {dtypes[:24]:<24} {inclusive:10.2f} s {exclusive:6.2f} s")
+    alone = sum(row[3] for row in rows)
+    print(
+        f"{len(rows)} compilations: {alone:.1f} s of {wall:.1f} s wall, "
+        f"{recorder.llvm_seconds():.1f} s of it in LLVM"
+    )
+
+
 def default_jobs(dtypes):
     """Processes ``fastbp compile`` runs by default: one per dtype, at most one per usable core."""
     return max(1, min(len(dtypes), schedulable_cpus()))
@@ -145,8 +217,10 @@ def _compile_in_children(dtypes, jobs):
 def run_compile(args):
     """``fastbp compile``: compile every kernel into the cache; print each call's time.
 
-    With more than one job (by default one per dtype, as cores allow) and
-    the cache on, each dtype compiles in a process of its own; the rows
+    With ``--profile``, everything compiles in this process and the table
+    is per kernel (:class:`CompileRecorder`).  Otherwise, with more than
+    one job (by default one per dtype, as cores allow) and the cache on,
+    each dtype compiles in a process of its own; the rows
     are then each process's, and the total is the wall time.
     """
     if not _cache.CACHE_ENABLED:
@@ -154,6 +228,12 @@ def run_compile(args):
     else:
         print(f"fastbp compile: into {_cache.cache_dir()}")
     jobs = default_jobs(args.dtypes) if args.jobs is None else min(args.jobs, len(args.dtypes))
+    if getattr(args, "profile", False):
+        start = time.perf_counter()
+        with CompileRecorder() as recorder:
+            compile_all(args.dtypes)
+        _print_profile(recorder, time.perf_counter() - start)
+        return 0
     if jobs > 1 and _cache.CACHE_ENABLED:
         start = time.perf_counter()
         children = _compile_in_children(args.dtypes, jobs)
