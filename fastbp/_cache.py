@@ -166,7 +166,7 @@ def standalone_calls_supported():
 def standalone_calls(environ=None):
     """Whether standalone kernels are called by symbol: supported, ``FASTBP_LINK_ALL`` unset."""
     environ = os.environ if environ is None else environ
-    forced = environ.get("FASTBP_LINK_ALL", "0").strip().lower() not in _OFF_WORDS
+    forced = environ.get("FASTBP_LINK_ALL", "").strip().lower() not in {"", *_OFF_WORDS}
     return not forced and standalone_calls_supported()
 
 

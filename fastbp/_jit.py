@@ -37,6 +37,28 @@ serial and threaded twins
     :func:`serial_and_parallel` compiles one body as both, so a kernel's
     serial and threaded versions cannot drift apart; the threaded one has
     cache files of its own.
+calls between kernels (``linked``)
+    Numba links a copy of each callee's optimised module into its caller,
+    and LLVM optimises and emits the whole linked module again, so a kernel
+    five calls down compiles five times over.  Here a kernel is
+    *standalone* unless it says ``linked=True``: it is exported under a
+    fixed symbol (``<module>.<name>.<hash of its argument types>``,
+    the same in every process, registered with ``llvmlite.binding.add_symbol``)
+    and its callers declare that symbol instead of linking its code, so
+    it compiles once per specialisation.  A caller keeps a load hook in
+    its cache entry (Numba's ``reload_init``) that compiles or loads each
+    standalone callee before the caller's code is loaded, so no cache state
+    leaves a symbol undefined.  ``linked=True`` is for small leaves called
+    per element, row or register tile, which LLVM must inline.  Where Numba
+    has no load hooks on libraries (before 0.63), or ``FASTBP_LINK_ALL=1``
+    is set, every callee is linked as in plain Numba (own cache folder).
+Python entries (``no_cpython_wrapper``, ``no_cfunc_wrapper``)
+    Kernels compile without Numba's C-callable wrapper (fastbp takes no
+    function values) and without the CPython wrapper that unboxes Python
+    arguments: most are only ever called from compiled code.  A Python call
+    to a kernel compiles a *twin* with that wrapper (cache variant
+    ``python``) and registers the twin's entry in the kernel's own dispatch
+    table, so later Python calls go straight to it.
 """
 
 import copy
@@ -64,7 +86,7 @@ _BASE_OPTIONS = {
     "nogil": True,
     "error_model": "numpy",
     "boundscheck": False,
-    "no_cfunc_wrapper": True,
+    "no_cfunc_wrapper": True,  # fastbp takes no function values
 }
 
 
@@ -141,7 +163,7 @@ def _kernel_key(dispatcher):
 def _symbol(key, args):
     """The fixed symbol a standalone kernel's specialisation ``args`` is exported under."""
     digest = hashlib.sha256(repr(tuple(args)).encode()).hexdigest()[:16]
-    return "fastbp." + ".".join(part for part in key if part) + "." + digest
+    return ".".join(part for part in key if part) + "." + digest
 
 
 class _CompileCallee:
