@@ -6,8 +6,9 @@ fastbp keeps its compiled code in a folder of its own whose name is a hash
 of everything the code depends on (:func:`cache_key`): the source of every
 module of the installed package and the name it is imported under, the
 versions of Python, Numba, llvmlite and
-NumPy, the CPU name and features Numba compiles for, the register-tile width
-and the Numba settings that change generated code.  Change any of them and
+NumPy, the CPU name and features Numba compiles for, the register-tile width,
+the Numba settings that change generated code and whether callees are
+linked (``FASTBP_LINK_ALL``).  Change any of them and
 the folder is a new, empty one; stale code cannot be found, let alone
 loaded.
 
@@ -19,6 +20,11 @@ Settings (read once, when :mod:`fastbp` is imported)
 ``FASTBP_CACHE_DIR``
     The root folder; by default ``$XDG_CACHE_HOME/fastbp``, else
     ``~/.cache/fastbp``.  Each key gets a subfolder of the root.
+``FASTBP_LINK_ALL``
+    ``1`` (or any word but ``0``, ``false``, ``no``, ``off``) links every
+    callee into its callers as plain Numba does, instead of calling
+    standalone kernels through their symbols (:mod:`fastbp._jit`); part of
+    the key.  Numba before 0.63 always links.
 
 Safety
 ------

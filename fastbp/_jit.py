@@ -90,6 +90,19 @@ _BASE_OPTIONS = {
 }
 
 
+def _plain_type(numba_type):
+    """A call argument's type as a kernel is compiled for: no literal, no unsigned integer.
+
+    A ``prange`` index is uint64 in a threaded kernel and int64 in its
+    serial twin; as int64 both call one specialisation (fastbp's integer
+    arguments are sizes and indices, far below 2**63).
+    """
+    plain = types.unliteral(numba_type)
+    if isinstance(plain, types.Integer) and not plain.signed:
+        return types.int64
+    return plain
+
+
 class _KernelDispatcher(CPUDispatcher):
     """Numba's CPU dispatcher, compiling one specialisation per argument *type*.
 
@@ -101,6 +114,8 @@ class _KernelDispatcher(CPUDispatcher):
     argument type is made non-literal first, so each kernel compiles once
     per dtype and layout.  (The intrinsics of :mod:`fastbp._simd` still see
     their compile-time constants: they are not dispatchers.)
+
+    Unsigned integers (a threaded loop's index) are typed as int64, too.
 
     Array layouts stay as the caller's: a kernel called with contiguous and
     with strided arrays compiles once for each, because its contiguous
@@ -116,8 +131,8 @@ class _KernelDispatcher(CPUDispatcher):
 
     def get_call_template(self, args, kws):
         return super().get_call_template(
-            tuple(types.unliteral(a) for a in args),
-            {name: types.unliteral(a) for name, a in kws.items()},
+            tuple(_plain_type(a) for a in args),
+            {name: _plain_type(a) for name, a in kws.items()},
         )
 
     def add_overload(self, cres):
@@ -131,17 +146,23 @@ class _KernelDispatcher(CPUDispatcher):
         """A Python call: run the twin that has a Python entry (see :func:`_compile_lazily`)."""
         if not self.targetoptions.get("no_cpython_wrapper"):
             return super()._compile_for_args(*args, **kws)
-        if self._python_twin is None:
-            options = dict(self.targetoptions)
-            del options["no_cpython_wrapper"]
-            twin = _KernelDispatcher(py_func=self.py_func, locals={}, targetoptions=options)
-            _DISPATCHERS.append(twin)
-            self._python_twin = enable_cache(twin, variant=self._variant + "python")
-        entry_point = self._python_twin._compile_for_args(*args, **kws)
-        for cres in self._python_twin.overloads.values():
-            if cres.entry_point is entry_point:
-                # Later Python calls with these types go straight to the twin's code.
-                self._insert([a._code for a in cres.signature.args], entry_point, False)
+        from numba.core.compiler_lock import global_compiler_lock
+
+        with global_compiler_lock:  # one twin, and one table entry per signature
+            if self._python_twin is None:
+                options = dict(self.targetoptions)
+                del options["no_cpython_wrapper"]
+                twin = _KernelDispatcher(py_func=self.py_func, locals={}, targetoptions=options)
+                _DISPATCHERS.append(twin)
+                self._python_twin = enable_cache(twin, variant=self._variant + "python")
+            entry_point = self._python_twin._compile_for_args(*args, **kws)
+            entries = self.__dict__.setdefault("_python_entries", set())
+            for cres in self._python_twin.overloads.values():
+                codes = tuple(a._code for a in cres.signature.args)
+                if cres.entry_point is entry_point and codes not in entries:
+                    # Later Python calls with these types go straight to the twin's code.
+                    self._insert(list(codes), entry_point, False)
+                    entries.add(codes)
         return entry_point
 
     def compile(self, sig):
@@ -180,12 +201,12 @@ class _CompileCallee:
         self.args = tuple(args)
 
     def __call__(self):
-        module, qualname, variant = self.key
-        dispatcher = _STANDALONE[self.key] if self.key in _STANDALONE else None
-        if dispatcher is None:
+        module = self.key[0]
+        if self.key not in _STANDALONE:
             importlib.import_module(module)
-            dispatcher = _STANDALONE[self.key]
-        dispatcher.compile(self.args)
+        dispatcher = _STANDALONE[self.key]
+        if self.args not in dispatcher.overloads:  # loaded already by another caller's hook
+            dispatcher.compile(self.args)
 
     def __eq__(self, other):
         return isinstance(other, _CompileCallee) and (self.key, self.args) == (
