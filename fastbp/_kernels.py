@@ -153,7 +153,7 @@ def _sigmoid_flat(z, out):
         out[i] = _phi(z[i], one)
 
 
-@kernel
+@kernel(linked=True)
 def _sigmoid_inplace(z):
     """z[i] = φ(z[i]) for a 1-D array.
 
@@ -364,7 +364,7 @@ def _first_argmax(row):
     return best
 
 
-@kernel
+@kernel(linked=True)
 def _count_correct(A_out, Y):
     """How many rows of A_out have their largest value where their row of Y has its largest.
 

@@ -92,7 +92,7 @@ def _matmul_accumulate(lhs, rhs, out, block_cols):
             p += 1
 
 
-@kernel
+@kernel(linked=True)
 def _times_sigmoid_derivative(S, A_h):
     """S[i, j] = S[i, j] · A_h[i, j] · (1 − A_h[i, j]) in place.
 
@@ -108,7 +108,7 @@ def _times_sigmoid_derivative(S, A_h):
             s[j] = s[j] * a[j] * (one - a[j])
 
 
-@kernel
+@kernel(linked=True)
 def _add_column_sums(M, out):
     """out[j] += Σ_i M[i, j], examples in order."""
     n, width = M.shape
@@ -118,7 +118,7 @@ def _add_column_sums(M, out):
             out[j] += row[j]
 
 
-@kernel
+@kernel(linked=True)
 def _copy_columns(source, target):
     """target[i, j] = source[i, j] for the columns both have (the narrower's width).
 
@@ -132,7 +132,7 @@ def _copy_columns(source, target):
             target[i, j] = source[i, j]
 
 
-@kernel
+@kernel(linked=True)
 def _subtract_inplace(A, B):
     """A -= B (same shape), turning output activations into δ_out."""
     n, width = A.shape

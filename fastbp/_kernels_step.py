@@ -286,7 +286,7 @@ def _backprop_chunk(
     return chunk_cost
 
 
-@kernel
+@kernel(linked=True)
 def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1, scratch):
     """grad_W_h[p, j] += Σ_r X[i0 + r, p] · δ_h[r, j] for the inputs p0 ≤ p < p1.
 
@@ -313,7 +313,7 @@ def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1, scratch):
     )
 
 
-@kernel
+@kernel(linked=True)
 def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T, scratch):
     """(Xᵀ δ_h)ᵀ[j, p] += Σ_r δ_h[r, j] · X[i0 + r, p], the (d, m) orientation.
 

@@ -43,7 +43,7 @@ def _tile_scratch_size(rows, m, d, t, w):
     )
 
 
-@kernel
+@kernel(linked=True)
 def _chunk_offsets(n, m, d, t, block_rows, itemsize):
     """The layout of one chunk's scratch (:func:`_chunk_buffers`), in elements of the dtype.
 
@@ -73,7 +73,7 @@ def _chunk_offsets(n, m, d, t, block_rows, itemsize):
     return rows, (e0, e1, e2, e3, e4, e5)
 
 
-@kernel
+@kernel(linked=True)
 def _chunk_scratch_size(n, m, d, t, block_rows, itemsize):
     """Elements of one chunk's scratch for a step on n examples in blocks of block_rows."""
     return _chunk_offsets(n, m, d, t, block_rows, itemsize)[1][5]
@@ -105,7 +105,7 @@ def _chunk_buffers(scratch, n, m, d, t, block_rows):
     )
 
 
-@kernel
+@kernel(linked=True)
 def _chunk_scratches(workspace, start, n_scratches, n, m, d, t, block_rows):
     """``n_scratches`` chunk scratches (rows of the result) in ``workspace`` from ``start`` on.
 

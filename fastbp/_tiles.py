@@ -104,7 +104,7 @@ def pack_panels(A, i_block, nb, j_block, width, w, panels):
             copy_vectors(A, i, j_block + width - w, panels, offset + r * w, 1)
 
 
-@kernel
+@kernel(linked=True)
 def pack_block(D, i_block, nb, g_first, g_count, buffer):
     """Copy D[i_block:i_block+nb, g_first:g_first+g_count] into buffer (nb × g_count)."""
     for r in range(nb):
@@ -171,7 +171,7 @@ def scratch_size(n_rows, N, K, block_n, block_d, block_t, w):
     return bn * (min(block_d, N) + w) + (bn * block_t if block_t < K else 0)
 
 
-@kernel
+@kernel(linked=True)
 def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t, scratch):
     """G[k, j] += Σ_{i_start ≤ i < i_stop} D[i, k] · A[i, j], for A (n, N), D (n, K), G (K, N).
 

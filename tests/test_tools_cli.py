@@ -8,6 +8,7 @@ import io
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 
@@ -183,3 +184,48 @@ def test_train_plot_without_matplotlib_says_how_to_install_it(monkeypatch, tmp_p
 def test_cache_command_prints_the_folder(capsys):
     assert main(["cache"]) == 0
     assert "root:" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="nothing compiles with the JIT off")
+def test_compile_profile_prints_each_kernels_time_alone_and_with_its_callees(monkeypatch, capsys):
+    from fastbp import _jit
+    from fastbp._tools import compile as compile_command
+
+    monkeypatch.setattr(_jit, "enable_cache", lambda dispatcher, variant="": dispatcher)
+
+    def profiled_callee(x):
+        return x * 2.0
+
+    callee = _jit.kernel(profiled_callee)
+
+    def profiled_caller(x):
+        total = 0.0
+        for i in range(x.shape[0]):
+            total += callee(x[i])
+        return total
+
+    caller = _jit.kernel(profiled_caller)
+    monkeypatch.setattr(
+        compile_command, "compile_all", lambda dtypes: [caller(np.ones(3, dtype=dtypes[0]))]
+    )
+    assert main(["compile", "--profile", "--dtypes", "float32"]) == 0
+    out = capsys.readouterr().out
+    rows = {
+        line.split()[0].rpartition(".")[2]: line
+        for line in out.splitlines()
+        if "profiled_" in line
+    }
+    assert set(rows) == {"profiled_callee", "profiled_caller"}
+    assert "(Python entry)" not in out  # only fastbp's own kernels are marked
+    caller_row = rows["profiled_caller"].split()
+    with_callees, alone = float(caller_row[-4]), float(caller_row[-2])
+    assert 0 < alone < with_callees
+    assert "float32" in rows["profiled_callee"]
+    assert "compilations:" in out and "in LLVM" in out
+
+
+def test_a_compile_recorder_that_saw_nothing_reports_nothing():
+    from fastbp._tools.compile import CompileRecorder
+
+    recorder = CompileRecorder()
+    assert recorder.rows() == [] and recorder.llvm_seconds() == 0.0
