@@ -67,6 +67,7 @@ import importlib
 
 import numba
 from numba.core import sigutils, types
+from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import CPUDispatcher
 
 from ._cache import CACHE_ENABLED, STANDALONE_CALLS, enable_cache
@@ -146,8 +147,6 @@ class _KernelDispatcher(CPUDispatcher):
         """A Python call: run the twin that has a Python entry (see :func:`_compile_lazily`)."""
         if not self.targetoptions.get("no_cpython_wrapper"):
             return super()._compile_for_args(*args, **kws)
-        from numba.core.compiler_lock import global_compiler_lock
-
         with global_compiler_lock:  # one twin, and one table entry per signature
             if self._python_twin is None:
                 options = dict(self.targetoptions)
@@ -166,8 +165,12 @@ class _KernelDispatcher(CPUDispatcher):
         return entry_point
 
     def compile(self, sig):
-        entry_point = super().compile(sig)
-        if self.standalone:
+        if not self.standalone:
+            return super().compile(sig)
+        # Under the lock Numba compiles under, so that no caller is typed between
+        # this compilation and the export of its symbol.
+        with global_compiler_lock:
+            entry_point = super().compile(sig)
             args, _ = sigutils.normalize_signature(sig)
             cres = self.overloads[tuple(args)]
             if not getattr(cres.library, "_fastbp_exported", False):
@@ -209,10 +212,9 @@ class _CompileCallee:
             dispatcher.compile(self.args)
 
     def __eq__(self, other):
-        return isinstance(other, _CompileCallee) and (self.key, self.args) == (
-            other.key,
-            other.args,
-        )
+        if not isinstance(other, _CompileCallee):
+            return NotImplemented
+        return (self.key, self.args) == (other.key, other.args)
 
     def __hash__(self):
         return hash((self.key, self.args))
@@ -229,9 +231,13 @@ def _export(dispatcher, cres):
     from numba.core.base import OverloadSelector
     from numba.core.imputils import user_function
 
+    cres.library._fastbp_exported = True
+    address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+    if not address:  # nothing to call through: callers link the code, as in plain Numba
+        return
     key = _kernel_key(dispatcher)
     symbol = _symbol(key, cres.signature.args)
-    llvm.add_symbol(symbol, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+    llvm.add_symbol(symbol, address)
     declared = copy.copy(cres.fndesc)
     declared.mangled_name = symbol
     call = user_function(declared, ())
@@ -246,7 +252,6 @@ def _export(dispatcher, cres):
     selector = OverloadSelector()
     selector.append(call_by_symbol, call_by_symbol.signature)
     dispatcher.targetctx._defns[cres.entry_point] = selector
-    cres.library._fastbp_exported = True
 
 
 # Standalone kernels by _kernel_key, for _CompileCallee.
@@ -269,7 +274,7 @@ def _compile_lazily(func, options, linked=False):
         _STANDALONE[_kernel_key(dispatcher)] = dispatcher
     # A threaded kernel may share its Python function with a serial one: its cache files
     # carry the variant in their name, so neither can load the other's code.
-    return enable_cache(dispatcher, variant="parallel" if options.get("parallel") else "")
+    return enable_cache(dispatcher, variant=dispatcher._variant)
 
 
 def cache_counts():

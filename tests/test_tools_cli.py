@@ -211,9 +211,7 @@ def test_compile_profile_prints_each_kernels_time_alone_and_with_its_callees(mon
     assert main(["compile", "--profile", "--dtypes", "float32"]) == 0
     out = capsys.readouterr().out
     rows = {
-        line.split()[0].rpartition(".")[2]: line
-        for line in out.splitlines()
-        if "profiled_" in line
+        line.split()[0].rpartition(".")[2]: line for line in out.splitlines() if "profiled_" in line
     }
     assert set(rows) == {"profiled_callee", "profiled_caller"}
     assert "(Python entry)" not in out  # only fastbp's own kernels are marked
