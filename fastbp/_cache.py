@@ -323,6 +323,16 @@ def _numba_cache_class():
             fullname = f"{module}.{py_func.__qualname__}" + (f".{variant}" if variant else "")
             self._filename_base = self.get_filename_base(fullname, getattr(sys, "abiflags", ""))
 
+        def rebuild(self, target_context, payload):
+            # Before Numba loads the code: run its load hooks and check that every
+            # kernel symbol it calls is then defined (fastbp._jit), so that a cache
+            # entry without a hook it needs is a miss instead of an LLVM abort.
+            from ._jit import check_symbols_defined
+
+            libdata, reload_init = payload[0], payload[7]
+            check_symbols_defined(libdata, reload_init)
+            return super().rebuild(target_context, payload)
+
     class KeyNamedDataFile(caching.IndexDataCacheFile):
         """Data files named from their index key, so concurrent saves never swap them."""
 
@@ -353,7 +363,15 @@ def _numba_cache_class():
 
         def load_overload(self, sig, target_context):
             try:
-                return super().load_overload(sig, target_context)
+                cres = super().load_overload(sig, target_context)
+                # Numba keeps a loaded entry's load hooks on the compile result but not on
+                # its library; put them back, so that a caller compiled here which links
+                # this library inherits them in its own cache entry, as it would had the
+                # library been compiled here.
+                hooks = getattr(getattr(cres, "library", None), "_reload_init", None)
+                if hooks is not None and cres.reload_init:
+                    hooks.update(cres.reload_init)
+                return cres
             except (FileNotFoundError, NotADirectoryError):
                 return None  # no folder (yet, or ever): a plain miss
             except Exception as error:  # an unreadable file is a miss, never a failure

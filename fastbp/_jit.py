@@ -64,6 +64,7 @@ Python entries (``no_cpython_wrapper``, ``no_cfunc_wrapper``)
 import copy
 import hashlib
 import importlib
+import re
 
 import numba
 from numba.core import sigutils, types
@@ -238,6 +239,7 @@ def _export(dispatcher, cres):
     key = _kernel_key(dispatcher)
     symbol = _symbol(key, cres.signature.args)
     llvm.add_symbol(symbol, address)
+    _EXPORTED.add(symbol)
     declared = copy.copy(cres.fndesc)
     declared.mangled_name = symbol
     call = user_function(declared, ())
@@ -256,6 +258,32 @@ def _export(dispatcher, cres):
 
 # Standalone kernels by _kernel_key, for _CompileCallee.
 _STANDALONE = {}
+# The symbols this process has defined (_export).
+_EXPORTED = set()
+
+
+def check_symbols_defined(libdata, reload_init):
+    """Run a cached entry's load hooks, then raise unless every kernel symbol it calls is defined.
+
+    ``libdata`` is Numba's serialised library, ``(name, kind, data)``.  The
+    symbols a caller calls are undefined references in its object code,
+    found there by name (``<package>.<module>.<kernel>.<16 hex digits>``).
+    Loading code with a reference left undefined aborts the process inside
+    LLVM; raising here instead makes the entry a cache miss, compiled anew.
+    """
+    if not STANDALONE_CALLS:
+        return
+    for hook in reload_init or ():
+        hook()
+    name, kind, data = libdata
+    code = data[0] if kind == "object" else data
+    package = __name__.rpartition(".")[0].encode()
+    pattern = re.escape(package) + rb"\.[A-Za-z0-9_.]+\.[0-9a-f]{16}"
+    for symbol in set(re.findall(pattern, bytes(code))):
+        if symbol.decode() not in _EXPORTED:
+            raise RuntimeError(
+                f"cached code for {name} calls {symbol.decode()}, which nothing defines"
+            )
 
 
 def _compile_lazily(func, options, linked=False):

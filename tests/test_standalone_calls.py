@@ -141,6 +141,33 @@ def test_two_processes_compiling_different_levels_at_once(tmp_path):
     assert again_high["misses"] == 0 and again_high["result"] == high["result"]
 
 
+def test_a_caller_over_a_linked_callee_loaded_from_the_cache_keeps_its_load_hooks(tmp_path):
+    # The tile engine's accumulate is linked into its callers and calls
+    # accumulate_columns through its symbol.  The first process saves
+    # accumulate; the second loads it and compiles the step's callers over
+    # it; the third loads those callers alone, and must find a hook that
+    # loads accumulate_columns before their code (without it, LLVM aborts).
+    first = run_child(tmp_path, "grad_W_h")
+    second = run_child(tmp_path, "backprop")
+    assert "accumulate" not in second["compiled"] and "_backprop_chunk" in second["compiled"]
+    third = run_child(tmp_path, "backprop")
+    assert third["misses"] == 0 and third["result"] == second["result"]
+    assert run_child(tmp_path, "grad_W_h")["result"] == first["result"]
+
+
+@pytest.mark.skipif(
+    numba.config.DISABLE_JIT or not _jit.STANDALONE_CALLS, reason="no JIT, or callees linked"
+)
+def test_cached_code_calling_an_undefined_symbol_is_refused_before_it_loads():
+    undefined = b"fastbp._tiles.no_such_kernel.0123456789abcdef"
+    code = b"\x7fELF..." + undefined + b"\x00..."
+    with pytest.raises(RuntimeError, match="no_such_kernel"):
+        _jit.check_symbols_defined(("caller", "object", (code, b"")), [])
+    ran = []
+    _jit.check_symbols_defined(("caller", "object", (b"no symbols", b"")), [lambda: ran.append(1)])
+    assert ran == [1]  # the entry's own hooks run first
+
+
 def test_linking_every_callee_gives_the_same_bits_in_a_folder_of_its_own(tmp_path):
     called = run_child(tmp_path, "backprop")
     linked = run_child(tmp_path, "backprop", {"FASTBP_LINK_ALL": "1"})
