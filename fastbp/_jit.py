@@ -47,8 +47,10 @@ calls between kernels (``linked``)
     and its callers declare that symbol instead of linking its code, so
     it compiles once per specialisation.  A caller keeps a load hook in
     its cache entry (Numba's ``reload_init``) that compiles or loads each
-    standalone callee before the caller's code is loaded, so no cache state
-    leaves a symbol undefined.  ``linked=True`` is for small leaves called
+    standalone callee before the caller's code is loaded, and cached code
+    is loaded only once every kernel symbol it calls is defined
+    (:func:`check_symbols_defined`; otherwise it is a miss), so no cache
+    state leaves a symbol undefined.  ``linked=True`` is for small leaves called
     per element, row or register tile, which LLVM must inline.  Where Numba
     has no load hooks on libraries (before 0.63), or ``FASTBP_LINK_ALL=1``
     is set, every callee is linked as in plain Numba (own cache folder).
