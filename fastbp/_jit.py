@@ -51,7 +51,9 @@ calls between kernels (``linked``)
     is loaded only once every kernel symbol it calls is defined
     (:func:`check_symbols_defined`; otherwise it is a miss), so no cache
     state leaves a symbol undefined.  ``linked=True`` is for small leaves called
-    per element, row or register tile, which LLVM must inline.  Where Numba
+    per element, row or register tile, which LLVM must inline, and for thin
+    per-block helpers, which are cheaper to compile into their few callers
+    than to load on their own.  Where Numba
     has no load hooks on libraries (before 0.63), or ``FASTBP_LINK_ALL=1``
     is set, every callee is linked as in plain Numba (own cache folder).
 Python entries (``no_cpython_wrapper``, ``no_cfunc_wrapper``)
@@ -183,8 +185,7 @@ class _KernelDispatcher(CPUDispatcher):
 
 def _kernel_key(dispatcher):
     """(module, qualified name, variant): a kernel's name, the same in every process."""
-    variant = "parallel" if dispatcher.targetoptions.get("parallel") else ""
-    return (dispatcher.py_func.__module__, dispatcher.py_func.__qualname__, variant)
+    return (dispatcher.py_func.__module__, dispatcher.py_func.__qualname__, dispatcher._variant)
 
 
 def _symbol(key, args):
@@ -334,7 +335,8 @@ def kernel(func=None, *, fastmath=False, linked=False):
     linked : bool, default False
         Whether compiled callers link a copy of this kernel's code into
         theirs (Numba's way), so that LLVM can inline it into their loops:
-        for small leaves called once per element, row or register tile.
+        for small leaves called once per element, row or register tile, and
+        thin per-block helpers with few callers.
         Otherwise callers call it through its symbol, and it compiles once
         however many kernels call it (see the module docstring).
     """
