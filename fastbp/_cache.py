@@ -363,7 +363,15 @@ def _numba_cache_class():
 
         def load_overload(self, sig, target_context):
             try:
-                cres = super().load_overload(sig, target_context)
+                # Numba's load_overload refreshes the target context first, which
+                # imports and installs every lowering registry (a third of a cached
+                # process's first call). Loaded machine code needs only the runtime's
+                # symbols, and every compilation refreshes the context before it types.
+                from numba.core.runtime import nrt
+
+                nrt.rtsys.initialize(target_context)
+                with self._guard_against_spurious_io_errors():
+                    cres = self._load_overload(sig, target_context)
                 # Numba keeps a loaded entry's load hooks on the compile result but not on
                 # its library; put them back, so that a caller compiled here which links
                 # this library inherits them in its own cache entry, as it would had the

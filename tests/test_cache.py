@@ -100,6 +100,41 @@ def test_a_second_process_loads_every_kernel_from_the_cache(tmp_path):
     np.testing.assert_array_equal(as_array(first["result"]), expected_result().ravel())
 
 
+# A child process runs the fused step on two threads and the matmul way (BLAS
+# through Numba's `@`), and reports whether Numba's lowering registries were
+# loaded: refreshing the target context imports numba.np.arraymath.
+LOADED_CHILD = """
+import json, sys
+import numpy as np
+import fastbp
+from fastbp import _jit
+from fastbp._tools.problems import make_problem, step_arrays
+X, Y, W_h, b_h, W_out, b_out = step_arrays(make_problem(40, 9, 6, 3, sys.argv[1]))
+step = fastbp.backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.01, n_threads=2)
+A_h, A_out = fastbp.forward(X, W_h, b_h, W_out, b_out)
+by_matmul = fastbp.grad_W_out_matmul(A_h, fastbp.delta_out(A_out, Y))
+hits, misses = _jit.cache_counts()
+print(json.dumps({
+    "hits": hits,
+    "misses": misses,
+    "registries": "numba.np.arraymath" in sys.modules,
+    "result": np.concatenate([np.ravel(a) for a in (*step, by_matmul)]).tobytes().hex(),
+}))
+"""
+
+
+def test_a_cached_process_runs_without_numbas_lowering_registries(tmp_path):
+    # Loading machine code needs Numba's runtime, not its lowering registries
+    # (a third of a cached process's first call): the loaded step allocates,
+    # runs threads and calls BLAS with them never loaded, with the same bits.
+    first, _ = run_child({"FASTBP_CACHE_DIR": tmp_path}, code=LOADED_CHILD)
+    assert first["misses"] > 0 and first["registries"]
+    second, _ = run_child({"FASTBP_CACHE_DIR": tmp_path}, code=LOADED_CHILD)
+    assert second["misses"] == 0 and second["hits"] > 0
+    assert not second["registries"]
+    assert second["result"] == first["result"]
+
+
 def test_a_kernel_changed_in_another_module_gets_a_new_folder_and_new_results(tmp_path):
     # _grad_W_h lives in _kernels_hidden; the tile it ends in lives in
     # _tiles.  A cache keyed on the caller's file alone would load the old
