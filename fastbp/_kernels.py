@@ -14,6 +14,7 @@ import math
 import numpy as np
 from numba import prange
 
+from ._arrays import empty, zeros
 from ._jit import kernel, parallel_kernel, serial_and_parallel
 from ._simd import (
     VECTOR_BYTES,
@@ -202,7 +203,7 @@ def _forward(X, W_h, b_h, W_out, b_out):
 def _delta_out(A_out, Y):
     """δ_out = A_out − Y, a new array."""
     n, t = A_out.shape
-    out = np.empty((n, t), dtype=A_out.dtype)
+    out = empty((n, t), A_out.dtype)
     for i in range(n):
         for k in range(t):
             out[i, k] = A_out[i, k] - Y[i, k]
@@ -318,7 +319,7 @@ def _cost(A_out, Y, tiny):
     a_flat = A_out.reshape(-1)
     y_flat = Y.reshape(-1)
     size = a_flat.shape[0]
-    terms = np.empty(min(size, COST_TERMS_BLOCK), dtype=np.float64)
+    terms = empty((min(size, COST_TERMS_BLOCK),), np.float64)
     total = 0.0
     for e0 in range(0, size, COST_TERMS_BLOCK):
         e1 = min(e0 + COST_TERMS_BLOCK, size)
@@ -390,7 +391,7 @@ def _count_correct(A_out, Y):
 def _grad_b_out(delta_out):
     """Σ_i δ_out[i, :], summed in example order."""
     n, t = delta_out.shape
-    out = np.zeros(t, dtype=delta_out.dtype)
+    out = zeros((t,), delta_out.dtype)
     for i in range(n):
         for k in range(t):
             out[k] += delta_out[i, k]
@@ -402,7 +403,7 @@ def _grad_W_out_outer(A_h, delta_out):
     """Σ_i a^{[i]} ⊗ δ^{[i]}: the seed's §6–7 sum, one outer product per example."""
     n, d = A_h.shape
     t = delta_out.shape[1]
-    grad = np.zeros((d, t), dtype=A_h.dtype)
+    grad = zeros((d, t), A_h.dtype)
     for i in range(n):
         for j in range(d):
             a = A_h[i, j]
@@ -431,7 +432,7 @@ def _chunk_bounds(n, n_chunks, chunk):
 def _sum_partials_transposed(partials):
     """Σ_c partials[c] (fixed order c = 0, 1, …), returned transposed to (d, t)."""
     n_chunks, t, d = partials.shape
-    grad = np.zeros((d, t), dtype=partials.dtype)
+    grad = zeros((d, t), partials.dtype)
     for c in range(n_chunks):
         for j in range(d):
             for k in range(t):
@@ -449,9 +450,9 @@ def _grad_W_out_blocked_chunks(A_h, delta_out, n_chunks, block_n, block_d, block
     """
     n, d = A_h.shape
     t = delta_out.shape[1]
-    partials = np.zeros((n_chunks, t, d), dtype=A_h.dtype)
+    partials = zeros((n_chunks, t, d), A_h.dtype)
     size = scratch_size(n, d, t, block_n, block_d, block_t, VECTOR_BYTES // A_h.itemsize)
-    scratch = np.empty((n_chunks, size), dtype=A_h.dtype)
+    scratch = empty((n_chunks, size), A_h.dtype)
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         accumulate(
@@ -487,9 +488,9 @@ def _grad_W_out_blocked_columns_parallel(A_h, delta_out, n_parts, block_n, block
     """
     n, d = A_h.shape
     t = delta_out.shape[1]
-    partial = np.zeros((1, t, d), dtype=A_h.dtype)
+    partial = zeros((1, t, d), A_h.dtype)
     size = scratch_size(n, d, t, block_n, block_d, block_t, VECTOR_BYTES // A_h.itemsize)
-    scratch = np.empty((n_parts, size), dtype=A_h.dtype)
+    scratch = empty((n_parts, size), A_h.dtype)
     n_blocks = (d + block_d - 1) // block_d
     for p in prange(n_parts):
         b0, b1 = _chunk_bounds(n_blocks, n_parts, p)

@@ -11,6 +11,7 @@ of :func:`fastbp.backprop`.  No checks happen here: :mod:`fastbp._sgd` and
 import numpy as np
 
 from . import _tiles as tiles
+from ._arrays import empty, zeros
 from ._jit import kernel
 from ._kernels import _chunk_bounds
 from ._kernels_packed import _packed_padded_weights
@@ -107,7 +108,7 @@ def _epoch_weights(W_h, W_out):
         _packed_padded_weights(W_h),
         _packed_padded_weights(W_out),
         np.ascontiguousarray(W_out.T),
-        np.empty(max(d, t), dtype=np.float64),
+        empty((max(d, t),), np.float64),
     )
 
 
@@ -238,14 +239,14 @@ def _sgd_epoch(
     d = W_h.shape[1]
     t = W_out.shape[1]
     wpack, wpack_out, W_out_T, column_sums = _epoch_weights(W_h, W_out)
-    X_batch = np.empty((minibatch_size, m), dtype=X.dtype)
-    Y_batch = np.empty((minibatch_size, t), dtype=Y.dtype)
+    X_batch = empty((minibatch_size, m), X.dtype)
+    Y_batch = empty((minibatch_size, t), Y.dtype)
     transposed = n_chunks > 1
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X, transposed)
     scratch_size = _chunk_scratch_size(minibatch_size, m, d, t, block_rows, X.itemsize)
-    scratch = np.empty(n_chunks * scratch_size + 64 // X.itemsize, dtype=X.dtype)
+    scratch = empty((n_chunks * scratch_size + 64 // X.itemsize,), X.dtype)
     scratch = _chunk_scratches(scratch, 0, n_chunks, minibatch_size, m, d, t, block_rows)
-    no_norms = np.empty(0, dtype=np.float64)
+    no_norms = empty((0,), np.float64)
     epoch_cost = 0.0
     data_cost = 0.0
     for s in range(order.shape[0] // minibatch_size):
@@ -376,16 +377,16 @@ def _dp_sgd_steps(
     t = W_out.shape[1]
     wpack, wpack_out, W_out_T, column_sums = _epoch_weights(W_h, W_out)
     rows = max(1, max_batch)
-    X_batch = np.empty((rows, m), dtype=X.dtype)
-    Y_batch = np.empty((rows, t), dtype=Y.dtype)
-    norms = np.empty(rows, dtype=np.float64)
+    X_batch = empty((rows, m), X.dtype)
+    Y_batch = empty((rows, t), Y.dtype)
+    norms = empty((rows,), np.float64)
     one = _allocate_partials(1, m, d, t, X, False)
     several = _allocate_partials(max(2, max_chunks), m, d, t, X, True)
     scratch_size = _chunk_scratch_size(rows, m, d, t, block_rows, X.itemsize)
-    scratch = np.empty(max(1, max_chunks) * scratch_size + 64 // X.itemsize, dtype=X.dtype)
+    scratch = empty((max(1, max_chunks) * scratch_size + 64 // X.itemsize,), X.dtype)
     scratch = _chunk_scratches(scratch, 0, max(1, max_chunks), rows, m, d, t, block_rows)
     scale = X.dtype.type(scale)
-    zero_noise = np.zeros(1, dtype=np.float64)
+    zero_noise = zeros((1,), np.float64)
     epoch_cost = 0.0
     for s in range(starts.shape[0] - 1):
         batch = starts[s + 1] - starts[s]

@@ -18,6 +18,7 @@ functions, so both follow the same roundings.
 import numpy as np
 
 from . import _tiles as tiles
+from ._arrays import empty, zeros
 from ._jit import CONTRACT, kernel
 from ._simd import VECTOR_BYTES
 from ._tuning import ENGINE_BLOCK_I, ENGINE_BLOCK_J, ENGINE_BLOCK_K
@@ -147,7 +148,7 @@ def _subtract_inplace(A, B):
 def _delta_h(delta_out, W_out_T, A_h, block_cols):
     """δ_h = (δ_out W_outᵀ) ⊙ A_h ⊙ (1 − A_h); ``W_out_T`` is W_outᵀ, (t, d)."""
     n, d = A_h.shape
-    out = np.zeros((n, d), dtype=A_h.dtype)
+    out = zeros((n, d), A_h.dtype)
     _matmul_accumulate(delta_out, W_out_T, out, block_cols)
     _times_sigmoid_derivative(out, A_h)
     return out
@@ -174,7 +175,7 @@ def _grad_W_h_accumulate(X, delta_h, grad):
         ENGINE_BLOCK_I,
         ENGINE_BLOCK_J,
         ENGINE_BLOCK_K,
-        np.empty(size, dtype=X.dtype),
+        empty((size,), X.dtype),
     )
 
 
@@ -204,14 +205,14 @@ def _hidden_product(X_block, W_h, Z):
         ENGINE_BLOCK_I,
         ENGINE_BLOCK_J,
         ENGINE_BLOCK_K,
-        np.empty(size, dtype=X_block.dtype),
+        empty((size,), X_block.dtype),
     )
 
 
 @kernel
 def _grad_W_h(X, delta_h):
     """Xᵀ δ_h, (m, d), summed over the examples in order."""
-    grad = np.zeros((X.shape[1], delta_h.shape[1]), dtype=X.dtype)
+    grad = zeros((X.shape[1], delta_h.shape[1]), X.dtype)
     _grad_W_h_accumulate(X, delta_h, grad)
     return grad
 
@@ -219,6 +220,6 @@ def _grad_W_h(X, delta_h):
 @kernel
 def _grad_b_h(delta_h):
     """Σ_i δ_h[i, :], examples in order."""
-    out = np.zeros(delta_h.shape[1], dtype=delta_h.dtype)
+    out = zeros((delta_h.shape[1],), delta_h.dtype)
     _add_column_sums(delta_h, out)
     return out

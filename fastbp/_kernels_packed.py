@@ -7,9 +7,8 @@ both layers' products on them: :func:`_hidden_forward_packed` reads each
 block's inputs in place, six rows at a time.  No checks happen here.
 """
 
-import numpy as np
-
 from . import _tiles as tiles
+from ._arrays import empty, zeros
 from ._jit import kernel
 from ._kernels_hidden import _copy_columns
 from ._simd import VECTOR_BYTES
@@ -58,8 +57,8 @@ def _packed_weights(W):
     rows, cols = W.shape
     w = VECTOR_BYTES // W.itemsize
     if cols < w:
-        return np.empty(0, dtype=W.dtype)
-    wpack = np.empty(rows * (cols + w), dtype=W.dtype)
+        return empty((0,), W.dtype)
+    wpack = empty((rows * (cols + w),), W.dtype)
     tiles.pack_panels(W, 0, rows, 0, cols, w, wpack)
     return wpack
 
@@ -71,7 +70,7 @@ def _padded_to_one_vector(W):
     w = VECTOR_BYTES // W.itemsize
     if cols >= w:
         return W
-    padded = np.zeros((rows, w), dtype=W.dtype)
+    padded = zeros((rows, w), W.dtype)
     _copy_columns(W, padded)
     return padded
 

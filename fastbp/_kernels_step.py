@@ -23,6 +23,7 @@ import numpy as np
 from numba import prange
 
 from . import _tiles as tiles
+from ._arrays import empty, zeros
 from ._jit import kernel, parallel_kernel, serial_and_parallel
 from ._kernels import _add_bias_sigmoid_inplace, _chunk_bounds, _cost_terms, _count_correct
 from ._kernels_hidden import (
@@ -490,15 +491,15 @@ def _sum_small_partials(costs, grad_b_h, grad_W_out_T, grad_b_out):
     n_chunks, t, d = grad_W_out_T.shape
     dtype = grad_W_out_T.dtype
     total_cost = 0.0
-    total_b_h = np.zeros(d, dtype=dtype)
-    total_b_out = np.zeros(t, dtype=dtype)
+    total_b_h = zeros((d,), dtype)
+    total_b_out = zeros((t,), dtype)
     for c in range(n_chunks):
         total_cost += costs[c]
         for j in range(d):
             total_b_h[j] += grad_b_h[c, j]
         for k in range(t):
             total_b_out[k] += grad_b_out[c, k]
-    total_W_out_T = np.empty((t, d), dtype=dtype)
+    total_W_out_T = empty((t, d), dtype)
     _sum_rows_in_order(grad_W_out_T, total_W_out_T, 0, t)
     return total_cost, total_b_h, np.ascontiguousarray(total_W_out_T.T), total_b_out
 
@@ -519,7 +520,7 @@ def _sum_chunks(costs, grad_W_h, grad_b_h, grad_W_out_T, grad_b_out, transposed)
     elif n_chunks == 1:
         total_W_h = grad_W_h[0]
     else:
-        total_W_h = np.empty((rows, cols), dtype=grad_W_h.dtype)
+        total_W_h = empty((rows, cols), grad_W_h.dtype)
         _sum_rows_in_order(grad_W_h, total_W_h, 0, rows)
     cost, total_b_h, total_W_out, total_b_out = _sum_small_partials(
         costs, grad_b_h, grad_W_out_T, grad_b_out
@@ -546,7 +547,7 @@ def _sum_transposed_partials(partials):
             dst = total[j]
             for p in range(m):
                 dst[p] += row[p]
-    out = np.empty((m, d), dtype=partials.dtype)
+    out = empty((m, d), partials.dtype)
     d8 = d - d % 8
     m8 = m - m % 8
     for j0 in range(0, d8, 8):
@@ -683,7 +684,7 @@ def _example_norms_chunks(
     scratch = _chunk_scratches(
         workspace, wpack.shape[0] + wpack_out.shape[0], n_chunks, n, m, d, t, block_rows
     )
-    no_counts = np.empty(0, dtype=np.int64)  # allocated, not a global: globals compile read-only
+    no_counts = empty((0,), np.int64)  # allocated, not a global: globals compile read-only
     for c in prange(n_chunks):
         i_start, i_stop = _chunk_bounds(n, n_chunks, c)
         A_h_block, delta_out_block, delta_h_block, Z_pad_block, cost_terms, _ = _chunk_buffers(
@@ -727,7 +728,7 @@ def _sum_of_squares(W):
     the same sum from the packed panels (:func:`_sum_of_squares_packed`).
     """
     rows, cols = W.shape
-    column_sums = np.zeros(cols, dtype=np.float64)
+    column_sums = zeros((cols,), np.float64)
     for i in range(rows):
         for j in range(cols):
             v = np.float64(W[i, j])

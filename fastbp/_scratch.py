@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from . import _tiles as tiles
+from ._arrays import empty, zeros
 from ._jit import kernel
 from ._simd import VECTOR_BYTES
 from ._tuning import (
@@ -137,7 +138,7 @@ def _partials(workspace, n_chunks, m, d, t, transposed):
     e = c + sizes[3]
     grad_W_h = workspace[:a]
     return (
-        np.zeros(n_chunks, dtype=np.float64),
+        zeros((n_chunks,), np.float64),
         grad_W_h.reshape((n_chunks, d, m)) if transposed else grad_W_h.reshape((n_chunks, m, d)),
         workspace[a:b].reshape((n_chunks, d)),
         workspace[b:c].reshape((n_chunks, t, d)),
@@ -155,11 +156,11 @@ def _allocate_partials(n_chunks, m, d, t, dtype_sample, transposed):
     """
     dtype = dtype_sample.dtype
     return (
-        np.zeros(n_chunks, dtype=np.float64),
-        np.empty((n_chunks, d, m) if transposed else (n_chunks, m, d), dtype=dtype),
-        np.empty((n_chunks, d), dtype=dtype),
-        np.empty((n_chunks, t, d), dtype=dtype),
-        np.empty((n_chunks, t), dtype=dtype),
+        zeros((n_chunks,), np.float64),
+        empty((n_chunks, d, m) if transposed else (n_chunks, m, d), dtype),
+        empty((n_chunks, d), dtype),
+        empty((n_chunks, t, d), dtype),
+        empty((n_chunks, t), dtype),
     )
 
 
