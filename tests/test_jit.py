@@ -1,5 +1,6 @@
 """fastbp._jit: the dispatcher every kernel is compiled through."""
 
+import numpy as np
 import pytest
 from numba.core import types
 from numba.core.caching import NullCache
@@ -117,3 +118,16 @@ def test_the_threaded_twin_has_cache_files_of_its_own():
         serial_name = serial._cache._cache_file._index_name
         threaded_name = threaded._cache._cache_file._index_name
         assert serial_name != threaded_name and ".parallel-" in threaded_name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("shape", [(0,), (5,), (3, 4), (0, 4), (2, 3, 4)])
+def test_the_kernels_allocators_give_c_arrays_of_the_shape_and_dtype(shape, dtype):
+    from fastbp import _arrays
+
+    zeros = _arrays.zeros(shape, dtype)
+    empty = _arrays.empty(shape, np.dtype(dtype))
+    for array in (zeros, empty):
+        assert array.shape == shape and array.dtype == dtype
+        assert array.flags.c_contiguous
+    np.testing.assert_array_equal(zeros, np.zeros(shape, dtype))
