@@ -242,7 +242,9 @@ def _sgd_epoch(
     X_batch = empty((minibatch_size, m), X.dtype)
     Y_batch = empty((minibatch_size, t), Y.dtype)
     transposed = n_chunks > 1
-    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(n_chunks, m, d, t, X, transposed)
+    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(
+        n_chunks, m, d, t, X.dtype, transposed
+    )
     scratch_size = _chunk_scratch_size(minibatch_size, m, d, t, block_rows, X.itemsize)
     scratch = empty((n_chunks * scratch_size + 64 // X.itemsize,), X.dtype)
     scratch = _chunk_scratches(scratch, 0, n_chunks, minibatch_size, m, d, t, block_rows)
@@ -380,8 +382,8 @@ def _dp_sgd_steps(
     X_batch = empty((rows, m), X.dtype)
     Y_batch = empty((rows, t), Y.dtype)
     norms = empty((rows,), np.float64)
-    one = _allocate_partials(1, m, d, t, X, False)
-    several = _allocate_partials(max(2, max_chunks), m, d, t, X, True)
+    one = _allocate_partials(1, m, d, t, X.dtype, False)
+    several = _allocate_partials(max(2, max_chunks), m, d, t, X.dtype, True)
     scratch_size = _chunk_scratch_size(rows, m, d, t, block_rows, X.itemsize)
     scratch = empty((max(1, max_chunks) * scratch_size + 64 // X.itemsize,), X.dtype)
     scratch = _chunk_scratches(scratch, 0, max(1, max_chunks), rows, m, d, t, block_rows)

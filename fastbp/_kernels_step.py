@@ -391,7 +391,7 @@ def _backprop_blocks_parallel(
     scratch = _chunk_scratches(
         workspace, start + n_copies * pack_size, n_parts, n, m, d, t, block_rows
     )
-    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(1, m, d, t, X, False)
+    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(1, m, d, t, X.dtype, False)
     grad_W_h = g_W_h[0]
     g_b_h[:] = 0
     g_W_out_T[:] = 0

@@ -130,7 +130,7 @@ def _partials(workspace, n_chunks, m, d, t, transposed):
     caller), which must then hold n_chunks · (m·d + d + t·d + t) elements.
     """
     if n_chunks == 1:
-        return _allocate_partials(1, m, d, t, workspace, transposed)
+        return _allocate_partials(1, m, d, t, workspace.dtype, transposed)
     sizes = (n_chunks * m * d, n_chunks * d, n_chunks * t * d, n_chunks * t)
     a = sizes[0]
     b = a + sizes[1]
@@ -147,14 +147,14 @@ def _partials(workspace, n_chunks, m, d, t, transposed):
 
 
 @kernel
-def _allocate_partials(n_chunks, m, d, t, dtype_sample, transposed):
+def _allocate_partials(n_chunks, m, d, t, dtype, transposed):
     """Per-chunk partials, uninitialised: costs, Xᵀ δ_h, Σ δ_h, (A_hᵀ δ_out)ᵀ (t, d), Σ δ_out.
 
     Xᵀ δ_h is (m, d), or (d, m) with ``transposed``.
 
     :func:`_backprop_chunk` zeroes its own, in the thread that fills them.
+    ``dtype`` is an array's ``.dtype``, so every caller shares one specialisation.
     """
-    dtype = dtype_sample.dtype
     return (
         zeros((n_chunks,), np.float64),
         empty((n_chunks, d, m) if transposed else (n_chunks, m, d), dtype),
