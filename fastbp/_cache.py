@@ -363,10 +363,10 @@ def _numba_cache_class():
 
         def load_overload(self, sig, target_context):
             try:
-                # Numba's load_overload refreshes the target context first, which
-                # imports and installs every lowering registry (a third of a cached
-                # process's first call). Loaded machine code needs only the runtime's
-                # symbols, and every compilation refreshes the context before it types.
+                # Not Numba's load_overload: it refreshes the target context first,
+                # importing and installing every lowering registry, which only
+                # compilation needs (and every compilation refreshes it before it
+                # types). Loaded machine code needs only the runtime's symbols.
                 from numba.core.runtime import nrt
 
                 nrt.rtsys.initialize(target_context)

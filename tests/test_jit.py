@@ -125,6 +125,11 @@ def test_the_threaded_twin_has_cache_files_of_its_own():
 def test_the_kernels_allocators_give_c_arrays_of_the_shape_and_dtype(shape, dtype):
     from fastbp import _arrays
 
+    # Memory just freed, full of sevens, is what an allocation of this size gets
+    # back next: zeros must clear it.
+    dirty = _arrays.empty(shape, np.dtype(dtype))
+    dirty[...] = 7
+    del dirty
     zeros = _arrays.zeros(shape, dtype)
     empty = _arrays.empty(shape, np.dtype(dtype))
     for array in (zeros, empty):
