@@ -22,6 +22,7 @@ weight updates are therefore identical to fastbp's, and only the recorded
 cost differs, by (λ/2) Σ W².
 """
 
+import functools
 import math
 from collections import namedtuple
 
@@ -238,8 +239,12 @@ def default_backprop_chunks(n, m, d, t, itemsize):
     return _default_backprop_chunks(n, m, d, t, check_itemsize(itemsize))
 
 
+@functools.lru_cache(maxsize=256)
 def _default_backprop_chunks(n, m, d, t, itemsize):
-    """:func:`default_backprop_chunks` without the checks (the training loops' hot path)."""
+    """:func:`default_backprop_chunks` without the checks (the training loops' hot path).
+
+    Cached: a training loop asks for the same few shapes at every step.
+    """
     partial_bytes = (m * d + d * t + d + t) * itemsize
     limit = _chunk_limit(
         n, partial_bytes, STEP_MIN_CHUNK_EXAMPLES, STEP_MAX_CHUNKS, STEP_MAX_PARTIAL_BYTES
@@ -274,30 +279,32 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None)
             f"{n_chunks} chunks and {numba.config.NUMBA_NUM_THREADS} possible threads"
         )
     dtype = X.dtype
-    tiny = _TINY[dtype]
     n, m = X.shape
-    d = W_h.shape[1]
-    t = W_out.shape[1]
-
-    def chunk_arguments():  # the chunk drivers' arguments, with this thread's workspace
-        workspace = _workspace(dtype, m, d, t, 1, n_chunks)
-        return (X, Y, W_h, b_h, W_out, b_out, tiny, n_chunks, STEP_BLOCK_EXAMPLES,
-                DELTA_H_BLOCK_HIDDEN, workspace, _NO_NORMS, math.inf, correct)  # fmt: skip
-
+    d, t = W_out.shape
     # Asking Numba for the thread count only where two threads could share the work.
     if n_threads != 1 and _shares_threads(n, m, d, n_chunks, 2):
         with _numba_threads(n_threads) as threads:
             if _shares_threads(n, m, d, n_chunks, threads):
                 with _parallel_launch():
-                    if n_chunks > 1:
-                        return _kernels_step._backprop_parallel(*chunk_arguments())
-                    return _kernels_step._backprop_blocks_parallel(
-                        X, Y, W_h, b_h, W_out, b_out, tiny, threads, STEP_BLOCK_EXAMPLES,
-                        DELTA_H_BLOCK_HIDDEN, SHARED_STEP_PACK_COPY_BYTES,
-                        _workspace(dtype, m, d, t, threads), correct,
+                    if n_chunks == 1:
+                        return _kernels_step._backprop_blocks_parallel(
+                            X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], threads,
+                            STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN,
+                            SHARED_STEP_PACK_COPY_BYTES, _workspace(dtype, m, d, t, threads),
+                            correct,
+                        )  # fmt: skip
+                    return _kernels_step._backprop_parallel(
+                        X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], n_chunks,
+                        STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN,
+                        _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf, correct,
                     )  # fmt: skip
-    # One thread, or too little work to share: the serial kernel, the same bits.
-    return _kernels_step._backprop_serial(*chunk_arguments())
+    # One thread, or too little work to share: the serial kernel, the same bits.  The
+    # arguments are written out, not built by a helper: this is every minibatch step's path.
+    return _kernels_step._backprop_serial(
+        X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], n_chunks, STEP_BLOCK_EXAMPLES,
+        DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf,
+        correct,
+    )  # fmt: skip
 
 
 def _with_penalty(cost, g_W_h, g_b_h, g_W_out, g_b_out, W_h, W_out, l2):
