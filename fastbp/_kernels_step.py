@@ -487,8 +487,15 @@ def _sum_rows_in_order(partials, total, r0, r1):
 
 @kernel
 def _sum_small_partials(costs, grad_b_h, grad_W_out_T, grad_b_out):
-    """Cost, Σ δ_h, A_hᵀ δ_out (back to (d, t)) and Σ δ_out over the chunks, in chunk order."""
+    """Cost, Σ δ_h, A_hᵀ δ_out (back to (d, t)) and Σ δ_out over the chunks, in chunk order.
+
+    One chunk's partials are returned as they are (A_hᵀ δ_out transposed):
+    the sums below would add each to a zero, which changes no bit, since a
+    partial that starts from +0 never holds −0.
+    """
     n_chunks, t, d = grad_W_out_T.shape
+    if n_chunks == 1:
+        return costs[0], grad_b_h[0], np.ascontiguousarray(grad_W_out_T[0].T), grad_b_out[0]
     dtype = grad_W_out_T.dtype
     total_cost = 0.0
     total_b_h = zeros((d,), dtype)
