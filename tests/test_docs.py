@@ -55,7 +55,9 @@ SHELL_LANGUAGES = {"sh", "bash", "console", "shell"}
 # Optional packages an example may need: without them its block is skipped.
 OPTIONAL_MODULES = {"sklearn", "joblib", "dask", "distributed", "dp_accounting", "matplotlib"}
 # The programs shell blocks may name.
-SHELL_PROGRAMS = {"python3", "python", "pip", "fastbp", "asv", "dask", "sphinx-build", "."}
+SHELL_PROGRAMS = {
+    "python3", "python", "pip", "fastbp", "asv", "dask", "sphinx-build", ".", "perf",
+}  # fmt: skip
 
 
 # --------------------------------------------------------------------------

@@ -13,4 +13,6 @@ bounds
     The rounding-error bounds every check uses.
 timing
     Interleaved medians, thread limits, the seconds formatter, first-call timers.
+perf_map
+    A ``perf`` map of the kernels compiled in a process, for profiling them.
 """
