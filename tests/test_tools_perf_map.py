@@ -53,20 +53,25 @@ print(json.dumps({"count": count, "names": [f[0] for f in functions], "addresses
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="perf maps and ELF: Linux")
-def test_a_process_compiling_its_kernels_writes_a_map_of_them(tmp_path):
-    path = tmp_path / "perf.map"
-    env = dict(os.environ, FASTBP_CACHE="0")
+def run_compiling(arguments):
+    """Stdout of Python with ``arguments``, in a child that compiles its kernels (no cache)."""
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path)],
-        env=env,
+        [sys.executable, *arguments],
+        env=dict(os.environ, FASTBP_CACHE="0"),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="perf maps and ELF: Linux")
+def test_a_process_compiling_its_kernels_writes_a_map_of_them(tmp_path):
+    path = tmp_path / "perf.map"
+    stdout = run_compiling(["-c", _CHILD, str(path)])
+    report = json.loads(stdout.strip().splitlines()[-1])
     assert any("_sigmoid_flat" in name for name in report["names"])
     lines = path.read_text(encoding="utf-8").splitlines()
     assert report["count"] == len(lines) > 0
@@ -92,18 +97,11 @@ def test_a_process_compiling_its_kernels_writes_a_map_of_them(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="perf maps and ELF: Linux")
 def test_the_runner_loops_over_the_step_and_names_its_kernels(tmp_path):
     path = tmp_path / "step.map"
-    env = dict(os.environ, FASTBP_CACHE="0")
-    done = subprocess.run(
-        [sys.executable, "-m", "fastbp._tools.perf_map", "7x3x20x2", "float64"]
-        + ["--seconds", "0.2", "--map", str(path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+    stdout = run_compiling(
+        ["-m", "fastbp._tools.perf_map", "7x3x20x2", "float64", "--seconds", "0.2"]
+        + ["--map", str(path)]
     )
-    assert done.returncode == 0, done.stderr
-    assert "calls," in done.stdout and str(path) in done.stdout
+    assert "calls," in stdout and str(path) in stdout
     names = {line.split(" ", 2)[2] for line in path.read_text(encoding="utf-8").splitlines()}
     assert {"fastbp._kernels_step._backprop_chunks", "fastbp._tiles.pack_panels"} <= names
 
