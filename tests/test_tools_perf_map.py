@@ -2,6 +2,7 @@
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -24,6 +25,31 @@ def test_anything_but_a_64_bit_little_endian_elf_file_is_refused():
         elf_functions(b"\x7fELF\x01\x01" + bytes(64))  # 32-bit
     with pytest.raises(ValueError, match="64-bit little-endian ELF"):
         elf_functions(b"MZ" + bytes(64))
+
+
+def elf_with_one_function(entsize):
+    """A minimal ELF64 object whose symbol table (entries ``entsize`` bytes apart) holds
+    one global function ``f``: 16 bytes at offset 32 of section 3."""
+    identity = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)  # 64-bit, little-endian
+    # e_type … e_shstrndx: relocatable x86-64, section headers at 64, 4 of 64 bytes.
+    header = identity + struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, 64, 0, 64, 0, 0, 64, 4, 0)
+    names = b"\0f\0"
+    symbols = bytes(24) + struct.pack("<IBBHQQ", 1, (1 << 4) | 2, 0, 3, 32, 16)
+    names_at = 64 + 4 * 64
+    symbols_at = names_at + len(names)
+    sections = [
+        bytes(64),
+        struct.pack("<IIQQQQIIQQ", 0, 2, 0, 0, symbols_at, len(symbols), 2, 1, 8, entsize),
+        struct.pack("<IIQQQQIIQQ", 0, 3, 0, 0, names_at, len(names), 0, 0, 1, 0),
+        struct.pack("<IIQQQQIIQQ", 0, 1, 6, 0, 0, 64, 0, 0, 16, 0),  # .text
+    ]
+    return header + b"".join(sections) + names + symbols
+
+
+def test_the_symbol_table_of_an_object_file_is_read():
+    assert elf_functions(elf_with_one_function(24)) == [("f", 3, 32, 16, True)]
+    # A symbol table whose entries claim no size is skipped, not divided by.
+    assert elf_functions(elf_with_one_function(0)) == []
 
 
 _CHILD = """

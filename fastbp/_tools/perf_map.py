@@ -57,7 +57,7 @@ def elf_functions(data):
     ]
     functions = []
     for _, sh_type, _, _, offset, size, link, _, _, entsize in sections:
-        if sh_type != _SHT_SYMTAB:
+        if sh_type != _SHT_SYMTAB or entsize == 0:  # no symbols, or no size to step by
             continue
         strtab_offset = sections[link][4]
         for k in range(size // entsize):
