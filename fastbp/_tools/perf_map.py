@@ -25,8 +25,8 @@ import time
 __all__ = ["elf_functions", "main", "readable_name", "write_perf_map"]
 
 _STT_FUNC = 2
-_STB_LOCAL = 0
 _SHT_SYMTAB = 2
+_BINDINGS = {0: "local", 1: "global", 2: "weak"}
 
 
 def elf_functions(data):
@@ -39,9 +39,10 @@ def elf_functions(data):
 
     Returns
     -------
-    list of (name, section, offset, size, is_global)
+    list of (name, section, offset, size, binding)
         One entry per defined function symbol: its section index, its offset
-        within that section, its size in bytes, and whether it is global.
+        within that section, its size in bytes, and its binding, "local",
+        "global" or "weak".
 
     Raises
     ------
@@ -64,11 +65,12 @@ def elf_functions(data):
             st_name, st_info, _, st_shndx, st_value, st_size = struct.unpack_from(
                 "<IBBHQQ", data, offset + k * entsize
             )
-            if st_info & 0xF != _STT_FUNC or st_shndx == 0 or st_shndx >= shnum:
+            binding = _BINDINGS.get(st_info >> 4)
+            if st_info & 0xF != _STT_FUNC or binding is None or not 0 < st_shndx < shnum:
                 continue
             end = data.index(b"\0", strtab_offset + st_name)
             name = data[strtab_offset + st_name : end].decode()
-            functions.append((name, st_shndx, st_value, st_size, st_info >> 4 != _STB_LOCAL))
+            functions.append((name, st_shndx, st_value, st_size, binding))
     return functions
 
 
@@ -123,9 +125,18 @@ def _perf_map_rows():
             except Exception:  # loaded from the cache, or not compiled to an object
                 continue
             functions = elf_functions(data)
+            # A section is placed by a global function the JIT finds, the kernel's own
+            # entry first.  Not by a weak one: Numba gives every module weak copies of
+            # its runtime helpers, and the JIT names another module's copy.
+            own = cres.fndesc.mangled_name
+            anchors = sorted(
+                (name != own, name, section, offset)
+                for name, section, offset, _, binding in functions
+                if binding == "global"
+            )
             bases = {}
-            for name, section, offset, _, is_global in functions:
-                if is_global and section not in bases:
+            for _, name, section, offset in anchors:
+                if section not in bases:
                     address = engine.get_function_address(name)
                     if address:
                         bases[section] = address - offset
