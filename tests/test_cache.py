@@ -124,9 +124,9 @@ print(json.dumps({
 
 
 def test_a_cached_process_runs_without_numbas_lowering_registries(tmp_path):
-    # Loading machine code needs Numba's runtime, not its lowering registries
-    # (a third of a cached process's first call): the loaded step allocates,
-    # runs threads and calls BLAS with them never loaded, with the same bits.
+    # Loading machine code needs Numba's runtime, not its lowering registries:
+    # the loaded step allocates, runs threads and calls BLAS with them never
+    # loaded, with the same bits.
     first, _ = run_child({"FASTBP_CACHE_DIR": tmp_path}, code=LOADED_CHILD)
     assert first["misses"] > 0 and first["registries"]
     second, _ = run_child({"FASTBP_CACHE_DIR": tmp_path}, code=LOADED_CHILD)
