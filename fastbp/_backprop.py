@@ -300,6 +300,11 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None)
                     )  # fmt: skip
     # One thread, or too little work to share: the serial kernel, the same bits.  The
     # arguments are written out, not built by a helper: this is every minibatch step's path.
+    if n_chunks == 1:
+        return _kernels_step._backprop_one_chunk(
+            X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], STEP_BLOCK_EXAMPLES,
+            DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1), correct,
+        )  # fmt: skip
     return _kernels_step._backprop_serial(
         X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], n_chunks, STEP_BLOCK_EXAMPLES,
         DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf,

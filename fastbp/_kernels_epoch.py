@@ -248,7 +248,6 @@ def _sgd_epoch(
     scratch_size = _chunk_scratch_size(minibatch_size, m, d, t, block_rows, X.itemsize)
     scratch = empty((n_chunks * scratch_size + 64 // X.itemsize,), X.dtype)
     scratch = _chunk_scratches(scratch, 0, n_chunks, minibatch_size, m, d, t, block_rows)
-    no_norms = empty((0,), np.float64)
     epoch_cost = 0.0
     data_cost = 0.0
     for s in range(order.shape[0] // minibatch_size):
@@ -274,7 +273,7 @@ def _sgd_epoch(
                 block_cols,
                 transposed,
                 scratch[c],
-                no_norms,
+                None,
                 np.inf,
                 correct,
                 c,

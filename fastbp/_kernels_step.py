@@ -225,7 +225,8 @@ def _backprop_chunk(
     with a finite ``max_grad_norm`` its rows of δ_out and δ_h are scaled to
     clip each example's gradient to that norm
     (:func:`fastbp._kernels_private._clip_rows`) before they are added: the
-    chunk then sums the clipped gradients.  An empty ``norms`` is the plain step.
+    chunk then sums the clipped gradients.  An empty ``norms`` is the plain
+    step; ``None`` is the plain step compiled without the private branch.
 
     ``correct`` and ``slot``: the chunk's correctly classified examples are
     counted into ``correct[slot]`` (see :func:`_forward_and_deltas`); an
@@ -265,10 +266,12 @@ def _backprop_chunk(
             correct,
             slot,
         )
-        if norms.shape[0] > 0:
-            _example_norms(X, i0, rows, A_h_block, delta_out_block, delta_h_block, norms)
-            if max_grad_norm < np.inf:
-                _clip_rows(i0, rows, delta_out_block, delta_h_block, norms, max_grad_norm)
+        # None is pruned while typing, so the plain step's code holds no private branch.
+        if norms is not None:
+            if norms.shape[0] > 0:
+                _example_norms(X, i0, rows, A_h_block, delta_out_block, delta_h_block, norms)
+                if max_grad_norm < np.inf:
+                    _clip_rows(i0, rows, delta_out_block, delta_h_block, norms, max_grad_norm)
         chunk_cost += _add_small_gradients(
             rows,
             A_h_block,
@@ -668,6 +671,60 @@ def _backprop_chunks(
 
 
 _backprop_serial, _backprop_parallel = serial_and_parallel(_backprop_chunks)
+
+
+@kernel
+def _backprop_one_chunk(
+    X, Y, W_h, b_h, W_out, b_out, tiny, block_rows, block_cols, workspace, correct
+):
+    """:func:`_backprop_serial` with one chunk, the plain step: the same bits, less to compile.
+
+    Every minibatch step takes this path.  Its tree holds no chunk sums and
+    no private branch (``norms`` is None in :func:`_backprop_chunk`), so a
+    fresh process compiles less before its first answer, and the chunk's
+    partials are the result.  ``workspace`` holds W_h's and W_out's panels,
+    then the chunk's scratch, as :func:`_backprop_chunks` lays out one chunk's.
+
+    Returns (cost, grad_W_h (m, d), grad_b_h, grad_W_out (d, t), grad_b_out).
+    """
+    n, m = X.shape
+    d = W_h.shape[1]
+    t = W_out.shape[1]
+    W_out_T = np.ascontiguousarray(W_out.T)
+    grad_W_h = empty((m, d), X.dtype)
+    grad_b_h = empty((d,), X.dtype)
+    grad_W_out_T = empty((t, d), X.dtype)
+    grad_b_out = empty((t,), X.dtype)
+    wpack = _pack_padded_into(W_h, workspace)
+    wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
+    scratch = _chunk_scratches(
+        workspace, wpack.shape[0] + wpack_out.shape[0], 1, n, m, d, t, block_rows
+    )
+    cost = _backprop_chunk(
+        X,
+        Y,
+        b_h,
+        b_out,
+        W_out_T,
+        wpack,
+        wpack_out,
+        0,
+        n,
+        tiny,
+        grad_W_h,
+        grad_b_h,
+        grad_W_out_T,
+        grad_b_out,
+        block_rows,
+        block_cols,
+        False,
+        scratch[0],
+        None,
+        np.inf,
+        correct,
+        0,
+    )
+    return cost, grad_W_h, grad_b_h, np.ascontiguousarray(grad_W_out_T.T), grad_b_out
 
 
 def _example_norms_chunks(

@@ -287,6 +287,33 @@ def test_one_chunk_shared_among_threads_gives_the_serial_bits(dtype, n, m, d, t)
             assert correct.sum() == expected_correct
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, m, d, t", SHAPES + [(0, 5, 3, 2), (200, 64, 100, 10)])
+def test_the_one_chunk_kernel_gives_the_bits_of_the_chunk_driver(dtype, n, m, d, t):
+    # backprop's single-chunk path (no chunk sums, no private branch compiled)
+    # against the driver every other path runs, with one chunk: the same bits
+    # and the same count of correct classifications.
+    rng = np.random.default_rng([n, m, d, t, 1])
+    network = random_network(rng, n, m, d, t, dtype)
+    tiny = float(np.finfo(dtype).tiny)
+    blocks = (_tuning.STEP_BLOCK_EXAMPLES, _tuning.DELTA_H_BLOCK_HIDDEN)
+    driver_count, one_chunk_count = np.zeros(1, np.int64), np.zeros(1, np.int64)
+
+    def workspace():  # NaN-filled: nothing may be read before it is written
+        return np.full(_scratch._workspace_size(np.dtype(dtype), m, d, t, 1), np.nan, dtype)
+
+    driver = _kernels_step._backprop_serial(
+        *network, tiny, 1, *blocks, workspace(), np.empty(0), np.inf, driver_count
+    )
+    one_chunk = _kernels_step._backprop_one_chunk(
+        *network, tiny, *blocks, workspace(), one_chunk_count
+    )
+    assert _same_bits(one_chunk, driver)
+    assert one_chunk_count[0] == driver_count[0]
+    public = backprop(*network, n_chunks=1, n_threads=1)
+    assert _same_bits(public, (dtype(driver[0]),) + tuple(driver[1:]))
+
+
 def test_default_chunks_depend_on_shape_only():
     assert default_backprop_chunks(0, 5, 5, 5, 8) == 1
     assert default_backprop_chunks(255, 5, 5, 5, 8) == 1

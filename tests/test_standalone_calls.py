@@ -141,6 +141,16 @@ def test_two_processes_compiling_different_levels_at_once(tmp_path):
     assert again_high["misses"] == 0 and again_high["result"] == high["result"]
 
 
+def test_a_fresh_single_chunk_step_compiles_neither_chunk_sums_nor_the_private_branch(tmp_path):
+    # What a fresh process waits for: a minibatch step's tree holds the
+    # step itself, not the kernels that only several chunks or DP-SGD run.
+    child = run_child(tmp_path, "backprop")
+    assert "_backprop_one_chunk" in child["compiled"] and "_backprop_chunk" in child["compiled"]
+    never = {"_backprop_chunks", "_sum_chunks", "_sum_transposed_partials", "_sum_rows_in_order"}
+    never |= {"_example_norms", "_clip_rows"}
+    assert never.isdisjoint(child["compiled"])
+
+
 def test_a_caller_over_a_linked_callee_loaded_from_the_cache_keeps_its_load_hooks(tmp_path):
     # The tile engine's accumulate is linked into its callers and calls
     # accumulate_columns through its symbol.  The first process saves

@@ -135,7 +135,8 @@ def test_two_at_once_runs_both_calls_and_raises_the_second_threads_error():
     assert first == {threading.get_ident()} and len(second) == 1 and not first & second
 
 
-def test_two_serial_steps_gives_each_networks_cost():
+@pytest.mark.parametrize("n_chunks", [1, 2])  # the one-chunk kernel, then the chunk driver
+def test_two_serial_steps_gives_each_networks_cost(n_chunks):
     from fastbp import _tuning
 
     nets = [make_problem(40, 12, 17, 3, "float64", seed) for seed in (0, 1)]
@@ -143,11 +144,11 @@ def test_two_serial_steps_gives_each_networks_cost():
     costs = breakdown._two_serial_steps(
         arrays[0],
         arrays[1],
-        breakdown._new_workspaces("float64", 12, 17, 3, 1),
+        breakdown._new_workspaces("float64", 12, 17, 3, n_chunks),
         float(np.finfo(np.float64).tiny),
-        1,
+        n_chunks,
         _tuning.STEP_BLOCK_EXAMPLES,
         _tuning.DELTA_H_BLOCK_HIDDEN,
     )
     for cost, network in zip(costs, arrays):
-        assert cost == float(fastbp.backprop(*network, n_chunks=1, n_threads=1).cost)
+        assert cost == float(fastbp.backprop(*network, n_chunks=n_chunks, n_threads=1).cost)

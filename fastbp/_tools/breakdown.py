@@ -177,14 +177,21 @@ def _two_serial_steps(first, second, workspaces, tiny, n_chunks, block_rows, blo
 
     Each of ``first`` and ``second`` is the tuple (X, Y, W_h, b_h, W_out,
     b_out), and ``workspaces`` a pair of step workspaces
-    (:func:`fastbp._scratch._workspace_size`).  Both calls are
-    :func:`fastbp._kernels_step._backprop_serial`, the kernel that
-    ``fastbp.backprop(..., n_threads=1)`` runs, started together by one
-    parallel loop (no Python threads, no GIL hand-over).
+    (:func:`fastbp._scratch._workspace_size`).  Both calls are the kernel
+    that ``fastbp.backprop(..., n_threads=1)`` runs
+    (:func:`fastbp._kernels_step._backprop_one_chunk` for one chunk,
+    :func:`fastbp._kernels_step._backprop_serial` for more), started
+    together by one parallel loop (no Python threads, no GIL hand-over).
     """
     costs = np.zeros(2)
     for p in prange(2):
         X, Y, W_h, b_h, W_out, b_out = first if p == 0 else second
+        if n_chunks == 1:
+            costs[p] = _kernels_step._backprop_one_chunk(
+                X, Y, W_h, b_h, W_out, b_out, tiny, block_rows, block_cols, workspaces[p],
+                np.empty(0, dtype=np.int64),
+            )[0]  # fmt: skip
+            continue
         costs[p] = _kernels_step._backprop_serial(
             X,
             Y,
@@ -245,6 +252,17 @@ def breakdown_candidates(shape, dtype):
 
     tiny = float(np.finfo(dtype).tiny)
     workspace = _scratch._workspace(np.dtype(dtype), m, d, t, 1, n_chunks)
+
+    def step_kernel():  # the kernel backprop runs on one thread, without its checks
+        if n_chunks == 1:
+            return _kernels_step._backprop_one_chunk(
+                *arrays, tiny, rows, cols, workspace, _backprop._NO_COUNTS
+            )
+        return _kernels_step._backprop_serial(
+            *arrays, tiny, n_chunks, rows, cols, workspace, _backprop._NO_NORMS, np.inf,
+            _backprop._NO_COUNTS,
+        )  # fmt: skip
+
     square_pair = _TwoAtOnce(lambda: square[0] @ square[1], lambda: square[2] @ square[3])
     candidates = {
         "fastbp step": (step, step_flops),
@@ -254,20 +272,7 @@ def breakdown_candidates(shape, dtype):
         "fastbp Xᵀ δ_h": (lambda: _input_gradient(X, delta_h, rows, n_chunks), product_flops),
         "numpy X.T @ δ_h": (lambda: X.T @ delta_h, product_flops),
         f"numpy {side}³ product": reference_product(dtype, side, square),
-        "fastbp step kernel": (
-            lambda: _kernels_step._backprop_serial(
-                *arrays,
-                tiny,
-                n_chunks,
-                rows,
-                cols,
-                workspace,
-                _backprop._NO_NORMS,
-                np.inf,
-                _backprop._NO_COUNTS,
-            ),
-            step_flops,
-        ),
+        "fastbp step kernel": (step_kernel, step_flops),
     }
     if numba.config.NUMBA_NUM_THREADS >= 2:  # a second core to run on
         workspaces = _new_workspaces(dtype, m, d, t, n_chunks)
