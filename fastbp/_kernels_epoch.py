@@ -304,6 +304,101 @@ def _sgd_epoch(
 
 
 @kernel
+def _sgd_epoch_one_chunk(
+    X,
+    Y,
+    order,
+    minibatch_size,
+    W_h,
+    b_h,
+    W_out,
+    b_out,
+    eta,
+    l2,
+    with_l2,
+    l2_float64,
+    tiny,
+    block_rows,
+    block_cols,
+    correct,
+):
+    """:func:`_sgd_epoch` with one chunk per step: its bits, and less to compile.
+
+    The epoch of every minibatch under 256 examples (one chunk in
+    :func:`fastbp.default_backprop_chunks`).  Its tree holds no chunk sums
+    and no private branch: each step is :func:`_backprop_chunk` on the
+    gathered minibatch, whose gradients are the step's, A_hᵀ δ_out copied
+    from (t, d) to (d, t) into a buffer kept for the epoch.  ``correct``
+    needs one slot.  Arguments and results as :func:`_sgd_epoch`'s.
+    """
+    m = X.shape[1]
+    d = W_h.shape[1]
+    t = W_out.shape[1]
+    wpack, wpack_out, W_out_T, column_sums = _epoch_weights(W_h, W_out)
+    X_batch = empty((minibatch_size, m), X.dtype)
+    Y_batch = empty((minibatch_size, t), Y.dtype)
+    grad_W_h = empty((m, d), X.dtype)
+    grad_b_h = empty((d,), X.dtype)
+    grad_W_out_T = empty((t, d), X.dtype)
+    grad_W_out = empty((d, t), X.dtype)
+    grad_b_out = empty((t,), X.dtype)
+    scratch_size = _chunk_scratch_size(minibatch_size, m, d, t, block_rows, X.itemsize)
+    workspace = empty((scratch_size + 64 // X.itemsize,), X.dtype)
+    scratch = _chunk_scratches(workspace, 0, 1, minibatch_size, m, d, t, block_rows)[0]
+    epoch_cost = 0.0
+    data_cost = 0.0
+    for s in range(order.shape[0] // minibatch_size):
+        _gather_rows(X, Y, order, s * minibatch_size, minibatch_size, X_batch, Y_batch)
+        step_cost = _backprop_chunk(
+            X_batch,
+            Y_batch,
+            b_h,
+            b_out,
+            W_out_T,
+            wpack,
+            wpack_out,
+            0,
+            minibatch_size,
+            tiny,
+            grad_W_h,
+            grad_b_h,
+            grad_W_out_T,
+            grad_b_out,
+            block_rows,
+            block_cols,
+            False,
+            scratch,
+            None,
+            np.inf,
+            correct,
+            0,
+        )
+        for j in range(d):
+            for k in range(t):
+                grad_W_out[j, k] = grad_W_out_T[k, j]
+        data_cost += step_cost
+        epoch_cost += _take_step(
+            wpack,
+            wpack_out,
+            W_out_T,
+            b_h,
+            b_out,
+            step_cost,
+            grad_W_h,
+            grad_b_h,
+            grad_W_out,
+            grad_b_out,
+            eta,
+            l2,
+            with_l2,
+            l2_float64,
+            column_sums,
+        )
+    _store_epoch_weights(wpack, wpack_out, W_h, W_out)
+    return epoch_cost, data_cost
+
+
+@kernel
 def _add_noise_and_scale_2d(gradient, noise, offset, with_noise, scale):
     """In place, gradient ← (gradient + noise) · scale, the noise read in C order from ``offset``.
 

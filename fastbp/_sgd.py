@@ -219,6 +219,12 @@ def _run_epoch(X, Y, order, minibatch_size, weights, eta, l2, correct):
     m, d = W_h.shape
     t = W_out.shape[1]
     n_chunks = default_backprop_chunks(minibatch_size, m, d, t, dtype.itemsize)
+    if n_chunks == 1:  # every minibatch under 256 examples: the kernel without chunk sums
+        return _kernels_epoch._sgd_epoch_one_chunk(
+            X, Y, order, minibatch_size, W_h, b_h, W_out, b_out, dtype.type(eta),
+            dtype.type(l2), l2 != 0.0, l2, float(np.finfo(dtype).tiny), STEP_BLOCK_EXAMPLES,
+            DELTA_H_BLOCK_HIDDEN, correct,
+        )  # fmt: skip
     return _kernels_epoch._sgd_epoch(
         X,
         Y,

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -377,6 +378,32 @@ def test_clear_removes_only_fastbp_folders(tmp_path):
     assert not ours.exists() and (theirs / "keep.txt").exists()
     assert (tmp_path / "loose-file").exists()
     assert _cache.clear_cache(tmp_path / "missing") == 0
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no kernels to compile with the JIT off")
+def test_fastbp_compile_reaches_every_kernel():
+    # `fastbp compile` promises every kernel: a fresh process that makes its calls
+    # leaves no kernel uncompiled but the scalar references the tests compare the
+    # loops with.  The cache is off, so that linked kernels compile too (loaded
+    # callers carry their code, and they would not).
+    check = """
+import numba
+from fastbp import _jit
+from fastbp._tools.compile import compile_all
+compile_all(["float64"])
+for d in _jit._DISPATCHERS:
+    twin = d._python_twin
+    if not d.overloads and not (twin is not None and twin.overloads):
+        if numba.config.NUMBA_NUM_THREADS > 1 or not d.targetoptions.get("parallel"):
+            print(d.py_func.__module__ + "." + d.py_func.__qualname__)
+"""
+    env = dict(os.environ, FASTBP_CACHE="0")
+    child = subprocess.run(
+        [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert child.returncode == 0, child.stderr
+    references = {"fastbp._kernels._cost_term", "fastbp._kernels_hidden._hidden_product"}
+    assert set(child.stdout.split()) == references
 
 
 def test_cache_and_compile_commands(tmp_path):

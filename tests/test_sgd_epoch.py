@@ -78,6 +78,31 @@ def test_equals_the_per_step_loop_bitwise(n, m, d, t, size, l2, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, m, d, t, size", [s for s in SHAPES if s[4] < 256])
+def test_the_one_chunk_epoch_kernel_gives_the_general_kernels_bits(n, m, d, t, size, dtype):
+    # sgd_epoch's kernel for one chunk a step against the kernel for any
+    # number of chunks, run with one: weights, both cost sums, correct counts.
+    from fastbp import _kernels_epoch, _tuning
+
+    X, Y, weights, rng = problem(n, m, d, t, dtype)
+    order = rng.permutation(n).astype(np.int64)
+    common = (dtype(0.02), dtype(0.05), True, 0.05, float(np.finfo(dtype).tiny))
+    blocks = (_tuning.STEP_BLOCK_EXAMPLES, _tuning.DELTA_H_BLOCK_HIDDEN)
+    general, one_chunk = [w.copy() for w in weights], [w.copy() for w in weights]
+    general_count, one_chunk_count = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    general_costs = _kernels_epoch._sgd_epoch(
+        X, Y, order, size, *general, *common, 1, *blocks, general_count
+    )
+    one_chunk_costs = _kernels_epoch._sgd_epoch_one_chunk(
+        X, Y, order, size, *one_chunk, *common, *blocks, one_chunk_count
+    )
+    assert one_chunk_costs == general_costs
+    assert one_chunk_count[0] == general_count[0] > 0
+    for a, b in zip(one_chunk, general):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_order_may_repeat_and_leave_out_examples(dtype):
     X, Y, weights, rng = problem(50, 8, 20, 4, dtype)
     order = np.concatenate([rng.integers(0, 50, 37), [3, 3, 3]]).astype(np.int32)

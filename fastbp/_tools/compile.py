@@ -47,6 +47,8 @@ def _calls(dtype, threads):
     chunked = _network(256, 8, 40, 20, dtype)
     shared = _network(64, 64, 64, 10, dtype)
     A_wide = rng.random((9000, 20)).astype(dtype)  # 2 chunks of the blocked gradient
+    # One chunk's column blocks shared among threads: d > block_d, n·d·t ≥ 2**24.
+    A_square = rng.random((4096, 64)).astype(dtype) if threads > 1 else None
     d_wide = rng.random((9000, 3)).astype(dtype)
     calls = [
         ("sigmoid", lambda: _core.sigmoid(X)),
@@ -68,10 +70,30 @@ def _calls(dtype, threads):
                 *step[:2], *[w.copy() for w in step[2:]], np.arange(32), 0.1, 8, l2=0.1
             ),
         ),
+        (
+            "sgd_epoch (chunks)",
+            lambda: _sgd.sgd_epoch(
+                *chunked[:2], *[w.copy() for w in chunked[2:]], np.arange(256), 0.1, 256
+            ),
+        ),
         ("per_example_grad_norms", lambda: _private.per_example_grad_norms(*step, n_threads=1)),
         (
             "dp_backprop",
             lambda: _private.dp_backprop(*step, max_grad_norm=1.0, l2=0.1, n_threads=1),
+        ),
+        (
+            "dp_sgd_epoch",
+            lambda: _private.dp_sgd_epoch(
+                *step[:2],
+                *[w.copy() for w in step[2:]],
+                sample_rate=0.25,
+                eta=0.1,
+                max_grad_norm=1.0,
+                noise_multiplier=1.0,
+                rng=np.random.default_rng(0),
+                steps=2,
+                l2=0.1,
+            ),
         ),
     ]
     if threads > 1:
@@ -79,6 +101,12 @@ def _calls(dtype, threads):
             (
                 "grad_W_out_blocked (threads)",
                 lambda: _core.grad_W_out_blocked(A_wide, d_wide, n_threads=threads),
+            ),
+            (
+                "grad_W_out_blocked (one chunk's columns, threads)",
+                lambda: _core.grad_W_out_blocked(
+                    A_square, A_square, n_chunks=1, block_d=32, n_threads=threads
+                ),
             ),
             ("backprop (chunks, threads)", lambda: _backprop.backprop(*chunked, n_threads=threads)),
             (
