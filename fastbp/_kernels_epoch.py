@@ -150,13 +150,15 @@ def _take_step(
     l2,
     with_l2,
     l2_float64,
+    with_penalty,
     column_sums,
 ):
     """One update W ← W − η (∇ + λW), b ← b − η ∇b on the packed weights; returns the step's cost.
 
-    The cost is ``step_cost`` (the data's, float64) plus, with ``with_l2``,
+    The cost is ``step_cost`` (the data's, float64) plus, with ``with_penalty``,
     (λ/2) Σ W² at the weights before the update, as :func:`fastbp.backprop`
-    adds it.  W_h and W_out are updated in their panels, W_out also as
+    adds it (two passes over the weights: left out where only the data's
+    cost is wanted).  W_h and W_out are updated in their panels, W_out also as
     W_outᵀ (for δ_h), the biases in place; every update is NumPy's
     ``W -= eta * (grad + l2 * W)`` to the bit (no fused operations).
     """
@@ -165,7 +167,7 @@ def _take_step(
     w = VECTOR_BYTES // wpack.itemsize
     width_h = max(d, w)
     width_out = max(t, w)
-    if with_l2:
+    if with_penalty:
         step_cost += (
             0.5
             * l2_float64
@@ -205,6 +207,7 @@ def _sgd_epoch(
     l2,
     with_l2,
     l2_float64,
+    step_penalties,
     tiny,
     n_chunks,
     block_rows,
@@ -221,7 +224,8 @@ def _sgd_epoch(
     b ← b − η ∇b, as :meth:`fastbp.MLP` does after each call.  ``eta`` and
     ``l2`` are in the weights' dtype, for the updates; ``l2_float64`` is λ
     for the penalty, which is added to each step's float64 cost as
-    :func:`fastbp.backprop` adds it.
+    :func:`fastbp.backprop` adds it when ``step_penalties`` (a caller that
+    only wants the data's cost leaves out two passes over the weights a step).
 
     W_h and W_out stay in the products' panel layout for the whole epoch
     (W_out also as W_outᵀ for δ_h): packed once, updated in place there,
@@ -229,8 +233,8 @@ def _sgd_epoch(
     updated in place at every step.
 
     Returns (Σ of the step costs, each with the penalty at the step's
-    weights when ``with_l2``; Σ of the steps' data costs alone), both
-    summed in step order in float64.  A non-empty ``correct`` (int64, one
+    weights when ``with_l2`` and ``step_penalties``; Σ of the steps' data
+    costs alone), both summed in step order in float64.  A non-empty ``correct`` (int64, one
     slot per chunk) gets the count of examples each chunk's steps
     classified correctly, at the weights of their step
     (:func:`fastbp._kernels_step._forward_and_deltas`).
@@ -297,6 +301,7 @@ def _sgd_epoch(
             l2,
             with_l2,
             l2_float64,
+            with_l2 and step_penalties,
             column_sums,
         )
     _store_epoch_weights(wpack, wpack_out, W_h, W_out)
@@ -317,6 +322,7 @@ def _sgd_epoch_one_chunk(
     l2,
     with_l2,
     l2_float64,
+    step_penalties,
     tiny,
     block_rows,
     block_cols,
@@ -392,6 +398,7 @@ def _sgd_epoch_one_chunk(
             l2,
             with_l2,
             l2_float64,
+            with_l2 and step_penalties,
             column_sums,
         )
     _store_epoch_weights(wpack, wpack_out, W_h, W_out)
@@ -546,6 +553,7 @@ def _dp_sgd_steps(
             l2,
             with_l2,
             l2_float64,
+            with_l2,
             column_sums,
         )
     _store_epoch_weights(wpack, wpack_out, W_h, W_out)

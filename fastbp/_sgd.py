@@ -204,8 +204,11 @@ def sgd_epoch(X, Y, W_h, b_h, W_out, b_out, order, eta, minibatch_size, l2=0.0):
     return float(epoch_cost)
 
 
-def _run_epoch(X, Y, order, minibatch_size, weights, eta, l2, correct):
+def _run_epoch(X, Y, order, minibatch_size, weights, eta, l2, correct, step_penalties=True):
     """:func:`sgd_epoch`'s compiled call on checked arguments; returns (Σ costs, Σ data costs).
+
+    Without ``step_penalties``, Σ costs leaves out each step's L2 penalty
+    and is Σ data costs: the weights and the data's costs are the same.
 
     ``weights`` are C-contiguous and updated in place; X and Y are
     C-contiguous in their dtype; ``order`` is int64; ``eta`` and ``l2`` are
@@ -222,8 +225,8 @@ def _run_epoch(X, Y, order, minibatch_size, weights, eta, l2, correct):
     if n_chunks == 1:  # every minibatch under 256 examples: the kernel without chunk sums
         return _kernels_epoch._sgd_epoch_one_chunk(
             X, Y, order, minibatch_size, W_h, b_h, W_out, b_out, dtype.type(eta),
-            dtype.type(l2), l2 != 0.0, l2, float(np.finfo(dtype).tiny), STEP_BLOCK_EXAMPLES,
-            DELTA_H_BLOCK_HIDDEN, correct,
+            dtype.type(l2), l2 != 0.0, l2, step_penalties, float(np.finfo(dtype).tiny),
+            STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN, correct,
         )  # fmt: skip
     return _kernels_epoch._sgd_epoch(
         X,
@@ -238,6 +241,7 @@ def _run_epoch(X, Y, order, minibatch_size, weights, eta, l2, correct):
         dtype.type(l2),
         l2 != 0.0,
         l2,
+        step_penalties,
         float(np.finfo(dtype).tiny),
         n_chunks,
         STEP_BLOCK_EXAMPLES,

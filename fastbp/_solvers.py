@@ -110,7 +110,9 @@ def _plain_epoch(X, Y, weights, order, eta, minibatch_size, l2, n_chunks, n_thre
     m, d = W_h.shape
     threads = numba.get_num_threads() if n_threads is None else n_threads
     if not _shares_threads(minibatch_size, m, d, n_chunks, threads):
-        return _run_epoch(X, Y, order, minibatch_size, weights, eta, l2, correct)[1]
+        return _run_epoch(
+            X, Y, order, minibatch_size, weights, eta, l2, correct, step_penalties=False
+        )[1]
     step = W_h.dtype.type(eta)
     data_cost = 0.0
     for start in range(0, order.shape[0] - minibatch_size + 1, minibatch_size):

@@ -26,9 +26,9 @@ def record_epochs(monkeypatch):
     records = []
     real = _solvers._run_epoch
 
-    def epoch(X, Y, order, minibatch_size, weights, eta, l2, correct):
+    def epoch(X, Y, order, minibatch_size, weights, eta, l2, correct, **options):
         before = tuple(a.copy() for a in weights)
-        result = real(X, Y, order, minibatch_size, weights, eta, l2, correct)
+        result = real(X, Y, order, minibatch_size, weights, eta, l2, correct, **options)
         after = tuple(a.copy() for a in weights)
         records.append((X.copy(), Y.copy(), order.copy(), before, after))
         return result

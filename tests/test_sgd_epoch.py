@@ -77,6 +77,27 @@ def test_equals_the_per_step_loop_bitwise(n, m, d, t, size, l2, dtype):
         )
 
 
+@pytest.mark.parametrize("n, m, d, t, size", [(200, 64, 100, 10, 32), (600, 19, 40, 12, 256)])
+def test_an_epoch_without_step_penalties_keeps_the_weights_and_the_data_cost(n, m, d, t, size):
+    # MLP.fit wants the data's cost alone: leaving out each step's (λ/2) Σ W²
+    # changes neither the weights nor that cost, on one chunk a step or several.
+    from fastbp._sgd import _run_epoch
+
+    X, Y, weights, rng = problem(n, m, d, t, np.float64)
+    order = rng.permutation(n).astype(np.int64)
+    runs = {}
+    for step_penalties in (True, False):
+        work = [w.copy() for w in weights]
+        costs = _run_epoch(
+            X, Y, order, size, work, 0.02, 0.05, np.empty(0, np.int64), step_penalties
+        )
+        runs[step_penalties] = (costs, work)
+    (with_costs, with_weights), (without_costs, without_weights) = runs[True], runs[False]
+    assert without_costs[1] == with_costs[1] == without_costs[0] < with_costs[0]
+    for a, b in zip(with_weights, without_weights):
+        assert a.tobytes() == b.tobytes()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n, m, d, t, size", [s for s in SHAPES if s[4] < 256])
 def test_the_one_chunk_epoch_kernel_gives_the_general_kernels_bits(n, m, d, t, size, dtype):
@@ -86,7 +107,7 @@ def test_the_one_chunk_epoch_kernel_gives_the_general_kernels_bits(n, m, d, t, s
 
     X, Y, weights, rng = problem(n, m, d, t, dtype)
     order = rng.permutation(n).astype(np.int64)
-    common = (dtype(0.02), dtype(0.05), True, 0.05, float(np.finfo(dtype).tiny))
+    common = (dtype(0.02), dtype(0.05), True, 0.05, True, float(np.finfo(dtype).tiny))
     blocks = (_tuning.STEP_BLOCK_EXAMPLES, _tuning.DELTA_H_BLOCK_HIDDEN)
     general, one_chunk = [w.copy() for w in weights], [w.copy() for w in weights]
     general_count, one_chunk_count = np.zeros(1, np.int64), np.zeros(1, np.int64)
