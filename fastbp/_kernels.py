@@ -177,10 +177,9 @@ def _add_bias_sigmoid_inplace(Z, b):
     scalar code.  The same bits as one pass.
     """
     n, width = Z.shape
-    for i in range(n):
-        row = Z[i]
-        for j in range(width):
-            row[j] += b[j]
+    for i in range(np.uint64(n)):
+        for j in range(np.uint64(width)):
+            Z[i, j] += b[j]
     _sigmoid_inplace(Z.reshape(-1))
 
 

@@ -38,18 +38,19 @@ def _sgd_update_packed(wpack, rows, width, cols, grad, eta, l2, with_l2):
     for panel in range(tiles.panel_count(width, w)):
         nvec, first, skip = tiles.panel_layout(width, w, panel)
         pw = nvec * w
-        stop = min(pw, cols - first)
-        for p in range(rows):
-            # Slices, so every index is a loop counter from 0 and the loops vectorise.
-            target = wpack[offset + p * pw : offset + p * pw + stop]
-            g = grad[p, first : first + stop]
+        stop = np.uint64(min(pw, cols - first))
+        for p in range(np.uint64(rows)):
+            # Unsigned indices into the arrays themselves: no per-row views
+            # to count references to, no negative-index fix-up, and the loops vectorise.
+            base = np.uint64(offset) + p * np.uint64(pw)
+            column = np.uint64(first)
             if with_l2:
                 for c in range(stop):
-                    v = target[c]
-                    target[c] = v - eta * (g[c] + l2 * v)
+                    v = wpack[base + c]
+                    wpack[base + c] = v - eta * (grad[p, column + c] + l2 * v)
             else:
                 for c in range(stop):
-                    target[c] = target[c] - eta * g[c]
+                    wpack[base + c] = wpack[base + c] - eta * grad[p, column + c]
         offset += rows * pw
 
 
@@ -68,12 +69,13 @@ def _sum_of_squares_packed(wpack, rows, width, cols, column_sums):
         pw = nvec * w
         stop = min(pw, cols - first)
         if stop > skip:
-            sums = column_sums[first + skip : first + stop]
-            for p in range(rows):
-                values = wpack[offset + p * pw + skip : offset + p * pw + stop]
-                for c in range(stop - skip):
-                    v = np.float64(values[c])
-                    sums[c] += v * v
+            count = np.uint64(stop - skip)
+            column = np.uint64(first + skip)
+            for p in range(np.uint64(rows)):
+                base = np.uint64(offset + skip) + p * np.uint64(pw)
+                for c in range(count):
+                    v = np.float64(wpack[base + c])
+                    column_sums[column + c] += v * v
         offset += rows * pw
     total = 0.0
     for j in range(cols):
@@ -178,14 +180,13 @@ def _take_step(
         )
     _sgd_update_packed(wpack, m, width_h, d, grad_W_h, eta, l2, with_l2)
     _sgd_update_packed(wpack_out, d, width_out, t, grad_W_out, eta, l2, with_l2)
-    for j in range(d):
-        g = grad_W_out[j]
-        for k in range(t):
+    for j in range(np.uint64(d)):
+        for k in range(np.uint64(t)):
             v = W_out_T[k, j]
             if with_l2:
-                W_out_T[k, j] = v - eta * (g[k] + l2 * v)
+                W_out_T[k, j] = v - eta * (grad_W_out[j, k] + l2 * v)
             else:
-                W_out_T[k, j] = v - eta * g[k]
+                W_out_T[k, j] = v - eta * grad_W_out[j, k]
     for j in range(d):
         b_h[j] = b_h[j] - eta * grad_b_h[j]
     for k in range(t):

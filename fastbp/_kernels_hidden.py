@@ -44,53 +44,60 @@ def _matmul_accumulate(lhs, rhs, out, block_cols):
     """
     n_rows, inner = lhs.shape
     n_cols = rhs.shape[1]
+    # Unsigned indices into the arrays themselves: no per-row views to count
+    # references to, and no negative-index fix-up in the loops.
+    one = np.uint64(1)
+    two = np.uint64(2)
+    three = np.uint64(3)
+    rows = np.uint64(n_rows)
     for c0 in range(0, n_cols, block_cols):
         c1 = min(c0 + block_cols, n_cols)
-        width = c1 - c0
-        p = 0
-        while p + 4 <= inner:
-            w0 = rhs[p, c0:c1]
-            w1 = rhs[p + 1, c0:c1]
-            w2 = rhs[p + 2, c0:c1]
-            w3 = rhs[p + 3, c0:c1]
-            r = 0
-            while r + 2 <= n_rows:
+        first = np.uint64(c0)
+        width = np.uint64(c1 - c0)
+        p = np.uint64(0)
+        while p + np.uint64(4) <= np.uint64(inner):
+            r = np.uint64(0)
+            while r + two <= rows:
                 x0 = lhs[r, p]
-                x1 = lhs[r, p + 1]
-                x2 = lhs[r, p + 2]
-                x3 = lhs[r, p + 3]
-                y0 = lhs[r + 1, p]
-                y1 = lhs[r + 1, p + 1]
-                y2 = lhs[r + 1, p + 2]
-                y3 = lhs[r + 1, p + 3]
-                o = out[r, c0:c1]
-                q = out[r + 1, c0:c1]
+                x1 = lhs[r, p + one]
+                x2 = lhs[r, p + two]
+                x3 = lhs[r, p + three]
+                y0 = lhs[r + one, p]
+                y1 = lhs[r + one, p + one]
+                y2 = lhs[r + one, p + two]
+                y3 = lhs[r + one, p + three]
                 for j in range(width):
-                    v0 = w0[j]
-                    v1 = w1[j]
-                    v2 = w2[j]
-                    v3 = w3[j]
-                    o[j] = o[j] + x0 * v0 + x1 * v1 + x2 * v2 + x3 * v3
-                    q[j] = q[j] + y0 * v0 + y1 * v1 + y2 * v2 + y3 * v3
-                r += 2
-            while r < n_rows:
+                    c = first + j
+                    v0 = rhs[p, c]
+                    v1 = rhs[p + one, c]
+                    v2 = rhs[p + two, c]
+                    v3 = rhs[p + three, c]
+                    out[r, c] = out[r, c] + x0 * v0 + x1 * v1 + x2 * v2 + x3 * v3
+                    out[r + one, c] = out[r + one, c] + y0 * v0 + y1 * v1 + y2 * v2 + y3 * v3
+                r += two
+            while r < rows:
                 x0 = lhs[r, p]
-                x1 = lhs[r, p + 1]
-                x2 = lhs[r, p + 2]
-                x3 = lhs[r, p + 3]
-                o = out[r, c0:c1]
+                x1 = lhs[r, p + one]
+                x2 = lhs[r, p + two]
+                x3 = lhs[r, p + three]
                 for j in range(width):
-                    o[j] = o[j] + x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
-                r += 1
-            p += 4
-        while p < inner:
-            w0 = rhs[p, c0:c1]
-            for r in range(n_rows):
+                    c = first + j
+                    out[r, c] = (
+                        out[r, c]
+                        + x0 * rhs[p, c]
+                        + x1 * rhs[p + one, c]
+                        + x2 * rhs[p + two, c]
+                        + x3 * rhs[p + three, c]
+                    )
+                r += one
+            p += np.uint64(4)
+        while p < np.uint64(inner):
+            for r in range(rows):
                 x0 = lhs[r, p]
-                o = out[r, c0:c1]
                 for j in range(width):
-                    o[j] += x0 * w0[j]
-            p += 1
+                    c = first + j
+                    out[r, c] += x0 * rhs[p, c]
+            p += one
 
 
 @kernel(linked=True)
@@ -102,21 +109,19 @@ def _times_sigmoid_derivative(S, A_h):
     """
     one = S.dtype.type(1.0)
     n, width = S.shape
-    for i in range(n):
-        s = S[i]
-        a = A_h[i]
-        for j in range(width):
-            s[j] = s[j] * a[j] * (one - a[j])
+    for i in range(np.uint64(n)):
+        for j in range(np.uint64(width)):
+            a = A_h[i, j]
+            S[i, j] = S[i, j] * a * (one - a)
 
 
 @kernel(linked=True)
 def _add_column_sums(M, out):
     """out[j] += Σ_i M[i, j], examples in order."""
     n, width = M.shape
-    for i in range(n):
-        row = M[i]
-        for j in range(width):
-            out[j] += row[j]
+    for i in range(np.uint64(n)):
+        for j in range(np.uint64(width)):
+            out[j] += M[i, j]
 
 
 @kernel(linked=True)
@@ -137,11 +142,9 @@ def _copy_columns(source, target):
 def _subtract_inplace(A, B):
     """A -= B (same shape), turning output activations into δ_out."""
     n, width = A.shape
-    for i in range(n):
-        a = A[i]
-        b = B[i]
-        for j in range(width):
-            a[j] -= b[j]
+    for i in range(np.uint64(n)):
+        for j in range(np.uint64(width)):
+            A[i, j] -= B[i, j]
 
 
 @kernel

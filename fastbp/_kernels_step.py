@@ -812,14 +812,10 @@ def _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, l2):
     compiled without ``contract``).  The sums of squares are
     :func:`_sum_of_squares`'s, added W_h first.
     """
-    for i in range(W_h.shape[0]):
-        g = grad_W_h[i]
-        w = W_h[i]
-        for j in range(W_h.shape[1]):
-            g[j] = g[j] + l2 * w[j]
-    for i in range(W_out.shape[0]):
-        g = grad_W_out[i]
-        w = W_out[i]
-        for j in range(W_out.shape[1]):
-            g[j] = g[j] + l2 * w[j]
+    for i in range(np.uint64(W_h.shape[0])):
+        for j in range(np.uint64(W_h.shape[1])):
+            grad_W_h[i, j] = grad_W_h[i, j] + l2 * W_h[i, j]
+    for i in range(np.uint64(W_out.shape[0])):
+        for j in range(np.uint64(W_out.shape[1])):
+            grad_W_out[i, j] = grad_W_out[i, j] + l2 * W_out[i, j]
     return _sum_of_squares(W_h) + _sum_of_squares(W_out)
