@@ -301,10 +301,11 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None)
     # One thread, or too little work to share: the serial kernel, the same bits.  The
     # arguments are written out, not built by a helper: this is every minibatch step's path.
     if n_chunks == 1:
-        return _kernels_step._backprop_one_chunk(
+        cost, _, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._backprop_one_chunk(
             X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], STEP_BLOCK_EXAMPLES,
-            DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1), correct,
+            DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1), correct, 0.0, False,
         )  # fmt: skip
+        return cost, g_W_h, g_b_h, g_W_out, g_b_out
     return _kernels_step._backprop_serial(
         X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], n_chunks, STEP_BLOCK_EXAMPLES,
         DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf,
@@ -332,6 +333,20 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads, co
 
     ``correct``: see :func:`_data_terms`.
     """
+    n, m = X.shape
+    d, t = W_out.shape
+    if n_chunks == 1 and (n_threads == 1 or not _shares_threads(n, m, d, 1, 2)):
+        # Every minibatch step's path: one compiled call that adds the L2 terms
+        # itself (the bits of _with_penalty), and no other Python in between.
+        dtype = X.dtype
+        cost, squares, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._backprop_one_chunk(
+            X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], STEP_BLOCK_EXAMPLES,
+            DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1),
+            _NO_COUNTS if correct is None else correct, l2, l2 != 0.0,
+        )  # fmt: skip
+        if l2 != 0.0:
+            cost += 0.5 * l2 * squares
+        return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
     terms = _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct)
     return _with_penalty(*terms, W_h, W_out, l2)
 

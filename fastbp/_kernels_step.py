@@ -675,7 +675,7 @@ _backprop_serial, _backprop_parallel = serial_and_parallel(_backprop_chunks)
 
 @kernel
 def _backprop_one_chunk(
-    X, Y, W_h, b_h, W_out, b_out, tiny, block_rows, block_cols, workspace, correct
+    X, Y, W_h, b_h, W_out, b_out, tiny, block_rows, block_cols, workspace, correct, l2, with_l2
 ):
     """:func:`_backprop_serial` with one chunk, the plain step: the same bits, less to compile.
 
@@ -685,7 +685,14 @@ def _backprop_one_chunk(
     partials are the result.  ``workspace`` holds W_h's and W_out's panels,
     then the chunk's scratch, as :func:`_backprop_chunks` lays out one chunk's.
 
-    Returns (cost, grad_W_h (m, d), grad_b_h, grad_W_out (d, t), grad_b_out).
+    With ``with_l2``, λW is added to the weight gradients here
+    (:func:`_add_l2_gradients`, λ = ``l2`` (float64) rounded to X's dtype,
+    as :func:`fastbp._backprop._with_penalty` passes it), so a minibatch
+    step is one compiled call; the caller adds (λ/2)·squares to the cost.
+
+    Returns (cost, squares, grad_W_h (m, d), grad_b_h, grad_W_out (d, t),
+    grad_b_out): the data's cost (float64) and Σ W_h² + Σ W_out² (0.0
+    without ``with_l2``).
     """
     n, m = X.shape
     d = W_h.shape[1]
@@ -724,7 +731,11 @@ def _backprop_one_chunk(
         correct,
         0,
     )
-    return cost, grad_W_h, grad_b_h, np.ascontiguousarray(grad_W_out_T.T), grad_b_out
+    grad_W_out = np.ascontiguousarray(grad_W_out_T.T)
+    squares = 0.0
+    if with_l2:
+        squares = _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, X.dtype.type(l2))
+    return cost, squares, grad_W_h, grad_b_h, grad_W_out, grad_b_out
 
 
 def _example_norms_chunks(

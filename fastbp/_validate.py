@@ -413,8 +413,11 @@ def check_n_threads(n_threads):
     """None, or a number of Numba threads from 1 to ``numba.config.NUMBA_NUM_THREADS``."""
     if n_threads is None:
         return None
-    n_threads = positive_int(n_threads, "n_threads", or_none=True)
     import numba
+
+    if type(n_threads) is int and 1 <= n_threads <= numba.config.NUMBA_NUM_THREADS:
+        return n_threads  # the training loops' hot path
+    n_threads = positive_int(n_threads, "n_threads", or_none=True)
 
     if n_threads > numba.config.NUMBA_NUM_THREADS:
         raise ValueError(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fastbp import (
+    _backprop,
     _kernels_packed,
     _kernels_step,
     _scratch,
@@ -306,12 +307,32 @@ def test_the_one_chunk_kernel_gives_the_bits_of_the_chunk_driver(dtype, n, m, d,
         *network, tiny, 1, *blocks, workspace(), np.empty(0), np.inf, driver_count
     )
     one_chunk = _kernels_step._backprop_one_chunk(
-        *network, tiny, *blocks, workspace(), one_chunk_count
+        *network, tiny, *blocks, workspace(), one_chunk_count, 0.0, False
     )
-    assert _same_bits(one_chunk, driver)
+    assert one_chunk[1] == 0.0  # no sum of squares without the L2 terms
+    assert _same_bits(one_chunk[:1] + one_chunk[2:], driver)
     assert one_chunk_count[0] == driver_count[0]
     public = backprop(*network, n_chunks=1, n_threads=1)
     assert _same_bits(public, (dtype(driver[0]),) + tuple(driver[1:]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, m, d, t", SHAPES + [(0, 5, 3, 2), (200, 64, 100, 10)])
+@pytest.mark.parametrize("l2", [0.25, 1e-50])
+def test_the_one_chunk_step_adds_the_l2_terms_with_the_bits_of_the_other_paths(
+    dtype, n, m, d, t, l2
+):
+    # backprop's minibatch path adds λW inside its one compiled call; every
+    # other path adds it afterwards (_with_penalty).  The same bits, including
+    # a λ that rounds to 0 in float32 (the product λW is then 0, the cost's
+    # penalty is not).
+    rng = np.random.default_rng([n, m, d, t, 2])
+    network = random_network(rng, n, m, d, t, dtype)
+    terms = _backprop._data_terms(*network, 1, 1)
+    expected = _backprop._with_penalty(*(np.copy(term) for term in terms), *network[2:5:2], l2)
+    for n_threads in (1, None):
+        fused = backprop(*network, l2=l2, n_chunks=1, n_threads=n_threads)
+        assert _same_bits(fused, expected)
 
 
 def test_default_chunks_depend_on_shape_only():
@@ -636,8 +657,6 @@ def test_a_count_array_too_small_for_the_threads_is_refused():
     # The kernels count correct classifications into a slot per chunk or thread, unchecked:
     # _data_terms refuses an array that a thread could write past.
     import numba
-
-    from fastbp import _backprop
 
     network = random_network(np.random.default_rng(0), 40, 6, 5, 3, np.float64)
     slots = max(_tuning.STEP_MAX_CHUNKS, numba.config.NUMBA_NUM_THREADS)

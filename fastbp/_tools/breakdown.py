@@ -189,7 +189,7 @@ def _two_serial_steps(first, second, workspaces, tiny, n_chunks, block_rows, blo
         if n_chunks == 1:
             costs[p] = _kernels_step._backprop_one_chunk(
                 X, Y, W_h, b_h, W_out, b_out, tiny, block_rows, block_cols, workspaces[p],
-                np.empty(0, dtype=np.int64),
+                np.empty(0, dtype=np.int64), 0.0, False,
             )[0]  # fmt: skip
             continue
         costs[p] = _kernels_step._backprop_serial(
@@ -256,7 +256,7 @@ def breakdown_candidates(shape, dtype):
     def step_kernel():  # the kernel backprop runs on one thread, without its checks
         if n_chunks == 1:
             return _kernels_step._backprop_one_chunk(
-                *arrays, tiny, rows, cols, workspace, _backprop._NO_COUNTS
+                *arrays, tiny, rows, cols, workspace, _backprop._NO_COUNTS, 0.0, False
             )
         return _kernels_step._backprop_serial(
             *arrays, tiny, n_chunks, rows, cols, workspace, _backprop._NO_NORMS, np.inf,
