@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import prange
 
-from ._arrays import empty, zeros
+from ._arrays import empty, vector_view, zeros
 from ._jit import kernel, parallel_kernel, serial_and_parallel
 from ._simd import (
     VECTOR_BYTES,
@@ -180,7 +180,7 @@ def _add_bias_sigmoid_inplace(Z, b):
     for i in range(np.uint64(n)):
         for j in range(np.uint64(width)):
             Z[i, j] += b[j]
-    _sigmoid_inplace(Z.reshape(-1))
+    _sigmoid_inplace(vector_view(Z))
 
 
 @kernel
@@ -315,8 +315,8 @@ def _cost(A_out, Y, tiny):
     :func:`_cost_terms`), subtracted from 0 in row-major order.  A_out
     and Y are C-contiguous.
     """
-    a_flat = A_out.reshape(-1)
-    y_flat = Y.reshape(-1)
+    a_flat = vector_view(A_out)
+    y_flat = vector_view(Y)
     size = a_flat.shape[0]
     terms = empty((min(size, COST_TERMS_BLOCK),), np.float64)
     total = 0.0

@@ -8,7 +8,7 @@ block's inputs in place, six rows at a time.  No checks happen here.
 """
 
 from . import _tiles as tiles
-from ._arrays import empty, zeros
+from ._arrays import empty, matrix_view, zeros
 from ._jit import kernel
 from ._kernels_hidden import _copy_columns
 from ._simd import VECTOR_BYTES
@@ -46,7 +46,7 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
             for panel in range(n_panels):
                 nvec, first_column, skip = tiles.panel_layout(d, w, panel)
                 pw = nvec * w
-                P = wpack[offset + p0 * pw : offset + p1 * pw].reshape((depth, pw))
+                P = matrix_view(wpack, offset + p0 * pw, depth, pw)
                 tiles.tiles_for_panel(P, D, depth, nvec, first_column, skip, r0, kt, Z)
                 offset += m * pw
 

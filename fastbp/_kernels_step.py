@@ -23,7 +23,7 @@ import numpy as np
 from numba import prange
 
 from . import _tiles as tiles
-from ._arrays import empty, zeros
+from ._arrays import empty, matrix_view, vector_view, zeros
 from ._jit import kernel, parallel_kernel, serial_and_parallel
 from ._kernels import _add_bias_sigmoid_inplace, _chunk_bounds, _cost_terms, _count_correct
 from ._kernels_hidden import (
@@ -118,9 +118,9 @@ def _forward_and_deltas(
 
     # One loop over the rows' rows·t terms (all three arrays are C-contiguous
     # row blocks), so it vectorises across rows as well as outputs.
-    a_flat = delta_out_block.reshape(-1)[r0 * t : r1 * t]
-    y_flat = Y.reshape(-1)[(i0 + r0) * t : (i0 + r1) * t]
-    terms = cost_terms.reshape(-1)[r0 * t : r1 * t]
+    a_flat = vector_view(delta_out_block)[r0 * t : r1 * t]
+    y_flat = vector_view(Y)[(i0 + r0) * t : (i0 + r1) * t]
+    terms = vector_view(cost_terms)[r0 * t : r1 * t]
     _cost_terms(a_flat, y_flat, tiny, terms)
     if correct.shape[0] > 0:
         correct[slot] += _count_correct(A_out, Y_rows)
@@ -390,7 +390,7 @@ def _backprop_blocks_parallel(
     pack_size = m * (width + w)  # as _packed_weights lays it out
     n_copies = n_parts if pack_size * X.itemsize <= replicate_bytes else 1
     start = wpack_out.shape[0]
-    wpacks = workspace[start : start + n_copies * pack_size].reshape((n_copies, pack_size))
+    wpacks = matrix_view(workspace, start, n_copies, pack_size)
     scratch = _chunk_scratches(
         workspace, start + n_copies * pack_size, n_parts, n, m, d, t, block_rows
     )

@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from . import _tiles as tiles
-from ._arrays import empty, zeros
+from ._arrays import empty, matrix_view, zeros
 from ._jit import kernel
 from ._simd import VECTOR_BYTES
 from ._tuning import (
@@ -95,13 +95,11 @@ def _chunk_buffers(scratch, n, m, d, t, block_rows):
     rows, ends = _chunk_offsets(n, m, d, t, block_rows, scratch.itemsize)
     e0, e1, e2, e3, e4, e5 = ends
     return (
-        scratch[:e0][: rows * d].reshape((rows, d)),
-        scratch[e0:e1][: rows * t].reshape((rows, t)),
-        scratch[e1:e2][: rows * d].reshape((rows, d)),
-        scratch[e2:e3][: (rows * w if min(d, t) < w else 0)].reshape(
-            (rows if min(d, t) < w else 0, w)
-        ),
-        scratch[e3:e4].view(np.float64)[: rows * t].reshape((rows, t)),
+        matrix_view(scratch, 0, rows, d),
+        matrix_view(scratch, e0, rows, t),
+        matrix_view(scratch, e1, rows, d),
+        matrix_view(scratch, e2, rows if min(d, t) < w else 0, w),
+        matrix_view(scratch[e3:e4].view(np.float64), 0, rows, t),
         scratch[e4:e5],
     )
 
@@ -117,7 +115,7 @@ def _chunk_scratches(workspace, start, n_scratches, n, m, d, t, block_rows):
     line = 64 // workspace.itemsize
     first = (start + line - 1) // line * line
     stride = _chunk_scratch_size(n, m, d, t, block_rows, workspace.itemsize)
-    return workspace[first : first + n_scratches * stride].reshape((n_scratches, stride))
+    return matrix_view(workspace, first, n_scratches, stride)
 
 
 @kernel
@@ -135,14 +133,13 @@ def _partials(workspace, n_chunks, m, d, t, transposed):
     a = sizes[0]
     b = a + sizes[1]
     c = b + sizes[2]
-    e = c + sizes[3]
     grad_W_h = workspace[:a]
     return (
         zeros((n_chunks,), np.float64),
         grad_W_h.reshape((n_chunks, d, m)) if transposed else grad_W_h.reshape((n_chunks, m, d)),
-        workspace[a:b].reshape((n_chunks, d)),
+        matrix_view(workspace, a, n_chunks, d),
         workspace[b:c].reshape((n_chunks, t, d)),
-        workspace[c:e].reshape((n_chunks, t)),
+        matrix_view(workspace, c, n_chunks, t),
     )
 
 

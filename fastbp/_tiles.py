@@ -17,6 +17,7 @@ shapes or vector width, so all of them change the speed and never the bits.
 No checks happen here: callers pass C-contiguous A and G of one float dtype.
 """
 
+from ._arrays import matrix_view
 from ._jit import CONTRACT, kernel
 from ._simd import VECTOR_BYTES, copy_vectors, tile_fma
 from ._tuning import TILE_ROWS
@@ -249,7 +250,7 @@ def accumulate_columns(
                     D_block = D[i_block:i_end]
                 else:
                     pack_block(D, i_block, nb, g_first, g_count, buffer)
-                    D_block = buffer[: nb * g_count].reshape((nb, g_count))[:, 0:g_count]
+                    D_block = matrix_view(buffer, 0, nb, g_count)[:, 0:g_count]
                 # One call site for every panel: each call site of
                 # tiles_for_panel is a full copy of its 18 unrolled tiles,
                 # so this keeps compile time down.
@@ -258,6 +259,6 @@ def accumulate_columns(
                     nvec, first_column, skip = panel_layout(width, w, p)
                     first_column += j_block
                     size = nb * nvec * w
-                    P = panels[offset : offset + size].reshape((nb, nvec * w))
+                    P = matrix_view(panels, offset, nb, nvec * w)
                     tiles_for_panel(P, D_block, nb, nvec, first_column, skip, g_first, g_count, G)
                     offset += size

@@ -136,3 +136,75 @@ def test_the_kernels_allocators_give_c_arrays_of_the_shape_and_dtype(shape, dtyp
         assert array.shape == shape and array.dtype == dtype
         assert array.flags.c_contiguous
     np.testing.assert_array_equal(zeros, np.zeros(shape, dtype))
+
+
+def _view_kernels():
+    """Compiled callers of the two view intrinsics (cached per process: compiling costs)."""
+    import numba
+
+    from fastbp._arrays import matrix_view, vector_view
+
+    if not hasattr(_view_kernels, "kernels"):
+
+        @numba.njit
+        def matrix(flat, start, rows, cols):
+            return matrix_view(flat, start, rows, cols)
+
+        @numba.njit
+        def vector(matrix):
+            return vector_view(matrix)
+
+        @numba.njit
+        def write_through(flat, start, rows, cols):
+            view = matrix_view(flat, start, rows, cols)
+            view[rows - 1, cols - 1] = -1.0
+            return vector_view(view)
+
+        @numba.njit
+        def outlives_its_source(size, rows, cols):
+            # The view is all that is left of a fresh array when it is returned.
+            return matrix_view(np.arange(size) * 1.0, size - rows * cols, rows, cols)
+
+        _view_kernels.kernels = matrix, vector, write_through, outlives_its_source
+    return _view_kernels.kernels
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "start, rows, cols", [(0, 3, 4), (5, 2, 7), (11, 0, 3), (2, 4, 0), (0, 1, 1)]
+)
+def test_matrix_and_vector_views_are_numpys_reshapes_sharing_memory(dtype, start, rows, cols):
+    matrix, vector, write_through, outlives_its_source = _view_kernels()
+    flat = np.arange(30, dtype=dtype) + 0.5
+    view = matrix(flat, start, rows, cols)
+    expected = flat[start : start + rows * cols].reshape(rows, cols)
+    assert view.shape == (rows, cols) and view.dtype == dtype and view.flags.c_contiguous
+    np.testing.assert_array_equal(view, expected)
+    assert np.shares_memory(view, flat) or view.size == 0
+    square = np.arange(12, dtype=dtype).reshape(3, 4)
+    np.testing.assert_array_equal(vector(square), square.reshape(-1))
+    assert np.shares_memory(vector(square), square)
+    # The last element of a row block of a bigger matrix: the view is C-contiguous.
+    np.testing.assert_array_equal(vector(square[1:3]), square[1:3].reshape(-1))
+    if rows and cols:
+        flat_copy = flat.copy()
+        as_vector = write_through(flat_copy, start, rows, cols)
+        assert flat_copy[start + rows * cols - 1] == -1.0  # written through the view
+        assert as_vector.shape == (rows * cols,) and as_vector[-1] == -1.0
+        kept = outlives_its_source(40, rows, cols)
+        np.testing.assert_array_equal(kept, np.arange(40 - rows * cols, 40).reshape(rows, cols))
+
+
+def test_views_refuse_arrays_that_are_not_c_contiguous():
+    import numba
+
+    matrix, vector, _, _ = _view_kernels()
+    square = np.arange(12.0).reshape(3, 4)
+    # A typing error when compiled; the Python stand-ins (JIT off) raise TypeError.
+    refused = (numba.core.errors.TypingError, TypeError)
+    with pytest.raises(refused):
+        vector(square.T)  # Fortran order: a view of it would not be its elements in order
+    with pytest.raises(refused):
+        matrix(square[:, 0], 0, 1, 3)  # a strided column
+    with pytest.raises(refused):
+        matrix(square, 0, 1, 3)  # not 1-D
