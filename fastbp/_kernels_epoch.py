@@ -71,11 +71,27 @@ def _sum_of_squares_packed(wpack, rows, width, cols, column_sums):
         if stop > skip:
             count = np.uint64(stop - skip)
             column = np.uint64(first + skip)
-            for p in range(np.uint64(rows)):
-                base = np.uint64(offset + skip) + p * np.uint64(pw)
+            row_length = np.uint64(pw)
+            p = np.uint64(0)
+            # Four rows per pass: each column's sum is loaded and stored once
+            # per four squares, which are still added in row order.
+            while p + np.uint64(4) <= np.uint64(rows):
+                base = np.uint64(offset + skip) + p * row_length
+                for c in range(count):
+                    v0 = np.float64(wpack[base + c])
+                    v1 = np.float64(wpack[base + row_length + c])
+                    v2 = np.float64(wpack[base + np.uint64(2) * row_length + c])
+                    v3 = np.float64(wpack[base + np.uint64(3) * row_length + c])
+                    column_sums[column + c] = (
+                        ((column_sums[column + c] + v0 * v0) + v1 * v1) + v2 * v2
+                    ) + v3 * v3
+                p += np.uint64(4)
+            while p < np.uint64(rows):
+                base = np.uint64(offset + skip) + p * row_length
                 for c in range(count):
                     v = np.float64(wpack[base + c])
                     column_sums[column + c] += v * v
+                p += np.uint64(1)
         offset += rows * pw
     total = 0.0
     for j in range(cols):

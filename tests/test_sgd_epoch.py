@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import MLP, backprop, sgd_epoch
+from fastbp import MLP, _kernels_step, backprop, sgd_epoch
 
 from reference import book_step, step_rounding_bound
 
@@ -121,6 +121,37 @@ def test_the_one_chunk_epoch_kernel_gives_the_general_kernels_bits(n, m, d, t, s
     assert one_chunk_count[0] == general_count[0] > 0
     for a, b in zip(one_chunk, general):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, cols", [(1, 3), (3, 17), (4, 33), (7, 100), (9, 5), (64, 100)])
+def test_the_packed_sum_of_squares_adds_each_columns_squares_in_row_order(rows, cols, dtype):
+    # The L2 penalty of sgd_epoch's steps, from the weights' panels: each column's
+    # squares added in row order (as backprop's _sum_of_squares), then the columns.
+    # Each column holds the pattern 2^-27, 2^-27, 1, 2^-27, ... from a row of its own,
+    # where the sum depends on the order: (2^-53 + 1) + 2^-54 rounds to 1, while
+    # (2^-53 + 2^-54) + 1 rounds up (float64; the squares are exact in both dtypes).
+    from fastbp._kernels_epoch import _epoch_weights, _sum_of_squares_packed
+    from fastbp._simd import VECTOR_BYTES
+
+    rng = np.random.default_rng([rows, cols])
+    W = rng.standard_normal((rows, cols)).astype(dtype)
+    pattern = np.array([2.0**-27, 2.0**-27, 1.0, 2.0**-27])
+    for j in range(cols):
+        first = j % 3
+        picked = pattern[np.arange(rows - first) % 4]
+        W[first:, j] = picked.astype(dtype)
+    wpack = _epoch_weights(W, np.zeros((cols, 1), dtype))[0]
+    width = max(cols, VECTOR_BYTES // np.dtype(dtype).itemsize)
+    total = _sum_of_squares_packed(wpack, rows, width, cols, np.full(cols, np.nan))
+    expected = 0.0
+    for j in range(cols):
+        column = 0.0
+        for i in range(rows):
+            column += float(W[i, j]) * float(W[i, j])
+        expected += column
+    assert total == expected
+    assert total == _kernels_step._sum_of_squares(W)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
