@@ -112,7 +112,8 @@ def _matrix_view_python(flat, start, rows, cols):
     """:func:`matrix_view` in Python."""
     if flat.ndim != 1 or not flat.flags.c_contiguous:
         raise TypeError("matrix_view: flat must be a 1-D C-contiguous array")
-    if start + rows * cols > flat.shape[0]:
+    start, rows, cols = int(start), int(rows), int(cols)  # any mix of integer types
+    if rows * cols > 0 and start + rows * cols > flat.shape[0]:
         raise IndexError("matrix_view: the view is outside flat")
     return flat[start : start + rows * cols].reshape((rows, cols))
 

@@ -71,6 +71,9 @@ _NO_NORMS = np.empty(0, dtype=np.float64)
 # The plain step's "count no correct classifications".
 _NO_COUNTS = np.empty(0, dtype=np.int64)
 
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 # The smallest normal number per dtype, the floor of the cost's logarithms.
 _TINY = {np.dtype(t): float(np.finfo(t).tiny) for t in (np.float32, np.float64)}
 
@@ -335,14 +338,16 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads, co
     """
     n, m = X.shape
     d, t = W_out.shape
-    if n_chunks == 1 and (n_threads == 1 or not _shares_threads(n, m, d, 1, 2)):
+    one_thread = n_threads == 1 or not _shares_threads(n, m, d, 1, 2)
+    if n_chunks == 1 and one_thread and correct is None:
         # Every minibatch step's path: one compiled call that adds the L2 terms
         # itself (the bits of _with_penalty), and no other Python in between.
         dtype = X.dtype
+        if l2 > _FLOAT32_MAX and dtype is _FLOAT32:
+            dtype.type(l2)  # NumPy's overflow warning, as _with_penalty's cast gives it
         cost, squares, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._backprop_one_chunk(
             X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], STEP_BLOCK_EXAMPLES,
-            DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1),
-            _NO_COUNTS if correct is None else correct, l2, l2 != 0.0,
+            DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1), _NO_COUNTS, l2, l2 != 0.0,
         )  # fmt: skip
         if l2 != 0.0:
             cost += 0.5 * l2 * squares

@@ -38,7 +38,7 @@ def _sgd_update_packed(wpack, rows, width, cols, grad, eta, l2, with_l2):
     for panel in range(tiles.panel_count(width, w)):
         nvec, first, skip = tiles.panel_layout(width, w, panel)
         pw = nvec * w
-        stop = np.uint64(min(pw, cols - first))
+        stop = np.uint64(max(min(pw, cols - first), 0))
         for p in range(np.uint64(rows)):
             # Unsigned indices into the arrays themselves: no per-row views
             # to count references to, no negative-index fix-up, and the loops vectorise.

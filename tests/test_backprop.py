@@ -1,6 +1,7 @@
 """Hidden-layer functions and the fused training step against plain NumPy."""
 
 import math
+import warnings
 
 import numba
 import numpy as np
@@ -317,22 +318,44 @@ def test_the_one_chunk_kernel_gives_the_bits_of_the_chunk_driver(dtype, n, m, d,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n, m, d, t", SHAPES + [(0, 5, 3, 2), (200, 64, 100, 10)])
-@pytest.mark.parametrize("l2", [0.25, 1e-50])
+@pytest.mark.parametrize(
+    "n, m, d, t", SHAPES + [(0, 5, 3, 2), (6, 4, 0, 3), (6, 4, 3, 0), (200, 64, 100, 10)]
+)
+@pytest.mark.parametrize("l2", [0.25, 0.1, 0.0, 1e-50])
 def test_the_one_chunk_step_adds_the_l2_terms_with_the_bits_of_the_other_paths(
     dtype, n, m, d, t, l2
 ):
     # backprop's minibatch path adds λW inside its one compiled call; every
     # other path adds it afterwards (_with_penalty).  The same bits, including
-    # a λ that rounds to 0 in float32 (the product λW is then 0, the cost's
-    # penalty is not).
+    # a λ that float32 cannot hold exactly (0.1: rounded once, to X's dtype),
+    # and one that rounds to 0 in float32 (the product λW is then 0, the
+    # cost's penalty is not).
     rng = np.random.default_rng([n, m, d, t, 2])
-    network = random_network(rng, n, m, d, t, dtype)
+    X, Y, W_h, b_h, W_out, b_out = random_network(rng, n, m, d, max(t, 1), dtype)
+    # t = 0: no outputs (random_network draws one-hot targets, so it needs one).
+    network = (X, Y[:, :t].copy(), W_h, b_h, W_out[:, :t].copy(), b_out[:t].copy())
     terms = _backprop._data_terms(*network, 1, 1)
     expected = _backprop._with_penalty(*(np.copy(term) for term in terms), *network[2:5:2], l2)
     for n_threads in (1, None):
         fused = backprop(*network, l2=l2, n_chunks=1, n_threads=n_threads)
         assert _same_bits(fused, expected)
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2])
+def test_an_l2_float32_cannot_hold_warns_on_every_path(n_chunks):
+    # λ = 1e39 overflows float32: NumPy's overflow warning on the minibatch path
+    # (its λ is rounded inside the compiled call) as on the chunked one.  Zero
+    # weights, so the cost (λ/2)·ΣW² = 0 stays finite and only λ's rounding warns.
+    X, Y, W_h, b_h, W_out, b_out = random_network(np.random.default_rng(3), 8, 3, 4, 2, np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        # Not pytest.warns: with the JIT off, the kernels' Python arithmetic
+        # also warns about λ·0 = NaN, which compiled code does silently.
+        warnings.simplefilter("always")
+        result = backprop(
+            X, Y, 0 * W_h, b_h, 0 * W_out, b_out, l2=1e39, n_chunks=n_chunks, n_threads=1
+        )
+    assert any("overflow" in str(warning.message) for warning in caught)
+    assert np.isfinite(result.cost)
 
 
 def test_default_chunks_depend_on_shape_only():
@@ -662,6 +685,10 @@ def test_a_count_array_too_small_for_the_threads_is_refused():
     slots = max(_tuning.STEP_MAX_CHUNKS, numba.config.NUMBA_NUM_THREADS)
     correct = np.zeros(slots, dtype=np.int64)
     _backprop._data_terms(*network, 1, None, correct)
+    # The minibatch path's single compiled call is no way round the check.
+    for n_threads in (1, None):
+        with pytest.raises(ValueError, match="slots"):
+            _backprop._backprop_prepared(*network, 0.0, 1, n_threads, correct[:1])
     A_out = forward(*network[:1], *network[2:])[1]
     top_two = np.sort(A_out, axis=1)[:, -2:]
     assert np.all(top_two[:, 1] - top_two[:, 0] > 1e-9)  # no near-tie to call differently

@@ -1,4 +1,4 @@
-"""The register-tile intrinsics of fastbp._simd, checked against a few lines of NumPy.
+"""The intrinsics of fastbp._simd and fastbp._arrays, checked against a few lines of NumPy.
 
 ``tile_fma`` and ``copy_vectors`` exist only inside compiled code, so each
 test calls them through small ``numba.njit`` wrappers.  Both vector widths
@@ -199,3 +199,122 @@ def test_copy_vectors_copies_n_vectors_times_W_elements_of_a_row(width, dtype, n
             assert np.array_equal(
                 buf.view(f"u{buf.itemsize}"), expected.view(f"u{buf.itemsize}")
             ), (row, col, offset)
+
+
+# --------------------------------------------------------------------------
+# fastbp._arrays: views of scratch memory
+# --------------------------------------------------------------------------
+
+
+def _view_kernels():
+    """Compiled callers of the two view intrinsics (made once: compiling costs)."""
+    from fastbp._arrays import matrix_view, vector_view
+
+    if "views" not in _compiled:
+
+        @numba.njit
+        def matrix(flat, start, rows, cols):
+            return matrix_view(flat, start, rows, cols)
+
+        @numba.njit
+        def vector(matrix):
+            return vector_view(matrix)
+
+        @numba.njit
+        def write_through(flat, start, rows, cols):
+            view = matrix_view(flat, start, rows, cols)
+            view[rows - 1, cols - 1] = -1.0
+            return vector_view(view)
+
+        @numba.njit
+        def outlives_its_source(size, rows, cols):
+            # The view is all that is left of a fresh array when it is returned.
+            return matrix_view(np.arange(size) * 1.0, size - rows * cols, rows, cols)
+
+        _compiled["views"] = matrix, vector, write_through, outlives_its_source
+    return _compiled["views"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "start, rows, cols", [(0, 3, 4), (5, 2, 7), (11, 0, 3), (2, 4, 0), (0, 1, 1), (30, 0, 0)]
+)
+def test_matrix_and_vector_views_are_numpys_reshapes_sharing_memory(dtype, start, rows, cols):
+    matrix, vector, write_through, _ = _view_kernels()
+    flat = np.arange(30, dtype=dtype) + 0.5
+    view = matrix(flat, start, rows, cols)
+    expected = flat[start : start + rows * cols].reshape(rows, cols)
+    assert view.shape == (rows, cols) and view.dtype == dtype and view.flags.c_contiguous
+    np.testing.assert_array_equal(view, expected)
+    assert np.shares_memory(view, flat) or view.size == 0
+    # Unsigned and signed integer arguments alike (a threaded loop's index is unsigned).
+    np.testing.assert_array_equal(matrix(flat, np.uint64(start), rows, np.int32(cols)), expected)
+    square = np.arange(12, dtype=dtype).reshape(3, 4)
+    np.testing.assert_array_equal(vector(square), square.reshape(-1))
+    assert np.shares_memory(vector(square), square)
+    # A block of rows of a bigger matrix is C-contiguous too.
+    np.testing.assert_array_equal(vector(square[1:3]), square[1:3].reshape(-1))
+    if rows and cols:
+        flat_copy = flat.copy()
+        as_vector = write_through(flat_copy, start, rows, cols)
+        assert flat_copy[start + rows * cols - 1] == -1.0  # written through the view
+        assert as_vector.shape == (rows * cols,) and as_vector[-1] == -1.0
+
+
+def test_a_view_keeps_its_source_alive():
+    # The view holds a reference to its source's memory, as a slice does: the
+    # fresh array inside the kernel is freed only when the view returned is.
+    _, _, _, outlives_its_source = _view_kernels()
+    outlives_its_source(40, 2, 3)  # compiled before counting
+    if numba.config.DISABLE_JIT:
+        kept = outlives_its_source(40, 2, 3)
+        np.testing.assert_array_equal(kept, np.arange(34, 40).reshape(2, 3))
+        return
+    from numba.core.runtime import _nrt_python, rtsys
+
+    was_enabled = _nrt_python.memsys_stats_enabled()
+    _nrt_python.memsys_enable_stats()
+    try:
+        before = rtsys.get_allocation_stats()
+        kept = outlives_its_source(40, 2, 3)
+        alive = rtsys.get_allocation_stats()
+        assert alive.mi_alloc - alive.mi_free == before.mi_alloc - before.mi_free + 1
+        np.testing.assert_array_equal(kept, np.arange(34, 40).reshape(2, 3))
+        del kept
+        after = rtsys.get_allocation_stats()
+        assert after.mi_alloc - after.mi_free == before.mi_alloc - before.mi_free
+    finally:
+        if not was_enabled:
+            _nrt_python.memsys_disable_stats()
+
+
+def test_views_refuse_arrays_that_are_not_c_contiguous():
+    matrix, vector, _, _ = _view_kernels()
+    square = np.arange(12.0).reshape(3, 4)
+    # A typing error when compiled; the Python stand-ins (JIT off) raise TypeError.
+    refused = (numba.core.errors.TypingError, TypeError)
+    with pytest.raises(refused):
+        vector(square.T)  # Fortran order: a view of it would not be its elements in order
+    with pytest.raises(refused):
+        matrix(square[:, 0], 0, 1, 3)  # a strided column
+    with pytest.raises(refused):
+        matrix(square, 0, 1, 3)  # not 1-D
+
+
+def test_the_python_views_refuse_what_compiled_code_would_read_past():
+    # With the JIT off the kernels' views are NumPy's, bounds-checked: a view
+    # past the end of its source is an error there (compiled code checks nothing).
+    from fastbp._arrays import _matrix_view_python, _vector_view_python
+
+    flat = np.arange(10.0)
+    np.testing.assert_array_equal(_matrix_view_python(flat, 4, 2, 3), flat[4:10].reshape(2, 3))
+    np.testing.assert_array_equal(
+        _matrix_view_python(flat, np.uint64(4), np.int64(2), 3), flat[4:10].reshape(2, 3)
+    )
+    assert _matrix_view_python(flat, 12, 0, 5).shape == (0, 5)  # empty: anywhere
+    with pytest.raises(IndexError, match="outside flat"):
+        _matrix_view_python(flat, 5, 2, 3)
+    with pytest.raises(TypeError, match="1-D C-contiguous"):
+        _matrix_view_python(flat[::2], 0, 1, 2)
+    with pytest.raises(TypeError, match="2-D C-contiguous"):
+        _vector_view_python(flat.reshape(2, 5).T)
