@@ -301,8 +301,9 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None)
                         STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN,
                         _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf, correct,
                     )  # fmt: skip
-    # One thread, or too little work to share: the serial kernel, the same bits.  The
-    # arguments are written out, not built by a helper: this is every minibatch step's path.
+    # One thread, or too little work to share: the serial kernel, the same bits.
+    # (backprop's own minibatch step calls the one-chunk kernel in _backprop_prepared,
+    # with its L2 terms; this branch serves the solvers, fastbp.dask and counted steps.)
     if n_chunks == 1:
         cost, _, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._backprop_one_chunk(
             X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], STEP_BLOCK_EXAMPLES,
@@ -334,6 +335,9 @@ def _with_penalty(cost, g_W_h, g_b_h, g_W_out, g_b_out, W_h, W_out, l2):
 def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads, correct=None):
     """:func:`backprop` on validated, C-contiguous, same-dtype arrays.
 
+    One chunk on one thread without ``correct`` (every minibatch step) is
+    one compiled call that adds the L2 terms itself; everything else goes
+    through :func:`_data_terms` and :func:`_with_penalty`, with the same bits.
     ``correct``: see :func:`_data_terms`.
     """
     n, m = X.shape
