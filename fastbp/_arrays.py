@@ -1,16 +1,19 @@
-"""Arrays inside compiled kernels: ``empty`` and ``zeros``, ``matrix_view`` and ``vector_view``.
+"""Arrays inside compiled kernels: ``empty``, ``zeros``, ``transposed`` and views of scratch.
 
-Numba compiles an overload such as ``np.empty`` once per argument types *and*
-per set of compile flags of the kernel that calls it (a kernel's
-Python-entry twin, its threaded variant and a ``fastmath`` kernel each have
-their own), and ``np.zeros`` as ``np.empty`` plus a fill: three compilations
-each time.  Kernels allocate through these two helpers instead, which share
-one set of flags, so each NumPy overload compiles once per shape type and
-dtype.  The array is made at its shape, never reshaped: a reshape goes
-through a runtime helper that hides the shape from LLVM, which then
-vectorises a caller's loops over it differently.
+Numba compiles an overload such as ``np.empty`` as a function of its own,
+once per argument types *and* per set of compile flags of the kernel that
+calls it (a kernel's Python-entry twin, its threaded variant and a
+``fastmath`` kernel each have their own), and ``np.zeros`` as ``np.empty``
+plus a fill: each a compilation, with Numba's fixed cost of some tens of
+milliseconds, for a few instructions.  Kernels allocate (and copy a
+transpose) through intrinsics instead, which put Numba's own allocation
+code (the shape checks, NumPy's alignment, a memset for zeros) into the
+caller: nothing compiles per shape or dtype.  The array is made at its shape, never reshaped: a
+reshape goes through a runtime helper that hides the shape from LLVM,
+which then vectorises a caller's loops over it differently.
 
-Views of scratch memory go through two intrinsics instead of ``reshape``:
+Views of scratch memory go through intrinsics (``matrix_view``,
+``float64_matrix_view``, ``vector_view``) instead of ``reshape`` and ``view``:
 the new array's shape and strides are computed inline (no runtime call, no
 compiled error path for a shape that cannot fail to fit), sharing the
 source's memory and keeping it alive.  Only C-contiguous sources are
@@ -21,39 +24,107 @@ inside their source.
 
 import numpy as np
 from numba import types
+from numba.core import cgutils
 from numba.core import config as _numba_config
-from numba.core.imputils import impl_ret_borrowed
+from numba.core.imputils import impl_ret_borrowed, impl_ret_new_ref
 from numba.extending import intrinsic
-from numba.np.arrayobj import make_array, populate_array
-
-from ._jit import kernel
+from numba.np.arrayobj import _empty_nd_impl, _parse_shape, make_array, populate_array
 
 
-@kernel(linked=True)
-def empty(shape, dtype):
+def _element_type(dtype):
+    """The Numba type of a ``dtype`` argument: a NumPy scalar class or an array's ``.dtype``."""
+    if isinstance(dtype, types.DType):
+        return dtype.dtype
+    if isinstance(dtype, types.NumberClass):
+        return dtype.instance_type
+    return None
+
+
+def _allocation(shape, dtype, fill_with_zeros):
+    """Typing of :func:`empty` and :func:`zeros`: (signature, codegen), or None to refuse."""
+    element = _element_type(dtype)
+    if element is None or not isinstance(shape, types.BaseTuple):
+        return None
+    if not all(isinstance(extent, types.Integer) for extent in shape):
+        return None
+    array_type = types.Array(element, len(shape), "C")
+
+    def codegen(context, builder, signature, args):
+        # Numba's own np.empty: extents cast to intp, a negative one or an
+        # overflowing size raise ValueError, the data aligned as NumPy's.
+        extents = _parse_shape(context, builder, signature.args[0], args[0])
+        array = _empty_nd_impl(context, builder, array_type, extents)
+        if fill_with_zeros:
+            cgutils.memset(builder, array.data, builder.mul(array.itemsize, array.nitems), 0)
+        return impl_ret_new_ref(context, builder, array_type, array._getvalue())
+
+    return array_type(shape, dtype), codegen
+
+
+@intrinsic
+def empty(typingctx, shape, dtype):
     """An uninitialised C-contiguous array of ``shape`` (a tuple of ints) and ``dtype``."""
-    return np.empty(shape, dtype)
+    return _allocation(shape, dtype, fill_with_zeros=False)
 
 
-@kernel(linked=True)
-def zeros(shape, dtype):
-    """A C-contiguous array of zeros of ``shape`` (a tuple of ints) and ``dtype``."""
-    out = np.empty(shape, dtype)
-    out[:] = 0
-    return out
+@intrinsic
+def zeros(typingctx, shape, dtype):
+    """A C-contiguous array of zeros (all bits zero: +0.0) of ``shape`` and ``dtype``."""
+    return _allocation(shape, dtype, fill_with_zeros=True)
+
+
+@intrinsic
+def transposed(typingctx, matrix):
+    """A new C-contiguous (cols, rows) array holding the transpose of a 2-D ``matrix``.
+
+    ``np.ascontiguousarray(matrix.T)``, element for element, put into the
+    caller's code (Numba's ``np.ascontiguousarray`` is a compilation of its
+    own): output rows are written in order, reading a column of
+    ``matrix`` each.
+    """
+    if not (isinstance(matrix, types.Array) and matrix.ndim == 2):
+        return None
+    result_type = types.Array(matrix.dtype, 2, "C")
+
+    def codegen(context, builder, signature, args):
+        source_type = signature.args[0]
+        source = make_array(source_type)(context, builder, value=args[0])
+        n_rows, n_cols = cgutils.unpack_tuple(builder, source.shape, count=2)
+        result = _empty_nd_impl(context, builder, result_type, [n_cols, n_rows])
+        with cgutils.for_range(builder, n_cols) as col:
+            with cgutils.for_range(builder, n_rows) as row:
+                value = builder.load(
+                    cgutils.get_item_pointer(
+                        context, builder, source_type, source, [row.index, col.index]
+                    )
+                )
+                builder.store(
+                    value,
+                    cgutils.get_item_pointer(
+                        context, builder, result_type, result, [col.index, row.index]
+                    ),
+                )
+        return impl_ret_new_ref(context, builder, result_type, result._getvalue())
+
+    return result_type(matrix), codegen
 
 
 def _view(context, builder, source_type, source_value, view_type, first, shape):
-    """A C-contiguous view of ``shape`` starting at element ``first`` of a C-contiguous source."""
+    """A C-contiguous view of ``shape`` starting at element ``first`` of a C-contiguous source.
+
+    The view's elements are ``view_type.dtype`` (the source's, or wider:
+    see :func:`float64_matrix_view`).
+    """
     source = make_array(source_type)(context, builder, value=source_value)
     view = make_array(view_type)(context, builder)
-    itemsize = source.itemsize
+    data_type = context.get_data_type(view_type.dtype)
+    itemsize = context.get_constant(types.intp, context.get_abi_sizeof(data_type))
     strides = [itemsize]
     for extent in reversed(shape[1:]):
         strides.insert(0, builder.mul(strides[0], extent))
     populate_array(
         view,
-        data=builder.gep(source.data, [first]),
+        data=builder.bitcast(builder.gep(source.data, [first]), data_type.as_pointer()),
         shape=shape,
         strides=strides,
         itemsize=itemsize,
@@ -75,6 +146,33 @@ def matrix_view(typingctx, flat, start, rows, cols):
     if not all(isinstance(ty, types.Integer) for ty in (start, rows, cols)):
         return None
     view_type = flat.copy(ndim=2, layout="C")
+
+    def codegen(context, builder, signature, args):
+        first, n_rows, n_cols = (
+            context.cast(builder, args[p], signature.args[p], types.intp) for p in (1, 2, 3)
+        )
+        return _view(
+            context, builder, signature.args[0], args[0], view_type, first, [n_rows, n_cols]
+        )
+
+    return view_type(flat, start, rows, cols), codegen
+
+
+@intrinsic
+def float64_matrix_view(typingctx, flat, start, rows, cols):
+    """The bytes of ``flat`` from element ``start`` on as a (rows, cols) float64 array: a view.
+
+    For float64 sums kept in a float32 scratch.  ``flat`` is a 1-D
+    C-contiguous array of 4- or 8-byte elements, and ``start`` must put the
+    view on an 8-byte boundary; nothing is checked.
+    """
+    if not (isinstance(flat, types.Array) and flat.ndim == 1 and flat.layout == "C"):
+        return None
+    if flat.dtype.bitwidth not in (32, 64):
+        return None
+    if not all(isinstance(ty, types.Integer) for ty in (start, rows, cols)):
+        return None
+    view_type = types.Array(types.float64, 2, "C")
 
     def codegen(context, builder, signature, args):
         first, n_rows, n_cols = (
@@ -118,6 +216,28 @@ def _matrix_view_python(flat, start, rows, cols):
     return flat[start : start + rows * cols].reshape((rows, cols))
 
 
+def _float64_matrix_view_python(flat, start, rows, cols):
+    """:func:`float64_matrix_view` in Python."""
+    if flat.ndim != 1 or not flat.flags.c_contiguous or flat.itemsize not in (4, 8):
+        raise TypeError(
+            "float64_matrix_view: flat must be a 1-D C-contiguous array of 4- or 8-byte elements"
+        )
+    start, rows, cols = int(start), int(rows), int(cols)
+    if start * flat.itemsize % 8:
+        raise ValueError("float64_matrix_view: the view does not start on an 8-byte boundary")
+    count = rows * cols * 8 // flat.itemsize
+    if count > 0 and start + count > flat.shape[0]:
+        raise IndexError("float64_matrix_view: the view is outside flat")
+    return flat[start : start + count].view(np.float64).reshape((rows, cols))
+
+
+def _transposed_python(matrix):
+    """:func:`transposed` in Python."""
+    if matrix.ndim != 2:
+        raise TypeError("transposed: matrix must be 2-D")
+    return matrix.T.copy(order="C")  # always new memory, as compiled code gives
+
+
 def _vector_view_python(matrix):
     """:func:`vector_view` in Python."""
     if matrix.ndim != 2 or not matrix.flags.c_contiguous:
@@ -125,6 +245,20 @@ def _vector_view_python(matrix):
     return matrix.reshape(-1)
 
 
+def _empty_python(shape, dtype):
+    """:func:`empty` in Python."""
+    return np.empty(shape, dtype)
+
+
+def _zeros_python(shape, dtype):
+    """:func:`zeros` in Python."""
+    return np.zeros(shape, dtype)
+
+
 if _numba_config.DISABLE_JIT:
+    empty = _empty_python
+    zeros = _zeros_python
     matrix_view = _matrix_view_python
+    float64_matrix_view = _float64_matrix_view_python
+    transposed = _transposed_python
     vector_view = _vector_view_python

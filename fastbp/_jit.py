@@ -183,6 +183,13 @@ class _KernelDispatcher(CPUDispatcher):
         return entry_point
 
 
+class _ArithmeticDispatcher(_KernelDispatcher):
+    """A kernel of integer arithmetic that Python calls as plain Python (see :func:`kernel`)."""
+
+    def __call__(self, *args, **kws):
+        return self.py_func(*args, **kws)
+
+
 def _kernel_key(dispatcher):
     """(module, qualified name, variant): a kernel's name, the same in every process."""
     return (dispatcher.py_func.__module__, dispatcher.py_func.__qualname__, dispatcher._variant)
@@ -289,11 +296,11 @@ def check_symbols_defined(libdata, reload_init):
             )
 
 
-def _compile_lazily(func, options, linked=False):
+def _compile_lazily(func, options, linked=False, arithmetic=False):
     """A dispatcher for ``func`` with fastbp's options (the plain function with the JIT off)."""
     if numba.config.DISABLE_JIT:
         return func
-    dispatcher = _KernelDispatcher(
+    dispatcher = (_ArithmeticDispatcher if arithmetic else _KernelDispatcher)(
         py_func=func,
         locals={},
         targetoptions={"nopython": True, **_BASE_OPTIONS, **options, "no_cpython_wrapper": True},
@@ -321,7 +328,7 @@ def cache_counts():
     return hits, misses
 
 
-def kernel(func=None, *, fastmath=False, linked=False):
+def kernel(func=None, *, fastmath=False, linked=False, arithmetic=False):
     """Compile ``func`` with fastbp's options (serial kernel).
 
     Parameters
@@ -339,12 +346,23 @@ def kernel(func=None, *, fastmath=False, linked=False):
         thin per-block helpers with few callers.
         Otherwise callers call it through its symbol, and it compiles once
         however many kernels call it (see the module docstring).
+    arithmetic : bool, default False
+        Whether ``func`` is arithmetic on a few integers (sizes, offsets)
+        that Python callers run as plain Python: no compilation of a Python
+        entry, and no compiled call, for what Python computes as fast.
+        Compiled callers compile it as usual.  It must give the same results
+        in both worlds (sizes far below 2**63).
     """
     if fastmath not in (False, CONTRACT):
         raise ValueError(f"fastmath must be False or CONTRACT, got {fastmath!r}")
 
     def wrap(f):
-        return _compile_lazily(f, {"fastmath": set(fastmath) if fastmath else False}, linked=linked)
+        return _compile_lazily(
+            f,
+            {"fastmath": set(fastmath) if fastmath else False},
+            linked=linked,
+            arithmetic=arithmetic,
+        )
 
     return wrap if func is None else wrap(func)
 

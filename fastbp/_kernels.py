@@ -417,7 +417,7 @@ def _grad_W_out_matmul(A_h, delta_out):
     return A_h.T @ delta_out
 
 
-@kernel(linked=True)
+@kernel(linked=True, arithmetic=True)
 def _chunk_bounds(n, n_chunks, chunk):
     """Units [start, stop) of part ``chunk`` when n units are cut into n_chunks contiguous parts.
 

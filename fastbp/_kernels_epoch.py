@@ -11,7 +11,7 @@ of :func:`fastbp.backprop`.  No checks happen here: :mod:`fastbp._sgd` and
 import numpy as np
 
 from . import _tiles as tiles
-from ._arrays import empty, zeros
+from ._arrays import empty, transposed, zeros
 from ._jit import kernel
 from ._kernels import _chunk_bounds
 from ._kernels_packed import _packed_padded_weights
@@ -125,7 +125,7 @@ def _epoch_weights(W_h, W_out):
     return (
         _packed_padded_weights(W_h),
         _packed_padded_weights(W_out),
-        np.ascontiguousarray(W_out.T),
+        transposed(W_out),
         empty((max(d, t),), np.float64),
     )
 

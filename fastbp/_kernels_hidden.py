@@ -18,7 +18,7 @@ functions, so both follow the same roundings.
 import numpy as np
 
 from . import _tiles as tiles
-from ._arrays import empty, zeros
+from ._arrays import empty, transposed, zeros
 from ._jit import CONTRACT, kernel
 from ._simd import VECTOR_BYTES
 from ._tuning import ENGINE_BLOCK_I, ENGINE_BLOCK_J, ENGINE_BLOCK_K
@@ -194,7 +194,7 @@ def _hidden_product(X_block, W_h, Z):
     :func:`_hidden_forward_packed` on packed weights instead, and the tests
     hold the two to the same bits.
     """
-    X_T = np.ascontiguousarray(X_block.T)
+    X_T = transposed(X_block)
     m, d = W_h.shape
     rows = X_T.shape[1]
     w = VECTOR_BYTES // X_block.itemsize

@@ -88,7 +88,7 @@ def _packed_padded_weights(W):
     return _packed_weights(_padded_to_one_vector(W))
 
 
-@kernel(linked=True)
+@kernel(linked=True, arithmetic=True)
 def _padded_pack_size(rows, cols, w):
     """Elements of :func:`_packed_padded_weights` for (rows, cols) W: rows · (max(cols, w) + w)."""
     return rows * (max(cols, w) + w)

@@ -23,7 +23,7 @@ import numpy as np
 from numba import prange
 
 from . import _tiles as tiles
-from ._arrays import empty, matrix_view, vector_view, zeros
+from ._arrays import empty, matrix_view, transposed, vector_view, zeros
 from ._jit import kernel, parallel_kernel, serial_and_parallel
 from ._kernels import _add_bias_sigmoid_inplace, _chunk_bounds, _cost_terms, _count_correct
 from ._kernels_hidden import (
@@ -383,7 +383,7 @@ def _backprop_blocks_parallel(
     d = W_h.shape[1]
     t = W_out.shape[1]
     w = VECTOR_BYTES // X.itemsize
-    W_out_T = np.ascontiguousarray(W_out.T)
+    W_out_T = transposed(W_out)
     wpack_out = _pack_padded_into(W_out, workspace)
     W_h_cols = _padded_to_one_vector(W_h)
     width = W_h_cols.shape[1]
@@ -498,7 +498,7 @@ def _sum_small_partials(costs, grad_b_h, grad_W_out_T, grad_b_out):
     """
     n_chunks, t, d = grad_W_out_T.shape
     if n_chunks == 1:
-        return costs[0], grad_b_h[0], np.ascontiguousarray(grad_W_out_T[0].T), grad_b_out[0]
+        return costs[0], grad_b_h[0], transposed(grad_W_out_T[0]), grad_b_out[0]
     dtype = grad_W_out_T.dtype
     total_cost = 0.0
     total_b_h = zeros((d,), dtype)
@@ -511,7 +511,7 @@ def _sum_small_partials(costs, grad_b_h, grad_W_out_T, grad_b_out):
             total_b_out[k] += grad_b_out[c, k]
     total_W_out_T = empty((t, d), dtype)
     _sum_rows_in_order(grad_W_out_T, total_W_out_T, 0, t)
-    return total_cost, total_b_h, np.ascontiguousarray(total_W_out_T.T), total_b_out
+    return total_cost, total_b_h, transposed(total_W_out_T), total_b_out
 
 
 @kernel
@@ -574,7 +574,7 @@ def _sum_transposed_partials(partials):
     return out
 
 
-@kernel(linked=True)
+@kernel(linked=True, arithmetic=True)
 def _grad_W_h_transposed(n_chunks):
     """Whether the step accumulates Xᵀ δ_h as (d, m): with several chunks.
 
@@ -624,11 +624,11 @@ def _backprop_chunks(
     n, m = X.shape
     d = W_h.shape[1]
     t = W_out.shape[1]
-    W_out_T = np.ascontiguousarray(W_out.T)
-    transposed = _grad_W_h_transposed(n_chunks)
+    W_out_T = transposed(W_out)
+    h_transposed = _grad_W_h_transposed(n_chunks)
     # The workspace: the partials of several chunks, then W_h's and W_out's panels.
     partials_size = n_chunks * (m * d + d + t * d + t) if n_chunks > 1 else 0
-    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _partials(workspace, n_chunks, m, d, t, transposed)
+    costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _partials(workspace, n_chunks, m, d, t, h_transposed)
     wpack = _pack_padded_into(W_h, workspace[partials_size:])
     wpack_out = _pack_padded_into(W_out, workspace[partials_size + wpack.shape[0] :])
     scratch = _chunk_scratches(
@@ -660,14 +660,14 @@ def _backprop_chunks(
             g_b_out[c],
             block_rows,
             block_cols,
-            transposed,
+            h_transposed,
             scratch[c],
             norms,
             max_grad_norm,
             correct,
             c,
         )
-    return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed)
+    return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, h_transposed)
 
 
 _backprop_serial, _backprop_parallel = serial_and_parallel(_backprop_chunks)
@@ -697,7 +697,7 @@ def _backprop_one_chunk(
     n, m = X.shape
     d = W_h.shape[1]
     t = W_out.shape[1]
-    W_out_T = np.ascontiguousarray(W_out.T)
+    W_out_T = transposed(W_out)
     grad_W_h = empty((m, d), X.dtype)
     grad_b_h = empty((d,), X.dtype)
     grad_W_out_T = empty((t, d), X.dtype)
@@ -731,7 +731,7 @@ def _backprop_one_chunk(
         correct,
         0,
     )
-    grad_W_out = np.ascontiguousarray(grad_W_out_T.T)
+    grad_W_out = transposed(grad_W_out_T)
     squares = 0.0
     if with_l2:
         squares = _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, X.dtype.type(l2))
@@ -753,7 +753,7 @@ def _example_norms_chunks(
     n, m = X.shape
     d = W_h.shape[1]
     t = W_out.shape[1]
-    W_out_T = np.ascontiguousarray(W_out.T)
+    W_out_T = transposed(W_out)
     wpack = _pack_padded_into(W_h, workspace)
     wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
     scratch = _chunk_scratches(

@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from . import _tiles as tiles
-from ._arrays import empty, matrix_view, zeros
+from ._arrays import empty, float64_matrix_view, matrix_view, zeros
 from ._jit import kernel
 from ._simd import VECTOR_BYTES
 from ._tuning import (
@@ -28,7 +28,7 @@ from ._tuning import (
 )
 
 
-@kernel(linked=True)
+@kernel(linked=True, arithmetic=True)
 def _tile_scratch_size(rows, m, d, t, w):
     """Elements of the tile engine's scratch for the step's products on ``rows`` examples.
 
@@ -44,7 +44,7 @@ def _tile_scratch_size(rows, m, d, t, w):
     )
 
 
-@kernel(linked=True)
+@kernel(linked=True, arithmetic=True)
 def _chunk_offsets(n, m, d, t, block_rows, itemsize):
     """The layout of one chunk's scratch (:func:`_chunk_buffers`), in elements of the dtype.
 
@@ -74,7 +74,7 @@ def _chunk_offsets(n, m, d, t, block_rows, itemsize):
     return rows, (e0, e1, e2, e3, e4, e5)
 
 
-@kernel(linked=True)
+@kernel(linked=True, arithmetic=True)
 def _chunk_scratch_size(n, m, d, t, block_rows, itemsize):
     """Elements of one chunk's scratch for a step on n examples in blocks of block_rows."""
     return _chunk_offsets(n, m, d, t, block_rows, itemsize)[1][5]
@@ -99,7 +99,7 @@ def _chunk_buffers(scratch, n, m, d, t, block_rows):
         matrix_view(scratch, e0, rows, t),
         matrix_view(scratch, e1, rows, d),
         matrix_view(scratch, e2, rows if min(d, t) < w else 0, w),
-        matrix_view(scratch[e3:e4].view(np.float64), 0, rows, t),
+        float64_matrix_view(scratch, e3, rows, t),
         scratch[e4:e5],
     )
 

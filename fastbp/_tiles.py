@@ -113,7 +113,7 @@ def pack_block(D, i_block, nb, g_first, g_count, buffer):
             buffer[r * g_count + e] = D[i_block + r, g_first + e]
 
 
-@kernel(linked=True)
+@kernel(linked=True, arithmetic=True)
 def panel_count(width, w):
     """How many panels :func:`panel_layout` cuts ``width`` (≥ w) columns into."""
     n2 = width // (2 * w)
@@ -121,7 +121,7 @@ def panel_count(width, w):
     return n2 + (1 if rest >= w else 0) + (1 if rest % w != 0 else 0)
 
 
-@kernel(linked=True)
+@kernel(linked=True, arithmetic=True)
 def panel_layout(width, w, panel):
     """(vectors, first column, skip) of panel number ``panel`` of a ``width``-column block.
 
@@ -160,7 +160,7 @@ def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G):
         row += rows
 
 
-@kernel(linked=True)
+@kernel(linked=True, arithmetic=True)
 def scratch_size(n_rows, N, K, block_n, block_d, block_t, w):
     """Elements of :func:`accumulate`'s ``scratch`` for ``n_rows`` rows, A (·, N) and D (·, K).
 

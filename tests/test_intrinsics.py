@@ -318,3 +318,196 @@ def test_the_python_views_refuse_what_compiled_code_would_read_past():
         _matrix_view_python(flat[::2], 0, 1, 2)
     with pytest.raises(TypeError, match="2-D C-contiguous"):
         _vector_view_python(flat.reshape(2, 5).T)
+
+
+# --------------------------------------------------------------------------
+# fastbp._arrays: allocation, transposed copies and float64 views
+# --------------------------------------------------------------------------
+
+
+def _array_kernels():
+    """Compiled callers of empty, zeros, transposed and float64_matrix_view (made once)."""
+    from fastbp._arrays import empty, float64_matrix_view, transposed, zeros
+
+    if "arrays" not in _compiled:
+
+        @numba.njit
+        def empty_like_class(shape, like):
+            return empty(shape, like.dtype), empty(shape, np.float32), empty(shape, np.int64)
+
+        @numba.njit
+        def zeros_like_class(shape, like):
+            return zeros(shape, like.dtype), zeros(shape, np.float32), zeros(shape, np.int64)
+
+        @numba.njit
+        def dirty_then_zeros(size):
+            # The block the first array frees is likely the one the second gets.
+            garbage = empty((size,), np.float64)
+            garbage[:] = -1.5
+            total = garbage.sum()
+            return total, zeros((size,), np.float64)
+
+        @numba.njit
+        def allocate_and_drop(rows, cols):
+            a = empty((rows, cols), np.float64)
+            b = zeros((rows, cols), np.float32)
+            c = transposed(b)
+            return a.shape[0] + b.shape[1] + c.shape[0]
+
+        @numba.njit
+        def transpose(matrix):
+            return transposed(matrix)
+
+        @numba.njit
+        def float64_view(flat, start, rows, cols):
+            return float64_matrix_view(flat, start, rows, cols)
+
+        @numba.njit
+        def float64_view_written(flat, start, rows, cols, value):
+            view = float64_matrix_view(flat, start, rows, cols)
+            view[rows - 1, cols - 1] = value
+            return view
+
+        _compiled["arrays"] = (
+            empty_like_class,
+            zeros_like_class,
+            dirty_then_zeros,
+            allocate_and_drop,
+            transpose,
+            float64_view,
+            float64_view_written,
+        )
+    return _compiled["arrays"]
+
+
+@pytest.mark.parametrize(
+    "shape", [(0,), (5,), (3, 4), (1, 1), (2, 0, 3), (2, 3, 4)], ids=lambda s: "x".join(map(str, s))
+)
+def test_empty_and_zeros_make_aligned_c_arrays_of_the_shape_and_dtype(shape):
+    empty_like, zeros_like, _, _, _, _, _ = _array_kernels()
+    for like in (np.zeros(1, np.float32), np.zeros(1, np.float64)):
+        for arrays, zero in ((empty_like(shape, like), False), (zeros_like(shape, like), True)):
+            for array, dtype in zip(arrays, (like.dtype, np.float32, np.int64), strict=True):
+                assert array.shape == shape and array.dtype == dtype, (array.shape, array.dtype)
+                assert array.flags.c_contiguous and array.flags.writeable
+                if not numba.config.DISABLE_JIT:
+                    assert array.ctypes.data % 32 == 0  # NumPy's and Numba's alignment
+                if zero:  # every bit zero: +0.0, never -0.0
+                    assert not array.view(f"u{array.itemsize}").any()
+    # Any integer types in the shape (a threaded loop's index is unsigned).
+    mixed = tuple(t(e) for t, e in zip((np.uint64, np.int32, np.int64), shape, strict=False))
+    assert zeros_like(mixed, np.zeros(1))[0].shape == shape[:3]
+
+
+def test_zeros_are_zero_in_recycled_memory():
+    _, _, dirty_then_zeros, _, _, _, _ = _array_kernels()
+    for size in (1, 7, 1000, 100_000):
+        total, cleared = dirty_then_zeros(size)
+        assert total == -1.5 * size
+        assert not cleared.view(np.uint64).any()
+
+
+def test_a_negative_extent_is_refused_not_allocated():
+    empty_like, zeros_like, _, _, _, _, _ = _array_kernels()
+    for make in (empty_like, zeros_like):
+        with pytest.raises(ValueError, match="negative dimensions"):
+            make((2, -1), np.zeros(1))
+
+
+def test_allocations_inside_a_kernel_are_freed_with_it():
+    _, _, _, allocate_and_drop, _, _, _ = _array_kernels()
+    assert allocate_and_drop(3, 4) == 3 + 4 + 4  # compiled before counting
+    if numba.config.DISABLE_JIT:
+        return
+    from numba.core.runtime import _nrt_python, rtsys
+
+    was_enabled = _nrt_python.memsys_stats_enabled()
+    _nrt_python.memsys_enable_stats()
+    try:
+        before = rtsys.get_allocation_stats()
+        allocate_and_drop(30, 40)
+        after = rtsys.get_allocation_stats()
+        assert after.alloc - before.alloc == 3  # the three arrays, and no more
+        assert after.alloc - after.free == before.alloc - before.free  # all freed
+    finally:
+        if not was_enabled:
+            _nrt_python.memsys_disable_stats()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(5, 7), (1, 1), (0, 3), (3, 0), (16, 2)])
+def test_transposed_is_numpys_contiguous_transpose_in_new_memory(dtype, shape):
+    _, _, _, _, transpose, _, _ = _array_kernels()
+    rng = np.random.default_rng(3)
+    wide = rng.standard_normal((shape[0], 2 * shape[1] + 1)).astype(dtype)
+    for matrix in (
+        wide[:, : shape[1]].copy(),  # C-contiguous
+        np.asfortranarray(wide[:, : shape[1]]),  # Fortran order
+        wide[:, ::2][:, : shape[1]],  # strided columns
+        wide[:, : shape[1]].copy().T.copy().T,  # a transposed view of a C array
+    ):
+        result = transpose(matrix)
+        assert result.shape == shape[::-1] and result.dtype == dtype
+        assert result.flags.c_contiguous
+        np.testing.assert_array_equal(result, np.ascontiguousarray(matrix.T))
+        assert not np.shares_memory(result, matrix)
+
+
+def test_transposed_refuses_what_is_not_a_matrix():
+    _, _, _, _, transpose, _, _ = _array_kernels()
+    with pytest.raises((numba.core.errors.TypingError, TypeError)):
+        transpose(np.arange(3.0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("start_bytes, rows, cols", [(0, 2, 3), (16, 1, 4), (64, 3, 1), (8, 0, 2)])
+def test_float64_views_read_the_bytes_numpy_views_read(dtype, start_bytes, rows, cols):
+    _, _, _, _, _, float64_view, float64_view_written = _array_kernels()
+    itemsize = np.dtype(dtype).itemsize
+    flat = np.arange(64, dtype=dtype) + 0.25
+    start = start_bytes // itemsize
+    count = rows * cols * 8 // itemsize
+    expected = flat[start : start + count].view(np.float64).reshape(rows, cols)
+    view = float64_view(flat, start, rows, cols)
+    assert view.shape == (rows, cols) and view.dtype == np.float64 and view.flags.c_contiguous
+    np.testing.assert_array_equal(view, expected)
+    # Unsigned and signed integer arguments alike.
+    np.testing.assert_array_equal(
+        float64_view(flat, np.uint64(start), np.int32(rows), np.int64(cols)), expected
+    )
+    if rows and cols:
+        assert np.shares_memory(view, flat)
+        written = flat.copy()
+        float64_view_written(written, start, rows, cols, -3.5)
+        last = written[start : start + count].view(np.float64)[-1]
+        assert last == -3.5  # written through into the source's bytes
+        untouched = np.ones(64, bool)
+        untouched[start + count - 8 // itemsize : start + count] = False
+        np.testing.assert_array_equal(written[untouched], flat[untouched])
+
+
+def test_float64_views_refuse_sources_they_cannot_read():
+    _, _, _, _, _, float64_view, _ = _array_kernels()
+    refused = (numba.core.errors.TypingError, TypeError)
+    with pytest.raises(refused):
+        float64_view(np.zeros(8, np.float16), 0, 1, 1)  # 2-byte elements
+    with pytest.raises(refused):
+        float64_view(np.zeros((4, 4)), 0, 1, 1)  # not 1-D
+    with pytest.raises(refused):
+        float64_view(np.zeros(16)[::2], 0, 1, 1)  # not contiguous
+
+
+def test_the_python_float64_view_refuses_what_compiled_code_would_misread():
+    from fastbp._arrays import _float64_matrix_view_python
+
+    flat = np.arange(16, dtype=np.float32)
+    np.testing.assert_array_equal(
+        _float64_matrix_view_python(flat, 2, 2, 3), flat[2:14].view(np.float64).reshape(2, 3)
+    )
+    assert _float64_matrix_view_python(flat, 40, 0, 3).shape == (0, 3)  # empty: anywhere
+    with pytest.raises(ValueError, match="8-byte boundary"):
+        _float64_matrix_view_python(flat, 1, 1, 1)
+    with pytest.raises(IndexError, match="outside flat"):
+        _float64_matrix_view_python(flat, 8, 2, 3)
+    with pytest.raises(TypeError, match="4- or 8-byte"):
+        _float64_matrix_view_python(np.zeros(8, np.float16), 0, 1, 1)

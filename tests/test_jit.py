@@ -83,7 +83,6 @@ def test_the_register_tiles_compile_once_per_dtype():
 
 def test_serial_and_parallel_share_one_body_and_give_the_same_bits():
     import numba
-    import numpy as np
 
     def chunk_sums(values, n_chunks):
         sums = np.zeros(n_chunks)
@@ -120,19 +119,41 @@ def test_the_threaded_twin_has_cache_files_of_its_own():
         assert serial_name != threaded_name and ".parallel-" in threaded_name
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
-@pytest.mark.parametrize("shape", [(0,), (5,), (3, 4), (0, 4), (2, 3, 4)])
-def test_the_kernels_allocators_give_c_arrays_of_the_shape_and_dtype(shape, dtype):
-    from fastbp import _arrays
+def test_an_arithmetic_kernel_runs_python_for_python_callers_and_compiles_for_kernels():
+    import numba
 
-    # Memory just freed, full of sevens, is what an allocation of this size gets
-    # back next: zeros must clear it.
-    dirty = _arrays.empty(shape, np.dtype(dtype))
-    dirty[...] = 7
-    del dirty
-    zeros = _arrays.zeros(shape, dtype)
-    empty = _arrays.empty(shape, np.dtype(dtype))
-    for array in (zeros, empty):
-        assert array.shape == shape and array.dtype == dtype
-        assert array.flags.c_contiguous
-    np.testing.assert_array_equal(zeros, np.zeros(shape, dtype))
+    @without_disk_cache
+    @_jit.kernel(linked=True, arithmetic=True)
+    def padded(n, w):
+        return (n + w - 1) // w * w
+
+    @numba.njit(cache=False)  # a plain caller: no twin of it in fastbp's cache
+    def caller(n):
+        return padded(n, 16) + padded(n, 8)
+
+    # From Python: plain Python, so nothing is compiled and a float stays a float.
+    assert padded(17, 16) == 32 and padded(2.5, 1) == 2.0
+    assert padded.signatures == []
+    # From compiled code: compiled (once, for its integer types), the same results.
+    sizes = (0, 1, 17, 100)
+    assert [caller(n) for n in sizes] == [padded(n, 16) + padded(n, 8) for n in sizes]
+    assert padded.signatures == [(types.int64, types.int64)]
+
+
+def test_the_step_s_size_arithmetic_is_the_same_in_python_and_compiled():
+    # The workspace is sized in Python, the kernels lay out their buffers compiled:
+    # both run _chunk_offsets, so they must agree.
+    import numba
+
+    from fastbp import _scratch
+
+    @numba.njit(cache=False)
+    def compiled_offsets(n, m, d, t, block_rows, itemsize):
+        return _scratch._chunk_offsets(n, m, d, t, block_rows, itemsize)
+
+    for shape in ((32, 64, 100, 10), (1, 1, 1, 1), (300, 784, 3, 20), (5, 0, 7, 0)):
+        for block_rows in (1, 6, 192):
+            for itemsize in (4, 8):
+                args = (*shape, block_rows, itemsize)
+                assert compiled_offsets(*args) == _scratch._chunk_offsets(*args), args
+    assert _scratch._chunk_offsets.signatures  # compiled for the kernel, not for Python
