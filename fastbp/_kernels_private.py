@@ -36,7 +36,10 @@ def _scaled_norm_row(row):
     """‖row‖ without overflow or underflow: the largest |value| M times ‖row / M‖."""
     largest = 0.0
     for j in range(row.shape[0]):
-        largest = max(largest, abs(np.float64(row[j])))
+        # max(largest, |value|) as Numba's max computes it (NaN never replaces),
+        # without compiling that overload for float64.
+        magnitude = abs(np.float64(row[j]))
+        largest = magnitude if magnitude > largest else largest
     if largest == 0.0 or not largest < np.inf:
         return largest
     total = 0.0
