@@ -184,11 +184,26 @@ def _add_bias_sigmoid_inplace(Z, b):
 
 
 @kernel
+def _matmul(A, B):
+    """A @ B for 2-D arrays, one BLAS call (gemm) through Numba's ``np.dot``.
+
+    Numba's ``A @ B`` is exactly this: ``np.dot(A, B, out)`` into a new
+    array (zeros where the inner dimension is 0, which ``np.dot`` writes
+    too), so the bits are the same.  Allocating with :func:`empty` spares
+    the compilation of Numba's ``@`` wrapper and the ``np.empty`` and
+    ``np.zeros`` overloads behind it.
+    """
+    out = empty((A.shape[0], B.shape[1]), A.dtype)
+    np.dot(A, B, out)
+    return out
+
+
+@kernel
 def _forward(X, W_h, b_h, W_out, b_out):
     """A_h = φ(X W_h + b_h), A_out = φ(A_h W_out + b_out)."""
-    A_h = X @ W_h
+    A_h = _matmul(X, W_h)
     _add_bias_sigmoid_inplace(A_h, b_h)
-    A_out = A_h @ W_out
+    A_out = _matmul(A_h, W_out)
     _add_bias_sigmoid_inplace(A_out, b_out)
     return A_h, A_out
 
@@ -413,8 +428,8 @@ def _grad_W_out_outer(A_h, delta_out):
 
 @kernel
 def _grad_W_out_matmul(A_h, delta_out):
-    """(A_h)ᵀ δ_out as one BLAS call."""
-    return A_h.T @ delta_out
+    """(A_h)ᵀ δ_out as one BLAS call (``A_h.T @ delta_out``)."""
+    return _matmul(A_h.T, delta_out)
 
 
 @kernel(linked=True, arithmetic=True)

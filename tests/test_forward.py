@@ -90,6 +90,25 @@ def test_forward_within_rounding_bound(n, m, d, t, dtype, rng):
     assert np.all(np.abs(A_out - sigmoid_reference(z_out)) <= 0.25 * out_bound + 4 * u)
 
 
+@dtypes
+@pytest.mark.parametrize("m, d", [(0, 3), (4, 0), (0, 0)])
+def test_forward_with_an_empty_inner_dimension_is_the_bias_alone(m, d, dtype, rng):
+    # An empty sum is 0, never what the output's memory held before: run a
+    # product of the same output shape first, so that memory is likely reused.
+    n, t = 7, 3
+    full = make_network(n, 5, max(d, 1), t, dtype, rng)
+    fastbp.forward(full["X"], full["W_h"], full["b_h"], full["W_out"], full["b_out"])
+    net = make_network(n, m, d, t, dtype, rng)
+    A_h, A_out = fastbp.forward(net["X"], net["W_h"], net["b_h"], net["W_out"], net["b_out"])
+    np.testing.assert_array_equal(A_h, np.broadcast_to(fastbp.sigmoid(net["b_h"]), (n, d)))
+    if d == 0:
+        np.testing.assert_array_equal(A_out, np.broadcast_to(fastbp.sigmoid(net["b_out"]), (n, t)))
+    assert (
+        fastbp.grad_W_out_matmul(np.ones((0, d), dtype), np.ones((0, t), dtype)).tolist()
+        == [[0.0] * t] * d
+    )
+
+
 def test_forward_seed_network_by_hand():
     # m = 2, d = 2, t = 1 with z values chosen as 0 so every φ is exactly 1/2.
     X = np.array([[1.0, -1.0]])
