@@ -187,6 +187,32 @@ def test_cache_command_prints_the_folder(capsys):
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="nothing compiles with the JIT off")
+def test_the_command_line_freezes_what_is_left_for_the_exit_and_a_python_call_does_not(
+    tmp_path, capsys
+):
+    import gc
+    import os
+
+    # From Python (a list of arguments): the caller's garbage collector is left alone.
+    frozen = gc.get_freeze_count()
+    assert main(["cache"]) == 0
+    assert gc.get_freeze_count() == frozen
+    # As the command (sys.argv): the objects left are frozen before the process exits,
+    # and the command's output and exit status are as before.
+    child = (
+        "import gc, sys\n"
+        "from fastbp._tools.cli import main\n"
+        "sys.argv = ['fastbp', 'cache']\n"
+        "status = main()\n"
+        "print('frozen', gc.get_freeze_count() > 0)\n"
+        "sys.exit(status)\n"
+    )
+    env = dict(os.environ, FASTBP_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"root: {tmp_path}" in done.stdout and "frozen True" in done.stdout
+
+
 def test_compile_profile_prints_each_kernels_time_alone_and_with_its_callees(monkeypatch, capsys):
     from fastbp import _jit
     from fastbp._tools import compile as compile_command
