@@ -169,12 +169,12 @@ def float64_matrix_view(typingctx, flat, start, rows, cols):
     """The bytes of ``flat`` from element ``start`` on as a (rows, cols) float64 array: a view.
 
     For float64 sums kept in a float32 scratch.  ``flat`` is a 1-D
-    C-contiguous array of 4- or 8-byte elements, and ``start`` must put the
+    C-contiguous float32 or float64 array, and ``start`` must put the
     view on an 8-byte boundary; nothing is checked.
     """
     if not (isinstance(flat, types.Array) and flat.ndim == 1 and flat.layout == "C"):
         return None
-    if flat.dtype.bitwidth not in (32, 64):
+    if not (isinstance(flat.dtype, types.Float) and flat.dtype.bitwidth in (32, 64)):
         return None
     if not all(isinstance(ty, types.Integer) for ty in (start, rows, cols)):
         return None
@@ -224,9 +224,9 @@ def _matrix_view_python(flat, start, rows, cols):
 
 def _float64_matrix_view_python(flat, start, rows, cols):
     """:func:`float64_matrix_view` in Python."""
-    if flat.ndim != 1 or not flat.flags.c_contiguous or flat.itemsize not in (4, 8):
+    if flat.ndim != 1 or not flat.flags.c_contiguous or flat.dtype not in (np.float32, np.float64):
         raise TypeError(
-            "float64_matrix_view: flat must be a 1-D C-contiguous array of 4- or 8-byte elements"
+            "float64_matrix_view: flat must be a 1-D C-contiguous float32 or float64 array"
         )
     start, rows, cols = int(start), int(rows), int(cols)
     if start * flat.itemsize % 8:

@@ -492,6 +492,10 @@ def test_float64_views_refuse_sources_they_cannot_read():
     with pytest.raises(refused):
         float64_view(np.zeros(8, np.float16), 0, 1, 1)  # 2-byte elements
     with pytest.raises(refused):
+        float64_view(np.zeros(8, np.int64), 0, 1, 1)  # not floats
+    with pytest.raises(refused):
+        float64_view(np.zeros(8, np.bool_), 0, 1, 1)  # no bit width to read
+    with pytest.raises(refused):
         float64_view(np.zeros((4, 4)), 0, 1, 1)  # not 1-D
     with pytest.raises(refused):
         float64_view(np.zeros(16)[::2], 0, 1, 1)  # not contiguous
@@ -509,5 +513,5 @@ def test_the_python_float64_view_refuses_what_compiled_code_would_misread():
         _float64_matrix_view_python(flat, 1, 1, 1)
     with pytest.raises(IndexError, match="outside flat"):
         _float64_matrix_view_python(flat, 8, 2, 3)
-    with pytest.raises(TypeError, match="4- or 8-byte"):
+    with pytest.raises(TypeError, match="float32 or float64"):
         _float64_matrix_view_python(np.zeros(8, np.float16), 0, 1, 1)
