@@ -141,17 +141,10 @@ def _view(context, builder, source_type, source_value, view_type, first, shape):
     return impl_ret_borrowed(context, builder, view_type, view._getvalue())
 
 
-@intrinsic
-def matrix_view(typingctx, flat, start, rows, cols):
-    """``flat[start : start + rows·cols]`` as a (rows, cols) C-contiguous array: a view.
-
-    ``flat`` is a 1-D C-contiguous array; nothing is checked.
-    """
-    if not (isinstance(flat, types.Array) and flat.ndim == 1 and flat.layout == "C"):
-        return None
+def _matrix_view_typing(flat, start, rows, cols, view_type):
+    """Typing of the matrix views: (signature, codegen), or None for non-integer extents."""
     if not all(isinstance(ty, types.Integer) for ty in (start, rows, cols)):
         return None
-    view_type = flat.copy(ndim=2, layout="C")
 
     def codegen(context, builder, signature, args):
         first, n_rows, n_cols = (
@@ -162,6 +155,17 @@ def matrix_view(typingctx, flat, start, rows, cols):
         )
 
     return view_type(flat, start, rows, cols), codegen
+
+
+@intrinsic
+def matrix_view(typingctx, flat, start, rows, cols):
+    """``flat[start : start + rows·cols]`` as a (rows, cols) C-contiguous array: a view.
+
+    ``flat`` is a 1-D C-contiguous array; nothing is checked.
+    """
+    if not (isinstance(flat, types.Array) and flat.ndim == 1 and flat.layout == "C"):
+        return None
+    return _matrix_view_typing(flat, start, rows, cols, flat.copy(ndim=2, layout="C"))
 
 
 @intrinsic
@@ -176,19 +180,7 @@ def float64_matrix_view(typingctx, flat, start, rows, cols):
         return None
     if not (isinstance(flat.dtype, types.Float) and flat.dtype.bitwidth in (32, 64)):
         return None
-    if not all(isinstance(ty, types.Integer) for ty in (start, rows, cols)):
-        return None
-    view_type = types.Array(types.float64, 2, "C")
-
-    def codegen(context, builder, signature, args):
-        first, n_rows, n_cols = (
-            context.cast(builder, args[p], signature.args[p], types.intp) for p in (1, 2, 3)
-        )
-        return _view(
-            context, builder, signature.args[0], args[0], view_type, first, [n_rows, n_cols]
-        )
-
-    return view_type(flat, start, rows, cols), codegen
+    return _matrix_view_typing(flat, start, rows, cols, types.Array(types.float64, 2, "C"))
 
 
 @intrinsic
