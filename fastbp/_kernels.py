@@ -185,7 +185,10 @@ def _add_bias_sigmoid_inplace(Z, b):
 
 @kernel
 def _matmul(A, B):
-    """A @ B for 2-D arrays, one BLAS call (gemm) through Numba's ``np.dot``.
+    """A @ B for 2-D arrays, one BLAS call through Numba's ``np.dot``.
+
+    The call is gemm, or gemv where A is one row or B one column, as Numba
+    chooses for ``@`` too.
 
     Numba's ``A @ B`` is exactly this: ``np.dot(A, B, out)`` into a new
     array (zeros where the inner dimension is 0, which ``np.dot`` writes
