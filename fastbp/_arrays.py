@@ -56,9 +56,8 @@ def _allocation(shape, dtype, fill_with_zeros):
         extents = _parse_shape(context, builder, signature.args[0], args[0])
         array = _empty_nd_impl(context, builder, array_type, extents)
         if fill_with_zeros:
-            # A loop of stores, as ``out[:] = 0`` compiles to: a memset call here made
-            # LLVM optimise the caller's loops after it differently (the outer-product
-            # gradient ran 13 % slower in float32).
+            # A loop of stores, as ``out[:] = 0`` compiles to: with a memset call
+            # here LLVM compiled the caller's loops after it into slower code.
             zero = context.get_constant(array_type.dtype, 0)
             with cgutils.for_range(builder, array.nitems) as loop:
                 builder.store(zero, builder.gep(array.data, [loop.index]))

@@ -131,9 +131,12 @@ def test_an_arithmetic_kernel_runs_python_for_python_callers_and_compiles_for_ke
     def caller(n):
         return padded(n, 16) + padded(n, 8)
 
-    # From Python: plain Python, so nothing is compiled and a float stays a float.
-    assert padded(17, 16) == 32 and padded(2.5, 1) == 2.0
-    assert padded.signatures == []
+    # From Python: plain Python, so nothing is compiled (no twin with a Python
+    # entry either), a float stays a float and an int beyond int64 is exact.
+    assert padded(17, 16) == 32
+    assert isinstance(padded(2.5, 1), float) and padded(2.5, 1) == 2.0
+    assert padded(2**70 + 1, 16) == 2**70 + 16
+    assert padded.signatures == [] and padded._python_twin is None
     # From compiled code: compiled (once, for its integer types), the same results.
     sizes = (0, 1, 17, 100)
     assert [caller(n) for n in sizes] == [padded(n, 16) + padded(n, 8) for n in sizes]
