@@ -23,6 +23,7 @@ from ._simd import (
     cast_like,
     float32_from_bits,
     float_from_bits,
+    fused_multiply_add,
     is_float32,
 )
 from ._tiles import accumulate, accumulate_columns, scratch_size
@@ -36,12 +37,15 @@ from ._tuning import COST_TERMS_BLOCK
 # exp for the sigmoid: Cody–Waite reduction x = k·ln2 + r, |r| ≤ ln2/2, and
 # the Taylor polynomial of e^r, then 2^k put into the exponent bits.  Plain
 # arithmetic, selects and bit casts only, so loops over it vectorise at the
-# full vector width of the dtype.  Float64: degree 13 (truncation below
-# 1e-17 relative), measured within 0.96 ulp of the correctly rounded exp.
-# Float32: its own float32 arithmetic (twice the lanes of float64), degree 7
-# (truncation 5e-9 relative, a tenth of float32's u), within 1 ulp (measured
-# on every float32 in [−104, 0]: docs/equality.md).  tests/test_forward.py
-# checks both against long-double exp.
+# full vector width of the dtype.  The reduction and Horner's steps are fused
+# multiply-adds (llvm.fma, one rounding each, the same bits on every
+# machine): half the operations and half the dependency chain of a multiply
+# and an add.  Float64: degree 13 (truncation below 1e-17 relative),
+# measured within 0.973 ulp of the correctly rounded exp.  Float32: its own
+# float32 arithmetic (twice the lanes of float64), degree 7 (truncation 5e-9
+# relative, a tenth of float32's u), within 1.034 ulp (measured on every
+# float32 in [−104, 0]: docs/equality.md).  tests/test_forward.py checks
+# both against long-double exp.
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 bits: k·_LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10  # ln 2 − _LN2_HI
@@ -58,22 +62,23 @@ def _exp_nonpositive(x):
     subnormal); results in the subnormal range are rounded once.
     """
     c = _EXP_TAYLOR
+    fma = fused_multiply_add
     xc = -746.0 if x < -746.0 else x
-    shifted = xc * _LOG2E + _ROUNDER
+    shifted = fma(xc, _LOG2E, _ROUNDER)
     k_float = shifted - _ROUNDER
     k = bits_from_float(shifted) - _ROUNDER_BITS  # the same integer, as int64
-    r = (xc - k_float * _LN2_HI) - k_float * _LN2_LO
-    q = c[13] * r + c[12]
-    q = q * r + c[11]
-    q = q * r + c[10]
-    q = q * r + c[9]
-    q = q * r + c[8]
-    q = q * r + c[7]
-    q = q * r + c[6]
-    q = q * r + c[5]
-    q = q * r + c[4]
-    q = q * r + c[3]
-    q = q * r + c[2]
+    r = fma(-k_float, _LN2_LO, fma(-k_float, _LN2_HI, xc))
+    q = fma(c[13], r, c[12])
+    q = fma(q, r, c[11])
+    q = fma(q, r, c[10])
+    q = fma(q, r, c[9])
+    q = fma(q, r, c[8])
+    q = fma(q, r, c[7])
+    q = fma(q, r, c[6])
+    q = fma(q, r, c[5])
+    q = fma(q, r, c[4])
+    q = fma(q, r, c[3])
+    q = fma(q, r, c[2])
     p = 1.0 + (r + (r * r) * q)  # e^r in [0.70, 1.42]
     # 2^k in two factors: 2^k_main goes straight into p's exponent (exact,
     # p stays normal), 2^(k − k_main) ≥ 2^−77 is a normal number and the
@@ -107,16 +112,17 @@ def _exp_nonpositive_float32(x):
     correctly rounded e^x.
     """
     c = _EXP_TAYLOR_F32
+    fma = fused_multiply_add
     xc = _FLOOR_F32 if x < _FLOOR_F32 else x
-    shifted = xc * _LOG2E_F32 + _ROUNDER_F32
+    shifted = fma(xc, _LOG2E_F32, _ROUNDER_F32)
     k_float = shifted - _ROUNDER_F32
     k = np.int32(bits_from_float32(shifted) - _ROUNDER_BITS_F32)  # the same integer
-    r = (xc - k_float * _LN2_HI_F32) - k_float * _LN2_LO_F32
-    q = c[7] * r + c[6]
-    q = q * r + c[5]
-    q = q * r + c[4]
-    q = q * r + c[3]
-    q = q * r + c[2]
+    r = fma(-k_float, _LN2_LO_F32, fma(-k_float, _LN2_HI_F32, xc))
+    q = fma(c[7], r, c[6])
+    q = fma(q, r, c[5])
+    q = fma(q, r, c[4])
+    q = fma(q, r, c[3])
+    q = fma(q, r, c[2])
     p = _ONE_F32 + (r + (r * r) * q)  # e^r in [0.70, 1.42]
     # p · 2^k_main stays normal (k_main ≥ −100); 2^(k − k_main) ≥ 2^−50 is normal.
     k_main = k if k > -100 else np.int32(-100)
@@ -230,9 +236,9 @@ def _delta_out(A_out, Y):
 # log for the cost: x = 2^k · m with m in [√2/2, √2), f = m − 1 (exact),
 # s = f / (2 + f), and log(1 + f) = f − (f²/2 − s (f²/2 + R(s²))) with R
 # the Taylor series of 2·atanh(s)/s − 2 to s²⁴ (|s| ≤ 0.172, truncation
-# below 1e-19), as in fdlibm's log.  Plain arithmetic, selects and bit
-# casts, so loops over it vectorise; measured within 0.85 ulp of
-# long-double log (tests/test_forward.py checks it).
+# below 1e-19, Horner's steps fused as in exp), as in fdlibm's log.  Plain
+# arithmetic, selects and bit casts, so loops over it vectorise; measured
+# within 0.86 ulp of long-double log (tests/test_forward.py checks it).
 _LOG_SERIES = tuple(2.0 / (2 * i + 1) for i in range(1, 13))
 _SQRT2 = 1.4142135623730951
 _MANTISSA_BITS = 0x000FFFFFFFFFFFFF
@@ -258,17 +264,18 @@ def _clamped_log(x, tiny):
     f = m - 1.0
     s = f / (2.0 + f)
     z = s * s
-    q = c[11] * z + c[10]
-    q = q * z + c[9]
-    q = q * z + c[8]
-    q = q * z + c[7]
-    q = q * z + c[6]
-    q = q * z + c[5]
-    q = q * z + c[4]
-    q = q * z + c[3]
-    q = q * z + c[2]
-    q = q * z + c[1]
-    q = q * z + c[0]
+    fma = fused_multiply_add
+    q = fma(c[11], z, c[10])
+    q = fma(q, z, c[9])
+    q = fma(q, z, c[8])
+    q = fma(q, z, c[7])
+    q = fma(q, z, c[6])
+    q = fma(q, z, c[5])
+    q = fma(q, z, c[4])
+    q = fma(q, z, c[3])
+    q = fma(q, z, c[2])
+    q = fma(q, z, c[1])
+    q = fma(q, z, c[0])
     r = z * q
     half_f2 = 0.5 * f * f
     k_float = np.float64(k)

@@ -12,6 +12,8 @@ lanes per vector; ``n_vectors``, ``n_rows`` and ``blend`` compile-time constants
     The IEEE-754 bits of a float64 as an int64, and back (bit casts).
 ``cast_like(value, like)``, ``is_float32(value)``
     ``value`` rounded to ``like``'s float type; whether ``value`` is a float32.
+``fused_multiply_add(a, b, c)``
+    a·b + c rounded once (``llvm.fma``), for three floats of one type.
 
 Why this module exists
 ----------------------
@@ -82,6 +84,7 @@ __all__ = [
     "copy_vectors",
     "float32_from_bits",
     "float_from_bits",
+    "fused_multiply_add",
     "is_float32",
     "tile_fma",
 ]
@@ -515,6 +518,27 @@ def is_float32(typingctx, value):
     return types.boolean(value), codegen
 
 
+@intrinsic
+def fused_multiply_add(typingctx, a, b, c):
+    """a·b + c rounded once, for float32 or float64 a, b and c of one type.
+
+    ``llvm.fma``, not ``llvm.fmuladd``: always fused, so the elementwise
+    functions built on it give the same bits on every machine, in vector
+    loops and in their scalar remainders alike.
+    """
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        float_type = args[0].type
+        fma = builder.module.declare_intrinsic(
+            "llvm.fma", [float_type], ir.FunctionType(float_type, [float_type] * 3)
+        )
+        return builder.call(fma, args)
+
+    return a(a, b, c), codegen
+
+
 # --------------------------------------------------------------------------
 # With the JIT off (NUMBA_DISABLE_JIT=1): the same operations in Python
 # --------------------------------------------------------------------------
@@ -588,6 +612,11 @@ def _cast_like_python(value, like):
     return np.float32(value) if isinstance(like, np.float32) else np.float64(value)
 
 
+def _fused_multiply_add_python(a, b, c):
+    """:func:`fused_multiply_add` in Python: a multiply and an add, each rounded (see above)."""
+    return a * b + c
+
+
 def _is_float32_python(value):
     """:func:`is_float32` in Python."""
     return isinstance(value, np.float32)
@@ -601,4 +630,5 @@ if _numba_config.DISABLE_JIT:
     bits_from_float32 = _bits_from_float32_python
     float32_from_bits = _float32_from_bits_python
     cast_like = _cast_like_python
+    fused_multiply_add = _fused_multiply_add_python
     is_float32 = _is_float32_python

@@ -221,14 +221,14 @@ def test_exp_of_the_sigmoid_within_one_ulp():
     assert np.isnan(exp_all_single(exp_all, np.nan))
 
     # float32: its own arguments (x rounded to float32, down to −104, where e^x is under half the
-    # smallest subnormal), within 1.03 ulp: the largest error over every float32 in [−104, 0] is
-    # 1.025 ulp (docs/equality.md), so a wrong constant or a lost polynomial term shows here.
+    # smallest subnormal), within 1.04 ulp: the largest error over every float32 in [−104, 0] is
+    # 1.034 ulp (docs/equality.md), so a wrong constant or a lost polynomial term shows here.
     x32 = np.concatenate([x[x >= -110], -rng.random(200_000) * 104]).astype(np.float32)
     result32 = np.empty(x32.shape, np.float32)
     exp_all_float32(x32, result32)
     expected32 = np.exp(x32.astype(np.longdouble))
     ulp32 = np.spacing(expected32.astype(np.float32)).astype(np.longdouble)
-    assert np.all(np.abs(result32 - expected32) <= 1.03 * ulp32)
+    assert np.all(np.abs(result32 - expected32) <= 1.04 * ulp32)
     assert np.all(result32[x32 < -103.973] == 0)  # below half the smallest subnormal
     assert np.isnan(exp_all_single(exp_all_float32, np.float32(np.nan)))
 

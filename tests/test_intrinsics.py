@@ -515,3 +515,72 @@ def test_the_python_float64_view_refuses_what_compiled_code_would_misread():
         _float64_matrix_view_python(flat, 8, 2, 3)
     with pytest.raises(TypeError, match="float32 or float64"):
         _float64_matrix_view_python(np.zeros(8, np.float16), 0, 1, 1)
+
+
+# a·b = 1 − 2^(−2e) exactly, which rounds to 1 in the dtype (e = 30 in float64, 15 in float32):
+# fused, a·b − 1 is −2^(−2e); a multiply and an add give 0.
+_ONE_ROUNDING = {np.float64: 2.0**-30, np.float32: 2.0**-15}
+
+
+@numba.njit
+def _fused(a, b, c):
+    return _simd.fused_multiply_add(a, b, c)
+
+
+@numba.njit
+def _fused_loop(a, b, c, out):
+    for i in range(a.shape[0]):  # vectorised, with a scalar remainder
+        out[i] = _simd.fused_multiply_add(a[i], b[i], c[i])
+
+
+_COMPILED_ONLY = pytest.mark.skipif(
+    numba.config.DISABLE_JIT,
+    reason="compiled code's rounding (the Python stand-in is tested below)",
+)
+
+
+@_COMPILED_ONLY
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_multiply_add_rounds_once_in_vector_loops_and_alone(dtype, rng):
+    small = _ONE_ROUNDING[dtype]
+    a, b, c = dtype(1 + small), dtype(1 - small), dtype(-1)
+    assert a * b + c == 0  # two roundings
+    assert _fused(a, b, c) == -small * small  # Numba returns it as a Python float
+    # Every element alike, wherever it falls in the vectorised loop.
+    size = 37
+    out = np.empty(size, dtype)
+    _fused_loop(np.full(size, a), np.full(size, b), np.full(size, c), out)
+    np.testing.assert_array_equal(out, np.full(size, -small * small, dtype))
+    # Random data: the correctly rounded a·b + c, from the exact rational value.
+    from fractions import Fraction
+
+    x, y, z = (rng.standard_normal(size).astype(dtype) for _ in range(3))
+    _fused_loop(x, y, z, out)
+    exact = [
+        Fraction(float(p)) * Fraction(float(q)) + Fraction(float(r)) for p, q, r in zip(x, y, z)
+    ]
+    if dtype is np.float64:
+        np.testing.assert_array_equal(out, [float(e) for e in exact])
+    else:  # the float32 nearest the exact value: within half a float32 ulp of it
+        ulp = np.spacing(np.abs(out)).astype(np.float64)
+        error = [abs(Fraction(float(o)) - e) for o, e in zip(out, exact)]
+        assert all(err <= Fraction(float(u)) / 2 for err, u in zip(error, ulp))
+    assert np.isnan(_fused(dtype(np.nan), dtype(1), dtype(0)))
+
+
+@_COMPILED_ONLY
+def test_fused_multiply_add_refuses_mixed_or_non_float_arguments():
+    refused = (numba.core.errors.TypingError, TypeError)
+    with pytest.raises(refused):
+        _fused(np.float32(1), 1.0, 1.0)  # float32 with float64
+    with pytest.raises(refused):
+        _fused(1, 2, 3)  # integers
+
+
+def test_the_python_fused_multiply_add_rounds_twice_as_documented():
+    from fastbp._simd import _fused_multiply_add_python
+
+    small = _ONE_ROUNDING[np.float64]
+    assert _fused_multiply_add_python(1 + small, 1 - small, -1.0) == 0.0
+    result = _fused_multiply_add_python(np.float32(1.5), np.float32(2), np.float32(0.25))
+    assert type(result) is np.float32 and result == np.float32(3.25)
