@@ -68,17 +68,9 @@ def _exp_nonpositive(x):
     k_float = shifted - _ROUNDER
     k = bits_from_float(shifted) - _ROUNDER_BITS  # the same integer, as int64
     r = fma(-k_float, _LN2_LO, fma(-k_float, _LN2_HI, xc))
-    q = fma(c[13], r, c[12])
-    q = fma(q, r, c[11])
-    q = fma(q, r, c[10])
-    q = fma(q, r, c[9])
-    q = fma(q, r, c[8])
-    q = fma(q, r, c[7])
-    q = fma(q, r, c[6])
-    q = fma(q, r, c[5])
-    q = fma(q, r, c[4])
-    q = fma(q, r, c[3])
-    q = fma(q, r, c[2])
+    q = c[13]
+    for i in range(12, 1, -1):  # Horner's steps, unrolled by LLVM
+        q = fma(q, r, c[i])
     p = 1.0 + (r + (r * r) * q)  # e^r in [0.70, 1.42]
     # 2^k in two factors: 2^k_main goes straight into p's exponent (exact,
     # p stays normal), 2^(k − k_main) ≥ 2^−77 is a normal number and the
@@ -118,11 +110,9 @@ def _exp_nonpositive_float32(x):
     k_float = shifted - _ROUNDER_F32
     k = np.int32(bits_from_float32(shifted) - _ROUNDER_BITS_F32)  # the same integer
     r = fma(-k_float, _LN2_LO_F32, fma(-k_float, _LN2_HI_F32, xc))
-    q = fma(c[7], r, c[6])
-    q = fma(q, r, c[5])
-    q = fma(q, r, c[4])
-    q = fma(q, r, c[3])
-    q = fma(q, r, c[2])
+    q = c[7]
+    for i in range(6, 1, -1):  # Horner's steps, unrolled by LLVM
+        q = fma(q, r, c[i])
     p = _ONE_F32 + (r + (r * r) * q)  # e^r in [0.70, 1.42]
     # p · 2^k_main stays normal (k_main ≥ −100); 2^(k − k_main) ≥ 2^−50 is normal.
     k_main = k if k > -100 else np.int32(-100)
@@ -265,17 +255,9 @@ def _clamped_log(x, tiny):
     s = f / (2.0 + f)
     z = s * s
     fma = fused_multiply_add
-    q = fma(c[11], z, c[10])
-    q = fma(q, z, c[9])
-    q = fma(q, z, c[8])
-    q = fma(q, z, c[7])
-    q = fma(q, z, c[6])
-    q = fma(q, z, c[5])
-    q = fma(q, z, c[4])
-    q = fma(q, z, c[3])
-    q = fma(q, z, c[2])
-    q = fma(q, z, c[1])
-    q = fma(q, z, c[0])
+    q = c[11]
+    for i in range(10, -1, -1):  # Horner's steps, unrolled by LLVM
+        q = fma(q, z, c[i])
     r = z * q
     half_f2 = 0.5 * f * f
     k_float = np.float64(k)
