@@ -30,8 +30,8 @@ import numba
 import numpy as np
 
 from . import _kernels_hidden, _kernels_step
-from ._core import network_arrays
-from ._scratch import _workspace
+from ._core import _ready, network_arrays
+from ._scratch import _kept_workspace, _workspace
 from ._threads import _chunk_limit, _numba_threads, _parallel_launch
 from ._tuning import (
     DELTA_H_BLOCK_HIDDEN,
@@ -349,12 +349,9 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads, co
         dtype = X.dtype
         if l2 > _FLOAT32_MAX and dtype is _FLOAT32:
             dtype.type(l2)  # NumPy's overflow warning, as _with_penalty's cast gives it
-        cost, squares, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._backprop_one_chunk(
-            X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], STEP_BLOCK_EXAMPLES,
-            DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1), _NO_COUNTS, l2, l2 != 0.0,
-        )  # fmt: skip
-        if l2 != 0.0:
-            cost += 0.5 * l2 * squares
+        _, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
+            X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _workspace(dtype, m, d, t, 1), True
+        )
         return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
     terms = _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct)
     return _with_penalty(*terms, W_h, W_out, l2)
@@ -414,6 +411,26 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
         float64, rounded once at the end); for n = 0 the cost is the
         penalty alone and the data gradients are zero.
     """
+    if (
+        n_chunks is None
+        and n_threads is None
+        and type(l2) is float
+        and _ready((X, W_h, b_h, W_out, b_out, Y))
+    ):
+        # A minibatch step with default options: one compiled call checks what the
+        # validated path below would check, and runs the step or declines.
+        dtype = X.dtype
+        answer, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
+            X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _kept_workspace(dtype), False
+        )
+        if answer == _kernels_step.PLAIN_STEP_NEEDS_WORKSPACE:
+            d, t = W_out.shape
+            workspace = _workspace(dtype, X.shape[1], d, t, 1)
+            answer, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
+                X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], workspace, False
+            )
+        if answer == _kernels_step.PLAIN_STEP_DONE:
+            return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
     X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
     require_targets_in_unit_interval(Y)
     l2 = check_l2(l2)

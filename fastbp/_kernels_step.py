@@ -25,7 +25,13 @@ from numba import prange
 from . import _tiles as tiles
 from ._arrays import empty, matrix_view, transposed, vector_view, zeros
 from ._jit import kernel, parallel_kernel, serial_and_parallel
-from ._kernels import _add_bias_sigmoid_inplace, _chunk_bounds, _cost_terms, _count_correct
+from ._kernels import (
+    _add_bias_sigmoid_inplace,
+    _all_in_unit_interval,
+    _chunk_bounds,
+    _cost_terms,
+    _count_correct,
+)
 from ._kernels_hidden import (
     _add_column_sums,
     _copy_columns,
@@ -33,16 +39,31 @@ from ._kernels_hidden import (
     _subtract_inplace,
     _times_sigmoid_derivative,
 )
-from ._kernels_packed import _hidden_forward_packed, _pack_padded_into, _padded_to_one_vector
+from ._kernels_packed import (
+    _hidden_forward_packed,
+    _pack_padded_into,
+    _padded_pack_size,
+    _padded_to_one_vector,
+)
 from ._kernels_private import _clip_rows, _example_norms
-from ._scratch import _allocate_partials, _chunk_buffers, _chunk_scratches, _partials
+from ._scratch import (
+    _allocate_partials,
+    _chunk_buffers,
+    _chunk_scratch_size,
+    _chunk_scratches,
+    _partials,
+)
 from ._simd import VECTOR_BYTES
 from ._tuning import (
+    DELTA_H_BLOCK_HIDDEN,
     ENGINE_BLOCK_I,
     ENGINE_BLOCK_J,
     ENGINE_BLOCK_K,
     GRAD_W_H_T_BLOCK_HIDDEN,
     GRAD_W_H_T_BLOCK_INPUTS,
+    SHARED_STEP_MIN_MULTIPLY_ADDS,
+    STEP_BLOCK_EXAMPLES,
+    STEP_MIN_CHUNK_EXAMPLES,
     TILE_ROWS,
 )
 
@@ -736,6 +757,82 @@ def _backprop_one_chunk(
     if with_l2:
         squares = _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, X.dtype.type(l2))
     return cost, squares, grad_W_h, grad_b_h, grad_W_out, grad_b_out
+
+
+# The largest float32, above which λ rounds to inf in float32 (with NumPy's warning).
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+#: :func:`_plain_step`'s answers: the step is done; it would be, given a
+#: larger workspace; it is not the plain step (the caller's validated path decides).
+PLAIN_STEP_DONE, PLAIN_STEP_NEEDS_WORKSPACE, PLAIN_STEP_DECLINED = 0, 1, 2
+
+
+@kernel
+def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, decided):
+    """:func:`fastbp.backprop`'s minibatch step in one call: (answer, cost, four gradients).
+
+    The step is :func:`_backprop_one_chunk` on one thread, with the L2
+    terms: (λ/2)·Σ W² added to its float64 cost as
+    :func:`fastbp._backprop._with_penalty` adds it, so the bits of every
+    other path.
+
+    With ``decided``, the caller has validated the call and chosen this
+    step, and sized ``workspace`` (:func:`fastbp._scratch._workspace`).
+    Otherwise the caller has checked only the arrays' types, dimensions
+    and sizes (:func:`fastbp._core._ready`) and that λ is a Python float,
+    and this kernel runs the step only where :func:`fastbp.backprop` with
+    default options would run it without an error or a warning: λ finite
+    and ≥ 0 (and below float32's largest value for float32 data), every
+    target in [0, 1] or NaN, fewer examples than two chunks' minimum
+    (one chunk), and fewer multiply-adds in X W_h than
+    :data:`fastbp._tuning.SHARED_STEP_MIN_MULTIPLY_ADDS` (one thread).
+    Then ``workspace`` (the thread's kept one, or empty) must be large
+    enough, or the answer is :data:`PLAIN_STEP_NEEDS_WORKSPACE`.  Any other
+    call gets :data:`PLAIN_STEP_DECLINED`, and the caller's validated path
+    raises the errors and warnings.  Declined calls return empty arrays.
+    """
+    n, m = X.shape
+    d, t = W_out.shape
+    answer = PLAIN_STEP_DONE
+    if not decided:
+        if not (
+            0.0 <= l2 < np.inf
+            and not (X.itemsize == 4 and l2 > _FLOAT32_MAX)
+            and n < 2 * STEP_MIN_CHUNK_EXAMPLES
+            and n * m * d < SHARED_STEP_MIN_MULTIPLY_ADDS
+            and _all_in_unit_interval(vector_view(Y))
+        ):
+            answer = PLAIN_STEP_DECLINED
+        else:
+            # What _backprop_one_chunk lays out: both layers' panels, then one chunk's
+            # scratch from a 64-byte line on (fastbp._scratch._workspace_size with
+            # copies=1; tests/test_backprop.py holds the two equal).
+            w = VECTOR_BYTES // X.itemsize
+            needed = (
+                _padded_pack_size(m, d, w)
+                + _padded_pack_size(d, t, w)
+                + _chunk_scratch_size(STEP_BLOCK_EXAMPLES, m, d, t, STEP_BLOCK_EXAMPLES, X.itemsize)
+                + 64 // X.itemsize
+            )
+            if workspace.shape[0] < needed:
+                answer = PLAIN_STEP_NEEDS_WORKSPACE
+    if answer != PLAIN_STEP_DONE:
+        return (
+            answer,
+            0.0,
+            empty((0, 0), X.dtype),
+            empty((0,), X.dtype),
+            empty((0, 0), X.dtype),
+            empty((0,), X.dtype),
+        )
+    with_l2 = l2 != 0.0
+    cost, squares, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _backprop_one_chunk(
+        X, Y, W_h, b_h, W_out, b_out, tiny, STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN,
+        workspace, empty((0,), np.int64), l2, with_l2,
+    )  # fmt: skip
+    if with_l2:
+        cost += 0.5 * l2 * squares
+    return answer, cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out
 
 
 def _example_norms_chunks(

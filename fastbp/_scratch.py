@@ -207,3 +207,19 @@ def _workspace(dtype, m, d, t, copies, n_chunks=1):
     if array is None or array.shape[0] < size:
         array = cache[dtype] = np.empty(size, dtype)
     return array
+
+
+# An empty workspace per dtype: what a thread that has kept none yet passes.
+_NO_WORKSPACE = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+
+
+def _kept_workspace(dtype):
+    """The calling thread's kept workspace for ``dtype`` as it is (any size), or an empty array.
+
+    For a kernel that checks the size itself (see
+    :func:`fastbp._kernels_step._plain_step`); :func:`_workspace` makes
+    or grows it.
+    """
+    cache = getattr(_workspaces, "arrays", None)
+    array = None if cache is None else cache.get(dtype)
+    return _NO_WORKSPACE[dtype] if array is None else array

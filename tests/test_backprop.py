@@ -699,3 +699,142 @@ def test_a_count_array_too_small_for_the_threads_is_refused():
             _backprop._data_terms(*network, 1, None, np.zeros(needed - 1, dtype=np.int64))
     with pytest.raises(ValueError, match="slots"):  # 4 chunks need 4 slots whatever the threads
         _backprop._data_terms(*network, 4, None, np.zeros(3, dtype=np.int64))
+
+
+def _record_plain_steps(monkeypatch):
+    """backprop's calls of the compiled plain step that decide for themselves: their answers."""
+    answers = []
+    plain_step = _kernels_step._plain_step
+
+    def recording(*args):
+        result = plain_step(*args)
+        if not args[-1]:  # not ``decided`` by the validated path
+            answers.append(int(result[0]))
+        return result
+
+    monkeypatch.setattr(_kernels_step, "_plain_step", recording)
+    return answers
+
+
+DONE = _kernels_step.PLAIN_STEP_DONE
+NEEDS_WORKSPACE = _kernels_step.PLAIN_STEP_NEEDS_WORKSPACE
+DECLINED = _kernels_step.PLAIN_STEP_DECLINED
+
+
+def _in_a_new_thread(function):
+    import threading
+
+    out = []
+    worker = threading.Thread(target=lambda: out.append(function()))
+    worker.start()
+    worker.join()
+    return out[0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "n, m, d, t",
+    [(0, 3, 4, 2), (1, 1, 1, 1), (32, 64, 100, 10), (37, 9, 6, 3), (255, 11, 7, 4), (5, 0, 4, 2)],
+)
+@pytest.mark.parametrize("l2", [0.0, 0.01, 0.1])
+def test_the_plain_step_gives_the_bits_of_the_validated_path(monkeypatch, dtype, n, m, d, t, l2):
+    # With default options, backprop runs a minibatch step in one compiled call
+    # (_plain_step), which checks what validation would; n_chunks=1 takes the
+    # validated path to the same step.  The same bits and types.
+    network = random_network(np.random.default_rng([n, m, d, t, 9]), n, m, d, t, dtype)
+    expected = backprop(*network, l2=l2, n_chunks=1)
+    answers = _record_plain_steps(monkeypatch)
+
+    def two_steps():  # a new thread: no workspace kept for the first call
+        return backprop(*network, l2=l2), backprop(*network, l2=l2)
+
+    first, second = _in_a_new_thread(two_steps)
+    assert answers == [NEEDS_WORKSPACE, DONE, DONE]  # the first call sized one and ran
+    for result in (first, second):
+        assert _same_bits(result, expected)
+        assert type(result.cost) is dtype
+    assert all(a.flags.c_contiguous and a.flags.writeable for a in second[1:])
+
+
+def test_the_plain_step_declines_what_the_validated_path_must_handle(monkeypatch):
+    rng = np.random.default_rng(10)
+    network = random_network(rng, 8, 3, 4, 2, np.float64)
+    X, Y, W_h, b_h, W_out, b_out = network
+    backprop(*network)  # this thread now keeps a workspace
+    answers = _record_plain_steps(monkeypatch)
+    outside = Y.copy()
+    outside[1, 0] = 2.0
+    with pytest.raises(ValueError, match=r"Y must hold targets in \[0, 1\].*index \(1, 0\)"):
+        backprop(X, outside, W_h, b_h, W_out, b_out)
+    for l2 in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="l2"):
+            backprop(*network, l2=l2)
+    assert answers == [DECLINED] * 4
+    # NaN targets pass (they propagate to the cost), as on the validated path.
+    with_nan = Y.copy()
+    with_nan[0, 0] = np.nan
+    assert math.isnan(backprop(X, with_nan, W_h, b_h, W_out, b_out).cost)
+    assert answers[-1] == DONE
+    # Two chunks' worth of examples, or enough work to share between threads:
+    # the validated path decides chunks and threads, with its bits.
+    for shape in [(256, 3, 4, 2), (8, 200, 200, 2)]:
+        big = random_network(rng, *shape, np.float64)
+        expected = _backprop._backprop_prepared(*big, 0.0, default_backprop_chunks(*shape, 8), None)
+        assert _same_bits(backprop(*big), expected)
+        assert answers[-1] == DECLINED
+    # λ that float32 cannot hold: the validated path's overflow warning.
+    single = tuple(a.astype(np.float32) for a in network)
+    backprop(*single)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backprop(single[0], single[1], 0 * single[2], single[3], 0 * single[4], single[5], l2=1e39)
+    assert any("overflow" in str(warning.message) for warning in caught)
+    assert answers[-1] == DECLINED
+    # Options, an int λ, another layout or mixed dtypes: not asked at all.
+    asked = len(answers)
+    backprop(*network, n_threads=1)
+    backprop(*network, n_chunks=1)
+    backprop(*network, l2=1)
+    backprop(np.asfortranarray(X), Y, W_h, b_h, W_out, b_out)
+    backprop(X.astype(np.float32), Y, W_h, b_h, W_out, b_out)
+    assert len(answers) == asked
+
+
+def test_python_threads_on_the_plain_step_get_their_own_bits(monkeypatch):
+    """Concurrent minibatch steps, each in its thread's workspace: no panels mixed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(11)
+    networks = [random_network(rng, 40 + 3 * k, 30, 24 + k, 5, np.float64) for k in range(6)]
+    expected = [backprop(*network, n_chunks=1) for network in networks]
+    answers = _record_plain_steps(monkeypatch)
+
+    def steps(k):
+        return [backprop(*networks[k]) for _ in range(20)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(steps, range(6)))
+    # Each network's steps run in one worker: only its first may find the
+    # worker's workspace missing or too small (then it is grown, and asked again).
+    assert answers.count(NEEDS_WORKSPACE) <= 6
+    assert answers.count(DONE) == 6 * 20 and DECLINED not in answers
+    for k, repeated in enumerate(results):
+        for result in repeated:
+            assert _same_bits(result, expected[k])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "n, m, d, t", [(1, 1, 1, 1), (32, 64, 100, 10), (9, 5, 17, 33), (255, 3, 4, 2)]
+)
+def test_the_plain_step_needs_exactly_the_workspace_python_sizes(dtype, n, m, d, t):
+    # _plain_step checks the workspace against its own sum of the layout; it must be
+    # _workspace_size's (which the validated path allocates), to the element.
+    network = random_network(np.random.default_rng([n, m, d, t, 12]), n, m, d, t, dtype)
+    size = _scratch._workspace_size(np.dtype(dtype), m, d, t, 1)
+    tiny = float(np.finfo(dtype).tiny)
+    enough = _kernels_step._plain_step(*network, 0.0, tiny, np.zeros(size, dtype), False)
+    short = _kernels_step._plain_step(*network, 0.0, tiny, np.zeros(size - 1, dtype), False)
+    assert (enough[0], short[0]) == (DONE, NEEDS_WORKSPACE)
+    # Its cost is float64 (backprop rounds it once, to the dtype).
+    assert _same_bits((dtype(enough[1]), *enough[2:]), backprop(*network, n_chunks=1))
