@@ -305,9 +305,9 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None)
     # (backprop's own minibatch step calls the one-chunk kernel in _backprop_prepared,
     # with its L2 terms; this branch serves the solvers, fastbp.dask and counted steps.)
     if n_chunks == 1:
-        cost, _, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._backprop_one_chunk(
-            X, Y, W_h, b_h, W_out, b_out, _TINY[dtype], STEP_BLOCK_EXAMPLES,
-            DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1), correct, 0.0, False,
+        _, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
+            X, Y, W_h, b_h, W_out, b_out, 0.0, _TINY[dtype], _workspace(dtype, m, d, t, 1),
+            correct, True,
         )  # fmt: skip
         return cost, g_W_h, g_b_h, g_W_out, g_b_out
     return _kernels_step._backprop_serial(
@@ -350,8 +350,9 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads, co
         if l2 > _FLOAT32_MAX and dtype is _FLOAT32:
             dtype.type(l2)  # NumPy's overflow warning, as _with_penalty's cast gives it
         _, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
-            X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _workspace(dtype, m, d, t, 1), True
-        )
+            X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _workspace(dtype, m, d, t, 1),
+            _NO_COUNTS, True,
+        )  # fmt: skip
         return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
     terms = _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct)
     return _with_penalty(*terms, W_h, W_out, l2)
@@ -421,13 +422,14 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
         # validated path below would check, and runs the step or declines.
         dtype = X.dtype
         answer, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
-            X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _kept_workspace(dtype), False
-        )
+            X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _kept_workspace(dtype), _NO_COUNTS,
+            False,
+        )  # fmt: skip
         if answer == _kernels_step.PLAIN_STEP_NEEDS_WORKSPACE:
             d, t = W_out.shape
             workspace = _workspace(dtype, X.shape[1], d, t, 1)
             answer, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
-                X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], workspace, False
+                X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], workspace, _NO_COUNTS, False
             )
         if answer == _kernels_step.PLAIN_STEP_DONE:
             return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)

@@ -768,7 +768,7 @@ PLAIN_STEP_DONE, PLAIN_STEP_NEEDS_WORKSPACE, PLAIN_STEP_DECLINED = 0, 1, 2
 
 
 @kernel
-def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, decided):
+def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, correct, decided):
     """:func:`fastbp.backprop`'s minibatch step in one call: (answer, cost, four gradients).
 
     The step is :func:`_backprop_one_chunk` on one thread, with the L2
@@ -776,9 +776,14 @@ def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, decided):
     :func:`fastbp._backprop._with_penalty` adds it, so the bits of every
     other path.
 
-    With ``decided``, the caller has validated the call and chosen this
-    step, and sized ``workspace`` (:func:`fastbp._scratch._workspace`).
-    Otherwise the caller has checked only the arrays' types, dimensions
+    With ``decided``, the caller has validated the call and chosen one
+    chunk on the calling thread, and sized ``workspace``
+    (:func:`fastbp._scratch._workspace`); a non-empty ``correct`` then gets
+    the count of correctly classified examples (see :func:`_backprop_chunk`;
+    with λ = 0 this is the data terms of :func:`fastbp._backprop._data_terms`).
+    Every Python call of the one-chunk step comes here, so
+    :func:`_backprop_one_chunk` compiles without a Python entry.  Otherwise
+    (``correct`` empty) the caller has checked only the arrays' types, dimensions
     and sizes (:func:`fastbp._core._ready`) and that λ is a Python float,
     and this kernel runs the step only where :func:`fastbp.backprop` with
     default options would run it without an error or a warning: λ finite
@@ -828,7 +833,7 @@ def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, decided):
     with_l2 = l2 != 0.0
     cost, squares, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _backprop_one_chunk(
         X, Y, W_h, b_h, W_out, b_out, tiny, STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN,
-        workspace, empty((0,), np.int64), l2, with_l2,
+        workspace, correct, l2, with_l2,
     )  # fmt: skip
     if with_l2:
         cost += 0.5 * l2 * squares

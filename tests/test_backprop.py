@@ -833,8 +833,11 @@ def test_the_plain_step_needs_exactly_the_workspace_python_sizes(dtype, n, m, d,
     network = random_network(np.random.default_rng([n, m, d, t, 12]), n, m, d, t, dtype)
     size = _scratch._workspace_size(np.dtype(dtype), m, d, t, 1)
     tiny = float(np.finfo(dtype).tiny)
-    enough = _kernels_step._plain_step(*network, 0.0, tiny, np.zeros(size, dtype), False)
-    short = _kernels_step._plain_step(*network, 0.0, tiny, np.zeros(size - 1, dtype), False)
+    no_counts = np.zeros(0, np.int64)
+    enough = _kernels_step._plain_step(*network, 0.0, tiny, np.zeros(size, dtype), no_counts, False)
+    short = _kernels_step._plain_step(
+        *network, 0.0, tiny, np.zeros(size - 1, dtype), no_counts, False
+    )
     assert (enough[0], short[0]) == (DONE, NEEDS_WORKSPACE)
     # Its cost is float64 (backprop rounds it once, to the dtype).
     assert _same_bits((dtype(enough[1]), *enough[2:]), backprop(*network, n_chunks=1))
