@@ -302,8 +302,8 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None)
                         _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf, correct,
                     )  # fmt: skip
     # One thread, or too little work to share: the serial kernel, the same bits.
-    # (backprop's own minibatch step calls the one-chunk kernel in _backprop_prepared,
-    # with its L2 terms; this branch serves the solvers, fastbp.dask and counted steps.)
+    # (backprop's own minibatch step runs the same kernel, _plain_step, with its L2
+    # terms; this branch serves the solvers, fastbp.dask and counted steps.)
     if n_chunks == 1:
         _, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
             X, Y, W_h, b_h, W_out, b_out, 0.0, _TINY[dtype], _workspace(dtype, m, d, t, 1),

@@ -3,7 +3,9 @@
 No checks happen here: the public functions in :mod:`fastbp._backprop` and
 :mod:`fastbp._private` validate shapes, make every array C-contiguous and
 give all float arrays one dtype before calling in.  Kernels never write to
-their inputs.
+their inputs.  One exception, :func:`_plain_step`, tests whether a call
+with default options is a plain minibatch step, so that such a call is one
+compiled call; it never raises: it declines, and the validated path raises.
 
 A step runs blocks of examples through forward and backward pass
 (:func:`_forward_and_deltas`) and adds each block's contributions to the
