@@ -627,16 +627,17 @@ def test_block_constants_are_sane():
     assert _tuning.STEP_BLOCK_EXAMPLES > 0 and _tuning.DELTA_H_BLOCK_HIDDEN > 0
 
 
-def test_workspace_is_kept_per_thread_and_grows_when_needed(monkeypatch):
+def _in_a_new_thread(function):
     import threading
 
-    def in_a_new_thread(function):
-        out = []
-        worker = threading.Thread(target=lambda: out.append(function()))
-        worker.start()
-        worker.join()
-        return out[0]
+    out = []
+    worker = threading.Thread(target=lambda: out.append(function()))
+    worker.start()
+    worker.join()
+    return out[0]
 
+
+def test_workspace_is_kept_per_thread_and_grows_when_needed(monkeypatch):
     def checks():  # a new thread starts with no workspace
         f64 = np.dtype(np.float64)
         first = _scratch._workspace(f64, 50, 30, 4, 1)
@@ -650,7 +651,7 @@ def test_workspace_is_kept_per_thread_and_grows_when_needed(monkeypatch):
         return with_partials
 
     mine = _scratch._workspace(np.dtype(np.float64), 50, 30, 4, 1)
-    theirs = in_a_new_thread(checks)
+    theirs = _in_a_new_thread(checks)
     assert theirs is not mine
     monkeypatch.setattr(_scratch, "WORKSPACE_MAX_KEPT_BYTES", 1000)  # above it: fresh each call
     assert _scratch._workspace(np.dtype(np.float64), 50, 30, 4, 1) is not (
@@ -719,16 +720,6 @@ def _record_plain_steps(monkeypatch):
 DONE = _kernels_step.PLAIN_STEP_DONE
 NEEDS_WORKSPACE = _kernels_step.PLAIN_STEP_NEEDS_WORKSPACE
 DECLINED = _kernels_step.PLAIN_STEP_DECLINED
-
-
-def _in_a_new_thread(function):
-    import threading
-
-    out = []
-    worker = threading.Thread(target=lambda: out.append(function()))
-    worker.start()
-    worker.join()
-    return out[0]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
