@@ -30,7 +30,7 @@ import numba
 import numpy as np
 
 from . import _kernels_hidden, _kernels_step
-from ._core import _ready, network_arrays
+from ._core import _converted_network_arrays, _ready
 from ._scratch import _kept_workspace, _workspace
 from ._threads import _chunk_limit, _numba_threads, _parallel_launch
 from ._tuning import (
@@ -72,7 +72,7 @@ _NO_NORMS = np.empty(0, dtype=np.float64)
 _NO_COUNTS = np.empty(0, dtype=np.int64)
 
 _FLOAT32 = np.dtype(np.float32)
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_MAX = _kernels_step._FLOAT32_MAX
 
 # The smallest normal number per dtype, the floor of the cost's logarithms.
 _TINY = {np.dtype(t): float(np.finfo(t).tiny) for t in (np.float32, np.float64)}
@@ -412,12 +412,8 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
         float64, rounded once at the end); for n = 0 the cost is the
         penalty alone and the data gradients are zero.
     """
-    if (
-        n_chunks is None
-        and n_threads is None
-        and type(l2) is float
-        and _ready((X, W_h, b_h, W_out, b_out, Y))
-    ):
+    ready = _ready((X, W_h, b_h, W_out, b_out, Y))
+    if ready and n_chunks is None and n_threads is None and type(l2) is float:
         # A minibatch step with default options: one compiled call checks what the
         # validated path below would check, and runs the step or declines.
         dtype = X.dtype
@@ -433,7 +429,8 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
             )
         if answer == _kernels_step.PLAIN_STEP_DONE:
             return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
-    X, W_h, b_h, W_out, b_out, Y = network_arrays(X, W_h, b_h, W_out, b_out, Y)
+    if not ready:  # network_arrays, without asking _ready again
+        X, W_h, b_h, W_out, b_out, Y = _converted_network_arrays(X, W_h, b_h, W_out, b_out, Y)
     require_targets_in_unit_interval(Y)
     l2 = check_l2(l2)
     n_threads = check_n_threads(n_threads)

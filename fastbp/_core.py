@@ -162,6 +162,11 @@ def network_arrays(X, W_h, b_h, W_out, b_out, Y=None):
     arrays = (X, W_h, b_h, W_out, b_out) if Y is None else (X, W_h, b_h, W_out, b_out, Y)
     if _ready(arrays):
         return arrays
+    return _converted_network_arrays(X, W_h, b_h, W_out, b_out, Y)
+
+
+def _converted_network_arrays(X, W_h, b_h, W_out, b_out, Y=None):
+    """:func:`network_arrays` for arrays :func:`_ready` has said no to."""
     X = as_float_array(X, "X", 2)
     W_h = as_float_array(W_h, "W_h", 2)
     b_h = as_float_array(b_h, "b_h", 1)
