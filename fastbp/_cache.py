@@ -331,7 +331,22 @@ def _numba_cache_class():
 
             libdata, reload_init = payload[0], payload[7]
             check_symbols_defined(libdata, reload_init)
-            return super().rebuild(target_context, payload)
+            if libdata[1] != "bitcode":
+                return super().rebuild(target_context, payload)
+            # A linked kernel's module, kept for linking (fastbp._jit._DeferredLibrary):
+            # loaded without emitting its machine code, as it was compiled.
+            from ._jit import unserialize_deferred
+
+            # Numba's rebuild makes the library through the code generator's
+            # unserialize_library; this instance's answers with it for this call alone
+            # (under the compiler lock, which every load holds).
+            codegen = target_context.codegen()
+            library = unserialize_deferred(codegen, libdata)
+            codegen.unserialize_library = lambda serialized: library
+            try:
+                return super().rebuild(target_context, payload)
+            finally:
+                del codegen.unserialize_library
 
     class KeyNamedDataFile(caching.IndexDataCacheFile):
         """Data files named from their index key, so concurrent saves never swap them."""

@@ -56,6 +56,15 @@ calls between kernels (``linked``)
     than to load on their own.  Where Numba
     has no load hooks on libraries (before 0.63), or ``FASTBP_LINK_ALL=1``
     is set, every callee is linked as in plain Numba (own cache folder).
+machine code of linked kernels (:class:`_DeferredLibrary`)
+    A linked kernel's own machine code never runs (its callers run their
+    copies; Python calls run its twin), so it is emitted only if something
+    asks for a function's address in it, and the cache keeps its linkable
+    module (Numba's ``bitcode`` kind) instead of object code.  LLVM's code
+    generation is a tenth to a third of a small kernel's compile time.
+the garbage collector (:func:`_collector_paused`)
+    Off while kernels compile, and back on after, as it was: its full passes
+    over Numba's long-lived objects took about a tenth of a cold compilation.
 Python entries (``no_cpython_wrapper``, ``no_cfunc_wrapper``)
     Kernels compile without Numba's C-callable wrapper (fastbp takes no
     function values) and without the CPython wrapper that unboxes Python
@@ -65,13 +74,18 @@ Python entries (``no_cpython_wrapper``, ``no_cfunc_wrapper``)
     table, so later Python calls go straight to it.
 """
 
+import contextlib
 import copy
+import gc
 import hashlib
 import importlib
 import re
 
+import llvmlite.binding as llvm_binding
 import numba
 from numba.core import sigutils, types
+from numba.core.codegen import JITCodeLibrary
+from numba.core.compiler import Compiler
 from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import CPUDispatcher
 
@@ -170,17 +184,139 @@ class _KernelDispatcher(CPUDispatcher):
         return entry_point
 
     def compile(self, sig):
-        if not self.standalone:
-            return super().compile(sig)
-        # Under the lock Numba compiles under, so that no caller is typed between
-        # this compilation and the export of its symbol.
-        with global_compiler_lock:
+        with _collector_paused():
+            if not self.standalone:
+                return super().compile(sig)
+            # Under the lock Numba compiles under, so that no caller is typed between
+            # this compilation and the export of its symbol.
             entry_point = super().compile(sig)
             args, _ = sigutils.normalize_signature(sig)
             cres = self.overloads[tuple(args)]
             if not getattr(cres.library, "_fastbp_exported", False):
                 _export(self, cres)
-        return entry_point
+            return entry_point
+
+
+# How many compilations _collector_paused is inside, and whether it turned the collector off.
+_PAUSE = {"depth": 0, "paused": False}
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off while kernels compile (loads included).
+
+    Numba's compilations allocate hundreds of thousands of objects, most
+    of them long-lived (types, IR, libraries), so the collector's full
+    passes keep walking them: about a tenth of a cold compilation's time.
+    With it off, one pass afterwards frees the garbage of the whole tree.
+    Under Numba's compiler lock (a process compiles one kernel at a time),
+    the outermost compilation turns the collector off and back on, and
+    only if it was on: a program that keeps it off keeps it off.
+    """
+    with global_compiler_lock:
+        if _PAUSE["depth"] == 0:
+            _PAUSE["paused"] = gc.isenabled()
+            gc.disable()
+        _PAUSE["depth"] += 1
+        try:
+            yield
+        finally:
+            _PAUSE["depth"] -= 1
+            if _PAUSE["depth"] == 0 and _PAUSE["paused"]:
+                _PAUSE["paused"] = False
+                gc.enable()
+
+
+class _DeferredLibrary(JITCodeLibrary):
+    """A linked kernel's code library: machine code emitted when first needed, not at once.
+
+    Numba finalises every compiled function into machine code, but a linked
+    kernel's own code never runs: callers link a copy of its optimised
+    module into theirs, and Python calls run its twin.  So its emission
+    (LLVM's code generation, a tenth to a third of a small kernel's compile
+    time) waits until something asks for the address of a function it
+    defines, which nothing in fastbp does.  The cache keeps the module for
+    linking (Numba's ``bitcode`` kind) instead of object code, and a load
+    defers as a compilation does.  Until emitted, the execution engine does
+    not know the library's symbols, so an environment pointer for one of its
+    functions is not set (:class:`_EnvironmentGuard`): linked copies never
+    read it (fastbp's kernels raise no exception that carries objects).
+    """
+
+    #: Finalised (optimised, linkable) but not yet emitted.
+    _deferred = False
+
+    def _finalize_final_module(self):
+        self._finalize_dynamic_globals()
+        self._verify_declare_only_symbols()
+        self._finalized = True
+        self._deferred = True
+
+    def _emit(self):
+        with global_compiler_lock:
+            if self._deferred:
+                self._deferred = False
+                super()._finalize_final_module()
+
+    def _defines(self, name):
+        try:
+            return not self._final_module.get_function(name).is_declaration
+        except NameError:
+            return False
+
+    def get_pointer_to_function(self, name):
+        self._ensure_finalized()
+        if self._deferred:
+            if not self._defines(name):
+                return 0
+            self._emit()
+        return super().get_pointer_to_function(name)
+
+    def serialize_using_object_code(self):
+        self._ensure_finalized()
+        if self._deferred:
+            return (self.name, "bitcode", self._get_module_for_linking().as_bitcode())
+        return super().serialize_using_object_code()
+
+    @property
+    def codegen(self):
+        return _EnvironmentGuard(self._codegen) if self._deferred else self._codegen
+
+
+class _EnvironmentGuard:
+    """Numba's code generator, except that it sets no environment the engine has not defined."""
+
+    def __init__(self, codegen):
+        self._codegen = codegen
+
+    def set_env(self, env_name, env):
+        if self._codegen._engine.is_symbol_defined(env_name):
+            self._codegen.set_env(env_name, env)
+
+    def __getattr__(self, name):
+        return getattr(self._codegen, name)
+
+
+class _DeferringCompiler(Compiler):
+    """Numba's compiler pipeline, with the code library a :class:`_DeferredLibrary`."""
+
+    def compile_extra(self, func):
+        if self.state.library is None:
+            library = self.state.targetctx.codegen().create_library(func.__qualname__)
+            library.__class__ = _DeferredLibrary
+            library.enable_object_caching()  # as Numba's lowering does for the library it makes
+            self.state.library = library
+        return super().compile_extra(func)
+
+
+def unserialize_deferred(codegen, libdata):
+    """A cached linked kernel's library (``bitcode`` kind), its emission deferred."""
+    name, kind, data = libdata
+    library = codegen.create_library(name)
+    library.__class__ = _DeferredLibrary
+    library._final_module = llvm_binding.parse_bitcode(data)
+    library._finalize_final_module()
+    return library
 
 
 class _ArithmeticDispatcher(_KernelDispatcher):
@@ -300,14 +436,17 @@ def _compile_lazily(func, options, linked=False, arithmetic=False):
     """A dispatcher for ``func`` with fastbp's options (the plain function with the JIT off)."""
     if numba.config.DISABLE_JIT:
         return func
+    standalone = not linked and STANDALONE_CALLS
     dispatcher = (_ArithmeticDispatcher if arithmetic else _KernelDispatcher)(
         py_func=func,
         locals={},
         targetoptions={"nopython": True, **_BASE_OPTIONS, **options, "no_cpython_wrapper": True},
+        # A linked kernel's own machine code never runs: emitted only if asked for.
+        pipeline_class=Compiler if standalone else _DeferringCompiler,
     )
     dispatcher._variant = "parallel" if options.get("parallel") else ""
     _DISPATCHERS.append(dispatcher)
-    if not linked and STANDALONE_CALLS:
+    if standalone:
         dispatcher.standalone = True
         _STANDALONE[_kernel_key(dispatcher)] = dispatcher
     # A threaded kernel may share its Python function with a serial one: its cache files

@@ -696,71 +696,6 @@ def _backprop_chunks(
 _backprop_serial, _backprop_parallel = serial_and_parallel(_backprop_chunks)
 
 
-@kernel
-def _backprop_one_chunk(
-    X, Y, W_h, b_h, W_out, b_out, tiny, block_rows, block_cols, workspace, correct, l2, with_l2
-):
-    """:func:`_backprop_serial` with one chunk, the plain step: the same bits, less to compile.
-
-    Every minibatch step takes this path.  Its tree holds no chunk sums and
-    no private branch (``norms`` is None in :func:`_backprop_chunk`), so a
-    fresh process compiles less before its first answer, and the chunk's
-    partials are the result.  ``workspace`` holds W_h's and W_out's panels,
-    then the chunk's scratch, as :func:`_backprop_chunks` lays out one chunk's.
-
-    With ``with_l2``, λW is added to the weight gradients here
-    (:func:`_add_l2_gradients`, λ = ``l2`` (float64) rounded to X's dtype,
-    as :func:`fastbp._backprop._with_penalty` passes it), so a minibatch
-    step is one compiled call; the caller adds (λ/2)·squares to the cost.
-
-    Returns (cost, squares, grad_W_h (m, d), grad_b_h, grad_W_out (d, t),
-    grad_b_out): the data's cost (float64) and Σ W_h² + Σ W_out² (0.0
-    without ``with_l2``).
-    """
-    n, m = X.shape
-    d = W_h.shape[1]
-    t = W_out.shape[1]
-    W_out_T = transposed(W_out)
-    grad_W_h = empty((m, d), X.dtype)
-    grad_b_h = empty((d,), X.dtype)
-    grad_W_out_T = empty((t, d), X.dtype)
-    grad_b_out = empty((t,), X.dtype)
-    wpack = _pack_padded_into(W_h, workspace)
-    wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
-    scratch = _chunk_scratches(
-        workspace, wpack.shape[0] + wpack_out.shape[0], 1, n, m, d, t, block_rows
-    )
-    cost = _backprop_chunk(
-        X,
-        Y,
-        b_h,
-        b_out,
-        W_out_T,
-        wpack,
-        wpack_out,
-        0,
-        n,
-        tiny,
-        grad_W_h,
-        grad_b_h,
-        grad_W_out_T,
-        grad_b_out,
-        block_rows,
-        block_cols,
-        False,
-        scratch[0],
-        None,
-        np.inf,
-        correct,
-        0,
-    )
-    grad_W_out = transposed(grad_W_out_T)
-    squares = 0.0
-    if with_l2:
-        squares = _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, X.dtype.type(l2))
-    return cost, squares, grad_W_h, grad_b_h, grad_W_out, grad_b_out
-
-
 # The largest float32, above which λ rounds to inf in float32 (with NumPy's warning).
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -773,18 +708,23 @@ PLAIN_STEP_DONE, PLAIN_STEP_NEEDS_WORKSPACE, PLAIN_STEP_DECLINED = 0, 1, 2
 def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, correct, decided):
     """:func:`fastbp.backprop`'s minibatch step in one call: (answer, cost, four gradients).
 
-    The step is :func:`_backprop_one_chunk` on one thread, with the L2
-    terms: (λ/2)·Σ W² added to its float64 cost as
-    :func:`fastbp._backprop._with_penalty` adds it, so the bits of every
-    other path.
+    The step is :func:`_backprop_serial` with one chunk, the same bits, but
+    with less to compile before a fresh process's first answer: no chunk
+    sums and no private branch (``norms`` is None in
+    :func:`_backprop_chunk`), and the chunk's partials are the result.
+    With λ ≠ 0, λW is added to the weight gradients here
+    (:func:`_add_l2_gradients`, λ rounded to X's dtype) and (λ/2)·Σ W² to
+    the float64 cost, as :func:`fastbp._backprop._with_penalty` adds them,
+    so the bits of every other path.  ``workspace`` holds W_h's and W_out's
+    panels, then the chunk's scratch, as :func:`_backprop_chunks` lays out
+    one chunk's.
 
     With ``decided``, the caller has validated the call and chosen one
     chunk on the calling thread, and sized ``workspace``
     (:func:`fastbp._scratch._workspace`); a non-empty ``correct`` then gets
     the count of correctly classified examples (see :func:`_backprop_chunk`;
     with λ = 0 this is the data terms of :func:`fastbp._backprop._data_terms`).
-    Every Python call of the one-chunk step comes here, so
-    :func:`_backprop_one_chunk` compiles without a Python entry.  Otherwise
+    Every call of the one-chunk step comes here, so it compiles once.  Otherwise
     (``correct`` empty) the caller has checked only the arrays' types, dimensions
     and sizes (:func:`fastbp._core._ready`) and that λ is a Python float,
     and this kernel runs the step only where :func:`fastbp.backprop` with
@@ -811,7 +751,7 @@ def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, correct, deci
         ):
             answer = PLAIN_STEP_DECLINED
         else:
-            # What _backprop_one_chunk lays out: both layers' panels, then one chunk's
+            # What the step below lays out: both layers' panels, then one chunk's
             # scratch from a 64-byte line on (fastbp._scratch._workspace_size with
             # copies=1; tests/test_backprop.py holds the two equal).
             w = VECTOR_BYTES // X.itemsize
@@ -832,12 +772,27 @@ def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, correct, deci
             empty((0, 0), X.dtype),
             empty((0,), X.dtype),
         )
-    with_l2 = l2 != 0.0
-    cost, squares, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _backprop_one_chunk(
-        X, Y, W_h, b_h, W_out, b_out, tiny, STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN,
-        workspace, correct, l2, with_l2,
+    # _backprop_chunks' one-chunk case without the chunk sums: the chunk's partials are
+    # the result.  The workspace holds W_h's and W_out's panels, then the chunk's scratch.
+    W_out_T = transposed(W_out)
+    grad_W_h = empty((m, d), X.dtype)
+    grad_b_h = empty((d,), X.dtype)
+    grad_W_out_T = empty((t, d), X.dtype)
+    grad_b_out = empty((t,), X.dtype)
+    wpack = _pack_padded_into(W_h, workspace)
+    wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
+    scratch = _chunk_scratches(
+        workspace, wpack.shape[0] + wpack_out.shape[0], 1, n, m, d, t, STEP_BLOCK_EXAMPLES
+    )
+    cost = _backprop_chunk(
+        X, Y, b_h, b_out, W_out_T, wpack, wpack_out, 0, n, tiny, grad_W_h, grad_b_h,
+        grad_W_out_T, grad_b_out, STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN, False, scratch[0],
+        None, np.inf, correct, 0,
     )  # fmt: skip
-    if with_l2:
+    grad_W_out = transposed(grad_W_out_T)
+    if l2 != 0.0:
+        # λ rounded to X's dtype, as _with_penalty's grad += l2 * W rounds it.
+        squares = _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, X.dtype.type(l2))
         cost += 0.5 * l2 * squares
     return answer, cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out
 

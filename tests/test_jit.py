@@ -1,8 +1,11 @@
 """fastbp._jit: the dispatcher every kernel is compiled through."""
 
+import gc
+
+import numba
 import numpy as np
 import pytest
-from numba.core import types
+from numba.core import errors, event, types
 from numba.core.caching import NullCache
 
 from fastbp import _jit
@@ -160,3 +163,114 @@ def test_the_step_s_size_arithmetic_is_the_same_in_python_and_compiled():
                 args = (*shape, block_rows, itemsize)
                 assert compiled_offsets(*args) == _scratch._chunk_offsets(*args), args
     assert _scratch._chunk_offsets.signatures  # compiled for the kernel, not for Python
+
+
+class _CollectorStates(event.Listener):
+    """gc.isenabled() at the start and end of every compilation (Numba's compile events)."""
+
+    def __init__(self):
+        self.states = []
+
+    def on_start(self, ev):
+        self.states.append(gc.isenabled())
+
+    def on_end(self, ev):
+        self.states.append(gc.isenabled())
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no JIT")
+def test_the_collector_is_off_while_kernels_compile_and_as_it_was_afterwards():
+    @without_disk_cache
+    @_jit.kernel(linked=True)
+    def callee(x):
+        return x + 1.0
+
+    @without_disk_cache
+    @_jit.kernel
+    def caller(x):
+        return callee(x) * 2.0
+
+    assert gc.isenabled()
+    listener = _CollectorStates()
+    with event.install_listener("numba:compile", listener):
+        assert caller(1.0) == 4.0
+    # The caller's twin (its Python entry) and the callee compiled, each with the collector off.
+    assert len(listener.states) == 4 and not any(listener.states)
+    assert gc.isenabled()
+
+    @without_disk_cache
+    @_jit.kernel
+    def untypable(x):
+        return x + "text"
+
+    with pytest.raises(errors.TypingError):
+        untypable(1.0)
+    assert gc.isenabled()  # on again after a failed compilation
+
+    @without_disk_cache
+    @_jit.kernel
+    def another(x):
+        return x - 1.0
+
+    gc.disable()  # a program that keeps the collector off keeps it off
+    try:
+        assert another(1.0) == 0.0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_the_collector_pause_nests_and_restores_the_outer_state():
+    assert gc.isenabled()
+    with _jit._collector_paused():
+        with _jit._collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # only the outermost turns it back on
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _jit._collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no JIT")
+def test_a_linked_kernel_emits_no_machine_code_until_its_code_is_asked_for():
+    @without_disk_cache
+    @_jit.kernel(linked=True)
+    def leaf(x):
+        return x * 3.0
+
+    @without_disk_cache
+    @_jit.kernel
+    def caller(x):
+        return leaf(x) + 1.0
+
+    @without_disk_cache
+    @_jit.kernel
+    def top(x):
+        return caller(x)
+
+    assert top(2.0) == 7.0  # caller runs its linked copy of leaf
+    (compiled,) = leaf.overloads.values()
+    library = compiled.library
+    assert isinstance(library, _jit._DeferredLibrary) and library._deferred
+    name = compiled.fndesc.llvm_func_name
+    assert not library._codegen._engine.is_symbol_defined(name)
+    # The cache keeps the module callers link (Numba's bitcode kind), not object code.
+    assert library.serialize_using_object_code()[1] == "bitcode"
+    # No Python entry: asking for one emits nothing.
+    assert library.get_pointer_to_function(compiled.fndesc.llvm_cpython_wrapper_name) == 0
+    assert library._deferred
+    # Asking for a function it defines emits the library, which then serialises as usual.
+    assert library.get_pointer_to_function(name) != 0 and not library._deferred
+    assert library._codegen._engine.is_symbol_defined(name)
+    assert library.serialize_using_object_code()[1] == "object"
+    # Kernels whose code runs are emitted at once: a Python entry, and a kernel called
+    # through its symbol (linked into its caller where callees are linked).
+    for dispatcher in (top._python_twin, caller):
+        (compiled,) = dispatcher.overloads.values()
+        deferred = getattr(compiled.library, "_deferred", False)
+        assert deferred is (dispatcher is caller and not _jit.STANDALONE_CALLS)

@@ -137,7 +137,7 @@ def test_the_runner_loops_over_the_step_and_names_its_kernels(tmp_path):
     )
     assert "calls," in stdout and str(path) in stdout
     names = {line.split(" ", 2)[2] for line in path.read_text(encoding="utf-8").splitlines()}
-    assert {"fastbp._kernels_step._backprop_one_chunk", "fastbp._tiles.pack_panels"} <= names
+    assert {"fastbp._kernels_step._plain_step", "fastbp._tiles.pack_panels"} <= names
 
 
 @pytest.mark.parametrize(

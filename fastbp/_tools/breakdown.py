@@ -179,18 +179,18 @@ def _two_serial_steps(first, second, workspaces, tiny, n_chunks, block_rows, blo
     b_out), and ``workspaces`` a pair of step workspaces
     (:func:`fastbp._scratch._workspace_size`).  Both calls are the kernel
     that ``fastbp.backprop(..., n_threads=1)`` runs
-    (:func:`fastbp._kernels_step._backprop_one_chunk` for one chunk,
+    (:func:`fastbp._kernels_step._plain_step` for one chunk,
     :func:`fastbp._kernels_step._backprop_serial` for more), started
     together by one parallel loop (no Python threads, no GIL hand-over).
     """
     costs = np.zeros(2)
     for p in prange(2):
         X, Y, W_h, b_h, W_out, b_out = first if p == 0 else second
-        if n_chunks == 1:
-            costs[p] = _kernels_step._backprop_one_chunk(
-                X, Y, W_h, b_h, W_out, b_out, tiny, block_rows, block_cols, workspaces[p],
-                np.empty(0, dtype=np.int64), 0.0, False,
-            )[0]  # fmt: skip
+        if n_chunks == 1:  # the plain step's blocks are the tuning table's, as block_*'s
+            costs[p] = _kernels_step._plain_step(
+                X, Y, W_h, b_h, W_out, b_out, 0.0, tiny, workspaces[p],
+                np.empty(0, dtype=np.int64), True,
+            )[1]  # fmt: skip
             continue
         costs[p] = _kernels_step._backprop_serial(
             X,
@@ -255,9 +255,9 @@ def breakdown_candidates(shape, dtype):
 
     def step_kernel():  # the kernel backprop runs on one thread, without its checks
         if n_chunks == 1:
-            return _kernels_step._backprop_one_chunk(
-                *arrays, tiny, rows, cols, workspace, _backprop._NO_COUNTS, 0.0, False
-            )
+            return _kernels_step._plain_step(
+                *arrays, 0.0, tiny, workspace, _backprop._NO_COUNTS, True
+            )[1:]
         return _kernels_step._backprop_serial(
             *arrays, tiny, n_chunks, rows, cols, workspace, _backprop._NO_NORMS, np.inf,
             _backprop._NO_COUNTS,
