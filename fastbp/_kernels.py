@@ -12,7 +12,9 @@ gradients of shape (d, t) or (t,).
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.core import config as numba_config
+from numba.extending import intrinsic
 
 from ._arrays import empty, vector_view, zeros
 from ._jit import kernel, parallel_kernel, serial_and_parallel
@@ -20,11 +22,9 @@ from ._simd import (
     VECTOR_BYTES,
     bits_from_float,
     bits_from_float32,
-    cast_like,
     float32_from_bits,
     float_from_bits,
     fused_multiply_add,
-    is_float32,
 )
 from ._tiles import accumulate, accumulate_columns, scratch_size
 from ._tuning import COST_TERMS_BLOCK
@@ -122,6 +122,37 @@ def _exp_nonpositive_float32(x):
     return result if x == x else x
 
 
+def _exp_nonpositive_like_typing(typingctx, x, like):
+    """Typing of :func:`_exp_nonpositive_like`: the one exponential ``like`` needs, typed."""
+    if not isinstance(x, types.Float) or not isinstance(like, types.Float):
+        return None
+    exponential = _exp_nonpositive_float32 if like == types.float32 else _exp_nonpositive
+    function = types.Dispatcher(exponential)
+    call = typingctx.resolve_function_type(function, (like,), {})
+
+    def codegen(context, builder, signature, args):
+        argument = context.cast(builder, args[0], signature.args[0], like)
+        return context.get_function(function, call)(builder, [argument])
+
+    return like(x, like), codegen
+
+
+def _exp_nonpositive_like_python(x, like):
+    """:func:`_exp_nonpositive_like` in Python."""
+    if isinstance(like, np.float32):
+        return _exp_nonpositive_float32(np.float32(x))
+    return _exp_nonpositive(np.float64(x))
+
+
+# e^x (x ≤ 0) in like's precision: x cast to like's type, then _exp_nonpositive_float32
+# or _exp_nonpositive.  An intrinsic, so that a caller's tree types (and compiles) only
+# the exponential of its dtype: a branch on the dtype would type both.
+if numba_config.DISABLE_JIT:
+    _exp_nonpositive_like = _exp_nonpositive_like_python
+else:
+    _exp_nonpositive_like = intrinsic(_exp_nonpositive_like_typing)
+
+
 @kernel(linked=True)
 def _phi(z, one):
     """Logistic sigmoid of one scalar, in the scalar's own precision.
@@ -133,11 +164,7 @@ def _phi(z, one):
     for float32).  NaN propagates.
     """
     minus_abs = z if z < 0 else -z
-    # is_float32 is a constant, so LLVM keeps one branch; the casts make both type as z.
-    if is_float32(one):
-        e = cast_like(_exp_nonpositive_float32(np.float32(minus_abs)), one)
-    else:
-        e = cast_like(_exp_nonpositive(np.float64(minus_abs)), one)
+    e = _exp_nonpositive_like(minus_abs, one)
     numerator = one if z >= 0 else e
     return numerator / (one + e)
 

@@ -10,8 +10,6 @@ lanes per vector; ``n_vectors``, ``n_rows`` and ``blend`` compile-time constants
     buf[offset : offset+n_vectors·W] = A[row, col : col+n_vectors·W]; A 2-D, buf 1-D.
 ``bits_from_float(x)``, ``float_from_bits(bits)``
     The IEEE-754 bits of a float64 as an int64, and back (bit casts).
-``cast_like(value, like)``, ``is_float32(value)``
-    ``value`` rounded to ``like``'s float type; whether ``value`` is a float32.
 ``fused_multiply_add(a, b, c)``
     a·b + c rounded once (``llvm.fma``), for three floats of one type.
 
@@ -42,10 +40,10 @@ Nothing here is x86-specific; the width (:data:`VECTOR_BYTES`, 32 or 64
 bytes, chosen at import by :func:`choose_vector_bytes`) is only a tuning
 choice.
 
-The bit casts (:func:`bits_from_float`, :func:`float_from_bits`) and
-:func:`cast_like` are single LLVM instructions: they let the exponential of
-:mod:`fastbp._kernels` build 2^k from its exponent bits in plain, vectorisable
-code, and round a float64 result to the caller's float type.
+The bit casts (:func:`bits_from_float`, :func:`float_from_bits` and their
+float32 twins) are single LLVM instructions: they let the exponentials of
+:mod:`fastbp._kernels` build 2^k from its exponent bits in plain,
+vectorisable code.
 
 Summation order
 ---------------
@@ -68,7 +66,6 @@ access in bounds.
 import os
 import struct as _struct
 
-import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -79,13 +76,11 @@ __all__ = [
     "VECTOR_BYTES",
     "bits_from_float",
     "bits_from_float32",
-    "cast_like",
     "choose_vector_bytes",
     "copy_vectors",
     "float32_from_bits",
     "float_from_bits",
     "fused_multiply_add",
-    "is_float32",
     "tile_fma",
 ]
 
@@ -494,31 +489,6 @@ def float32_from_bits(typingctx, bits):
 
 
 @intrinsic
-def cast_like(typingctx, value, like):
-    """``value`` converted (rounded to nearest) to the float type of ``like``."""
-    if not (isinstance(value, types.Float) and isinstance(like, types.Float)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return context.cast(builder, args[0], signature.args[0], signature.args[1])
-
-    return like(value, like), codegen
-
-
-@intrinsic
-def is_float32(typingctx, value):
-    """True when ``value`` is a float32 (a constant: LLVM folds branches on it)."""
-    if not isinstance(value, types.Float):
-        return None
-    single = value == types.float32
-
-    def codegen(context, builder, signature, args):
-        return ir.Constant(ir.IntType(1), int(single))
-
-    return types.boolean(value), codegen
-
-
-@intrinsic
 def fused_multiply_add(typingctx, a, b, c):
     """a·b + c rounded once, for float32 or float64 a, b and c of one type.
 
@@ -607,19 +577,9 @@ def _float32_from_bits_python(bits):
     return _struct.unpack("<f", _struct.pack("<I", int(bits) & 0xFFFF_FFFF))[0]
 
 
-def _cast_like_python(value, like):
-    """:func:`cast_like` in Python."""
-    return np.float32(value) if isinstance(like, np.float32) else np.float64(value)
-
-
 def _fused_multiply_add_python(a, b, c):
     """:func:`fused_multiply_add` in Python: a multiply and an add, each rounded (see above)."""
     return a * b + c
-
-
-def _is_float32_python(value):
-    """:func:`is_float32` in Python."""
-    return isinstance(value, np.float32)
 
 
 if _numba_config.DISABLE_JIT:
@@ -629,6 +589,4 @@ if _numba_config.DISABLE_JIT:
     float_from_bits = _float_from_bits_python
     bits_from_float32 = _bits_from_float32_python
     float32_from_bits = _float32_from_bits_python
-    cast_like = _cast_like_python
     fused_multiply_add = _fused_multiply_add_python
-    is_float32 = _is_float32_python
