@@ -25,6 +25,7 @@ from ._simd import (
     float32_from_bits,
     float_from_bits,
     fused_multiply_add,
+    smaller,
 )
 from ._tiles import accumulate, accumulate_columns, scratch_size
 from ._tuning import COST_TERMS_BLOCK
@@ -352,10 +353,10 @@ def _cost(A_out, Y, tiny):
     a_flat = vector_view(A_out)
     y_flat = vector_view(Y)
     size = a_flat.shape[0]
-    terms = empty((min(size, COST_TERMS_BLOCK),), np.float64)
+    terms = empty((smaller(size, COST_TERMS_BLOCK),), np.float64)
     total = 0.0
     for e0 in range(0, size, COST_TERMS_BLOCK):
-        e1 = min(e0 + COST_TERMS_BLOCK, size)
+        e1 = smaller(e0 + COST_TERMS_BLOCK, size)
         _cost_terms(a_flat[e0:e1], y_flat[e0:e1], tiny, terms)
         for e in range(e1 - e0):
             total -= terms[e]
@@ -528,7 +529,7 @@ def _grad_W_out_blocked_columns_parallel(A_h, delta_out, n_parts, block_n, block
     for p in prange(n_parts):
         b0, b1 = _chunk_bounds(n_blocks, n_parts, p)
         j0 = b0 * block_d
-        j1 = min(b1 * block_d, d)
+        j1 = smaller(b1 * block_d, d)
         if j1 > j0:
             accumulate_columns(
                 A_h,

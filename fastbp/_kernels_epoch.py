@@ -17,7 +17,7 @@ from ._kernels import _chunk_bounds
 from ._kernels_packed import _packed_padded_weights
 from ._kernels_step import _backprop_chunk, _sum_chunks
 from ._scratch import _allocate_partials, _chunk_scratch_size, _chunk_scratches
-from ._simd import VECTOR_BYTES
+from ._simd import VECTOR_BYTES, larger, smaller
 
 
 @kernel
@@ -38,7 +38,7 @@ def _sgd_update_packed(wpack, rows, width, cols, grad, eta, l2, with_l2):
     for panel in range(tiles.panel_count(width, w)):
         nvec, first, skip = tiles.panel_layout(width, w, panel)
         pw = nvec * w
-        stop = np.uint64(max(min(pw, cols - first), 0))
+        stop = np.uint64(larger(smaller(pw, cols - first), 0))
         for p in range(np.uint64(rows)):
             # Unsigned indices into the arrays themselves: no per-row views
             # to count references to, no negative-index fix-up, and the loops vectorise.
@@ -67,7 +67,7 @@ def _sum_of_squares_packed(wpack, rows, width, cols, column_sums):
     for panel in range(tiles.panel_count(width, w)):
         nvec, first, skip = tiles.panel_layout(width, w, panel)
         pw = nvec * w
-        stop = min(pw, cols - first)
+        stop = smaller(pw, cols - first)
         if stop > skip:
             count = np.uint64(stop - skip)
             column = np.uint64(first + skip)
@@ -108,7 +108,7 @@ def _unpack_weights(wpack, rows, width, W):
     for panel in range(tiles.panel_count(width, w)):
         nvec, first, skip = tiles.panel_layout(width, w, panel)
         pw = nvec * w
-        stop = min(pw, cols - first)
+        stop = smaller(pw, cols - first)
         if stop > skip:
             for p in range(rows):
                 values = wpack[offset + p * pw + skip : offset + p * pw + stop]
@@ -126,7 +126,7 @@ def _epoch_weights(W_h, W_out):
         _packed_padded_weights(W_h),
         _packed_padded_weights(W_out),
         transposed(W_out),
-        empty((max(d, t),), np.float64),
+        empty((larger(d, t),), np.float64),
     )
 
 
@@ -135,8 +135,8 @@ def _store_epoch_weights(wpack, wpack_out, W_h, W_out):
     """Write an epoch's panels back into W_h and W_out."""
     w = VECTOR_BYTES // wpack.itemsize
     d, t = W_out.shape
-    _unpack_weights(wpack, W_h.shape[0], max(d, w), W_h)
-    _unpack_weights(wpack_out, d, max(t, w), W_out)
+    _unpack_weights(wpack, W_h.shape[0], larger(d, w), W_h)
+    _unpack_weights(wpack_out, d, larger(t, w), W_out)
 
 
 @kernel
@@ -183,8 +183,8 @@ def _take_step(
     m, d = grad_W_h.shape
     t = grad_W_out.shape[1]
     w = VECTOR_BYTES // wpack.itemsize
-    width_h = max(d, w)
-    width_out = max(t, w)
+    width_h = larger(d, w)
+    width_out = larger(t, w)
     if with_penalty:
         step_cost += (
             0.5
@@ -496,15 +496,15 @@ def _dp_sgd_steps(
     d = W_h.shape[1]
     t = W_out.shape[1]
     wpack, wpack_out, W_out_T, column_sums = _epoch_weights(W_h, W_out)
-    rows = max(1, max_batch)
+    rows = larger(1, max_batch)
     X_batch = empty((rows, m), X.dtype)
     Y_batch = empty((rows, t), Y.dtype)
     norms = empty((rows,), np.float64)
     one = _allocate_partials(1, m, d, t, X.dtype, False)
-    several = _allocate_partials(max(2, max_chunks), m, d, t, X.dtype, True)
+    several = _allocate_partials(larger(2, max_chunks), m, d, t, X.dtype, True)
     scratch_size = _chunk_scratch_size(rows, m, d, t, block_rows, X.itemsize)
-    scratch = empty((max(1, max_chunks) * scratch_size + 64 // X.itemsize,), X.dtype)
-    scratch = _chunk_scratches(scratch, 0, max(1, max_chunks), rows, m, d, t, block_rows)
+    scratch = empty((larger(1, max_chunks) * scratch_size + 64 // X.itemsize,), X.dtype)
+    scratch = _chunk_scratches(scratch, 0, larger(1, max_chunks), rows, m, d, t, block_rows)
     scale = X.dtype.type(scale)
     zero_noise = zeros((1,), np.float64)
     epoch_cost = 0.0

@@ -20,7 +20,7 @@ import numpy as np
 from . import _tiles as tiles
 from ._arrays import empty, transposed, zeros
 from ._jit import CONTRACT, kernel
-from ._simd import VECTOR_BYTES
+from ._simd import VECTOR_BYTES, smaller
 from ._tuning import ENGINE_BLOCK_I, ENGINE_BLOCK_J, ENGINE_BLOCK_K
 
 
@@ -51,7 +51,7 @@ def _matmul_accumulate(lhs, rhs, out, block_cols):
     three = np.uint64(3)
     rows = np.uint64(n_rows)
     for c0 in range(0, n_cols, block_cols):
-        c1 = min(c0 + block_cols, n_cols)
+        c1 = smaller(c0 + block_cols, n_cols)
         first = np.uint64(c0)
         width = np.uint64(c1 - c0)
         p = np.uint64(0)
@@ -132,7 +132,7 @@ def _copy_columns(source, target):
     assignment's shape-mismatch message (string formatting) into every
     caller, several seconds of compilation for a check that cannot fail here.
     """
-    width = min(source.shape[1], target.shape[1])
+    width = smaller(source.shape[1], target.shape[1])
     for i in range(source.shape[0]):
         for j in range(width):
             target[i, j] = source[i, j]

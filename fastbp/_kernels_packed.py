@@ -11,7 +11,7 @@ from . import _tiles as tiles
 from ._arrays import empty, matrix_view, zeros
 from ._jit import kernel
 from ._kernels_hidden import _copy_columns
-from ._simd import VECTOR_BYTES
+from ._simd import VECTOR_BYTES, larger, smaller
 from ._tuning import FORWARD_PASS_MAX_INPUTS, TILE_ROWS
 
 
@@ -40,7 +40,7 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
         depth = p1 - p0
         for g in range(n_groups):
             r0 = g * TILE_ROWS
-            kt = min(TILE_ROWS, rows - r0)
+            kt = smaller(TILE_ROWS, rows - r0)
             D = X[i0 + r0 : i0 + r0 + kt, p0:p1].T  # read in place, by rows
             offset = 0
             for panel in range(n_panels):
@@ -91,7 +91,7 @@ def _packed_padded_weights(W):
 @kernel(linked=True, arithmetic=True)
 def _padded_pack_size(rows, cols, w):
     """Elements of :func:`_packed_padded_weights` for (rows, cols) W: rows · (max(cols, w) + w)."""
-    return rows * (max(cols, w) + w)
+    return rows * (larger(cols, w) + w)
 
 
 @kernel

@@ -55,7 +55,7 @@ from ._scratch import (
     _chunk_scratches,
     _partials,
 )
-from ._simd import VECTOR_BYTES
+from ._simd import VECTOR_BYTES, smaller
 from ._tuning import (
     DELTA_H_BLOCK_HIDDEN,
     ENGINE_BLOCK_I,
@@ -267,7 +267,7 @@ def _backprop_chunk(
     )
     chunk_cost = 0.0
     for i0 in range(i_start, i_stop, block_rows):
-        rows = min(i0 + block_rows, i_stop) - i0
+        rows = smaller(i0 + block_rows, i_stop) - i0
         _forward_and_deltas(
             X,
             Y,
@@ -430,15 +430,15 @@ def _backprop_blocks_parallel(
         if part < n_copies:
             tiles.pack_panels(W_h_cols, 0, m, 0, width, w, wpacks[part])
         q0, q1 = _chunk_bounds(n_input_groups, n_parts, part)
-        grad_W_h[q0 * TILE_ROWS : min(q1 * TILE_ROWS, m)] = 0
+        grad_W_h[q0 * TILE_ROWS : smaller(q1 * TILE_ROWS, m)] = 0
     total = 0.0
     for i0 in range(0, n, block_rows):
-        rows = min(i0 + block_rows, n) - i0
+        rows = smaller(i0 + block_rows, n) - i0
         n_groups = (rows + TILE_ROWS - 1) // TILE_ROWS
         for part in prange(n_parts):
             g0, g1 = _chunk_bounds(n_groups, n_parts, part)
             r0 = g0 * TILE_ROWS
-            r1 = min(g1 * TILE_ROWS, rows)
+            r1 = smaller(g1 * TILE_ROWS, rows)
             if r1 > r0:
                 _forward_and_deltas(
                     X,
@@ -475,7 +475,7 @@ def _backprop_blocks_parallel(
         for part in prange(n_parts):
             q0, q1 = _chunk_bounds(n_input_groups, n_parts, part)
             p0 = q0 * TILE_ROWS
-            p1 = min(q1 * TILE_ROWS, m)
+            p1 = smaller(q1 * TILE_ROWS, m)
             if p1 > p0:
                 _add_grad_W_h(
                     X,
@@ -825,7 +825,7 @@ def _example_norms_chunks(
             scratch[c], n, m, d, t, block_rows
         )
         for i0 in range(i_start, i_stop, block_rows):
-            rows = min(i0 + block_rows, i_stop) - i0
+            rows = smaller(i0 + block_rows, i_stop) - i0
             _forward_and_deltas(
                 X,
                 Y,

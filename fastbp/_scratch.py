@@ -16,7 +16,7 @@ import numpy as np
 from . import _tiles as tiles
 from ._arrays import empty, float64_matrix_view, matrix_view, zeros
 from ._jit import kernel
-from ._simd import VECTOR_BYTES
+from ._simd import VECTOR_BYTES, larger, smaller
 from ._tuning import (
     ENGINE_BLOCK_I,
     ENGINE_BLOCK_J,
@@ -35,10 +35,12 @@ def _tile_scratch_size(rows, m, d, t, w):
     The largest of (A_hᵀ δ_out)ᵀ (:func:`_add_small_gradients`), Xᵀ δ_h as
     (d, m) (:func:`_add_grad_W_h_T`) and as (m, d) (:func:`_add_grad_W_h`).
     """
-    return max(
-        tiles.scratch_size(rows, d, t, ENGINE_BLOCK_I, ENGINE_BLOCK_J, ENGINE_BLOCK_K, w),
-        tiles.scratch_size(
-            rows, m, d, ENGINE_BLOCK_I, GRAD_W_H_T_BLOCK_INPUTS, GRAD_W_H_T_BLOCK_HIDDEN, w
+    return larger(
+        larger(
+            tiles.scratch_size(rows, d, t, ENGINE_BLOCK_I, ENGINE_BLOCK_J, ENGINE_BLOCK_K, w),
+            tiles.scratch_size(
+                rows, m, d, ENGINE_BLOCK_I, GRAD_W_H_T_BLOCK_INPUTS, GRAD_W_H_T_BLOCK_HIDDEN, w
+            ),
         ),
         tiles.scratch_size(rows, d, m, ENGINE_BLOCK_I, ENGINE_BLOCK_J, m, w),
     )
@@ -56,12 +58,12 @@ def _chunk_offsets(n, m, d, t, block_rows, itemsize):
     """
     line = 64 // itemsize
     w = VECTOR_BYTES // itemsize
-    rows = max(1, min(block_rows, n))
+    rows = larger(1, smaller(block_rows, n))
     sizes = (
         rows * d,
         rows * t,
         rows * d,
-        rows * w if min(d, t) < w else 0,
+        rows * w if smaller(d, t) < w else 0,
         rows * t * (8 // itemsize),
         _tile_scratch_size(rows, m, d, t, w),
     )
@@ -98,7 +100,7 @@ def _chunk_buffers(scratch, n, m, d, t, block_rows):
         matrix_view(scratch, 0, rows, d),
         matrix_view(scratch, e0, rows, t),
         matrix_view(scratch, e1, rows, d),
-        matrix_view(scratch, e2, rows if min(d, t) < w else 0, w),
+        matrix_view(scratch, e2, rows if smaller(d, t) < w else 0, w),
         float64_matrix_view(scratch, e3, rows, t),
         scratch[e4:e5],
     )

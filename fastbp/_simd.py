@@ -12,6 +12,10 @@ lanes per vector; ``n_vectors``, ``n_rows`` and ``blend`` compile-time constants
     The IEEE-754 bits of a float64 as an int64, and back (bit casts).
 ``fused_multiply_add(a, b, c)``
     a·b + c rounded once (``llvm.fma``), for three floats of one type.
+``smaller(a, b)``, ``larger(a, b)``
+    The smaller and the larger of two integers of one signedness (a compare
+    and a select); plain Python functions as well, so the size arithmetic
+    that Python runs as Python can use them.
 
 Why this module exists
 ----------------------
@@ -70,7 +74,8 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.core import config as _numba_config
-from numba.extending import intrinsic
+from numba.core.imputils import lower_builtin
+from numba.extending import intrinsic, type_callable
 
 __all__ = [
     "VECTOR_BYTES",
@@ -81,6 +86,8 @@ __all__ = [
     "float32_from_bits",
     "float_from_bits",
     "fused_multiply_add",
+    "larger",
+    "smaller",
     "tile_fma",
 ]
 
@@ -580,6 +587,47 @@ def _float32_from_bits_python(bits):
 def _fused_multiply_add_python(a, b, c):
     """:func:`fused_multiply_add` in Python: a multiply and an add, each rounded (see above)."""
     return a * b + c
+
+
+def smaller(a, b):
+    """The smaller of two integers of one signedness, ``min(a, b)``, in compiled code too.
+
+    Numba's own ``min`` of two integers is an overload that compiles as a
+    function of its own, once per argument types and per set of compile
+    flags of its callers; this one is a compare and a select in the caller.
+    """
+    return a if a < b else b
+
+
+def larger(a, b):
+    """The larger of two integers of one signedness, ``max(a, b)``, in compiled code too."""
+    return a if a > b else b
+
+
+def _integer_result(a, b):
+    """The type :func:`smaller` and :func:`larger` of ``a`` and ``b`` return, or None."""
+    a, b = types.unliteral(a), types.unliteral(b)
+    if not (isinstance(a, types.Integer) and isinstance(b, types.Integer)) or a.signed != b.signed:
+        return None  # a typing error: floats (NaN) and mixed signedness are refused
+    return a if a.bitwidth >= b.bitwidth else b
+
+
+def _integer_select(keep_first_when):
+    """The lowering of ``a if a <op> b else b``, both cast to the result type first."""
+
+    def lower(context, builder, signature, args):
+        result = signature.return_type
+        a = context.cast(builder, args[0], signature.args[0], result)
+        b = context.cast(builder, args[1], signature.args[1], result)
+        compare = builder.icmp_signed if result.signed else builder.icmp_unsigned
+        return builder.select(compare(keep_first_when, a, b), a, b)
+
+    return lower
+
+
+for _function, _keep_first_when in ((smaller, "<"), (larger, ">")):
+    type_callable(_function)(lambda context: _integer_result)
+    lower_builtin(_function, types.Integer, types.Integer)(_integer_select(_keep_first_when))
 
 
 if _numba_config.DISABLE_JIT:

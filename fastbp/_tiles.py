@@ -19,7 +19,7 @@ No checks happen here: callers pass C-contiguous A and G of one float dtype.
 
 from ._arrays import matrix_view
 from ._jit import CONTRACT, kernel
-from ._simd import VECTOR_BYTES, copy_vectors, tile_fma
+from ._simd import VECTOR_BYTES, copy_vectors, larger, smaller, tile_fma
 from ._tuning import TILE_ROWS
 
 
@@ -168,8 +168,8 @@ def scratch_size(n_rows, N, K, block_n, block_d, block_t, w):
     min(block_n, n_rows), and where D is copied (``block_t`` < K) one
     block of it, bn · block_t.
     """
-    bn = min(block_n, max(n_rows, 0))
-    return bn * (min(block_d, N) + w) + (bn * block_t if block_t < K else 0)
+    bn = smaller(block_n, larger(n_rows, 0))
+    return bn * (smaller(block_d, N) + w) + (bn * block_t if block_t < K else 0)
 
 
 @kernel(linked=True)
@@ -226,26 +226,26 @@ def accumulate_columns(
     d = j_stop
     t = D.shape[1]
     w = VECTOR_BYTES // A.itemsize
-    n_rows = max(i_stop - i_start, 0)
-    bn = min(block_n, n_rows)
-    panels_size = bn * (min(block_d, max(j_stop - j_start, 0)) + w)
+    n_rows = larger(i_stop - i_start, 0)
+    bn = smaller(block_n, n_rows)
+    panels_size = bn * (smaller(block_d, larger(j_stop - j_start, 0)) + w)
     panels = scratch[:panels_size]
     buffer = scratch[panels_size : panels_size + (bn * block_t if block_t < t else 0)]
     for i_block in range(i_start, i_stop, block_n):
-        i_end = min(i_block + block_n, i_stop)
+        i_end = smaller(i_block + block_n, i_stop)
         nb = i_end - i_block
         for j_block in range(j_start, d, block_d):
-            j_end = min(j_block + block_d, d)
+            j_end = smaller(j_block + block_d, d)
             width = j_end - j_block
             if width < w:
                 for g_first in range(0, t, block_t):
-                    g_count = min(block_t, t - g_first)
+                    g_count = smaller(block_t, t - g_first)
                     tile_scalar(A, D, i_block, i_end, j_block, j_end, j_block, g_first, g_count, G)
                 continue
             pack_panels(A, i_block, nb, j_block, width, w, panels)
             n_panels = panel_count(width, w)
             for g_first in range(0, t, block_t):
-                g_count = min(block_t, t - g_first)
+                g_count = smaller(block_t, t - g_first)
                 if g_count == t:  # D's block read in place
                     D_block = D[i_block:i_end]
                 else:

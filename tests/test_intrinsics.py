@@ -584,3 +584,49 @@ def test_the_python_fused_multiply_add_rounds_twice_as_documented():
     assert _fused_multiply_add_python(1 + small, 1 - small, -1.0) == 0.0
     result = _fused_multiply_add_python(np.float32(1.5), np.float32(2), np.float32(0.25))
     assert type(result) is np.float32 and result == np.float32(3.25)
+
+
+@numba.njit
+def _smaller_and_larger(a, b):
+    return _simd.smaller(a, b), _simd.larger(a, b)
+
+
+@numba.njit
+def _with_literals(n):
+    # Literal arguments on either side, a narrower integer, and unsigned ones.
+    return (
+        _simd.larger(1, _simd.smaller(n, 192)),
+        _simd.smaller(np.int32(n), n + 1),
+        _simd.larger(np.uint64(n), np.uint64(3)),
+    )
+
+
+@pytest.mark.parametrize("a, b", [(3, 9), (9, 3), (-7, 4), (5, 5), (-(2**63), 2**63 - 1), (0, -1)])
+def test_smaller_and_larger_are_min_and_max_of_two_integers(a, b):
+    expected = (min(a, b), max(a, b))
+    assert _smaller_and_larger(a, b) == expected  # compiled (or Python with the JIT off)
+    assert (_simd.smaller(a, b), _simd.larger(a, b)) == expected  # the Python functions
+    assert _smaller_and_larger(np.uint64(a % 2**64), np.uint64(b % 2**64)) == (
+        min(a % 2**64, b % 2**64),
+        max(a % 2**64, b % 2**64),
+    )
+
+
+def test_smaller_and_larger_take_literals_and_mixed_widths():
+    assert _with_literals(100) == (100, 100, 100)
+    assert _with_literals(500) == (192, 500, 500)
+    assert _with_literals(0) == (1, 0, 3)
+    if not numba.config.DISABLE_JIT:
+        (signature,) = _with_literals.nopython_signatures
+        assert signature.return_type == numba.types.Tuple(
+            (numba.types.int64, numba.types.int64, numba.types.uint64)
+        )
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="typing errors: compiled code only")
+def test_smaller_and_larger_refuse_floats_and_mixed_signedness():
+    refused = (numba.core.errors.TypingError, TypeError)
+    with pytest.raises(refused):
+        _smaller_and_larger(1.0, np.nan)  # a float: min and max of NaN are not a select
+    with pytest.raises(refused):
+        _smaller_and_larger(np.int64(1), np.uint64(2))
