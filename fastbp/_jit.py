@@ -187,8 +187,8 @@ class _KernelDispatcher(CPUDispatcher):
         with _collector_paused():
             if not self.standalone:
                 return super().compile(sig)
-            # Under the lock Numba compiles under, so that no caller is typed between
-            # this compilation and the export of its symbol.
+            # Under the lock Numba compiles under (the pause holds it), so that no
+            # caller is typed between this compilation and the export of its symbol.
             entry_point = super().compile(sig)
             args, _ = sigutils.normalize_signature(sig)
             cres = self.overloads[tuple(args)]
@@ -238,13 +238,15 @@ class _DeferredLibrary(JITCodeLibrary):
     defines, which nothing in fastbp does.  The cache keeps the module for
     linking (Numba's ``bitcode`` kind) instead of object code, and a load
     defers as a compilation does.  Until emitted, the execution engine does
-    not know the library's symbols, so an environment pointer for one of its
-    functions is not set (:class:`_EnvironmentGuard`): linked copies never
-    read it (fastbp's kernels raise no exception that carries objects).
+    not know the library's symbols, so the environment pointers Numba sets
+    for its functions wait too (:class:`_EnvironmentGuard`) and are set
+    once it is emitted.
     """
 
     #: Finalised (optimised, linkable) but not yet emitted.
     _deferred = False
+    #: (name, environment) pairs to set once emitted.
+    _pending_environments = ()
 
     def _finalize_final_module(self):
         self._finalize_dynamic_globals()
@@ -257,6 +259,9 @@ class _DeferredLibrary(JITCodeLibrary):
             if self._deferred:
                 self._deferred = False
                 super()._finalize_final_module()
+                for env_name, env in self._pending_environments:
+                    self._codegen.set_env(env_name, env)
+                self._pending_environments = ()
 
     def _defines(self, name):
         try:
@@ -280,18 +285,25 @@ class _DeferredLibrary(JITCodeLibrary):
 
     @property
     def codegen(self):
-        return _EnvironmentGuard(self._codegen) if self._deferred else self._codegen
+        return _EnvironmentGuard(self) if self._deferred else self._codegen
 
 
 class _EnvironmentGuard:
-    """Numba's code generator, except that it sets no environment the engine has not defined."""
+    """Numba's code generator for a library not yet emitted: environments wait for the emission.
 
-    def __init__(self, codegen):
-        self._codegen = codegen
+    Numba sets a function's environment pointer by its global's address in
+    the execution engine, which has none for code not yet emitted.
+    """
+
+    def __init__(self, library):
+        self._library = library
+        self._codegen = library._codegen
 
     def set_env(self, env_name, env):
         if self._codegen._engine.is_symbol_defined(env_name):
             self._codegen.set_env(env_name, env)
+        else:
+            self._library._pending_environments += ((env_name, env),)
 
     def __getattr__(self, name):
         return getattr(self._codegen, name)

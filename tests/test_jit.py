@@ -1,5 +1,6 @@
 """fastbp._jit: the dispatcher every kernel is compiled through."""
 
+import ctypes
 import gc
 
 import numba
@@ -264,9 +265,17 @@ def test_a_linked_kernel_emits_no_machine_code_until_its_code_is_asked_for():
     # No Python entry: asking for one emits nothing.
     assert library.get_pointer_to_function(compiled.fndesc.llvm_cpython_wrapper_name) == 0
     assert library._deferred
-    # Asking for a function it defines emits the library, which then serialises as usual.
+    # Numba set no environment pointer when it compiled leaf: the engine had no global
+    # of that name to hold it then (the caller's linked copy has one now).
+    ((env_name, env),) = library._pending_environments
+    assert env_name == compiled.fndesc.env_name and env is compiled.environment
+    # Asking for a function it defines emits the library, which then serialises as usual,
+    # and sets the environment pointer that waited.
     assert library.get_pointer_to_function(name) != 0 and not library._deferred
     assert library._codegen._engine.is_symbol_defined(name)
+    assert library._pending_environments == ()
+    address = library._codegen._engine.get_global_value_address(env_name)
+    assert ctypes.c_void_p.from_address(address).value == id(env)
     assert library.serialize_using_object_code()[1] == "object"
     # Kernels whose code runs are emitted at once: a Python entry, and a kernel called
     # through its symbol (linked into its caller where callees are linked).
