@@ -186,7 +186,7 @@ def _two_serial_steps(first, second, workspaces, tiny, n_chunks, block_rows, blo
     costs = np.zeros(2)
     for p in prange(2):
         X, Y, W_h, b_h, W_out, b_out = first if p == 0 else second
-        if n_chunks == 1:  # the plain step's blocks are the tuning table's, as block_*'s
+        if n_chunks == 1:  # _plain_step blocks as the tuning table says (block_rows, block_cols)
             costs[p] = _kernels_step._plain_step(
                 X, Y, W_h, b_h, W_out, b_out, 0.0, tiny, workspaces[p],
                 np.empty(0, dtype=np.int64), True,
