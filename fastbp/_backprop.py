@@ -305,9 +305,10 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None)
     # (backprop's own minibatch step runs the same kernel, _plain_step, with its L2
     # terms; this branch serves the solvers, fastbp.dask and counted steps.)
     if n_chunks == 1:
-        _, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
+        g_W_h, g_b_h, g_W_out, g_b_out = _empty_gradients(m, d, t, dtype)
+        _, cost = _kernels_step._plain_step(
             X, Y, W_h, b_h, W_out, b_out, 0.0, _TINY[dtype], _workspace(dtype, m, d, t, 1),
-            correct, True,
+            correct, g_W_h, g_b_h, g_W_out, g_b_out, True,
         )  # fmt: skip
         return cost, g_W_h, g_b_h, g_W_out, g_b_out
     return _kernels_step._backprop_serial(
@@ -315,6 +316,16 @@ def _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct=None)
         DELTA_H_BLOCK_HIDDEN, _workspace(dtype, m, d, t, 1, n_chunks), _NO_NORMS, math.inf,
         correct,
     )  # fmt: skip
+
+
+def _empty_gradients(m, d, t, dtype):
+    """Four new arrays for :func:`fastbp._kernels_step._plain_step` to write the gradients into.
+
+    Allocated here rather than in the kernel: a compiled function's new
+    arrays are boxed one by one on return, which costs more than NumPy's
+    allocations.
+    """
+    return np.empty((m, d), dtype), np.empty(d, dtype), np.empty((d, t), dtype), np.empty(t, dtype)
 
 
 def _with_penalty(cost, g_W_h, g_b_h, g_W_out, g_b_out, W_h, W_out, l2):
@@ -349,9 +360,10 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads, co
         dtype = X.dtype
         if l2 > _FLOAT32_MAX and dtype is _FLOAT32:
             dtype.type(l2)  # NumPy's overflow warning, as _with_penalty's cast gives it
-        _, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
+        g_W_h, g_b_h, g_W_out, g_b_out = _empty_gradients(m, d, t, dtype)
+        _, cost = _kernels_step._plain_step(
             X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _workspace(dtype, m, d, t, 1),
-            _NO_COUNTS, True,
+            _NO_COUNTS, g_W_h, g_b_h, g_W_out, g_b_out, True,
         )  # fmt: skip
         return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
     terms = _data_terms(X, Y, W_h, b_h, W_out, b_out, n_chunks, n_threads, correct)
@@ -417,16 +429,18 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
         # A minibatch step with default options: one compiled call checks what the
         # validated path below would check, and runs the step or declines.
         dtype = X.dtype
-        answer, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
+        m, d = W_h.shape
+        t = b_out.shape[0]
+        g_W_h, g_b_h, g_W_out, g_b_out = _empty_gradients(m, d, t, dtype)
+        answer, cost = _kernels_step._plain_step(
             X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _kept_workspace(dtype), _NO_COUNTS,
-            False,
+            g_W_h, g_b_h, g_W_out, g_b_out, False,
         )  # fmt: skip
         if answer == _kernels_step.PLAIN_STEP_NEEDS_WORKSPACE:
-            d, t = W_out.shape
-            workspace = _workspace(dtype, X.shape[1], d, t, 1)
-            answer, cost, g_W_h, g_b_h, g_W_out, g_b_out = _kernels_step._plain_step(
-                X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], workspace, _NO_COUNTS, False
-            )
+            answer, cost = _kernels_step._plain_step(
+                X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _workspace(dtype, m, d, t, 1),
+                _NO_COUNTS, g_W_h, g_b_h, g_W_out, g_b_out, False,
+            )  # fmt: skip
         if answer == _kernels_step.PLAIN_STEP_DONE:
             return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
     if not ready:  # network_arrays, without asking _ready again

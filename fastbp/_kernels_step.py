@@ -705,10 +705,17 @@ PLAIN_STEP_DONE, PLAIN_STEP_NEEDS_WORKSPACE, PLAIN_STEP_DECLINED = 0, 1, 2
 
 
 @kernel
-def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, correct, decided):
-    """:func:`fastbp.backprop`'s minibatch step in one call: (answer, cost, four gradients).
+def _plain_step(
+    X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, correct, grad_W_h, grad_b_h, grad_W_out,
+    grad_b_out, decided,
+):  # fmt: skip
+    """:func:`fastbp.backprop`'s minibatch step in one call: (answer, cost); gradients written.
 
-    The step is :func:`_backprop_serial` with one chunk, the same bits, but
+    The four gradients go into ``grad_W_h`` (m, d), ``grad_b_h`` (d,),
+    ``grad_W_out`` (d, t) and ``grad_b_out`` (t,), C-contiguous arrays of
+    X's dtype that the caller allocates (NumPy allocates them for less
+    than it costs to return new arrays from compiled code); the float64
+    cost is returned.  The step is :func:`_backprop_serial` with one chunk, the same bits, but
     with less to compile before a fresh process's first answer: no chunk
     sums and no private branch (``norms`` is None in
     :func:`_backprop_chunk`), and the chunk's partials are the result.
@@ -736,7 +743,8 @@ def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, correct, deci
     Then ``workspace`` (the thread's kept one, or empty) must be large
     enough, or the answer is :data:`PLAIN_STEP_NEEDS_WORKSPACE`.  Any other
     call gets :data:`PLAIN_STEP_DECLINED`, and the caller's validated path
-    raises the errors and warnings.  Declined calls return empty arrays.
+    raises the errors and warnings.  Declined calls leave the gradient
+    arrays as they were.
     """
     n, m = X.shape
     d, t = W_out.shape
@@ -764,21 +772,11 @@ def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, correct, deci
             if workspace.shape[0] < needed:
                 answer = PLAIN_STEP_NEEDS_WORKSPACE
     if answer != PLAIN_STEP_DONE:
-        return (
-            answer,
-            0.0,
-            empty((0, 0), X.dtype),
-            empty((0,), X.dtype),
-            empty((0, 0), X.dtype),
-            empty((0,), X.dtype),
-        )
+        return answer, 0.0
     # _backprop_chunks' one-chunk case without the chunk sums: the chunk's partials are
     # the result.  The workspace holds W_h's and W_out's panels, then the chunk's scratch.
     W_out_T = transposed(W_out)
-    grad_W_h = empty((m, d), X.dtype)
-    grad_b_h = empty((d,), X.dtype)
     grad_W_out_T = empty((t, d), X.dtype)
-    grad_b_out = empty((t,), X.dtype)
     wpack = _pack_padded_into(W_h, workspace)
     wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
     scratch = _chunk_scratches(
@@ -789,12 +787,14 @@ def _plain_step(X, Y, W_h, b_h, W_out, b_out, l2, tiny, workspace, correct, deci
         grad_W_out_T, grad_b_out, STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN, False, scratch[0],
         None, np.inf, correct, 0,
     )  # fmt: skip
-    grad_W_out = transposed(grad_W_out_T)
+    for j in range(d):
+        for k in range(t):
+            grad_W_out[j, k] = grad_W_out_T[k, j]
     if l2 != 0.0:
         # λ rounded to X's dtype, as _with_penalty's grad += l2 * W rounds it.
         squares = _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, X.dtype.type(l2))
         cost += 0.5 * l2 * squares
-    return answer, cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out
+    return answer, cost
 
 
 def _example_norms_chunks(

@@ -307,11 +307,12 @@ def test_the_one_chunk_kernel_gives_the_bits_of_the_chunk_driver(dtype, n, m, d,
     driver = _kernels_step._backprop_serial(
         *network, tiny, 1, *blocks, workspace(), np.empty(0), np.inf, driver_count
     )
-    answer, *one_chunk = _kernels_step._plain_step(
-        *network, 0.0, tiny, workspace(), one_chunk_count, True
+    gradients = _backprop._empty_gradients(m, d, t, np.dtype(dtype))
+    answer, cost = _kernels_step._plain_step(
+        *network, 0.0, tiny, workspace(), one_chunk_count, *gradients, True
     )
     assert answer == _kernels_step.PLAIN_STEP_DONE
-    assert _same_bits(tuple(one_chunk), driver)
+    assert _same_bits((cost, *gradients), driver)
     assert one_chunk_count[0] == driver_count[0]
     public = backprop(*network, n_chunks=1, n_threads=1)
     assert _same_bits(public, (dtype(driver[0]),) + tuple(driver[1:]))
@@ -745,6 +746,8 @@ def test_the_plain_step_gives_the_bits_of_the_validated_path(monkeypatch, dtype,
         assert _same_bits(result, expected)
         assert type(result.cost) is dtype
     assert all(a.flags.c_contiguous and a.flags.writeable for a in second[1:])
+    # Every call returns arrays of its own.
+    assert not any(np.shares_memory(a, b) for a, b in zip(first[1:], second[1:]))
 
 
 def test_the_plain_step_declines_what_the_validated_path_must_handle(monkeypatch):
@@ -825,10 +828,16 @@ def test_the_plain_step_needs_exactly_the_workspace_python_sizes(dtype, n, m, d,
     size = _scratch._workspace_size(np.dtype(dtype), m, d, t, 1)
     tiny = float(np.finfo(dtype).tiny)
     no_counts = np.zeros(0, np.int64)
-    enough = _kernels_step._plain_step(*network, 0.0, tiny, np.zeros(size, dtype), no_counts, False)
+    gradients = _backprop._empty_gradients(m, d, t, np.dtype(dtype))
+    # Gradient arrays that a declined or short call must leave as they were.
+    untouched = tuple(np.full_like(g, np.nan) for g in gradients)
     short = _kernels_step._plain_step(
-        *network, 0.0, tiny, np.zeros(size - 1, dtype), no_counts, False
+        *network, 0.0, tiny, np.zeros(size - 1, dtype), no_counts, *untouched, False
+    )
+    enough = _kernels_step._plain_step(
+        *network, 0.0, tiny, np.zeros(size, dtype), no_counts, *gradients, False
     )
     assert (enough[0], short[0]) == (DONE, NEEDS_WORKSPACE)
+    assert all(np.isnan(g).all() for g in untouched)
     # Its cost is float64 (backprop rounds it once, to the dtype).
-    assert _same_bits((dtype(enough[1]), *enough[2:]), backprop(*network, n_chunks=1))
+    assert _same_bits((dtype(enough[1]), *gradients), backprop(*network, n_chunks=1))

@@ -187,9 +187,12 @@ def _two_serial_steps(first, second, workspaces, tiny, n_chunks, block_rows, blo
     for p in prange(2):
         X, Y, W_h, b_h, W_out, b_out = first if p == 0 else second
         if n_chunks == 1:  # _plain_step blocks as the tuning table says (block_rows, block_cols)
+            m, d = W_h.shape
+            t = W_out.shape[1]
             costs[p] = _kernels_step._plain_step(
                 X, Y, W_h, b_h, W_out, b_out, 0.0, tiny, workspaces[p],
-                np.empty(0, dtype=np.int64), True,
+                np.empty(0, dtype=np.int64), np.empty((m, d), X.dtype), np.empty(d, X.dtype),
+                np.empty((d, t), X.dtype), np.empty(t, X.dtype), True,
             )[1]  # fmt: skip
             continue
         costs[p] = _kernels_step._backprop_serial(
@@ -255,9 +258,11 @@ def breakdown_candidates(shape, dtype):
 
     def step_kernel():  # the kernel backprop runs on one thread, without its checks
         if n_chunks == 1:
-            return _kernels_step._plain_step(
-                *arrays, 0.0, tiny, workspace, _backprop._NO_COUNTS, True
-            )[1:]
+            gradients = _backprop._empty_gradients(m, d, t, X.dtype)
+            _, cost = _kernels_step._plain_step(
+                *arrays, 0.0, tiny, workspace, _backprop._NO_COUNTS, *gradients, True
+            )
+            return (cost, *gradients)
         return _kernels_step._backprop_serial(
             *arrays, tiny, n_chunks, rows, cols, workspace, _backprop._NO_NORMS, np.inf,
             _backprop._NO_COUNTS,
