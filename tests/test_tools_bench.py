@@ -123,6 +123,38 @@ def test_step_tables_give_the_peak_and_each_rows_percentage_of_it(capsys):
     assert gradient_titles and not any("peak:" in line for line in gradient_titles)
 
 
+def test_the_fma_loop_on_several_threads_waits_for_blas_threads_to_settle(monkeypatch):
+    # OpenBLAS's threads spin for a while after the reference product; timed
+    # right after it, the FMA loop on 2 threads shared the cores with them.
+    # So a settle comes between the two (and before the reference itself).
+    from fastbp._tools import peak
+
+    events = []
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: events.append(("sleep", seconds)))
+    monkeypatch.setattr(
+        breakdown,
+        "reference_product",
+        lambda dtype, side=None, operands=None: (lambda: events.append(("blas",)), 2.0e9),
+    )
+
+    def fma_loop(dtype, threads, rounds):
+        events.append(("fma", threads))
+        return 1.0
+
+    monkeypatch.setattr(peak, "peak_gflops", fma_loop)
+    for threads in (1, 2):
+        events.clear()
+        bench._peak("float32", threads, {}, 1)
+        kinds = [event[0] for event in events]
+        assert kinds[-1] == "fma" and "blas" in kinds
+        last_blas = len(kinds) - 1 - kinds[::-1].index("blas")
+        settles = [k for k in range(last_blas + 1, len(kinds) - 1) if kinds[k] == "sleep"]
+        if threads == 1:
+            assert "sleep" not in kinds  # one thread: nothing else can spin on its core
+        else:
+            assert settles and events[settles[-1]][1] == bench.SETTLE_SECONDS
+
+
 def test_the_peak_is_timed_once_per_dtype_and_thread_count(monkeypatch, capsys):
     made = []
     real = breakdown.reference_product

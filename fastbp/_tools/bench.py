@@ -375,6 +375,10 @@ def _peak(dtype, threads, cache, rounds=REFERENCE_ROUNDS):
                 warmup=WARMUP_SECONDS if threads > 1 else 0.0,
             )["reference"]
         blas = gflops(flops, seconds)
+        if threads > 1:
+            # The reference's BLAS threads spin after it, on the cores the FMA loop
+            # needs: without the settle, 2 threads ran it at a quarter of its speed.
+            time.sleep(SETTLE_SECONDS)
         fma = peak_gflops(dtype, threads, rounds)
         cache[key] = {
             "gflops": max(fma, blas),
