@@ -2,10 +2,17 @@
 
 For a step shape (n, m, d, t), the table times, interleaved on one thread:
 the whole step (fastbp's and the book's NumPy step), each side's two large
-products (X W_h and Xᵀ δ_h, for fastbp as the step runs them, for NumPy as
-OpenBLAS does), and a square product of OpenBLAS as the core's reference
-speed.  "The rest" is the step less its two products: activations, cost,
-the small products with W_out, chunk sums and per-call work.
+products (X W_h and Xᵀ δ_h), and a square product of OpenBLAS as the
+core's reference speed.  fastbp's products are timed as the step runs
+them, packing included, repeated in one compiled call
+(:func:`product_repeats` times); NumPy's as a NumPy call, and OpenBLAS's
+product alone in the same kind of compiled loop (SciPy's OpenBLAS, which
+Numba's ``np.dot`` calls).  At a minibatch's size a Python call and its
+allocation weigh as much as the product, so only the compiled loops
+compare the two libraries' products.  "The rest" is each step less its
+two products (fastbp's from the loops, NumPy's from its calls):
+activations, cost, the small products with W_out, chunk sums and the
+call's own work.
 
 The "two at once" lines run a call on both cores at the same time, each
 core on its own copy of the data, and give the time relative to the same
@@ -33,6 +40,7 @@ from .timing import format_seconds, gflops, interleaved_medians, thread_limits
 __all__ = [
     "breakdown_candidates",
     "breakdown_section",
+    "product_repeats",
     "products_within_bound",
     "reference_product",
 ]
@@ -97,9 +105,9 @@ def products_within_bound(shape, dtype):
     X64, W64, D64 = (a.astype(np.float64) for a in (X, W_h, delta_h))
     rows = _tuning.STEP_BLOCK_EXAMPLES
     checks = (
-        (_forward_product(X, W_h, rows), X64 @ W64, np.abs(X64) @ np.abs(W64), m),
+        (_forward_product(X, W_h, rows, 1), X64 @ W64, np.abs(X64) @ np.abs(W64), m),
         (
-            _input_gradient(X, delta_h, rows, n_chunks),
+            _input_gradient(X, delta_h, rows, n_chunks, 1),
             X64.T @ D64,
             np.abs(X64).T @ np.abs(D64),
             n,
@@ -220,6 +228,20 @@ def _new_workspaces(dtype, m, d, t, n_chunks):
     return (np.empty(size, dtype), np.empty(size, dtype))
 
 
+#: Floating-point operations of the products one compiled call repeats (about
+#: 0.2 ms of work): a Python call's microsecond or two is then under 1 %.
+PRODUCT_BATCH_FLOPS = 2e7
+
+
+def product_repeats(product_flops):
+    """How many products of ``product_flops`` operations one timed call runs (1 to 1000).
+
+    Enough that the call around them is under about 1 % of the time; one
+    for products of :data:`PRODUCT_BATCH_FLOPS` or more.
+    """
+    return max(1, min(1000, int(PRODUCT_BATCH_FLOPS // max(product_flops, 1))))
+
+
 def breakdown_candidates(shape, dtype):
     """The timed calls of one breakdown table, each with its floating-point operations.
 
@@ -232,8 +254,11 @@ def breakdown_candidates(shape, dtype):
 
     Returns
     -------
-    dict of str to (callable, float)
-        Label → (call with no arguments, floating-point operations a call).
+    dict of str to (callable, float, int)
+        Label → (call with no arguments, floating-point operations of one
+        product or step, how many of them a call runs).  fastbp's two
+        products and OpenBLAS's in a compiled loop run :func:`product_repeats`
+        of them a call; every other call runs one.
         The OpenBLAS "two at once" call holds a waiting thread: call its
         ``close()`` when done (:func:`breakdown_section` does).  The "two at
         once" rows are left out where Numba has a single thread.
@@ -268,16 +293,36 @@ def breakdown_candidates(shape, dtype):
             _backprop._NO_COUNTS,
         )  # fmt: skip
 
+    repeats = product_repeats(product_flops)
+    Z, G = np.empty((n, d), X.dtype), np.empty((m, d), X.dtype)
     square_pair = _TwoAtOnce(lambda: square[0] @ square[1], lambda: square[2] @ square[3])
     candidates = {
-        "fastbp step": (step, step_flops),
-        "numpy step": (lambda: numpy_step(*arrays), step_flops),
-        "fastbp X W_h": (lambda: _forward_product(X, W_h, rows), product_flops),
-        "numpy X @ W_h": (lambda: X @ W_h, product_flops),
-        "fastbp Xᵀ δ_h": (lambda: _input_gradient(X, delta_h, rows, n_chunks), product_flops),
-        "numpy X.T @ δ_h": (lambda: X.T @ delta_h, product_flops),
-        f"numpy {side}³ product": reference_product(dtype, side, square),
-        "fastbp step kernel": (step_kernel, step_flops),
+        "fastbp step": (step, step_flops, 1),
+        "numpy step": (lambda: numpy_step(*arrays), step_flops, 1),
+        "fastbp X W_h": (
+            lambda: _forward_product(X, W_h, rows, repeats),
+            product_flops,
+            repeats,
+        ),
+        "numpy X @ W_h": (lambda: X @ W_h, product_flops, 1),
+        "OpenBLAS X @ W_h, compiled loop": (
+            lambda: step_parts._blas_products(X, W_h, Z, repeats),
+            product_flops,
+            repeats,
+        ),
+        "fastbp Xᵀ δ_h": (
+            lambda: _input_gradient(X, delta_h, rows, n_chunks, repeats),
+            product_flops,
+            repeats,
+        ),
+        "numpy X.T @ δ_h": (lambda: X.T @ delta_h, product_flops, 1),
+        "OpenBLAS X.T @ δ_h, compiled loop": (
+            lambda: step_parts._blas_products(X.T, delta_h, G, repeats),
+            product_flops,
+            repeats,
+        ),
+        f"numpy {side}³ product": (*reference_product(dtype, side, square), 1),
+        "fastbp step kernel": (step_kernel, step_flops, 1),
     }
     if numba.config.NUMBA_NUM_THREADS >= 2:  # a second core to run on
         workspaces = _new_workspaces(dtype, m, d, t, n_chunks)
@@ -288,8 +333,8 @@ def breakdown_candidates(shape, dtype):
                     arrays, twin_arrays, workspaces, tiny, n_chunks, rows, cols
                 )
 
-        candidates["fastbp step kernel, two at once"] = (two_steps, step_flops)
-        candidates[f"numpy {side}³ product, two at once"] = (square_pair, 2 * side**3)
+        candidates["fastbp step kernel, two at once"] = (two_steps, step_flops, 1)
+        candidates[f"numpy {side}³ product, two at once"] = (square_pair, 2 * side**3, 1)
     else:
         square_pair.close()
     return candidates
@@ -308,12 +353,14 @@ def breakdown_section(shape, dtype, repeats):
     try:
         with thread_limits(1):
             medians = interleaved_medians(
-                {label: call for label, (call, _) in candidates.items()}, repeats, min_time=0.01
+                {label: call for label, (call, _, _) in candidates.items()}, repeats, min_time=0.01
             )
     finally:
-        for call, _ in candidates.values():
+        for call, _, _ in candidates.values():
             if isinstance(call, _TwoAtOnce):
                 call.close()
+    for label, (_, _, count) in candidates.items():
+        medians[label] /= count  # one product's time
     medians["fastbp rest"] = (
         medians["fastbp step"] - medians["fastbp X W_h"] - medians["fastbp Xᵀ δ_h"]
     )
@@ -329,7 +376,7 @@ def breakdown_section(shape, dtype, repeats):
     )
     print(f"{'part':<34} {'median':>10} {'GFLOP/s':>9}")
     print("-" * 55)
-    for label, (_, flops) in candidates.items():
+    for label, (_, flops, _) in candidates.items():
         seconds = medians[label]
         if label.endswith("two at once"):
             alone = medians[label.replace(", two at once", "")]  # the same call, alone
@@ -337,7 +384,7 @@ def breakdown_section(shape, dtype, repeats):
             print(f"{label:<34} {format_seconds(seconds):>10} {'':>9}  {slowdown}")
             continue
         print(f"{label:<34} {format_seconds(seconds):>10} {gflops(flops, seconds):>9.1f}")
-        if label == "numpy X.T @ δ_h":
+        if label == "OpenBLAS X.T @ δ_h, compiled loop":
             for side in ("fastbp", "numpy"):
                 rest = medians[f"{side} rest"]
                 share = rest / medians[f"{side} step"]
