@@ -715,9 +715,9 @@ def _plain_step(
     ``grad_W_out`` (d, t) and ``grad_b_out`` (t,), C-contiguous arrays of
     X's dtype that the caller allocates (NumPy allocates them for less
     than it costs to return new arrays from compiled code); the float64
-    cost is returned.  The step is :func:`_backprop_serial` with one chunk, the same bits, but
-    with less to compile before a fresh process's first answer: no chunk
-    sums and no private branch (``norms`` is None in
+    cost is returned.  The step is :func:`_backprop_serial` with one chunk,
+    the same bits, but with less to compile before a fresh process's first
+    answer: no chunk sums and no private branch (``norms`` is None in
     :func:`_backprop_chunk`), and the chunk's partials are the result.
     With λ ≠ 0, λW is added to the weight gradients here
     (:func:`_add_l2_gradients`, λ rounded to X's dtype) and (λ/2)·Σ W² to
