@@ -377,7 +377,7 @@ def _peak(dtype, threads, cache, rounds=REFERENCE_ROUNDS):
         blas = gflops(flops, seconds)
         if threads > 1:
             # The reference's BLAS threads spin after it, on the cores the FMA loop
-            # needs: without the settle, 2 threads ran it at a quarter of its speed.
+            # needs: they go idle first.
             time.sleep(SETTLE_SECONDS)
         fma = peak_gflops(dtype, threads, rounds)
         cache[key] = {
