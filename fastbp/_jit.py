@@ -62,6 +62,19 @@ machine code of linked kernels (:class:`_DeferredLibrary`)
     asks for a function's address in it, and the cache keeps its linkable
     module (Numba's ``bitcode`` kind) instead of object code.  LLVM's code
     generation is a tenth to a third of a small kernel's compile time.
+reference counts (``refcounted=False``)
+    Numba counts references to every array view a kernel makes, with an
+    atomic (locked) increment and decrement per view: in the register-tile
+    loops, one pair per tile.  Kernels that allocate nothing and return no
+    array, and whose callees, however deep, do neither, compile without
+    Numba's runtime (``_nrt=False``): their views of their arguments are
+    plain pointers, which the arguments outlive.  A callee first typed
+    while such a kernel compiles is compiled without the runtime too, so
+    the rule is for the whole call tree: an allocation there fails to
+    compile, and an array returned there would be released by a counted
+    caller that never counted it (or the reverse).  tests/test_jit.py
+    checks these call trees, and that a step, an epoch and a private
+    epoch leave the runtime's counts balanced.
 the garbage collector (:func:`_collector_paused`)
     Off while kernels compile, and back on after, as it was: its full passes
     over Numba's long-lived objects took about a tenth of a cold compilation.
@@ -479,7 +492,7 @@ def cache_counts():
     return hits, misses
 
 
-def kernel(func=None, *, fastmath=False, linked=False, arithmetic=False):
+def kernel(func=None, *, fastmath=False, linked=False, arithmetic=False, refcounted=True):
     """Compile ``func`` with fastbp's options (serial kernel).
 
     Parameters
@@ -503,17 +516,20 @@ def kernel(func=None, *, fastmath=False, linked=False, arithmetic=False):
         entry, and no compiled call, for what Python computes as fast.
         Compiled callers compile it as usual.  It must give the same results
         in both worlds (sizes far below 2**63).
+    refcounted : bool, default True
+        ``False`` compiles without Numba's reference counting (see the
+        module docstring): only for kernels that allocate nothing, return
+        no array, and call no kernel that returns one.
     """
     if fastmath not in (False, CONTRACT):
         raise ValueError(f"fastmath must be False or CONTRACT, got {fastmath!r}")
 
+    options = {"fastmath": set(fastmath) if fastmath else False}
+    if not refcounted:
+        options["_nrt"] = False
+
     def wrap(f):
-        return _compile_lazily(
-            f,
-            {"fastmath": set(fastmath) if fastmath else False},
-            linked=linked,
-            arithmetic=arithmetic,
-        )
+        return _compile_lazily(f, options, linked=linked, arithmetic=arithmetic)
 
     return wrap if func is None else wrap(func)
 

@@ -20,7 +20,7 @@ from ._scratch import _allocate_partials, _chunk_scratch_size, _chunk_scratches
 from ._simd import VECTOR_BYTES, larger, smaller
 
 
-@kernel
+@kernel(refcounted=False)
 def _sgd_update_packed(wpack, rows, width, cols, grad, eta, l2, with_l2):
     """W ← W − η (grad + λ W), elementwise, on W (rows, cols) held as panels in ``wpack``.
 
@@ -54,7 +54,7 @@ def _sgd_update_packed(wpack, rows, width, cols, grad, eta, l2, with_l2):
         offset += rows * pw
 
 
-@kernel
+@kernel(refcounted=False)
 def _sum_of_squares_packed(wpack, rows, width, cols, column_sums):
     """Σ W² of W (rows, cols) held in panels: the order and bits of :func:`_sum_of_squares`.
 
@@ -152,7 +152,7 @@ def _gather_rows(X, Y, indices, first, count, X_batch, Y_batch):
             Y_batch[r, k] = Y[i, k]
 
 
-@kernel
+@kernel(refcounted=False)
 def _take_step(
     wpack,
     wpack_out,

@@ -15,7 +15,7 @@ from ._simd import VECTOR_BYTES, larger, smaller
 from ._tuning import FORWARD_PASS_MAX_INPUTS, TILE_ROWS
 
 
-@kernel
+@kernel(refcounted=False)
 def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
     """Z[r, j] += Σ_p X[i0 + r, p] · W_h[p, j] for r < rows, W_h (m, d) given as panels.
 

@@ -49,7 +49,7 @@ def _scaled_norm_row(row):
     return largest * math.sqrt(total)
 
 
-@kernel
+@kernel(refcounted=False)
 def _example_norms(X, i0, rows, A_h_block, delta_out_block, delta_h_block, norms):
     """norms[i0 + r] = ‖g_{i0+r}‖ for the block's rows, from its activations and deltas.
 
@@ -79,7 +79,7 @@ def _example_norms(X, i0, rows, A_h_block, delta_out_block, delta_h_block, norms
         norms[i0 + r] = math.hypot(hidden_norm, output_norm)
 
 
-@kernel
+@kernel(refcounted=False)
 def _clip_rows(i0, rows, delta_out_block, delta_h_block, norms, max_grad_norm):
     """Scale row r of δ_out and δ_h by c = C / ‖g‖ where ‖g‖ > C (C = ``max_grad_norm``).
 

@@ -70,7 +70,7 @@ from ._tuning import (
 )
 
 
-@kernel
+@kernel(refcounted=False)
 def _forward_and_deltas(
     X,
     Y,
@@ -155,7 +155,7 @@ def _forward_and_deltas(
     _times_sigmoid_derivative(delta_h, A_h)
 
 
-@kernel
+@kernel(refcounted=False)
 def _add_small_gradients(
     rows,
     A_h_block,
@@ -313,7 +313,7 @@ def _backprop_chunk(
     return chunk_cost
 
 
-@kernel(linked=True)
+@kernel(linked=True, refcounted=False)
 def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1, scratch):
     """grad_W_h[p, j] += Σ_r X[i0 + r, p] · δ_h[r, j] for the inputs p0 ≤ p < p1.
 
@@ -340,7 +340,7 @@ def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1, scratch):
     )
 
 
-@kernel(linked=True)
+@kernel(linked=True, refcounted=False)
 def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T, scratch):
     """(Xᵀ δ_h)ᵀ[j, p] += Σ_r δ_h[r, j] · X[i0 + r, p], the (d, m) orientation.
 

@@ -140,7 +140,7 @@ def panel_layout(width, w, panel):
     return 1, width - w, w - (rest % w)
 
 
-@kernel
+@kernel(refcounted=False)
 def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G):
     """All register tiles of one panel P (nb × nvec·W) against G[g_first : g_first+g_count].
 
@@ -172,7 +172,7 @@ def scratch_size(n_rows, N, K, block_n, block_d, block_t, w):
     return bn * (smaller(block_d, N) + w) + (bn * block_t if block_t < K else 0)
 
 
-@kernel(linked=True)
+@kernel(linked=True, refcounted=False)
 def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t, scratch):
     """G[k, j] += Σ_{i_start ≤ i < i_stop} D[i, k] · A[i, j], for A (n, N), D (n, K), G (K, N).
 
@@ -181,7 +181,7 @@ def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t, scratch):
     accumulate_columns(A, D, i_start, i_stop, G, 0, A.shape[1], block_n, block_d, block_t, scratch)
 
 
-@kernel
+@kernel(refcounted=False)
 def accumulate_columns(
     A, D, i_start, i_stop, G, j_start, j_stop, block_n, block_d, block_t, scratch
 ):

@@ -283,3 +283,183 @@ def test_a_linked_kernel_emits_no_machine_code_until_its_code_is_asked_for():
         (compiled,) = dispatcher.overloads.values()
         deferred = getattr(compiled.library, "_deferred", False)
         assert deferred is (dispatcher is caller and not _jit.STANDALONE_CALLS)
+
+
+def test_a_kernel_without_reference_counts_can_neither_allocate_nor_return_a_new_view():
+    # Numba's runtime is what allocates and counts: without it, both fail to compile
+    # (the Python stand-ins of the JIT-off run have no such limits).
+    @without_disk_cache
+    @_jit.kernel(refcounted=False)
+    def allocates(n):
+        return np.empty(n).sum()
+
+    @without_disk_cache
+    @_jit.kernel(refcounted=False)
+    def returns_a_view(a):
+        return a[1:]
+
+    @without_disk_cache
+    @_jit.kernel(refcounted=False)
+    def sums_a_view(a):
+        return a[1:].sum()
+
+    if numba.config.DISABLE_JIT:
+        pytest.skip("no JIT")
+    with pytest.raises(errors.TypingError):
+        allocates(3)
+    with pytest.raises(errors.TypingError):
+        returns_a_view(np.arange(3.0))
+    assert sums_a_view(np.arange(4.0)) == 6.0
+
+
+# Every kernel compiled without reference counts, and every kernel they call, however
+# deep, after a step (1 and 2 threads, one chunk and several), an epoch and a private
+# epoch in each dtype, with the disk cache off so that each has its LLVM IR.  A callee
+# typed while such a kernel compiles is compiled without the runtime too, and one typed
+# before is counted: either way none of them may allocate or return an array, or a
+# counted caller would release what was never counted (or the reverse).
+UNCOUNTED_CHILD = """
+import ast, inspect, re, textwrap
+import numpy as np
+import fastbp
+from fastbp import _jit
+from numba.core import types
+rng = np.random.default_rng(0)
+for dtype in (np.float32, np.float64):
+    for n in (40, 700):
+        X = rng.random((n, 30)).astype(dtype)
+        Y = np.eye(20, dtype=dtype)[rng.integers(0, 20, n)]
+        W_h = rng.random((30, 40)).astype(dtype) * 0.1
+        W_out = rng.random((40, 20)).astype(dtype) * 0.1
+        b_h, b_out = np.zeros(40, dtype), np.zeros(20, dtype)
+        for threads in (1, 2):
+            fastbp.backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.01, n_threads=threads)
+    fastbp.sgd_epoch(X, Y, W_h, b_h, W_out, b_out, np.arange(n), 0.1, 32, l2=0.01)
+    fastbp.dp_sgd_epoch(X, Y, W_h, b_h, W_out, b_out, sample_rate=0.05, eta=0.1,
+                        max_grad_norm=1.0, noise_multiplier=1.0, rng=np.random.default_rng(1))
+
+kernels = {id(d): d for d in _jit._DISPATCHERS}
+
+def called(dispatcher):
+    # What a kernel's source calls, by name or module attribute, as its module resolves it.
+    names = dispatcher.py_func.__globals__
+    tree = ast.parse(textwrap.dedent(inspect.getsource(dispatcher.py_func)))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Name):
+            yield f.id, names.get(f.id)
+        elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+            yield f.attr, getattr(names.get(f.value.id), f.attr, None)
+
+def has_array(ty):
+    if isinstance(ty, types.Array):
+        return True
+    return isinstance(ty, types.BaseTuple) and any(has_array(t) for t in ty.types)
+
+todo = [d for d in _jit._DISPATCHERS if not d.targetoptions.get("_nrt", True)]
+seen = {}
+while todo:
+    d = todo.pop()
+    if id(d) in seen:
+        continue
+    seen[id(d)] = d
+    for name, target in called(d):
+        if name in ("empty", "zeros", "transposed"):  # fastbp._arrays's allocations
+            print("ALLOCATES", d.py_func.__name__, name)
+        if id(target) in kernels:
+            todo.append(target)
+
+for d in seen.values():
+    uncounted = not d.targetoptions.get("_nrt", True)
+    for cres in list(d.overloads.values()):
+        ir = cres.library.get_llvm_str()
+        name = re.escape(cres.fndesc.mangled_name)
+        body = re.search(r'define [^\\n]*@"?' + name + r'"?\\(.*?\\n}\\n', ir, re.S).group(0)
+        allocates = len(re.findall("@NRT_MemInfo_alloc|@NRT_Allocate|@NRT_MemInfo_new", body))
+        print(d.py_func.__name__, uncounted, has_array(cres.signature.return_type),
+              allocates, body.count("@NRT_incref") + body.count("@NRT_decref") if uncounted else 0)
+"""
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no JIT")
+def test_kernels_without_reference_counts_and_their_callees_neither_allocate_nor_return_arrays():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTBP_CACHE="0")
+    lines = subprocess.run(
+        [sys.executable, "-c", UNCOUNTED_CHILD], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert [line for line in lines if line.startswith("ALLOCATES")] == []
+    rows = [line.split() for line in lines]
+    assert [r[0] for r in rows if r[2] != "False"] == []  # returns an array
+    assert [r[0] for r in rows if r[3] != "0"] == []  # allocates
+    assert [r[0] for r in rows if r[4] != "0"] == []  # uncounted, yet calls the runtime
+    uncounted = {r[0] for r in rows if r[1] == "True"}
+    # The kernels of the register tiles, the step, the epoch and private training are
+    # among them (the option is not dropped on the way to Numba), and so are callees.
+    assert uncounted >= {
+        "tiles_for_panel",
+        "accumulate_columns",
+        "_hidden_forward_packed",
+        "_forward_and_deltas",
+        "_add_small_gradients",
+        "_take_step",
+        "_example_norms",
+        "_clip_rows",
+    }
+    assert {"_cost_terms", "_matmul_accumulate", "pack_panels"} <= {r[0] for r in rows}
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no JIT")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_step_an_epoch_and_a_private_epoch_leave_the_runtime_s_counts_balanced(dtype):
+    # A kernel without reference counts that kept a counted view would leave its
+    # source's memory-info block unreleased (or release it early): each call here
+    # must release every block it makes, whatever the thread count.
+    from numba.core.runtime import _nrt_python, rtsys
+
+    import fastbp
+
+    rng = np.random.default_rng(3)
+    X = rng.random((300, 30)).astype(dtype)
+    Y = np.eye(20, dtype=dtype)[rng.integers(0, 20, 300)]
+    weights = [
+        rng.random((30, 40)).astype(dtype) * 0.1,
+        np.zeros(40, dtype),
+        rng.random((40, 20)).astype(dtype) * 0.1,
+        np.zeros(20, dtype),
+    ]
+
+    def run():
+        for threads in (1, 2):
+            fastbp.backprop(X, Y, *weights, l2=0.01, n_threads=threads)
+            fastbp.backprop(X[:40], Y[:40], *weights, l2=0.01, n_threads=threads)
+        fastbp.sgd_epoch(X, Y, *weights, np.arange(300), 0.1, 32, l2=0.01)
+        fastbp.dp_sgd_epoch(
+            X,
+            Y,
+            *weights,
+            sample_rate=0.1,
+            eta=0.1,
+            max_grad_norm=1.0,
+            noise_multiplier=1.0,
+            rng=np.random.default_rng(1),
+        )
+
+    run()  # compiled, and the workspaces kept between calls made, before counting
+    was_enabled = _nrt_python.memsys_stats_enabled()
+    _nrt_python.memsys_enable_stats()
+    try:
+        before = rtsys.get_allocation_stats()
+        run()
+        after = rtsys.get_allocation_stats()
+    finally:
+        if not was_enabled:
+            _nrt_python.memsys_disable_stats()
+    assert after.alloc - before.alloc > 0  # the calls did go through the runtime
+    assert after.alloc - after.free == before.alloc - before.free
+    assert after.mi_alloc - after.mi_free == before.mi_alloc - before.mi_free
