@@ -518,8 +518,8 @@ def kernel(func=None, *, fastmath=False, linked=False, arithmetic=False, refcoun
         in both worlds (sizes far below 2**63).
     refcounted : bool, default True
         ``False`` compiles without Numba's reference counting (see the
-        module docstring): only for kernels that allocate nothing, return
-        no array, and call no kernel that returns one.
+        module docstring): only for kernels that allocate nothing and
+        return no array, and whose callees, however deep, do neither.
     """
     if fastmath not in (False, CONTRACT):
         raise ValueError(f"fastmath must be False or CONTRACT, got {fastmath!r}")
