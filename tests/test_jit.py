@@ -425,19 +425,23 @@ def test_a_step_an_epoch_and_a_private_epoch_leave_the_runtime_s_counts_balanced
     import fastbp
 
     rng = np.random.default_rng(3)
-    X = rng.random((300, 30)).astype(dtype)
+    X = rng.random((300, 40)).astype(dtype)
     Y = np.eye(20, dtype=dtype)[rng.integers(0, 20, 300)]
     weights = [
-        rng.random((30, 40)).astype(dtype) * 0.1,
+        rng.random((40, 40)).astype(dtype) * 0.1,
         np.zeros(40, dtype),
         rng.random((40, 20)).astype(dtype) * 0.1,
         np.zeros(20, dtype),
     ]
 
     def run():
+        # First one chunk shared by 2 threads (200·40·40 multiply-adds), which compiles
+        # the chunk's block buffers counted, then the single-block step, then the
+        # chunked step (300 examples), whose per-chunk kernel takes those buffers.
+        fastbp.backprop(X[:200], Y[:200], *weights, l2=0.01, n_threads=2)
         for threads in (1, 2):
-            fastbp.backprop(X, Y, *weights, l2=0.01, n_threads=threads)
             fastbp.backprop(X[:40], Y[:40], *weights, l2=0.01, n_threads=threads)
+            fastbp.backprop(X, Y, *weights, l2=0.01, n_threads=threads)
         fastbp.sgd_epoch(X, Y, *weights, np.arange(300), 0.1, 32, l2=0.01)
         fastbp.dp_sgd_epoch(
             X,
