@@ -62,6 +62,13 @@ machine code of linked kernels (:class:`_DeferredLibrary`)
     asks for a function's address in it, and the cache keeps its linkable
     module (Numba's ``bitcode`` kind) instead of object code.  LLVM's code
     generation is a tenth to a third of a small kernel's compile time.
+kernels inlined before typing (``inlined=True``)
+    Numba's ``inline="always"``: the kernel's body is put into each
+    caller's own code before typing, and it compiles nothing of its own.
+    For the register tiles' per-tile dispatch (each a switch over six
+    unrolled tiles), which LLVM would not inline for their size: a call
+    per tile passed three arrays' fields, and the tile's setup could not
+    be hoisted out of its caller's loop.  Their one caller holds the copy.
 reference counts (``refcounted=False``)
     Numba counts references to every array view a kernel makes, with an
     atomic (locked) increment and decrement per view: in the register-tile
@@ -492,7 +499,9 @@ def cache_counts():
     return hits, misses
 
 
-def kernel(func=None, *, fastmath=False, linked=False, arithmetic=False, refcounted=True):
+def kernel(
+    func=None, *, fastmath=False, linked=False, arithmetic=False, refcounted=True, inlined=False
+):
     """Compile ``func`` with fastbp's options (serial kernel).
 
     Parameters
@@ -520,6 +529,11 @@ def kernel(func=None, *, fastmath=False, linked=False, arithmetic=False, refcoun
         ``False`` compiles without Numba's reference counting (see the
         module docstring): only for kernels that allocate nothing and
         return no array, and whose callees, however deep, do neither.
+    inlined : bool, default False
+        Whether the kernel's body is inlined into each compiled caller
+        before typing (Numba's ``inline="always"``; see the module
+        docstring): for a kernel with one or two callers whose call costs
+        more than its copies' compile time.  Python calls run it as usual.
     """
     if fastmath not in (False, CONTRACT):
         raise ValueError(f"fastmath must be False or CONTRACT, got {fastmath!r}")
@@ -527,6 +541,8 @@ def kernel(func=None, *, fastmath=False, linked=False, arithmetic=False, refcoun
     options = {"fastmath": set(fastmath) if fastmath else False}
     if not refcounted:
         options["_nrt"] = False
+    if inlined:
+        options["inline"] = "always"
 
     def wrap(f):
         return _compile_lazily(f, options, linked=linked, arithmetic=arithmetic)

@@ -23,7 +23,7 @@ from ._simd import VECTOR_BYTES, copy_vectors, larger, smaller, tile_fma
 from ._tuning import TILE_ROWS
 
 
-@kernel(linked=True)
+@kernel(inlined=True)
 def tile_two_vectors(A, D, i0, i1, g_col, g_row, rows, G):
     """One register tile two vectors wide and ``rows`` (1…6) rows of G tall."""
     if rows == 6:
@@ -40,7 +40,7 @@ def tile_two_vectors(A, D, i0, i1, g_col, g_row, rows, G):
         tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 1, 0)
 
 
-@kernel(linked=True)
+@kernel(inlined=True)
 def tile_one_vector(A, D, i0, i1, g_col, g_row, rows, G, skip):
     """One register tile one vector wide, ``rows`` (1…6) rows of G tall.
 
@@ -145,6 +145,8 @@ def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G):
     """All register tiles of one panel P (nb × nvec·W) against G[g_first : g_first+g_count].
 
     The rows go in tiles of equal height, at most :data:`fastbp._tuning.TILE_ROWS`.
+    The twelve tiles (:func:`tile_two_vectors`, :func:`tile_one_vector`) are
+    inlined here, so a tile costs no call.
     """
     n_tiles = (g_count + TILE_ROWS - 1) // TILE_ROWS
     low = g_count // n_tiles  # tiles of low or low + 1 rows

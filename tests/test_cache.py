@@ -393,6 +393,8 @@ from fastbp._tools.compile import compile_all
 compile_all(["float64"])
 for d in _jit._DISPATCHERS:
     twin = d._python_twin
+    if d.targetoptions.get("inline") == "always":
+        continue  # compiled inside its callers, never on its own
     if not d.overloads and not (twin is not None and twin.overloads):
         if numba.config.NUMBA_NUM_THREADS > 1 or not d.targetoptions.get("parallel"):
             print(d.py_func.__module__ + "." + d.py_func.__qualname__)
