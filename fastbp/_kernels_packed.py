@@ -4,15 +4,16 @@ The fused step copies W_h and W_out (zero-padded to one vector when
 narrower) into the register tiles' panels (:func:`fastbp._tiles.panel_layout`)
 once per call, or once per epoch in :mod:`fastbp._kernels_epoch`, and runs
 both layers' products on them: :func:`_hidden_forward_packed` reads each
-block's inputs in place, six rows at a time.  No checks happen here.
+block's inputs in place, every panel's tiles over all its rows in one
+call.  No checks happen here.
 """
 
 from . import _tiles as tiles
 from ._arrays import empty, matrix_view, zeros
 from ._jit import kernel
 from ._kernels_hidden import _copy_columns
-from ._simd import VECTOR_BYTES, larger, smaller
-from ._tuning import FORWARD_PASS_MAX_INPUTS, TILE_ROWS
+from ._simd import VECTOR_BYTES, larger
+from ._tuning import FORWARD_PASS_MAX_INPUTS
 
 
 @kernel(refcounted=False)
@@ -21,34 +22,34 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
 
     ``wpack`` holds W_h (m, d) in the panels of :func:`_packed_weights`, packed
     once per call.  The m inputs go in equal passes of at most
-    ``FORWARD_PASS_MAX_INPUTS``; in a pass, each group of six rows of X is read in
-    place (the tiles take it as the strided D = X[rows].T, see
-    :func:`fastbp._simd.tile_fma`) and stays in L1 while every W_h panel
-    runs over it, the accumulators in registers; the rows are not copied
-    transposed first (measured slower, see docs/tuning.md).
+    ``FORWARD_PASS_MAX_INPUTS``; in a pass, each W_h panel runs over all
+    the rows in one call of :func:`fastbp._tiles.tiles_for_panel` (tiles of
+    at most six rows, the accumulators in registers), which reads the rows
+    of X in place as the strided D = X[rows].T (see
+    :func:`fastbp._simd.tile_fma`); the rows are not copied transposed first
+    (measured slower, see docs/tuning.md).  One call per panel, not per
+    six-row group and panel: at 32 examples and 64 inputs the calls were a
+    tenth of the product (docs/tuning.md).
     Each element of Z gets one fused multiply-add per input in order of p,
-    whatever the pass depth: the bits of :func:`_hidden_product`.  The
-    output layer's A_h W_out runs on it too (X = A_h, W_h = W_out).
+    whatever the pass depth or the tiles' heights: the bits of
+    :func:`_hidden_product`.  The output layer's A_h W_out runs on it too
+    (X = A_h, W_h = W_out).
     """
     w = VECTOR_BYTES // X.itemsize
-    n_groups = (rows + TILE_ROWS - 1) // TILE_ROWS
     n_panels = tiles.panel_count(d, w)
     n_passes = (m + FORWARD_PASS_MAX_INPUTS - 1) // FORWARD_PASS_MAX_INPUTS
     for s in range(n_passes):
         p0 = (m * s) // n_passes
         p1 = (m * (s + 1)) // n_passes
         depth = p1 - p0
-        for g in range(n_groups):
-            r0 = g * TILE_ROWS
-            kt = smaller(TILE_ROWS, rows - r0)
-            D = X[i0 + r0 : i0 + r0 + kt, p0:p1].T  # read in place, by rows
-            offset = 0
-            for panel in range(n_panels):
-                nvec, first_column, skip = tiles.panel_layout(d, w, panel)
-                pw = nvec * w
-                P = matrix_view(wpack, offset + p0 * pw, depth, pw)
-                tiles.tiles_for_panel(P, D, depth, nvec, first_column, skip, r0, kt, Z)
-                offset += m * pw
+        D = X[i0 : i0 + rows, p0:p1].T  # read in place, by rows
+        offset = 0
+        for panel in range(n_panels):
+            nvec, first_column, skip = tiles.panel_layout(d, w, panel)
+            pw = nvec * w
+            P = matrix_view(wpack, offset + p0 * pw, depth, pw)
+            tiles.tiles_for_panel(P, D, depth, nvec, first_column, skip, 0, rows, Z)
+            offset += m * pw
 
 
 @kernel

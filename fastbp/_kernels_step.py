@@ -97,11 +97,10 @@ def _forward_and_deltas(
     Writes rows [r0, r1) of the block buffers: A_h (rows, d), δ_out (rows,
     t; it holds A_out until the cost terms are taken), δ_h (rows, d), and
     the float64 cost terms (rows, t) of :func:`fastbp._kernels._cost_term`.
-    Every row's values depend on that row alone (the products run on
-    six-row groups counted from the block's first row, and each element is
-    one chain of fused multiply-adds whatever rows stand beside it), so
-    disjoint row ranges can go to different threads without changing a
-    bit.  ``r0`` must be a multiple of six.
+    Every row's values depend on that row alone (each element of the
+    products is one chain of fused multiply-adds, whatever rows stand
+    beside it and however the rows are cut into tiles), so disjoint row
+    ranges can go to different threads without changing a bit.
 
     With a non-empty ``correct`` (int64), the rows whose output is largest
     where their target is (:func:`fastbp._kernels._count_correct`) are

@@ -58,9 +58,9 @@ STEP_BLOCK_EXAMPLES = 192
 #: Hidden units (columns) per tile of the loop nest of δ_out W_outᵀ
 #: (:func:`fastbp._kernels_hidden._matmul_accumulate`).  No measurement recorded.
 DELTA_H_BLOCK_HIDDEN = 128
-#: Most inputs per pass of the forward product on packed weights (m cut into equal passes; a
-#: six-row group's inputs are read by every W_h panel in turn): m = 784 in one pass matched or
-#: beat shallower passes when measured, see docs/tuning.md.
+#: Most inputs per pass of the forward product on packed weights (m cut into equal passes; each
+#: W_h panel runs over all the rows' inputs of a pass): m = 784 in one pass matched or beat
+#: shallower passes when measured (with the rows then in six-row groups), see docs/tuning.md.
 FORWARD_PASS_MAX_INPUTS = 800
 # Xᵀ δ_h has two orientations, with the same bits: one chunk accumulates (m, d), δ_h packed and
 # X read in place, with no transposition at the end; several chunks accumulate (d, m), X packed
