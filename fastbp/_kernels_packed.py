@@ -27,9 +27,9 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
     at most six rows, the accumulators in registers), which reads the rows
     of X in place as the strided D = X[rows].T (see
     :func:`fastbp._simd.tile_fma`); the rows are not copied transposed first
-    (measured slower, see docs/tuning.md).  One call per panel, not per
-    six-row group and panel: at 32 examples and 64 inputs the calls were a
-    tenth of the product (docs/tuning.md).
+    (measured slower, see docs/tuning.md).  One call per panel, not one
+    per six-row group and panel: at a minibatch's size the calls weigh on
+    the product (docs/tuning.md).
     Each element of Z gets one fused multiply-add per input in order of p,
     whatever the pass depth or the tiles' heights: the bits of
     :func:`_hidden_product`.  The output layer's A_h W_out runs on it too
