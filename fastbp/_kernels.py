@@ -499,6 +499,7 @@ def _grad_W_out_blocked_chunks(A_h, delta_out, n_chunks, block_n, block_d, block
             block_d,
             block_t,
             scratch[c],
+            False,
         )
     return _sum_partials_transposed(partials)
 
@@ -543,5 +544,6 @@ def _grad_W_out_blocked_columns_parallel(A_h, delta_out, n_parts, block_n, block
                 block_d,
                 block_t,
                 scratch[p],
+                False,
             )
     return _sum_partials_transposed(partial)

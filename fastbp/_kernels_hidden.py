@@ -179,6 +179,7 @@ def _grad_W_h_accumulate(X, delta_h, grad):
         ENGINE_BLOCK_J,
         ENGINE_BLOCK_K,
         empty((size,), X.dtype),
+        False,
     )
 
 
@@ -209,6 +210,7 @@ def _hidden_product(X_block, W_h, Z):
         ENGINE_BLOCK_J,
         ENGINE_BLOCK_K,
         empty((size,), X_block.dtype),
+        False,
     )
 
 

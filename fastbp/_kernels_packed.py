@@ -17,8 +17,11 @@ from ._tuning import FORWARD_PASS_MAX_INPUTS
 
 
 @kernel(refcounted=False)
-def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
+def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, fresh):
     """Z[r, j] += Σ_p X[i0 + r, p] · W_h[p, j] for r < rows, W_h (m, d) given as panels.
+
+    With ``fresh``, Z[r, j] = Σ …: the first pass writes its tiles without
+    reading Z (:func:`fastbp._simd.tile_fma`), the bits of adding to zeros.
 
     ``wpack`` holds W_h (m, d) in the panels of :func:`_packed_weights`, packed
     once per call.  The m inputs go in equal passes of at most
@@ -38,6 +41,10 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
     w = VECTOR_BYTES // X.itemsize
     n_panels = tiles.panel_count(d, w)
     n_passes = (m + FORWARD_PASS_MAX_INPUTS - 1) // FORWARD_PASS_MAX_INPUTS
+    if fresh and n_passes == 0:  # no inputs: the empty sums are zero
+        for r in range(rows):
+            for j in range(d):
+                Z[r, j] = 0
     for s in range(n_passes):
         p0 = (m * s) // n_passes
         p1 = (m * (s + 1)) // n_passes
@@ -48,7 +55,9 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z):
             nvec, first_column, skip = tiles.panel_layout(d, w, panel)
             pw = nvec * w
             P = matrix_view(wpack, offset + p0 * pw, depth, pw)
-            tiles.tiles_for_panel(P, D, depth, nvec, first_column, skip, 0, rows, Z)
+            tiles.tiles_for_panel(
+                P, D, depth, nvec, first_column, skip, 0, rows, Z, fresh and s == 0
+            )
             offset += m * pw
 
 

@@ -119,23 +119,20 @@ def _forward_and_deltas(
     # Forward: as fastbp.forward, product first, then bias, then φ.  A layer
     # narrower than one vector runs on weights padded with zero columns
     # (:func:`_packed_padded_weights`) into Z_pad and keeps its real columns.
+    # The products write their buffers (``fresh``): nothing zeroes them first.
     if d < w:
         Z_h = Z_pad_block[r0:r1]
-        Z_h[:] = 0
-        _hidden_forward_packed(X, i0 + r0, rows, wpack, m, w, Z_h)
+        _hidden_forward_packed(X, i0 + r0, rows, wpack, m, w, Z_h, True)
         _copy_columns(Z_h, A_h)
     else:
-        A_h[:] = 0
-        _hidden_forward_packed(X, i0 + r0, rows, wpack, m, d, A_h)
+        _hidden_forward_packed(X, i0 + r0, rows, wpack, m, d, A_h, True)
     _add_bias_sigmoid_inplace(A_h, b_h)
     if t < w:
         Z_out = Z_pad_block[r0:r1]
-        Z_out[:] = 0
-        _hidden_forward_packed(A_h, 0, rows, wpack_out, d, w, Z_out)
+        _hidden_forward_packed(A_h, 0, rows, wpack_out, d, w, Z_out, True)
         _copy_columns(Z_out, A_out)
     else:
-        A_out[:] = 0
-        _hidden_forward_packed(A_h, 0, rows, wpack_out, d, t, A_out)
+        _hidden_forward_packed(A_h, 0, rows, wpack_out, d, t, A_out, True)
     _add_bias_sigmoid_inplace(A_out, b_out)
 
     # One loop over the rows' rows·t terms (all three arrays are C-contiguous
@@ -190,6 +187,7 @@ def _add_small_gradients(
         ENGINE_BLOCK_J,
         ENGINE_BLOCK_K,
         scratch,
+        False,
     )
     _add_column_sums(delta_h, grad_b_h)
     return block_cost
@@ -222,8 +220,9 @@ def _backprop_chunk(
 ):
     """Forward and backward pass over examples [i_start, i_stop), in blocks.
 
-    Sets the four ``grad_*`` buffers to this chunk's gradient sums (they are
-    zeroed first, in the thread that runs the chunk) and returns the chunk's
+    Sets the four ``grad_*`` buffers to this chunk's gradient sums (written
+    in the thread that runs the chunk: the bias and output-layer sums are
+    zeroed first, ``grad_W_h`` is written by the first block's tiles) and returns the chunk's
     cost (float64, the sum of its blocks' costs).  ``grad_W_out_T`` is held
     transposed, (t, d), so that the register tiles' vectors run along rows
     of A_h; ``grad_W_h`` is (m, d), its vectors along rows of δ_h, or with
@@ -257,7 +256,8 @@ def _backprop_chunk(
     m = X.shape[1]
     d = b_h.shape[0]
     t = W_out_T.shape[0]
-    grad_W_h[:] = 0
+    if i_stop <= i_start:  # else the first block writes grad_W_h (``fresh``)
+        grad_W_h[:] = 0
     grad_b_h[:] = 0
     grad_W_out_T[:] = 0
     grad_b_out[:] = 0
@@ -305,16 +305,19 @@ def _backprop_chunk(
             grad_b_out,
             tile_scratch,
         )
+        first = i0 == i_start
         if transposed:
-            _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h, tile_scratch)
+            _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h, tile_scratch, first)
         else:
-            _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, 0, m, tile_scratch)
+            _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, 0, m, tile_scratch, first)
     return chunk_cost
 
 
 @kernel(linked=True, refcounted=False)
-def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1, scratch):
+def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1, scratch, fresh):
     """grad_W_h[p, j] += Σ_r X[i0 + r, p] · δ_h[r, j] for the inputs p0 ≤ p < p1.
+
+    With ``fresh``, ``=`` instead of ``+=`` (the chunk's first block).
 
     The register-tiled kernel with A = δ_h (its rows packed into panels of
     hidden units, the vectors) and D = the block's X, read in place
@@ -336,12 +339,15 @@ def _add_grad_W_h(X, i0, rows, delta_h_block, grad_W_h, p0, p1, scratch):
         ENGINE_BLOCK_J,
         p1 - p0,
         scratch,
+        fresh,
     )
 
 
 @kernel(linked=True, refcounted=False)
-def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T, scratch):
+def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T, scratch, fresh):
     """(Xᵀ δ_h)ᵀ[j, p] += Σ_r δ_h[r, j] · X[i0 + r, p], the (d, m) orientation.
+
+    With ``fresh``, ``=`` instead of ``+=`` (the chunk's first block).
 
     The register-tiled kernel with A = the block's X (packed, its inputs
     the vectors) and D = δ_h read in place.  Each element gets the same
@@ -361,6 +367,7 @@ def _add_grad_W_h_T(X, i0, rows, delta_h_block, grad_W_h_T, scratch):
         GRAD_W_H_T_BLOCK_INPUTS,
         GRAD_W_H_T_BLOCK_HIDDEN,
         scratch,
+        fresh,
     )
 
 
@@ -485,6 +492,7 @@ def _backprop_blocks_parallel(
                     p0,
                     p1,
                     _chunk_buffers(scratch[part], n, m, d, t, block_rows)[5],
+                    False,
                 )
     costs[0] = total
     return _sum_chunks(costs, g_W_h, g_b_h, g_W_out_T, g_b_out, False)

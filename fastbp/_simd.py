@@ -3,9 +3,10 @@
 The intrinsics, usable only inside compiled code (W = VECTOR_BYTES // itemsize
 lanes per vector; ``n_vectors``, ``n_rows`` and ``blend`` compile-time constants):
 
-``tile_fma(A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, blend)``
+``tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n_rows, blend)``
     G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, c], for
-    q < n_rows and c < n_vectors·W; A (n, d), D (n, t), G (t, d).
+    q < n_rows and c < n_vectors·W; A (n, d), D (n, t), G (t, d); with
+    ``fresh`` the sums start from zero instead of G's values.
 ``copy_vectors(A, row, col, buf, offset, n_vectors)``
     buf[offset : offset+n_vectors·W] = A[row, col : col+n_vectors·W]; A 2-D, buf 1-D.
 ``bits_from_float(x)``, ``float_from_bits(bits)``
@@ -70,6 +71,7 @@ access in bounds.
 import os
 import struct as _struct
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -305,6 +307,34 @@ def _example_loop(builder, start, stop, tile, step):
     return carried
 
 
+def _initial_tile(vec, g, rows, col_starts, fresh):
+    """The tile's accumulators on entry: +0.0 where ``fresh`` (an i1) is true, else G's values.
+
+    A branch, not a select: a fresh tile reads nothing from G, whose
+    memory the caller then need not have written.
+    """
+    builder = vec.builder
+    zero = ir.Constant(vec.type, [0.0] * vec.lanes)
+    with builder.if_else(fresh) as (then, otherwise):
+        with then:
+            fresh_block = builder.basic_block
+        with otherwise:
+            loaded = [
+                [vec.load(g.element(builder, row, col)) for col in col_starts] for row in rows
+            ]
+            loaded_block = builder.basic_block
+    tile = []
+    for row_values in loaded:
+        phis = []
+        for value in row_values:
+            phi = builder.phi(vec.type)
+            phi.add_incoming(zero, fresh_block)
+            phi.add_incoming(value, loaded_block)
+            phis.append(phi)
+        tile.append(phis)
+    return tile
+
+
 def _store_tile(vec, g, rows, col_starts, tile, skip=None):
     """Store tile[q][v] to G[rows[q], col_starts[v] : col_starts[v] + W].
 
@@ -331,11 +361,14 @@ def _store_tile(vec, g, rows, col_starts, tile, skip=None):
 
 
 @intrinsic(prefer_literal=True)
-def tile_fma(typingctx, A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, blend):
+def tile_fma(typingctx, A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n_rows, blend):
     """Add the examples i0 … i1-1 of Dᵀ A to a tile of G, one fused multiply-add per example.
 
     G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, c]
-    for the tile's rows q < n_rows and columns c < n_vectors·W.
+    for the tile's rows q < n_rows and columns c < n_vectors·W.  With
+    ``fresh`` (a run-time boolean) the tile is written instead:
+    G[g_row+q, g_col+c] = Σ …, the accumulators starting from +0.0 and G's
+    values not read, which gives the bits of adding to a G of zeros.
     A (n, d) and G (t, d) are C-contiguous, D (n, t) has any strides, all
     of one float dtype; G is updated in place.  ``n_vectors``, ``n_rows`` and
     ``blend`` (0 or 1) are compile-time constants; W = VECTOR_BYTES // itemsize.
@@ -348,9 +381,9 @@ def tile_fma(typingctx, A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, 
     g_col:g_col+n_vectors·W] must be in bounds.  A is a packed panel: its
     tile always starts at column 0.
 
-    The n_rows × n_vectors accumulators are loaded from G once, updated
-    with one ``fmuladd`` per example (a vector of A's row times a broadcast
-    element of D), in example order, and stored once.
+    The n_rows × n_vectors accumulators are loaded from G once (or set to
+    zero), updated with one ``fmuladd`` per example (a vector of A's row
+    times a broadcast element of D), in example order, and stored once.
     """
     if not (_is_float_array(A) and _is_float_array(D) and _is_float_array(G)):
         return None
@@ -365,7 +398,11 @@ def tile_fma(typingctx, A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, 
         raise ValueError("tile_fma: need n_vectors >= 1, n_rows >= 1, blend in {0, 1}")
     if not all(isinstance(ty, types.Integer) for ty in (i0, i1, g_col, g_row, skip)):
         return None
-    call_signature = types.void(A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, blend)
+    if not isinstance(fresh, types.Boolean):
+        return None
+    call_signature = types.void(
+        A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n_rows, blend
+    )
 
     def codegen(context, builder, signature, args):
         a_value, d_value, g_value = args[0], args[1], args[6]
@@ -397,7 +434,8 @@ def tile_fma(typingctx, A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, 
                 )
             return updated
 
-        tile = [[vec.load(g.element(builder, row, col)) for col in g_cols] for row in rows]
+        start_fresh = context.cast(builder, args[8], signature.args[8], types.boolean)
+        tile = _initial_tile(vec, g, rows, g_cols, start_fresh)
         tile = _example_loop(builder, start, stop, tile, step)
         _store_tile(vec, g, rows, g_cols, tile, skip_lanes if blended else None)
         return context.get_dummy_value()
@@ -535,12 +573,15 @@ def _lanes(array):
     return VECTOR_BYTES // array.itemsize
 
 
-def _tile_fma_python(A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, blend):
+def _tile_fma_python(A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n_rows, blend):
     """:func:`tile_fma` in Python: examples in order, a multiply and an add each."""
     width = n_vectors * _lanes(A)
     if g_col + width > G.shape[1] or g_row + n_rows > G.shape[0] or width > A.shape[1]:
         raise IndexError("tile_fma: the tile is outside A or G")
-    tile = G[g_row : g_row + n_rows, g_col : g_col + width].copy()
+    if fresh:
+        tile = np.zeros((n_rows, width), dtype=G.dtype)
+    else:
+        tile = G[g_row : g_row + n_rows, g_col : g_col + width].copy()
     for i in range(i0, i1):
         tile += D[i, g_row : g_row + n_rows, None] * A[i, None, :width]
     first = skip if blend else 0

@@ -24,24 +24,27 @@ from ._tuning import TILE_ROWS
 
 
 @kernel(inlined=True)
-def tile_two_vectors(A, D, i0, i1, g_col, g_row, rows, G):
-    """One register tile two vectors wide and ``rows`` (1…6) rows of G tall."""
+def tile_two_vectors(A, D, i0, i1, g_col, g_row, rows, G, fresh):
+    """One register tile two vectors wide and ``rows`` (1…6) rows of G tall.
+
+    With ``fresh`` the tile is written, not added to (:func:`tile_fma`).
+    """
     if rows == 6:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 6, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 6, 0)
     elif rows == 5:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 5, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 5, 0)
     elif rows == 4:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 4, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 4, 0)
     elif rows == 3:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 3, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 3, 0)
     elif rows == 2:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 2, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 2, 0)
     else:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, 2, 1, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 1, 0)
 
 
 @kernel(inlined=True)
-def tile_one_vector(A, D, i0, i1, g_col, g_row, rows, G, skip):
+def tile_one_vector(A, D, i0, i1, g_col, g_row, rows, G, skip, fresh):
     """One register tile one vector wide, ``rows`` (1…6) rows of G tall.
 
     The first ``skip`` columns of the tile are left as they are (an
@@ -51,30 +54,32 @@ def tile_one_vector(A, D, i0, i1, g_col, g_row, rows, G, skip):
     specialised tiles to compile.
     """
     if rows == 6:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 6, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 6, 1)
     elif rows == 5:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 5, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 5, 1)
     elif rows == 4:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 4, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 4, 1)
     elif rows == 3:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 3, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 3, 1)
     elif rows == 2:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 2, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 2, 1)
     else:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, 1, 1, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 1, 1)
 
 
 @kernel(fastmath=CONTRACT, linked=True)
-def tile_scalar(A, D, i0, i1, j0, j1, g_col, g_row, rows, G):
+def tile_scalar(A, D, i0, i1, j0, j1, g_col, g_row, rows, G, fresh):
     """The same update as a register tile, one element at a time.
 
     Only for a column range narrower than one vector (d or ``block_d``
     below W).  Each element is the same left-to-right chain of fused
-    multiply-adds over the examples as in :func:`tile_fma`.
+    multiply-adds over the examples as in :func:`tile_fma`, from zero
+    where ``fresh``.
     """
+    zero = G.dtype.type(0.0)
     for q in range(g_row, g_row + rows):
         for jj in range(j0, j1):
-            s = G[q, g_col + jj - j0]
+            s = zero if fresh else G[q, g_col + jj - j0]
             for i in range(i0, i1):
                 s += D[i, q] * A[i, jj]
             G[q, g_col + jj - j0] = s
@@ -141,10 +146,12 @@ def panel_layout(width, w, panel):
 
 
 @kernel(refcounted=False)
-def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G):
+def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G, fresh):
     """All register tiles of one panel P (nb × nvec·W) against G[g_first : g_first+g_count].
 
     The rows go in tiles of equal height, at most :data:`fastbp._tuning.TILE_ROWS`.
+    With ``fresh`` the panel's columns of those rows are written, not added
+    to (:func:`fastbp._simd.tile_fma`).
     The twelve tiles (:func:`tile_two_vectors`, :func:`tile_one_vector`) are
     inlined here, so a tile costs no call.
     """
@@ -156,9 +163,9 @@ def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G):
         rows = low + 1 if q < n_high else low
         # D_block's column `row` goes with row g_first + row of G: G is shifted instead.
         if nvec == 2:
-            tile_two_vectors(P, D_block, 0, nb, g_col, row, rows, G[g_first:])
+            tile_two_vectors(P, D_block, 0, nb, g_col, row, rows, G[g_first:], fresh)
         else:
-            tile_one_vector(P, D_block, 0, nb, g_col, row, rows, G[g_first:], skip)
+            tile_one_vector(P, D_block, 0, nb, g_col, row, rows, G[g_first:], skip, fresh)
         row += rows
 
 
@@ -175,17 +182,19 @@ def scratch_size(n_rows, N, K, block_n, block_d, block_t, w):
 
 
 @kernel(linked=True, refcounted=False)
-def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t, scratch):
+def accumulate(A, D, i_start, i_stop, G, block_n, block_d, block_t, scratch, fresh):
     """G[k, j] += Σ_{i_start ≤ i < i_stop} D[i, k] · A[i, j], for A (n, N), D (n, K), G (K, N).
 
-    :func:`accumulate_columns` over all N columns.
+    :func:`accumulate_columns` over all N columns (``=`` instead of ``+=`` with ``fresh``).
     """
-    accumulate_columns(A, D, i_start, i_stop, G, 0, A.shape[1], block_n, block_d, block_t, scratch)
+    accumulate_columns(
+        A, D, i_start, i_stop, G, 0, A.shape[1], block_n, block_d, block_t, scratch, fresh
+    )
 
 
 @kernel(refcounted=False)
 def accumulate_columns(
-    A, D, i_start, i_stop, G, j_start, j_stop, block_n, block_d, block_t, scratch
+    A, D, i_start, i_stop, G, j_start, j_stop, block_n, block_d, block_t, scratch, fresh
 ):
     """G[k, j] += Σ_{i_start ≤ i < i_stop} D[i, k] · A[i, j] for the columns j_start ≤ j < j_stop.
 
@@ -210,7 +219,10 @@ def accumulate_columns(
 
     Every element of G is updated by one fused multiply-add per row i in
     ascending order, starting from its value on entry, whatever the block
-    sizes: the order of the seed's outer-product loop.
+    sizes: the order of the seed's outer-product loop.  With ``fresh``
+    the sums start from zero instead (the first block of rows i writes
+    its tiles without reading G): the bits of the same call on a G of
+    zeros, with no pass to zero it first.
 
     ``D`` may have any strides; with ``block_t`` ≥ t it is read in
     place (no copy), otherwise each block is copied into a contiguous
@@ -233,16 +245,33 @@ def accumulate_columns(
     panels_size = bn * (smaller(block_d, larger(j_stop - j_start, 0)) + w)
     panels = scratch[:panels_size]
     buffer = scratch[panels_size : panels_size + (bn * block_t if block_t < t else 0)]
+    if fresh and n_rows == 0:  # no tile runs: the empty sums are zero
+        for k in range(t):
+            for j in range(j_start, d):
+                G[k, j] = 0
     for i_block in range(i_start, i_stop, block_n):
         i_end = smaller(i_block + block_n, i_stop)
         nb = i_end - i_block
+        first_rows = fresh and i_block == i_start
         for j_block in range(j_start, d, block_d):
             j_end = smaller(j_block + block_d, d)
             width = j_end - j_block
             if width < w:
                 for g_first in range(0, t, block_t):
                     g_count = smaller(block_t, t - g_first)
-                    tile_scalar(A, D, i_block, i_end, j_block, j_end, j_block, g_first, g_count, G)
+                    tile_scalar(
+                        A,
+                        D,
+                        i_block,
+                        i_end,
+                        j_block,
+                        j_end,
+                        j_block,
+                        g_first,
+                        g_count,
+                        G,
+                        first_rows,
+                    )
                 continue
             pack_panels(A, i_block, nb, j_block, width, w, panels)
             n_panels = panel_count(width, w)
@@ -262,5 +291,7 @@ def accumulate_columns(
                     first_column += j_block
                     size = nb * nvec * w
                     P = matrix_view(panels, offset, nb, nvec * w)
-                    tiles_for_panel(P, D_block, nb, nvec, first_column, skip, g_first, g_count, G)
+                    tiles_for_panel(
+                        P, D_block, nb, nvec, first_column, skip, g_first, g_count, G, first_rows
+                    )
                     offset += size

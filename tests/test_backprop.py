@@ -144,7 +144,12 @@ def test_hidden_functions_within_rounding_bound(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize(
+    # and no inputs (m = 0): the products write their zeros without running a tile
+    "shape",
+    SHAPES + [(6, 0, 3, 2), (6, 0, 40, 20)],
+    ids=lambda s: "x".join(map(str, s)),
+)
 @pytest.mark.parametrize("l2", [0.0, 0.7])
 def test_backprop_equals_composition_within_bound(dtype, shape, l2):
     rng = np.random.default_rng(4)
@@ -567,11 +572,18 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
         pytest.skip("the packed kernels need d of at least one vector")
     Z0 = rng.normal(size=(rows, d)).astype(dtype)  # both accumulate onto Z0
     Z_packed, Z_plain = Z0.copy(), Z0.copy()
-    _kernels_packed._hidden_forward_packed(
-        X, 2, rows, _kernels_packed._packed_weights(W_h), m, d, Z_packed
-    )
+    wpack = _kernels_packed._packed_weights(W_h)
+    _kernels_packed._hidden_forward_packed(X, 2, rows, wpack, m, d, Z_packed, False)
     kh._hidden_product(X[2 : 2 + rows], W_h, Z_plain)
     assert np.array_equal(Z_packed, Z_plain)
+    # ``fresh`` writes Z instead of adding to it (the step's buffers are
+    # never zeroed): Z's NaN on entry are never read, and the result has
+    # the bits of adding to zeros, over one pass of inputs or two.
+    Z_fresh = np.full((rows, d), np.nan, dtype)
+    _kernels_packed._hidden_forward_packed(X, 2, rows, wpack, m, d, Z_fresh, True)
+    Z_zeros = np.zeros((rows, d), dtype)
+    kh._hidden_product(X[2 : 2 + rows], W_h, Z_zeros)
+    assert np.array_equal(Z_fresh, Z_zeros)
     # and the loop nest the fused step uses when the columns are narrower
     # than a vector: the same chain of fused multiply-adds, whatever the
     # column tile
@@ -591,13 +603,70 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
     scratch = np.full(_scratch._tile_scratch_size(rows, m, d, 0, w), np.nan, dtype=dtype)
     for cut in (m, (m // 2) // _tuning.TILE_ROWS * _tuning.TILE_ROWS, 1):
         G_fused = G0.copy()
-        _kernels_step._add_grad_W_h(X, 2, rows, D, G_fused, 0, cut, scratch)
-        _kernels_step._add_grad_W_h(X, 2, rows, D, G_fused, cut, m, scratch)
+        _kernels_step._add_grad_W_h(X, 2, rows, D, G_fused, 0, cut, scratch, False)
+        _kernels_step._add_grad_W_h(X, 2, rows, D, G_fused, cut, m, scratch, False)
         assert np.array_equal(G_fused, G_plain)
     # and in the transposed (d, m) orientation the chunked step uses
     G_T = np.ascontiguousarray(G0.T)
-    _kernels_step._add_grad_W_h_T(X, 2, rows, D, G_T, scratch)
+    _kernels_step._add_grad_W_h_T(X, 2, rows, D, G_T, scratch, False)
     assert np.array_equal(G_T.T, G_plain)
+    # A chunk's first block writes the gradient (``fresh``) and the next
+    # blocks add to it: NaN on entry never read, the bits of a sum from zeros.
+    G_zeros = np.zeros((m, d), dtype)
+    kh._grad_W_h_accumulate(X[2 : 2 + rows], D, G_zeros)
+    first = rows // 2
+    blocks = [(2, 0, first, True), (2 + first, first, rows, first == 0)]
+    G_fresh = np.full((m, d), np.nan, dtype)
+    G_T = np.full((d, m), np.nan, dtype)
+    for i0, r0, r1, fresh in blocks:
+        _kernels_step._add_grad_W_h(X, i0, r1 - r0, D[r0:r1], G_fresh, 0, m, scratch, fresh)
+        _kernels_step._add_grad_W_h_T(X, i0, r1 - r0, D[r0:r1], G_T, scratch, fresh)
+    assert np.array_equal(G_fresh, G_zeros)
+    assert np.array_equal(G_T.T, G_zeros)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "n, N, K, block_n, block_d, block_t",
+    [
+        (23, 37, 9, 5, 256, 48),  # several blocks of examples, one of columns
+        (23, 37, 9, 256, 16, 4),  # one block of examples, blocks of columns and of G's rows
+        (17, 5, 7, 4, 256, 3),  # N under one vector: element by element
+        (0, 37, 9, 5, 16, 4),  # no examples
+    ],
+)
+def test_the_tile_engine_writes_instead_of_adding_with_fresh(
+    dtype, n, N, K, block_n, block_d, block_t, rng
+):
+    """accumulate / accumulate_columns with ``fresh``: G = Σ instead of G += Σ.
+
+    Only the first block of examples starts from zero: the later ones add
+    to it.  The columns asked for hold NaN on entry, which a read would
+    keep; the result has the bits of adding to zeros.  Other columns of G
+    are left alone, and no examples give zeros.
+    """
+    from fastbp import _tiles
+    from fastbp._simd import VECTOR_BYTES
+
+    w = VECTOR_BYTES // np.dtype(dtype).itemsize
+    A = rng.normal(size=(n, N)).astype(dtype)
+    D = rng.normal(size=(n, K)).astype(dtype)
+    scratch = np.full(_tiles.scratch_size(n, N, K, block_n, block_d, block_t, w), np.nan, dtype)
+    expected = np.zeros((K, N), dtype)
+    _tiles.accumulate(A, D[:, 0:K], 0, n, expected, block_n, block_d, block_t, scratch, False)
+    G = np.full((K, N), np.nan, dtype)
+    _tiles.accumulate(A, D[:, 0:K], 0, n, G, block_n, block_d, block_t, scratch, True)
+    assert np.array_equal(G, expected)
+    if n == 0:
+        assert not G.any()
+    j0, j1 = 1, N - 1  # some columns only
+    G = np.full((K, N), 7.0, dtype)
+    G[:, j0:j1] = np.nan
+    _tiles.accumulate_columns(
+        A, D[:, 0:K], 0, n, G, j0, j1, block_n, block_d, block_t, scratch, True
+    )
+    assert np.array_equal(G[:, j0:j1], expected[:, j0:j1])
+    assert np.all(G[:, :j0] == 7.0) and np.all(G[:, j1:] == 7.0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -614,8 +683,8 @@ def test_padded_output_weights_give_the_bits_of_the_loop_nest(dtype, t, rng):
     W_out = rng.normal(size=(d, t)).astype(dtype)
     wpack = _kernels_packed._packed_padded_weights(W_out)
     width = max(t, w)
-    Z = np.zeros((rows, width), dtype)
-    _kernels_packed._hidden_forward_packed(A_h, 0, rows, wpack, d, width, Z)
+    Z = np.full((rows, width), np.nan, dtype)  # written, never read (``fresh``)
+    _kernels_packed._hidden_forward_packed(A_h, 0, rows, wpack, d, width, Z, True)
     expected = np.zeros((rows, t), dtype)
     kh._matmul_accumulate(A_h, W_out, expected, _tuning.DELTA_H_BLOCK_HIDDEN)
     assert np.array_equal(Z[:, :t], expected)

@@ -50,8 +50,8 @@ def _tile(width, n_vectors, n_rows, blend):
     if key not in _compiled:
 
         @numba.njit
-        def tile(A, D, i0, i1, g_col, g_row, G, skip):
-            tile_fma(A, D, i0, i1, g_col, g_row, G, skip, n_vectors, n_rows, blend)
+        def tile(A, D, i0, i1, g_col, g_row, G, skip, fresh):
+            tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n_rows, blend)
 
         _compiled[key] = tile
     return _compiled[key]
@@ -99,6 +99,7 @@ def _tile_reference(A, D, i0, i1, g_col, g_row, G, n_rows, n_cols, skip):
     return expected
 
 
+@pytest.mark.parametrize("fresh", [False, True], ids=["add", "fresh"])
 @pytest.mark.parametrize("blend", [0, 1])
 @pytest.mark.parametrize("n_rows", TILE_ROWS)
 @pytest.mark.parametrize("n_vectors", [1, 2])
@@ -106,7 +107,7 @@ def _tile_reference(A, D, i0, i1, g_col, g_row, G, n_rows, n_cols, skip):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("width", WIDTHS)
 def test_tile_fma_adds_examples_products_to_a_tile_of_G(
-    width, dtype, layout, n_vectors, n_rows, blend, rng
+    width, dtype, layout, n_vectors, n_rows, blend, fresh, rng
 ):
     """tile_fma: G[g_row+q, g_col+c] += Σ_{i0≤i<i1} D[i, g_row+q]·A[i, c].
 
@@ -116,6 +117,10 @@ def test_tile_fma_adds_examples_products_to_a_tile_of_G(
     columns of the tile keep G's value (the overlapping tile that ends a
     row whose width is not a multiple of W); with blend=0 ``skip`` is
     ignored.  An empty range of examples leaves G as it is.
+
+    With ``fresh`` the sums start from zero and the tile's written columns
+    of G are never read: they hold NaN on entry, and any NaN read would
+    remain in the result.  An empty range then writes zeros.
     """
     W = _lanes(width, dtype)
     n_cols = n_vectors * W
@@ -128,11 +133,15 @@ def test_tile_fma_adds_examples_products_to_a_tile_of_G(
     with _at_width(width):
         for i0, i1 in [(1, 8), (4, 4)]:
             for skip in skips:
+                first = skip if blend else 0
+                written = (slice(g_row, g_row + n_rows), slice(g_col + first, g_col + n_cols))
+                start = G.copy()
                 result = G.copy()
-                tile(A, D, i0, i1, g_col, g_row, result, skip)
-                expected = _tile_reference(
-                    A, D, i0, i1, g_col, g_row, G, n_rows, n_cols, skip if blend else 0
-                )
+                if fresh:
+                    start[written] = 0
+                    result[written] = np.nan
+                tile(A, D, i0, i1, g_col, g_row, result, skip, fresh)
+                expected = _tile_reference(A, D, i0, i1, g_col, g_row, start, n_rows, n_cols, first)
                 assert np.array_equal(result, expected), (i0, i1, skip)
 
 
@@ -161,7 +170,7 @@ def test_tile_fma_result_is_the_same_chain_whatever_the_cut(dtype, rng):
                             for g_row in range(0, t, n_rows):
                                 for col in range(0, d, n_vectors * W):
                                     panel = np.ascontiguousarray(A[:, col : col + n_vectors * W])
-                                    tile(panel, D, i0, i1, col, g_row, result, 0)
+                                    tile(panel, D, i0, i1, col, g_row, result, 0, False)
                         results.append(result)
     for result in results[1:]:
         assert np.array_equal(result, results[0])

@@ -43,10 +43,9 @@ def _step_hidden_product(X, W_h, block_rows, repeats):
     wpack_buffer = np.empty(_padded_pack_size(m, d, w), dtype=X.dtype)
     for _ in range(repeats):
         wpack = _pack_padded_into(W_h, wpack_buffer)
-        Z[:] = 0
         for i0 in range(0, n, block_rows):
             rows = min(block_rows, n - i0)
-            _hidden_forward_packed(X, i0, rows, wpack, m, width, Z[i0 : i0 + rows])
+            _hidden_forward_packed(X, i0, rows, wpack, m, width, Z[i0 : i0 + rows], True)
     return np.ascontiguousarray(Z[:, :d])
 
 
@@ -69,18 +68,20 @@ def _step_input_gradient(X, delta_h, block_rows, n_chunks, repeats):
         partials = np.empty((1, d, m), dtype=X.dtype)
         G = np.empty((m, d), dtype=X.dtype)
         for _ in range(repeats):
-            partials[:] = 0
+            if n == 0:
+                partials[:] = 0
             for i0 in range(0, n, block_rows):
                 rows = min(block_rows, n - i0)
-                _add_grad_W_h_T(X, i0, rows, delta_h[i0 : i0 + rows], partials[0], scratch)
+                _add_grad_W_h_T(X, i0, rows, delta_h[i0 : i0 + rows], partials[0], scratch, i0 == 0)
             G = _sum_transposed_partials(partials)
         return G
     G = np.empty((m, d), dtype=X.dtype)
     for _ in range(repeats):
-        G[:] = 0
+        if n == 0:
+            G[:] = 0
         for i0 in range(0, n, block_rows):
             rows = min(block_rows, n - i0)
-            _add_grad_W_h(X, i0, rows, delta_h[i0 : i0 + rows], G, 0, m, scratch)
+            _add_grad_W_h(X, i0, rows, delta_h[i0 : i0 + rows], G, 0, m, scratch, i0 == 0)
     return G
 
 
