@@ -120,35 +120,65 @@ def forward(X, W_h, b_h, W_out, b_out):
     return _kernels._forward(X, W_h, b_h, W_out, b_out)
 
 
-_NETWORK_NDIMS = (2, 2, 1, 2, 1, 2)
+_FLOAT32, _FLOAT64 = _FLOAT_DTYPES
+_NDARRAY = np.ndarray
 
 
 def _ready(arrays):
     """True when a network's arrays already are what the kernels take, and their shapes agree.
 
-    C-contiguous ndarrays of one float dtype, with the right dimensions and
-    sizes: then :func:`network_arrays` has nothing to convert and returns
-    them as they are (a minibatch step's Python overhead is mostly this).
+    ``arrays`` is (X, W_h, b_h, W_out, b_out) or (X, W_h, b_h, W_out,
+    b_out, Y).  C-contiguous ndarrays of one float dtype, with the right
+    dimensions and sizes: then :func:`network_arrays` has nothing to
+    convert and returns them as they are.  A minibatch step's Python
+    overhead is mostly this, so it is written out array by array, without
+    a loop.
     """
-    dtype = arrays[0].dtype if type(arrays[0]) is np.ndarray else None
+    X, W_h, b_h, W_out, b_out = arrays[:5]
+    with_targets = len(arrays) == 6
+    Y = arrays[5] if with_targets else X  # X: every check below already holds for it
+    if (
+        type(X) is not _NDARRAY
+        or type(W_h) is not _NDARRAY
+        or type(b_h) is not _NDARRAY
+        or type(W_out) is not _NDARRAY
+        or type(b_out) is not _NDARRAY
+        or type(Y) is not _NDARRAY
+    ):
+        return False
+    dtype = X.dtype
     # Identity, not equality: NumPy's native float dtypes are singletons, and
     # anything else (a byte-swapped dtype) takes the full path.
-    if dtype is not _FLOAT_DTYPES[0] and dtype is not _FLOAT_DTYPES[1]:
+    if (
+        (dtype is not _FLOAT32 and dtype is not _FLOAT64)
+        or W_h.dtype is not dtype
+        or b_h.dtype is not dtype
+        or W_out.dtype is not dtype
+        or b_out.dtype is not dtype
+        or Y.dtype is not dtype
+    ):
         return False
-    for array, ndim in zip(arrays, _NETWORK_NDIMS):
-        if (
-            type(array) is not np.ndarray
-            or array.dtype is not dtype
-            or array.ndim != ndim
-            or not array.flags.c_contiguous
-        ):
-            return False
-    X, W_h, b_h, W_out, b_out = arrays[:5]
-    m, d = W_h.shape
-    t = W_out.shape[1]
-    if X.shape[1] != m or b_h.shape[0] != d or W_out.shape[0] != d or b_out.shape[0] != t:
+    if not (
+        X.flags.c_contiguous
+        and W_h.flags.c_contiguous
+        and b_h.flags.c_contiguous
+        and W_out.flags.c_contiguous
+        and b_out.flags.c_contiguous
+        and Y.flags.c_contiguous
+    ):
         return False
-    return len(arrays) == 5 or arrays[5].shape == (X.shape[0], t)
+    try:  # a shape of another length is another number of dimensions
+        (n, m), (m_h, d), (d_b,), (d_out, t), (t_b,) = (
+            X.shape,
+            W_h.shape,
+            b_h.shape,
+            W_out.shape,
+            b_out.shape,
+        )
+        n_y, t_y = Y.shape if with_targets else (n, t)
+    except ValueError:
+        return False
+    return m == m_h and d == d_b and d == d_out and t == t_b and n == n_y and t == t_y
 
 
 def network_arrays(X, W_h, b_h, W_out, b_out, Y=None):

@@ -867,17 +867,48 @@ def _sum_of_squares(W):
     Column by column, so the row loop runs on a vector of column sums (a
     fixed order, the same on every machine) and the epoch kernel can take
     the same sum from the packed panels (:func:`_sum_of_squares_packed`).
+    Four rows per pass, as there: each column's sum is loaded and stored
+    once per four squares, which are still added in row order.  W is
+    C-contiguous.
     """
     rows, cols = W.shape
     column_sums = zeros((cols,), np.float64)
-    for i in range(rows):
-        for j in range(cols):
-            v = np.float64(W[i, j])
+    values = vector_view(W)
+    n_rows = np.uint64(rows)
+    n_cols = np.uint64(cols)
+    i = np.uint64(0)
+    while i + np.uint64(4) <= n_rows:
+        base = i * n_cols
+        for j in range(n_cols):
+            v0 = np.float64(values[base + j])
+            v1 = np.float64(values[base + n_cols + j])
+            v2 = np.float64(values[base + np.uint64(2) * n_cols + j])
+            v3 = np.float64(values[base + np.uint64(3) * n_cols + j])
+            column_sums[j] = (((column_sums[j] + v0 * v0) + v1 * v1) + v2 * v2) + v3 * v3
+        i += np.uint64(4)
+    while i < n_rows:
+        base = i * n_cols
+        for j in range(n_cols):
+            v = np.float64(values[base + j])
             column_sums[j] += v * v
+        i += np.uint64(1)
     total = 0.0
     for j in range(cols):
         total += column_sums[j]
     return total
+
+
+@kernel
+def _add_scaled_inplace(grad, W, l2):
+    """Add λ W to grad in place, elementwise, for C-contiguous arrays of one shape: g + (λ·w).
+
+    One loop over all the elements, so a narrow W (t = 10 columns) runs
+    whole vectors too.
+    """
+    g = vector_view(grad)
+    w = vector_view(W)
+    for i in range(np.uint64(g.shape[0])):
+        g[i] = g[i] + l2 * w[i]
 
 
 @kernel
@@ -887,12 +918,9 @@ def _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, l2):
     Each element is g + (λ·w), the product rounded and then the sum, as
     NumPy's ``grad += l2 * W`` (no fused multiply-add: this kernel is
     compiled without ``contract``).  The sums of squares are
-    :func:`_sum_of_squares`'s, added W_h first.
+    :func:`_sum_of_squares`'s, added W_h first.  All four arrays are
+    C-contiguous.
     """
-    for i in range(np.uint64(W_h.shape[0])):
-        for j in range(np.uint64(W_h.shape[1])):
-            grad_W_h[i, j] = grad_W_h[i, j] + l2 * W_h[i, j]
-    for i in range(np.uint64(W_out.shape[0])):
-        for j in range(np.uint64(W_out.shape[1])):
-            grad_W_out[i, j] = grad_W_out[i, j] + l2 * W_out[i, j]
+    _add_scaled_inplace(grad_W_h, W_h, l2)
+    _add_scaled_inplace(grad_W_out, W_out, l2)
     return _sum_of_squares(W_h) + _sum_of_squares(W_out)

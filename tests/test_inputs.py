@@ -206,3 +206,72 @@ def test_nan_and_inf_propagate_as_in_numpy(method):
     assert np.all(np.isfinite(result[[0, 2]]))
     assert np.isnan(fastbp.grad_b_out(np.array([[np.nan, 1.0]]))[0])
     assert np.isnan(fastbp.delta_out(np.array([[np.nan]]), np.array([[1.0]]))[0, 0])
+
+
+def _ready_reference(arrays):
+    """What fastbp._core._ready must answer, written plainly: one loop over the arrays."""
+    ndims = (2, 2, 1, 2, 1, 2)
+    dtype = arrays[0].dtype if type(arrays[0]) is np.ndarray else None
+    if dtype is None or dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        return False
+    if not dtype.isnative:
+        return False
+    for array, ndim in zip(arrays, ndims):
+        if (
+            type(array) is not np.ndarray
+            or array.dtype != dtype
+            or not array.dtype.isnative
+            or array.ndim != ndim
+            or not array.flags.c_contiguous
+        ):
+            return False
+    X, W_h, b_h, W_out, b_out = arrays[:5]
+    (n, m), (d, t) = X.shape, W_out.shape
+    if W_h.shape != (m, d) or b_h.shape != (d,) or b_out.shape != (t,):
+        return False
+    return len(arrays) == 5 or arrays[5].shape == (n, t)
+
+
+def _ready_variants():
+    """A network's arrays as the kernels take them, and each way one of them can differ."""
+    g = good()
+    base = [g["X"], g["W_h"], g["b_h"], g["W_out"], g["b_out"], g["Y"]]
+    yield "ready", base
+    for i in range(6):
+        a = base[i]
+        yield f"{i} float32", base[:i] + [a.astype(np.float32)] + base[i + 1 :]
+        yield f"{i} big-endian", base[:i] + [a.astype(">f8")] + base[i + 1 :]
+        yield f"{i} int", base[:i] + [a.astype(np.int64)] + base[i + 1 :]
+        yield f"{i} list", base[:i] + [a.tolist()] + base[i + 1 :]
+        yield f"{i} 0-d", base[:i] + [np.float64(1.0) * np.ones(())] + base[i + 1 :]
+        yield f"{i} extra dim", base[:i] + [a[..., None]] + base[i + 1 :]
+        yield f"{i} flat", base[:i] + [a.ravel()[:-1] if a.ndim == 1 else a.ravel()] + base[i + 1 :]
+        yield f"{i} longer", base[:i] + [np.concatenate([a, a[:1]])] + base[i + 1 :]
+        yield f"{i} subclass", base[:i] + [a.view(np.ma.MaskedArray)] + base[i + 1 :]
+        if a.ndim == 2:
+            yield f"{i} Fortran", base[:i] + [np.asfortranarray(a)] + base[i + 1 :]
+            yield f"{i} wider", base[:i] + [np.hstack([a, a[:, :1]])] + base[i + 1 :]
+            yield f"{i} strided", base[:i] + [np.repeat(a, 2, axis=1)[:, ::2]] + base[i + 1 :]
+        else:
+            yield f"{i} strided", base[:i] + [np.repeat(a, 2)[::2]] + base[i + 1 :]
+    single = [a.astype(np.float32) for a in base]
+    yield "all float32", single
+    yield "Y is b_out", base[:5] + [base[4]]
+    yield "Y one-dimensional", base[:5] + [base[5][:, 0].copy()]
+
+
+@pytest.mark.parametrize("with_targets", [True, False], ids=["with Y", "without Y"])
+def test_the_fast_paths_readiness_check_agrees_with_its_definition(with_targets):
+    """fastbp._core._ready, written out array by array for speed, says yes exactly when it should.
+
+    A wrong yes would send arrays the kernels cannot take (another dtype,
+    layout or shape) past every check into a compiled call.
+    """
+    from fastbp._core import _ready
+
+    answers = []
+    for name, arrays in _ready_variants():
+        arrays = tuple(arrays if with_targets else arrays[:5])
+        assert _ready(arrays) == _ready_reference(arrays), name
+        answers.append(_ready_reference(arrays))
+    assert answers[0] and not all(answers)
