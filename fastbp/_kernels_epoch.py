@@ -283,6 +283,7 @@ def _sgd_epoch(
                 W_out_T,
                 wpack,
                 wpack_out,
+                False,  # the epoch's own panels
                 i_start,
                 i_stop,
                 tiny,
@@ -380,6 +381,7 @@ def _sgd_epoch_one_chunk(
             W_out_T,
             wpack,
             wpack_out,
+            False,  # the epoch's own panels
             0,
             minibatch_size,
             tiny,
@@ -525,6 +527,7 @@ def _dp_sgd_steps(
                 W_out_T,
                 wpack,
                 wpack_out,
+                False,  # the epoch's own panels
                 i_start,
                 i_stop,
                 tiny,

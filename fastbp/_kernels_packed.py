@@ -9,7 +9,7 @@ call.  No checks happen here.
 """
 
 from . import _tiles as tiles
-from ._arrays import empty, matrix_view, zeros
+from ._arrays import empty, matrix_view, vector_view, zeros
 from ._jit import kernel
 from ._kernels_hidden import _copy_columns
 from ._simd import VECTOR_BYTES, larger
@@ -17,11 +17,13 @@ from ._tuning import FORWARD_PASS_MAX_INPUTS
 
 
 @kernel(refcounted=False)
-def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, fresh):
+def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, fresh, in_place):
     """Z[r, j] += Σ_p X[i0 + r, p] · W_h[p, j] for r < rows, W_h (m, d) given as panels.
 
     With ``fresh``, Z[r, j] = Σ …: the first pass writes its tiles without
     reading Z (:func:`fastbp._simd.tile_fma`), the bits of adding to zeros.
+    With ``in_place``, ``wpack`` is W_h's own elements in order (m·d, d of
+    at least one vector) and the tiles read its rows in place: no packing.
 
     ``wpack`` holds W_h (m, d) in the panels of :func:`_packed_weights`, packed
     once per call.  The m inputs go in equal passes of at most
@@ -54,9 +56,14 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, fresh):
         for panel in range(n_panels):
             nvec, first_column, skip = tiles.panel_layout(d, w, panel)
             pw = nvec * w
-            P = matrix_view(wpack, offset + p0 * pw, depth, pw)
+            if in_place:
+                P = matrix_view(wpack, p0 * d, depth, d)
+                a_col = first_column
+            else:
+                P = matrix_view(wpack, offset + p0 * pw, depth, pw)
+                a_col = 0
             tiles.tiles_for_panel(
-                P, D, depth, nvec, first_column, skip, 0, rows, Z, fresh and s == 0
+                P, D, depth, nvec, first_column, skip, 0, rows, Z, fresh and s == 0, a_col
             )
             offset += m * pw
 
@@ -102,6 +109,21 @@ def _packed_padded_weights(W):
 def _padded_pack_size(rows, cols, w):
     """Elements of :func:`_packed_padded_weights` for (rows, cols) W: rows · (max(cols, w) + w)."""
     return rows * (larger(cols, w) + w)
+
+
+@kernel
+def _weights_for_tiles(W, out):
+    """W (K, N) as :func:`_hidden_forward_packed` reads it: in place, or padded into ``out``.
+
+    W's own elements in order (a view, nothing copied) where W is at least
+    one vector wide, for ``in_place``: the tiles read W's rows where they
+    are, faster than packing them first at every size measured
+    (docs/tuning.md).  A narrower W is padded with zero columns to one
+    vector and packed into the front of ``out`` (:func:`_pack_padded_into`).
+    """
+    if W.shape[1] >= VECTOR_BYTES // W.itemsize:
+        return vector_view(W)
+    return _pack_padded_into(W, out)
 
 
 @kernel

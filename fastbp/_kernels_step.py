@@ -46,6 +46,7 @@ from ._kernels_packed import (
     _pack_padded_into,
     _padded_pack_size,
     _padded_to_one_vector,
+    _weights_for_tiles,
 )
 from ._kernels_private import _clip_rows, _example_norms
 from ._scratch import (
@@ -67,6 +68,7 @@ from ._tuning import (
     STEP_BLOCK_EXAMPLES,
     STEP_MIN_CHUNK_EXAMPLES,
     TILE_ROWS,
+    WEIGHTS_IN_PLACE_MAX_EXAMPLES,
 )
 
 
@@ -82,6 +84,7 @@ def _forward_and_deltas(
     W_out_T,
     wpack,
     wpack_out,
+    weights_in_place,
     tiny,
     block_cols,
     A_h_block,
@@ -105,6 +108,7 @@ def _forward_and_deltas(
     With a non-empty ``correct`` (int64), the rows whose output is largest
     where their target is (:func:`fastbp._kernels._count_correct`) are
     added to ``correct[slot]``: each thread counts into a slot of its own.
+    ``wpack``, ``wpack_out`` and ``weights_in_place``: see :func:`_backprop_chunk`.
     """
     m = X.shape[1]
     d = A_h_block.shape[1]
@@ -122,17 +126,17 @@ def _forward_and_deltas(
     # The products write their buffers (``fresh``): nothing zeroes them first.
     if d < w:
         Z_h = Z_pad_block[r0:r1]
-        _hidden_forward_packed(X, i0 + r0, rows, wpack, m, w, Z_h, True)
+        _hidden_forward_packed(X, i0 + r0, rows, wpack, m, w, Z_h, True, False)
         _copy_columns(Z_h, A_h)
     else:
-        _hidden_forward_packed(X, i0 + r0, rows, wpack, m, d, A_h, True)
+        _hidden_forward_packed(X, i0 + r0, rows, wpack, m, d, A_h, True, weights_in_place)
     _add_bias_sigmoid_inplace(A_h, b_h)
     if t < w:
         Z_out = Z_pad_block[r0:r1]
-        _hidden_forward_packed(A_h, 0, rows, wpack_out, d, w, Z_out, True)
+        _hidden_forward_packed(A_h, 0, rows, wpack_out, d, w, Z_out, True, False)
         _copy_columns(Z_out, A_out)
     else:
-        _hidden_forward_packed(A_h, 0, rows, wpack_out, d, t, A_out, True)
+        _hidden_forward_packed(A_h, 0, rows, wpack_out, d, t, A_out, True, weights_in_place)
     _add_bias_sigmoid_inplace(A_out, b_out)
 
     # One loop over the rows' rows·t terms (all three arrays are C-contiguous
@@ -202,6 +206,7 @@ def _backprop_chunk(
     W_out_T,
     wpack,
     wpack_out,
+    weights_in_place,
     i_start,
     i_stop,
     tiny,
@@ -232,7 +237,9 @@ def _backprop_chunk(
     (block_rows, t).  ``wpack`` and ``wpack_out`` are W_h and W_out in
     panels, each padded with zero columns to one vector when narrower
     (:func:`_packed_padded_weights`), so both products always run on the
-    register tiles, any extra columns computed and dropped.
+    register tiles, any extra columns computed and dropped; with
+    ``weights_in_place``, a layer at least one vector wide is given as its
+    weights' own elements instead, read in place (:func:`_weights_for_tiles`).
 
     Each block is :func:`_forward_and_deltas` on all its rows,
     :func:`_add_small_gradients`, then :func:`_add_grad_W_h` on all m inputs: the same
@@ -278,6 +285,7 @@ def _backprop_chunk(
             W_out_T,
             wpack,
             wpack_out,
+            weights_in_place,
             tiny,
             block_cols,
             A_h_block,
@@ -457,6 +465,7 @@ def _backprop_blocks_parallel(
                     W_out_T,
                     wpacks[part % n_copies],
                     wpack_out,
+                    False,
                     tiny,
                     block_cols,
                     A_h_block,
@@ -659,11 +668,19 @@ def _backprop_chunks(
     # The workspace: the partials of several chunks, then W_h's and W_out's panels.
     partials_size = n_chunks * (m * d + d + t * d + t) if n_chunks > 1 else 0
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _partials(workspace, n_chunks, m, d, t, h_transposed)
-    wpack = _pack_padded_into(W_h, workspace[partials_size:])
-    wpack_out = _pack_padded_into(W_out, workspace[partials_size + wpack.shape[0] :])
+    w = VECTOR_BYTES // X.itemsize
+    pack_h = _padded_pack_size(m, d, w)
+    pack_out = _padded_pack_size(d, t, w)
+    weights_in_place = n < WEIGHTS_IN_PLACE_MAX_EXAMPLES
+    if weights_in_place:
+        wpack = _weights_for_tiles(W_h, workspace[partials_size:])
+        wpack_out = _weights_for_tiles(W_out, workspace[partials_size + pack_h :])
+    else:
+        wpack = _pack_padded_into(W_h, workspace[partials_size:])
+        wpack_out = _pack_padded_into(W_out, workspace[partials_size + pack_h :])
     scratch = _chunk_scratches(
         workspace,
-        partials_size + wpack.shape[0] + wpack_out.shape[0],
+        partials_size + pack_h + pack_out,
         n_chunks,
         n,
         m,
@@ -681,6 +698,7 @@ def _backprop_chunks(
             W_out_T,
             wpack,
             wpack_out,
+            weights_in_place,
             i_start,
             i_stop,
             tiny,
@@ -784,15 +802,22 @@ def _plain_step(
     # the result.  The workspace holds W_h's and W_out's panels, then the chunk's scratch.
     W_out_T = transposed(W_out)
     grad_W_out_T = empty((t, d), X.dtype)
-    wpack = _pack_padded_into(W_h, workspace)
-    wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
+    w = VECTOR_BYTES // X.itemsize
+    pack_h = _padded_pack_size(m, d, w)
+    weights_in_place = n < WEIGHTS_IN_PLACE_MAX_EXAMPLES
+    if weights_in_place:
+        wpack = _weights_for_tiles(W_h, workspace)
+        wpack_out = _weights_for_tiles(W_out, workspace[pack_h:])
+    else:
+        wpack = _pack_padded_into(W_h, workspace)
+        wpack_out = _pack_padded_into(W_out, workspace[pack_h:])
     scratch = _chunk_scratches(
-        workspace, wpack.shape[0] + wpack_out.shape[0], 1, n, m, d, t, STEP_BLOCK_EXAMPLES
+        workspace, pack_h + _padded_pack_size(d, t, w), 1, n, m, d, t, STEP_BLOCK_EXAMPLES
     )
     cost = _backprop_chunk(
-        X, Y, b_h, b_out, W_out_T, wpack, wpack_out, 0, n, tiny, grad_W_h, grad_b_h,
-        grad_W_out_T, grad_b_out, STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN, False, scratch[0],
-        None, np.inf, correct, 0,
+        X, Y, b_h, b_out, W_out_T, wpack, wpack_out, weights_in_place, 0, n, tiny, grad_W_h,
+        grad_b_h, grad_W_out_T, grad_b_out, STEP_BLOCK_EXAMPLES, DELTA_H_BLOCK_HIDDEN, False,
+        scratch[0], None, np.inf, correct, 0,
     )  # fmt: skip
     for j in range(d):
         for k in range(t):
@@ -820,10 +845,17 @@ def _example_norms_chunks(
     d = W_h.shape[1]
     t = W_out.shape[1]
     W_out_T = transposed(W_out)
-    wpack = _pack_padded_into(W_h, workspace)
-    wpack_out = _pack_padded_into(W_out, workspace[wpack.shape[0] :])
+    w = VECTOR_BYTES // X.itemsize
+    pack_h = _padded_pack_size(m, d, w)
+    weights_in_place = n < WEIGHTS_IN_PLACE_MAX_EXAMPLES
+    if weights_in_place:
+        wpack = _weights_for_tiles(W_h, workspace)
+        wpack_out = _weights_for_tiles(W_out, workspace[pack_h:])
+    else:
+        wpack = _pack_padded_into(W_h, workspace)
+        wpack_out = _pack_padded_into(W_out, workspace[pack_h:])
     scratch = _chunk_scratches(
-        workspace, wpack.shape[0] + wpack_out.shape[0], n_chunks, n, m, d, t, block_rows
+        workspace, pack_h + _padded_pack_size(d, t, w), n_chunks, n, m, d, t, block_rows
     )
     no_counts = empty((0,), np.int64)  # allocated, not a global: globals compile read-only
     for c in prange(n_chunks):
@@ -844,6 +876,7 @@ def _example_norms_chunks(
                 W_out_T,
                 wpack,
                 wpack_out,
+                weights_in_place,
                 tiny,
                 block_cols,
                 A_h_block,

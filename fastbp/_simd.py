@@ -3,9 +3,9 @@
 The intrinsics, usable only inside compiled code (W = VECTOR_BYTES // itemsize
 lanes per vector; ``n_vectors``, ``n_rows`` and ``blend`` compile-time constants):
 
-``tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n_rows, blend)``
-    G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, c], for
-    q < n_rows and c < n_vectors·W; A (n, d), D (n, t), G (t, d); with
+``tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col, n_vectors, n_rows, blend)``
+    G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, a_col+c], for
+    q < n_rows and c < n_vectors·W; A (n, ·), D (n, t), G (t, d); with
     ``fresh`` the sums start from zero instead of G's values.
 ``copy_vectors(A, row, col, buf, offset, n_vectors)``
     buf[offset : offset+n_vectors·W] = A[row, col : col+n_vectors·W]; A 2-D, buf 1-D.
@@ -361,10 +361,12 @@ def _store_tile(vec, g, rows, col_starts, tile, skip=None):
 
 
 @intrinsic(prefer_literal=True)
-def tile_fma(typingctx, A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n_rows, blend):
+def tile_fma(
+    typingctx, A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col, n_vectors, n_rows, blend
+):
     """Add the examples i0 … i1-1 of Dᵀ A to a tile of G, one fused multiply-add per example.
 
-    G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, c]
+    G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, a_col+c]
     for the tile's rows q < n_rows and columns c < n_vectors·W.  With
     ``fresh`` (a run-time boolean) the tile is written instead:
     G[g_row+q, g_col+c] = Σ …, the accumulators starting from +0.0 and G's
@@ -378,8 +380,9 @@ def tile_fma(typingctx, A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n
     one instead of a scalar remainder; ``skip`` is ignored with ``blend=0``.
     Nothing is checked: A[i0:i1, :n_vectors·W],
     D[i0:i1, g_row:g_row+n_rows] and G[g_row:g_row+n_rows,
-    g_col:g_col+n_vectors·W] must be in bounds.  A is a packed panel: its
-    tile always starts at column 0.
+    g_col:g_col+n_vectors·W] must be in bounds.  A is a packed panel
+    (``a_col`` = 0) or the rows of a matrix read in place (``a_col`` the
+    tile's first column there).
 
     The n_rows × n_vectors accumulators are loaded from G once (or set to
     zero), updated with one ``fmuladd`` per example (a vector of A's row
@@ -396,12 +399,12 @@ def tile_fma(typingctx, A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n
     blended = _literal_int(blend, "tile_fma", "blend")
     if vectors_per_row < 1 or tile_rows < 1 or blended not in (0, 1):
         raise ValueError("tile_fma: need n_vectors >= 1, n_rows >= 1, blend in {0, 1}")
-    if not all(isinstance(ty, types.Integer) for ty in (i0, i1, g_col, g_row, skip)):
+    if not all(isinstance(ty, types.Integer) for ty in (i0, i1, g_col, g_row, skip, a_col)):
         return None
     if not isinstance(fresh, types.Boolean):
         return None
     call_signature = types.void(
-        A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n_rows, blend
+        A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col, n_vectors, n_rows, blend
     )
 
     def codegen(context, builder, signature, args):
@@ -417,7 +420,12 @@ def tile_fma(typingctx, A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n
         fmuladd = vec.fmuladd()
 
         g_cols = vec.starts(first_g_col, vectors_per_row)
-        a_cols = [vec.intp_constant(v * vec.lanes) for v in range(vectors_per_row)]  # from 0
+        # A's columns from a_col on: its data pointer moved once, here, so that the loop over
+        # examples addresses A as it addresses a packed panel (constant column offsets).
+        a.data = builder.gep(
+            a.data, [context.cast(builder, args[9], signature.args[9], types.intp)]
+        )
+        a_cols = [vec.intp_constant(v * vec.lanes) for v in range(vectors_per_row)]
         rows = [builder.add(first_row, vec.intp_constant(q)) for q in range(tile_rows)]
         d_columns.select(first_row, rows)  # column q of D goes with row q of G
 
@@ -573,17 +581,17 @@ def _lanes(array):
     return VECTOR_BYTES // array.itemsize
 
 
-def _tile_fma_python(A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n_rows, blend):
+def _tile_fma_python(A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col, n_vectors, n_rows, blend):
     """:func:`tile_fma` in Python: examples in order, a multiply and an add each."""
     width = n_vectors * _lanes(A)
-    if g_col + width > G.shape[1] or g_row + n_rows > G.shape[0] or width > A.shape[1]:
+    if g_col + width > G.shape[1] or g_row + n_rows > G.shape[0] or a_col + width > A.shape[1]:
         raise IndexError("tile_fma: the tile is outside A or G")
     if fresh:
         tile = np.zeros((n_rows, width), dtype=G.dtype)
     else:
         tile = G[g_row : g_row + n_rows, g_col : g_col + width].copy()
     for i in range(i0, i1):
-        tile += D[i, g_row : g_row + n_rows, None] * A[i, None, :width]
+        tile += D[i, g_row : g_row + n_rows, None] * A[i, None, a_col : a_col + width]
     first = skip if blend else 0
     G[g_row : g_row + n_rows, g_col + first : g_col + width] = tile[:, first:]
 

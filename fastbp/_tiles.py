@@ -24,27 +24,28 @@ from ._tuning import TILE_ROWS
 
 
 @kernel(inlined=True)
-def tile_two_vectors(A, D, i0, i1, g_col, g_row, rows, G, fresh):
+def tile_two_vectors(A, D, i0, i1, g_col, g_row, rows, G, fresh, a_col):
     """One register tile two vectors wide and ``rows`` (1…6) rows of G tall.
 
-    With ``fresh`` the tile is written, not added to (:func:`tile_fma`).
+    With ``fresh`` the tile is written, not added to; its columns of A
+    start at ``a_col`` (:func:`tile_fma`).
     """
     if rows == 6:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 6, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, a_col, 2, 6, 0)
     elif rows == 5:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 5, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, a_col, 2, 5, 0)
     elif rows == 4:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 4, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, a_col, 2, 4, 0)
     elif rows == 3:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 3, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, a_col, 2, 3, 0)
     elif rows == 2:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 2, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, a_col, 2, 2, 0)
     else:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, 2, 1, 0)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, 0, fresh, a_col, 2, 1, 0)
 
 
 @kernel(inlined=True)
-def tile_one_vector(A, D, i0, i1, g_col, g_row, rows, G, skip, fresh):
+def tile_one_vector(A, D, i0, i1, g_col, g_row, rows, G, skip, fresh, a_col):
     """One register tile one vector wide, ``rows`` (1…6) rows of G tall.
 
     The first ``skip`` columns of the tile are left as they are (an
@@ -54,17 +55,17 @@ def tile_one_vector(A, D, i0, i1, g_col, g_row, rows, G, skip, fresh):
     specialised tiles to compile.
     """
     if rows == 6:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 6, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col, 1, 6, 1)
     elif rows == 5:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 5, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col, 1, 5, 1)
     elif rows == 4:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 4, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col, 1, 4, 1)
     elif rows == 3:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 3, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col, 1, 3, 1)
     elif rows == 2:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 2, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col, 1, 2, 1)
     else:
-        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, 1, 1, 1)
+        tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col, 1, 1, 1)
 
 
 @kernel(fastmath=CONTRACT, linked=True)
@@ -146,12 +147,14 @@ def panel_layout(width, w, panel):
 
 
 @kernel(refcounted=False)
-def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G, fresh):
-    """All register tiles of one panel P (nb × nvec·W) against G[g_first : g_first+g_count].
+def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G, fresh, a_col):
+    """All register tiles of one panel against G[g_first : g_first+g_count].
 
-    The rows go in tiles of equal height, at most :data:`fastbp._tuning.TILE_ROWS`.
-    With ``fresh`` the panel's columns of those rows are written, not added
-    to (:func:`fastbp._simd.tile_fma`).
+    The panel is P[:, a_col : a_col + nvec·W]: a packed panel P (nb × nvec·W,
+    ``a_col`` = 0) or columns of a matrix P read in place.  The rows go in
+    tiles of equal height, at most :data:`fastbp._tuning.TILE_ROWS`.  With
+    ``fresh`` the panel's columns of those rows are written, not added to
+    (:func:`fastbp._simd.tile_fma`).
     The twelve tiles (:func:`tile_two_vectors`, :func:`tile_one_vector`) are
     inlined here, so a tile costs no call.
     """
@@ -163,9 +166,9 @@ def tiles_for_panel(P, D_block, nb, nvec, g_col, skip, g_first, g_count, G, fres
         rows = low + 1 if q < n_high else low
         # D_block's column `row` goes with row g_first + row of G: G is shifted instead.
         if nvec == 2:
-            tile_two_vectors(P, D_block, 0, nb, g_col, row, rows, G[g_first:], fresh)
+            tile_two_vectors(P, D_block, 0, nb, g_col, row, rows, G[g_first:], fresh, a_col)
         else:
-            tile_one_vector(P, D_block, 0, nb, g_col, row, rows, G[g_first:], skip, fresh)
+            tile_one_vector(P, D_block, 0, nb, g_col, row, rows, G[g_first:], skip, fresh, a_col)
         row += rows
 
 
@@ -292,6 +295,6 @@ def accumulate_columns(
                     size = nb * nvec * w
                     P = matrix_view(panels, offset, nb, nvec * w)
                     tiles_for_panel(
-                        P, D_block, nb, nvec, first_column, skip, g_first, g_count, G, first_rows
+                        P, D_block, nb, nvec, first_column, skip, g_first, g_count, G, first_rows, 0
                     )
                     offset += size

@@ -29,6 +29,7 @@ __all__ = [
     "STEP_MAX_PARTIAL_BYTES",
     "STEP_MIN_CHUNK_EXAMPLES",
     "TILE_ROWS",
+    "WEIGHTS_IN_PLACE_MAX_EXAMPLES",
     "WORKSPACE_MAX_KEPT_BYTES",
 ]
 
@@ -62,6 +63,11 @@ DELTA_H_BLOCK_HIDDEN = 128
 #: W_h panel runs over all the rows' inputs of a pass): m = 784 in one pass matched or beat
 #: shallower passes when measured (with the rows then in six-row groups), see docs/tuning.md.
 FORWARD_PASS_MAX_INPUTS = 800
+#: Fewer examples than this in a step, and its forward products read W_h and W_out (each at
+#: least one vector wide) in place instead of packing them into panels first.  Measured on
+#: AMD Zen 4: 10-20 % faster at 32 examples, level from 128 to 256, slower from 1000 on
+#: (docs/tuning.md).
+WEIGHTS_IN_PLACE_MAX_EXAMPLES = 256
 # Xᵀ δ_h has two orientations, with the same bits: one chunk accumulates (m, d), δ_h packed and
 # X read in place, with no transposition at the end; several chunks accumulate (d, m), X packed
 # and δ_h read in place, summed and transposed once per call.  Both measured, see docs/tuning.md.

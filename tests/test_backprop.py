@@ -573,17 +573,24 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
     Z0 = rng.normal(size=(rows, d)).astype(dtype)  # both accumulate onto Z0
     Z_packed, Z_plain = Z0.copy(), Z0.copy()
     wpack = _kernels_packed._packed_weights(W_h)
-    _kernels_packed._hidden_forward_packed(X, 2, rows, wpack, m, d, Z_packed, False)
+    _kernels_packed._hidden_forward_packed(X, 2, rows, wpack, m, d, Z_packed, False, False)
     kh._hidden_product(X[2 : 2 + rows], W_h, Z_plain)
     assert np.array_equal(Z_packed, Z_plain)
     # ``fresh`` writes Z instead of adding to it (the step's buffers are
     # never zeroed): Z's NaN on entry are never read, and the result has
     # the bits of adding to zeros, over one pass of inputs or two.
     Z_fresh = np.full((rows, d), np.nan, dtype)
-    _kernels_packed._hidden_forward_packed(X, 2, rows, wpack, m, d, Z_fresh, True)
+    _kernels_packed._hidden_forward_packed(X, 2, rows, wpack, m, d, Z_fresh, True, False)
     Z_zeros = np.zeros((rows, d), dtype)
     kh._hidden_product(X[2 : 2 + rows], W_h, Z_zeros)
     assert np.array_equal(Z_fresh, Z_zeros)
+    # W_h read in place (a small step's forward product): W_h's own
+    # elements, nothing packed, the same bits.
+    in_place = _kernels_packed._weights_for_tiles(W_h, np.empty(0, dtype))
+    assert np.shares_memory(in_place, W_h) and in_place.shape == (m * d,)
+    Z_in_place = np.full((rows, d), np.nan, dtype)
+    _kernels_packed._hidden_forward_packed(X, 2, rows, in_place, m, d, Z_in_place, True, True)
+    assert np.array_equal(Z_in_place, Z_zeros)
     # and the loop nest the fused step uses when the columns are narrower
     # than a vector: the same chain of fused multiply-adds, whatever the
     # column tile
@@ -683,8 +690,15 @@ def test_padded_output_weights_give_the_bits_of_the_loop_nest(dtype, t, rng):
     W_out = rng.normal(size=(d, t)).astype(dtype)
     wpack = _kernels_packed._packed_padded_weights(W_out)
     width = max(t, w)
+    # _weights_for_tiles: read in place when at least one vector wide, else
+    # padded and packed (one panel of one vector)
+    weights = _kernels_packed._weights_for_tiles(W_out, np.full(wpack.size, np.nan, dtype))
+    if t >= w:
+        assert np.shares_memory(weights, W_out) and weights.shape == (d * t,)
+    else:
+        assert np.array_equal(weights[: d * w], wpack[: d * w])
     Z = np.full((rows, width), np.nan, dtype)  # written, never read (``fresh``)
-    _kernels_packed._hidden_forward_packed(A_h, 0, rows, wpack, d, width, Z, True)
+    _kernels_packed._hidden_forward_packed(A_h, 0, rows, wpack, d, width, Z, True, False)
     expected = np.zeros((rows, t), dtype)
     kh._matmul_accumulate(A_h, W_out, expected, _tuning.DELTA_H_BLOCK_HIDDEN)
     assert np.array_equal(Z[:, :t], expected)

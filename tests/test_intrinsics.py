@@ -50,8 +50,8 @@ def _tile(width, n_vectors, n_rows, blend):
     if key not in _compiled:
 
         @numba.njit
-        def tile(A, D, i0, i1, g_col, g_row, G, skip, fresh):
-            tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, n_vectors, n_rows, blend)
+        def tile(A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col):
+            tile_fma(A, D, i0, i1, g_col, g_row, G, skip, fresh, a_col, n_vectors, n_rows, blend)
 
         _compiled[key] = tile
     return _compiled[key]
@@ -99,6 +99,7 @@ def _tile_reference(A, D, i0, i1, g_col, g_row, G, n_rows, n_cols, skip):
     return expected
 
 
+@pytest.mark.parametrize("a_col", [0, 3], ids=["panel", "in place"])
 @pytest.mark.parametrize("fresh", [False, True], ids=["add", "fresh"])
 @pytest.mark.parametrize("blend", [0, 1])
 @pytest.mark.parametrize("n_rows", TILE_ROWS)
@@ -107,7 +108,7 @@ def _tile_reference(A, D, i0, i1, g_col, g_row, G, n_rows, n_cols, skip):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("width", WIDTHS)
 def test_tile_fma_adds_examples_products_to_a_tile_of_G(
-    width, dtype, layout, n_vectors, n_rows, blend, fresh, rng
+    width, dtype, layout, n_vectors, n_rows, blend, fresh, a_col, rng
 ):
     """tile_fma: G[g_row+q, g_col+c] += Σ_{i0≤i<i1} D[i, g_row+q]·A[i, c].
 
@@ -120,7 +121,9 @@ def test_tile_fma_adds_examples_products_to_a_tile_of_G(
 
     With ``fresh`` the sums start from zero and the tile's written columns
     of G are never read: they hold NaN on entry, and any NaN read would
-    remain in the result.  An empty range then writes zeros.
+    remain in the result.  An empty range then writes zeros.  With
+    ``a_col``, A's columns a_col … a_col + n_vectors·W − 1 are the tile's
+    (a matrix read in place rather than a packed panel).
     """
     W = _lanes(width, dtype)
     n_cols = n_vectors * W
@@ -140,8 +143,10 @@ def test_tile_fma_adds_examples_products_to_a_tile_of_G(
                 if fresh:
                     start[written] = 0
                     result[written] = np.nan
-                tile(A, D, i0, i1, g_col, g_row, result, skip, fresh)
-                expected = _tile_reference(A, D, i0, i1, g_col, g_row, start, n_rows, n_cols, first)
+                tile(A, D, i0, i1, g_col, g_row, result, skip, fresh, a_col)
+                expected = _tile_reference(
+                    A[:, a_col:], D, i0, i1, g_col, g_row, start, n_rows, n_cols, first
+                )
                 assert np.array_equal(result, expected), (i0, i1, skip)
 
 
@@ -170,7 +175,7 @@ def test_tile_fma_result_is_the_same_chain_whatever_the_cut(dtype, rng):
                             for g_row in range(0, t, n_rows):
                                 for col in range(0, d, n_vectors * W):
                                     panel = np.ascontiguousarray(A[:, col : col + n_vectors * W])
-                                    tile(panel, D, i0, i1, col, g_row, result, 0, False)
+                                    tile(panel, D, i0, i1, col, g_row, result, 0, False, 0)
                         results.append(result)
     for result in results[1:]:
         assert np.array_equal(result, results[0])

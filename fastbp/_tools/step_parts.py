@@ -10,7 +10,7 @@ a minibatch's products are timed without the Python call around them.
 import numpy as np
 
 from .._jit import kernel
-from .._kernels_packed import _hidden_forward_packed, _pack_padded_into, _padded_pack_size
+from .._kernels_packed import _hidden_forward_packed, _padded_pack_size, _weights_for_tiles
 from .._kernels_step import (
     _add_grad_W_h,
     _add_grad_W_h_T,
@@ -25,12 +25,12 @@ from .._simd import VECTOR_BYTES
 def _step_hidden_product(X, W_h, block_rows, repeats):
     """X W_h (n, d) as the fused step computes it, with none of the step's other work.
 
-    W_h packed and padded to one vector where narrower
-    (:func:`_pack_padded_into`), then :func:`_hidden_forward_packed` on
+    W_h read in place, or padded to one vector and packed where narrower
+    (:func:`_weights_for_tiles`), then :func:`_hidden_forward_packed` on
     blocks of ``block_rows`` examples read in place: the calls of
     :func:`_forward_and_deltas`, so the time and the bits are the step's.
-    All of it runs ``repeats`` (≥ 1) times in this one call, the packing
-    included (the step packs W_h once per call), into buffers allocated
+    All of it runs ``repeats`` (≥ 1) times in this one call, any packing
+    included (the step packs a narrow W_h once per call), into buffers allocated
     once: a timing divided by ``repeats`` holds neither a Python call nor
     an allocation, which at a minibatch's size weigh as much as the
     product.  Returns the last repetition's product.
@@ -42,10 +42,11 @@ def _step_hidden_product(X, W_h, block_rows, repeats):
     Z = np.empty((n, width), dtype=X.dtype)
     wpack_buffer = np.empty(_padded_pack_size(m, d, w), dtype=X.dtype)
     for _ in range(repeats):
-        wpack = _pack_padded_into(W_h, wpack_buffer)
+        wpack = _weights_for_tiles(W_h, wpack_buffer)
         for i0 in range(0, n, block_rows):
             rows = min(block_rows, n - i0)
-            _hidden_forward_packed(X, i0, rows, wpack, m, width, Z[i0 : i0 + rows], True)
+            Z_rows = Z[i0 : i0 + rows]
+            _hidden_forward_packed(X, i0, rows, wpack, m, width, Z_rows, True, d >= w)
     return np.ascontiguousarray(Z[:, :d])
 
 
