@@ -20,7 +20,7 @@ No checks happen here: callers pass C-contiguous A and G of one float dtype.
 from ._arrays import matrix_view
 from ._jit import CONTRACT, kernel
 from ._simd import VECTOR_BYTES, copy_vectors, larger, smaller, tile_fma
-from ._tuning import TILE_ROWS
+from ._tuning import ENGINE_IN_PLACE_MAX_BYTES, ENGINE_IN_PLACE_MAX_ROWS, TILE_ROWS
 
 
 @kernel(inlined=True)
@@ -252,6 +252,12 @@ def accumulate_columns(
         for k in range(t):
             for j in range(j_start, d):
                 G[k, j] = 0
+    # A's rows read in place rather than packed first where a block of A is small,
+    # four times larger where each panel is read by two tiles at most (few rows of G).
+    block_bytes = bn * smaller(block_d, larger(j_stop - j_start, 0)) * A.itemsize
+    in_place = block_bytes <= ENGINE_IN_PLACE_MAX_BYTES or (
+        t <= ENGINE_IN_PLACE_MAX_ROWS and block_bytes <= 4 * ENGINE_IN_PLACE_MAX_BYTES
+    )
     for i_block in range(i_start, i_stop, block_n):
         i_end = smaller(i_block + block_n, i_stop)
         nb = i_end - i_block
@@ -276,7 +282,8 @@ def accumulate_columns(
                         first_rows,
                     )
                 continue
-            pack_panels(A, i_block, nb, j_block, width, w, panels)
+            if not in_place:
+                pack_panels(A, i_block, nb, j_block, width, w, panels)
             n_panels = panel_count(width, w)
             for g_first in range(0, t, block_t):
                 g_count = smaller(block_t, t - g_first)
@@ -293,8 +300,14 @@ def accumulate_columns(
                     nvec, first_column, skip = panel_layout(width, w, p)
                     first_column += j_block
                     size = nb * nvec * w
-                    P = matrix_view(panels, offset, nb, nvec * w)
+                    if in_place:
+                        P = A[i_block:i_end]
+                        a_col = first_column
+                    else:
+                        P = matrix_view(panels, offset, nb, nvec * w)
+                        a_col = 0
                     tiles_for_panel(
-                        P, D_block, nb, nvec, first_column, skip, g_first, g_count, G, first_rows, 0
-                    )
+                        P, D_block, nb, nvec, first_column, skip, g_first, g_count, G, first_rows,
+                        a_col,
+                    )  # fmt: skip
                     offset += size

@@ -14,6 +14,8 @@ __all__ = [
     "ENGINE_BLOCK_I",
     "ENGINE_BLOCK_J",
     "ENGINE_BLOCK_K",
+    "ENGINE_IN_PLACE_MAX_BYTES",
+    "ENGINE_IN_PLACE_MAX_ROWS",
     "FORWARD_PASS_MAX_INPUTS",
     "GRAD_W_H_T_BLOCK_HIDDEN",
     "GRAD_W_H_T_BLOCK_INPUTS",
@@ -48,6 +50,13 @@ ENGINE_BLOCK_J = 256
 #: Rows k of G per block of the engine, 8 tiles of :data:`TILE_ROWS`; D is read in place, not
 #: copied, for K ≤ 48.  No measurement recorded.
 ENGINE_BLOCK_K = 48
+#: The tile engine reads A's rows in place instead of packing each block of A into panels
+#: first where a block of A (rows × columns × itemsize) takes at most this many bytes (it
+#: stays in a 32 KiB L1 data cache) ...
+ENGINE_IN_PLACE_MAX_BYTES = 32 * 1024
+#: ... or four times as many where G has at most this many rows (each panel is then read by
+#: two tiles at most).  Both measured, see docs/tuning.md.
+ENGINE_IN_PLACE_MAX_ROWS = 12
 
 # --------------------------------------------------------------------------
 # The fused step (fastbp.backprop, sgd_epoch, private training)

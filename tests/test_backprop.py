@@ -632,35 +632,51 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
     assert np.array_equal(G_T.T, G_zeros)
 
 
+ENGINE_CASES = [
+    (23, 37, 9, 5, 256, 48),  # several blocks of examples, one of columns
+    (23, 37, 9, 256, 16, 4),  # one block of examples, blocks of columns and of G's rows
+    (17, 5, 7, 4, 256, 3),  # N under one vector: element by element
+    (0, 37, 9, 5, 16, 4),  # no examples
+    # A's blocks packed into panels (large blocks, many rows of G), and
+    # read in place (a large block but few rows of G; packed in float64)
+    (300, 40, 20, 256, 256, 48),
+    (300, 100, 10, 256, 256, 48),
+]
+
+
+def _engine_reads_A_in_place(n, N, K, block_n, block_d, dtype):
+    """Whether the tile engine reads A's rows in place for these sizes (fastbp._tiles's rule)."""
+    block_bytes = min(block_n, n) * min(block_d, N) * np.dtype(dtype).itemsize
+    return block_bytes <= _tuning.ENGINE_IN_PLACE_MAX_BYTES or (
+        K <= _tuning.ENGINE_IN_PLACE_MAX_ROWS
+        and block_bytes <= 4 * _tuning.ENGINE_IN_PLACE_MAX_BYTES
+    )
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(
-    "n, N, K, block_n, block_d, block_t",
-    [
-        (23, 37, 9, 5, 256, 48),  # several blocks of examples, one of columns
-        (23, 37, 9, 256, 16, 4),  # one block of examples, blocks of columns and of G's rows
-        (17, 5, 7, 4, 256, 3),  # N under one vector: element by element
-        (0, 37, 9, 5, 16, 4),  # no examples
-    ],
-)
+@pytest.mark.parametrize("n, N, K, block_n, block_d, block_t", ENGINE_CASES)
 def test_the_tile_engine_writes_instead_of_adding_with_fresh(
     dtype, n, N, K, block_n, block_d, block_t, rng
 ):
-    """accumulate / accumulate_columns with ``fresh``: G = Σ instead of G += Σ.
+    """accumulate / accumulate_columns: G += Dᵀ A, and with ``fresh`` G = Dᵀ A.
 
-    Only the first block of examples starts from zero: the later ones add
-    to it.  The columns asked for hold NaN on entry, which a read would
-    keep; the result has the bits of adding to zeros.  Other columns of G
-    are left alone, and no examples give zeros.
+    Exact data (small integers: every product and sum is exact), so the
+    result is Dᵀ A itself, whichever way A is read (in place or packed).
+    With ``fresh`` only the first block of examples starts from zero: the
+    later ones add to it.  The columns asked for hold NaN on entry, which a
+    read would keep; the result has the bits of adding to zeros.  Other
+    columns of G are left alone, and no examples give zeros.
     """
     from fastbp import _tiles
     from fastbp._simd import VECTOR_BYTES
 
     w = VECTOR_BYTES // np.dtype(dtype).itemsize
-    A = rng.normal(size=(n, N)).astype(dtype)
-    D = rng.normal(size=(n, K)).astype(dtype)
+    A = rng.integers(-8, 9, size=(n, N)).astype(dtype)
+    D = rng.integers(-8, 9, size=(n, K)).astype(dtype)
     scratch = np.full(_tiles.scratch_size(n, N, K, block_n, block_d, block_t, w), np.nan, dtype)
     expected = np.zeros((K, N), dtype)
     _tiles.accumulate(A, D[:, 0:K], 0, n, expected, block_n, block_d, block_t, scratch, False)
+    assert np.array_equal(expected, (D.T.astype(np.float64) @ A.astype(np.float64)).astype(dtype))
     G = np.full((K, N), np.nan, dtype)
     _tiles.accumulate(A, D[:, 0:K], 0, n, G, block_n, block_d, block_t, scratch, True)
     assert np.array_equal(G, expected)
@@ -674,6 +690,13 @@ def test_the_tile_engine_writes_instead_of_adding_with_fresh(
     )
     assert np.array_equal(G[:, j0:j1], expected[:, j0:j1])
     assert np.all(G[:, :j0] == 7.0) and np.all(G[:, j1:] == 7.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_tile_engine_cases_read_A_both_ways(dtype):
+    """The cases of the test above run both ways of reading A: in place and packed."""
+    ways = {_engine_reads_A_in_place(n, N, K, bn, bd, dtype) for n, N, K, bn, bd, _ in ENGINE_CASES}
+    assert ways == {True, False}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
