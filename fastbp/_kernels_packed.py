@@ -20,8 +20,8 @@ from ._tuning import FORWARD_PASS_MAX_INPUTS
 def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, fresh, in_place):
     """Z[r, j] += Σ_p X[i0 + r, p] · W_h[p, j] for r < rows, W_h (m, d) given as panels.
 
-    With ``fresh``, Z[r, j] = Σ …: the first pass writes its tiles without
-    reading Z (:func:`fastbp._simd.tile_fma`), the bits of adding to zeros.
+    With ``fresh``, Z[r, j] = Σ …: the first pass writes its tiles whatever Z
+    holds (:func:`fastbp._simd.tile_fma`), the bits of adding to zeros.
     With ``in_place``, ``wpack`` is W_h's own elements in order (m·d, d of
     at least one vector) and the tiles read its rows in place: no packing.
 
@@ -56,12 +56,14 @@ def _hidden_forward_packed(X, i0, rows, wpack, m, d, Z, fresh, in_place):
         for panel in range(n_panels):
             nvec, first_column, skip = tiles.panel_layout(d, w, panel)
             pw = nvec * w
-            if in_place:
-                P = matrix_view(wpack, p0 * d, depth, d)
-                a_col = first_column
-            else:
-                P = matrix_view(wpack, offset + p0 * pw, depth, pw)
-                a_col = 0
+            # Selects, not a branch: one copy of the loop for both layouts.
+            P = matrix_view(
+                wpack,
+                p0 * d if in_place else offset + p0 * pw,
+                depth,
+                d if in_place else pw,
+            )
+            a_col = first_column if in_place else 0
             tiles.tiles_for_panel(
                 P, D, depth, nvec, first_column, skip, 0, rows, Z, fresh and s == 0, a_col
             )
@@ -112,16 +114,16 @@ def _padded_pack_size(rows, cols, w):
 
 
 @kernel
-def _weights_for_tiles(W, out):
+def _weights_for_tiles(W, out, in_place):
     """W (K, N) as :func:`_hidden_forward_packed` reads it: in place, or padded into ``out``.
 
-    W's own elements in order (a view, nothing copied) where W is at least
-    one vector wide, for ``in_place``: the tiles read W's rows where they
-    are, faster than packing them first at every size measured
-    (docs/tuning.md).  A narrower W is padded with zero columns to one
-    vector and packed into the front of ``out`` (:func:`_pack_padded_into`).
+    With ``in_place`` and W at least one vector wide, W's own elements in
+    order (a view, nothing copied): the tiles read W's rows where they are,
+    faster than packing them first for a small step (docs/tuning.md).
+    Otherwise W is packed into the front of ``out``, padded with zero
+    columns to one vector when narrower (:func:`_pack_padded_into`).
     """
-    if W.shape[1] >= VECTOR_BYTES // W.itemsize:
+    if in_place and W.shape[1] >= VECTOR_BYTES // W.itemsize:
         return vector_view(W)
     return _pack_padded_into(W, out)
 

@@ -672,12 +672,8 @@ def _backprop_chunks(
     pack_h = _padded_pack_size(m, d, w)
     pack_out = _padded_pack_size(d, t, w)
     weights_in_place = n < WEIGHTS_IN_PLACE_MAX_EXAMPLES
-    if weights_in_place:
-        wpack = _weights_for_tiles(W_h, workspace[partials_size:])
-        wpack_out = _weights_for_tiles(W_out, workspace[partials_size + pack_h :])
-    else:
-        wpack = _pack_padded_into(W_h, workspace[partials_size:])
-        wpack_out = _pack_padded_into(W_out, workspace[partials_size + pack_h :])
+    wpack = _weights_for_tiles(W_h, workspace[partials_size:], weights_in_place)
+    wpack_out = _weights_for_tiles(W_out, workspace[partials_size + pack_h :], weights_in_place)
     scratch = _chunk_scratches(
         workspace,
         partials_size + pack_h + pack_out,
@@ -805,12 +801,8 @@ def _plain_step(
     w = VECTOR_BYTES // X.itemsize
     pack_h = _padded_pack_size(m, d, w)
     weights_in_place = n < WEIGHTS_IN_PLACE_MAX_EXAMPLES
-    if weights_in_place:
-        wpack = _weights_for_tiles(W_h, workspace)
-        wpack_out = _weights_for_tiles(W_out, workspace[pack_h:])
-    else:
-        wpack = _pack_padded_into(W_h, workspace)
-        wpack_out = _pack_padded_into(W_out, workspace[pack_h:])
+    wpack = _weights_for_tiles(W_h, workspace, weights_in_place)
+    wpack_out = _weights_for_tiles(W_out, workspace[pack_h:], weights_in_place)
     scratch = _chunk_scratches(
         workspace, pack_h + _padded_pack_size(d, t, w), 1, n, m, d, t, STEP_BLOCK_EXAMPLES
     )
@@ -848,12 +840,8 @@ def _example_norms_chunks(
     w = VECTOR_BYTES // X.itemsize
     pack_h = _padded_pack_size(m, d, w)
     weights_in_place = n < WEIGHTS_IN_PLACE_MAX_EXAMPLES
-    if weights_in_place:
-        wpack = _weights_for_tiles(W_h, workspace)
-        wpack_out = _weights_for_tiles(W_out, workspace[pack_h:])
-    else:
-        wpack = _pack_padded_into(W_h, workspace)
-        wpack_out = _pack_padded_into(W_out, workspace[pack_h:])
+    wpack = _weights_for_tiles(W_h, workspace, weights_in_place)
+    wpack_out = _weights_for_tiles(W_out, workspace[pack_h:], weights_in_place)
     scratch = _chunk_scratches(
         workspace, pack_h + _padded_pack_size(d, t, w), n_chunks, n, m, d, t, block_rows
     )
@@ -900,48 +888,17 @@ def _sum_of_squares(W):
     Column by column, so the row loop runs on a vector of column sums (a
     fixed order, the same on every machine) and the epoch kernel can take
     the same sum from the packed panels (:func:`_sum_of_squares_packed`).
-    Four rows per pass, as there: each column's sum is loaded and stored
-    once per four squares, which are still added in row order.  W is
-    C-contiguous.
     """
     rows, cols = W.shape
     column_sums = zeros((cols,), np.float64)
-    values = vector_view(W)
-    n_rows = np.uint64(rows)
-    n_cols = np.uint64(cols)
-    i = np.uint64(0)
-    while i + np.uint64(4) <= n_rows:
-        base = i * n_cols
-        for j in range(n_cols):
-            v0 = np.float64(values[base + j])
-            v1 = np.float64(values[base + n_cols + j])
-            v2 = np.float64(values[base + np.uint64(2) * n_cols + j])
-            v3 = np.float64(values[base + np.uint64(3) * n_cols + j])
-            column_sums[j] = (((column_sums[j] + v0 * v0) + v1 * v1) + v2 * v2) + v3 * v3
-        i += np.uint64(4)
-    while i < n_rows:
-        base = i * n_cols
-        for j in range(n_cols):
-            v = np.float64(values[base + j])
+    for i in range(rows):
+        for j in range(cols):
+            v = np.float64(W[i, j])
             column_sums[j] += v * v
-        i += np.uint64(1)
     total = 0.0
     for j in range(cols):
         total += column_sums[j]
     return total
-
-
-@kernel
-def _add_scaled_inplace(grad, W, l2):
-    """Add λ W to grad in place, elementwise, for C-contiguous arrays of one shape: g + (λ·w).
-
-    One loop over all the elements, so a narrow W (t = 10 columns) runs
-    whole vectors too.
-    """
-    g = vector_view(grad)
-    w = vector_view(W)
-    for i in range(np.uint64(g.shape[0])):
-        g[i] = g[i] + l2 * w[i]
 
 
 @kernel
@@ -954,6 +911,12 @@ def _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, l2):
     :func:`_sum_of_squares`'s, added W_h first.  All four arrays are
     C-contiguous.
     """
-    _add_scaled_inplace(grad_W_h, W_h, l2)
-    _add_scaled_inplace(grad_W_out, W_out, l2)
+    # One loop over each matrix's elements, so a narrow W_out (t = 10
+    # columns) runs whole vectors too.
+    g, w = vector_view(grad_W_h), vector_view(W_h)
+    for i in range(np.uint64(g.shape[0])):
+        g[i] = g[i] + l2 * w[i]
+    g, w = vector_view(grad_W_out), vector_view(W_out)
+    for i in range(np.uint64(g.shape[0])):
+        g[i] = g[i] + l2 * w[i]
     return _sum_of_squares(W_h) + _sum_of_squares(W_out)

@@ -310,29 +310,16 @@ def _example_loop(builder, start, stop, tile, step):
 def _initial_tile(vec, g, rows, col_starts, fresh):
     """The tile's accumulators on entry: +0.0 where ``fresh`` (an i1) is true, else G's values.
 
-    A branch, not a select: a fresh tile reads nothing from G, whose
-    memory the caller then need not have written.
+    G is loaded either way and a select keeps +0.0 for a fresh tile: what
+    G holds then (anything, NaN included) never reaches the sums, and a
+    select adds no control flow for LLVM to optimise in every tile.
     """
     builder = vec.builder
     zero = ir.Constant(vec.type, [0.0] * vec.lanes)
-    with builder.if_else(fresh) as (then, otherwise):
-        with then:
-            fresh_block = builder.basic_block
-        with otherwise:
-            loaded = [
-                [vec.load(g.element(builder, row, col)) for col in col_starts] for row in rows
-            ]
-            loaded_block = builder.basic_block
-    tile = []
-    for row_values in loaded:
-        phis = []
-        for value in row_values:
-            phi = builder.phi(vec.type)
-            phi.add_incoming(zero, fresh_block)
-            phi.add_incoming(value, loaded_block)
-            phis.append(phi)
-        tile.append(phis)
-    return tile
+    return [
+        [builder.select(fresh, zero, vec.load(g.element(builder, row, col))) for col in col_starts]
+        for row in rows
+    ]
 
 
 def _store_tile(vec, g, rows, col_starts, tile, skip=None):
@@ -369,8 +356,8 @@ def tile_fma(
     G[g_row+q, g_col+c] += Σ_{i0 ≤ i < i1} D[i, g_row+q] · A[i, a_col+c]
     for the tile's rows q < n_rows and columns c < n_vectors·W.  With
     ``fresh`` (a run-time boolean) the tile is written instead:
-    G[g_row+q, g_col+c] = Σ …, the accumulators starting from +0.0 and G's
-    values not read, which gives the bits of adding to a G of zeros.
+    G[g_row+q, g_col+c] = Σ …, the accumulators starting from +0.0 whatever
+    G holds (NaN included), which gives the bits of adding to a G of zeros.
     A (n, d) and G (t, d) are C-contiguous, D (n, t) has any strides, all
     of one float dtype; G is updated in place.  ``n_vectors``, ``n_rows`` and
     ``blend`` (0 or 1) are compile-time constants; W = VECTOR_BYTES // itemsize.
@@ -384,8 +371,8 @@ def tile_fma(
     (``a_col`` = 0) or the rows of a matrix read in place (``a_col`` the
     tile's first column there).
 
-    The n_rows × n_vectors accumulators are loaded from G once (or set to
-    zero), updated with one ``fmuladd`` per example (a vector of A's row
+    The n_rows × n_vectors accumulators are loaded from G once (and set to
+    zero where ``fresh``), updated with one ``fmuladd`` per example (a vector of A's row
     times a broadcast element of D), in example order, and stored once.
     """
     if not (_is_float_array(A) and _is_float_array(D) and _is_float_array(G)):

@@ -17,7 +17,7 @@ shapes or vector width, so all of them change the speed and never the bits.
 No checks happen here: callers pass C-contiguous A and G of one float dtype.
 """
 
-from ._arrays import matrix_view
+from ._arrays import matrix_view, vector_view
 from ._jit import CONTRACT, kernel
 from ._simd import VECTOR_BYTES, copy_vectors, larger, smaller, tile_fma
 from ._tuning import ENGINE_IN_PLACE_MAX_BYTES, ENGINE_IN_PLACE_MAX_ROWS, TILE_ROWS
@@ -80,7 +80,8 @@ def tile_scalar(A, D, i0, i1, j0, j1, g_col, g_row, rows, G, fresh):
     zero = G.dtype.type(0.0)
     for q in range(g_row, g_row + rows):
         for jj in range(j0, j1):
-            s = zero if fresh else G[q, g_col + jj - j0]
+            s = G[q, g_col + jj - j0]
+            s = zero if fresh else s  # a select: one loop for both
             for i in range(i0, i1):
                 s += D[i, q] * A[i, jj]
             G[q, g_col + jj - j0] = s
@@ -224,7 +225,7 @@ def accumulate_columns(
     ascending order, starting from its value on entry, whatever the block
     sizes: the order of the seed's outer-product loop.  With ``fresh``
     the sums start from zero instead (the first block of rows i writes
-    its tiles without reading G): the bits of the same call on a G of
+    its tiles whatever G holds): the bits of the same call on a G of
     zeros, with no pass to zero it first.
 
     ``D`` may have any strides; with ``block_t`` ≥ t it is read in
@@ -248,18 +249,18 @@ def accumulate_columns(
     panels_size = bn * (smaller(block_d, larger(j_stop - j_start, 0)) + w)
     panels = scratch[:panels_size]
     buffer = scratch[panels_size : panels_size + (bn * block_t if block_t < t else 0)]
-    if fresh and n_rows == 0:  # no tile runs: the empty sums are zero
-        for k in range(t):
-            for j in range(j_start, d):
-                G[k, j] = 0
     # A's rows read in place rather than packed first where a block of A is small,
     # four times larger where each panel is read by two tiles at most (few rows of G).
     block_bytes = bn * smaller(block_d, larger(j_stop - j_start, 0)) * A.itemsize
     in_place = block_bytes <= ENGINE_IN_PLACE_MAX_BYTES or (
         t <= ENGINE_IN_PLACE_MAX_ROWS and block_bytes <= 4 * ENGINE_IN_PLACE_MAX_BYTES
     )
-    for i_block in range(i_start, i_stop, block_n):
-        i_end = smaller(i_block + block_n, i_stop)
+    n_cols = A.shape[1]
+    source = vector_view(A) if in_place else panels
+    # With ``fresh`` and no rows, one empty block runs: its tiles write the zeros.
+    blocks_stop = i_stop if n_rows > 0 or not fresh else i_start + 1
+    for i_block in range(i_start, blocks_stop, block_n):
+        i_end = larger(smaller(i_block + block_n, i_stop), i_block)
         nb = i_end - i_block
         first_rows = fresh and i_block == i_start
         for j_block in range(j_start, d, block_d):
@@ -300,12 +301,14 @@ def accumulate_columns(
                     nvec, first_column, skip = panel_layout(width, w, p)
                     first_column += j_block
                     size = nb * nvec * w
-                    if in_place:
-                        P = A[i_block:i_end]
-                        a_col = first_column
-                    else:
-                        P = matrix_view(panels, offset, nb, nvec * w)
-                        a_col = 0
+                    # Selects, not a branch: one copy of the loop for both sources of A.
+                    P = matrix_view(
+                        source,
+                        i_block * n_cols if in_place else offset,
+                        nb,
+                        n_cols if in_place else nvec * w,
+                    )
+                    a_col = first_column if in_place else 0
                     tiles_for_panel(
                         P, D_block, nb, nvec, first_column, skip, g_first, g_count, G, first_rows,
                         a_col,

@@ -586,8 +586,12 @@ def test_packed_products_give_the_bits_of_the_unpacked_kernels(dtype, rows, m, d
     assert np.array_equal(Z_fresh, Z_zeros)
     # W_h read in place (a small step's forward product): W_h's own
     # elements, nothing packed, the same bits.
-    in_place = _kernels_packed._weights_for_tiles(W_h, np.empty(0, dtype))
+    in_place = _kernels_packed._weights_for_tiles(W_h, np.empty(0, dtype), True)
     assert np.shares_memory(in_place, W_h) and in_place.shape == (m * d,)
+    # and packed where the step is large (in_place False)
+    buffer = np.full(wpack.size, np.nan, dtype)
+    packed = _kernels_packed._weights_for_tiles(W_h, buffer, False)
+    assert np.shares_memory(packed, buffer) and np.array_equal(packed[: m * d], wpack[: m * d])
     Z_in_place = np.full((rows, d), np.nan, dtype)
     _kernels_packed._hidden_forward_packed(X, 2, rows, in_place, m, d, Z_in_place, True, True)
     assert np.array_equal(Z_in_place, Z_zeros)
@@ -715,7 +719,7 @@ def test_padded_output_weights_give_the_bits_of_the_loop_nest(dtype, t, rng):
     width = max(t, w)
     # _weights_for_tiles: read in place when at least one vector wide, else
     # padded and packed (one panel of one vector)
-    weights = _kernels_packed._weights_for_tiles(W_out, np.full(wpack.size, np.nan, dtype))
+    weights = _kernels_packed._weights_for_tiles(W_out, np.full(wpack.size, np.nan, dtype), True)
     if t >= w:
         assert np.shares_memory(weights, W_out) and weights.shape == (d * t,)
     else:

@@ -19,14 +19,15 @@ from .._kernels_step import (
 )
 from .._scratch import _tile_scratch_size
 from .._simd import VECTOR_BYTES
+from .._tuning import WEIGHTS_IN_PLACE_MAX_EXAMPLES
 
 
 @kernel
 def _step_hidden_product(X, W_h, block_rows, repeats):
     """X W_h (n, d) as the fused step computes it, with none of the step's other work.
 
-    W_h read in place, or padded to one vector and packed where narrower
-    (:func:`_weights_for_tiles`), then :func:`_hidden_forward_packed` on
+    W_h read in place for a small step, else packed (padded to one vector
+    where narrower; :func:`_weights_for_tiles`), then :func:`_hidden_forward_packed` on
     blocks of ``block_rows`` examples read in place: the calls of
     :func:`_forward_and_deltas`, so the time and the bits are the step's.
     All of it runs ``repeats`` (≥ 1) times in this one call, any packing
@@ -42,11 +43,12 @@ def _step_hidden_product(X, W_h, block_rows, repeats):
     Z = np.empty((n, width), dtype=X.dtype)
     wpack_buffer = np.empty(_padded_pack_size(m, d, w), dtype=X.dtype)
     for _ in range(repeats):
-        wpack = _weights_for_tiles(W_h, wpack_buffer)
+        in_place = n < WEIGHTS_IN_PLACE_MAX_EXAMPLES  # as the step decides
+        wpack = _weights_for_tiles(W_h, wpack_buffer, in_place)
         for i0 in range(0, n, block_rows):
             rows = min(block_rows, n - i0)
             Z_rows = Z[i0 : i0 + rows]
-            _hidden_forward_packed(X, i0, rows, wpack, m, width, Z_rows, True, d >= w)
+            _hidden_forward_packed(X, i0, rows, wpack, m, width, Z_rows, True, in_place and d >= w)
     return np.ascontiguousarray(Z[:, :d])
 
 
