@@ -73,9 +73,8 @@ DELTA_H_BLOCK_HIDDEN = 128
 #: shallower passes when measured (with the rows then in six-row groups), see docs/tuning.md.
 FORWARD_PASS_MAX_INPUTS = 800
 #: Fewer examples than this in a step, and its forward products read W_h and W_out (each at
-#: least one vector wide) in place instead of packing them into panels first.  Measured on
-#: AMD Zen 4: 10-20 % faster at 32 examples, level from 128 to 256, slower from 1000 on
-#: (docs/tuning.md).
+#: least one vector wide) in place instead of packing them into panels first: few row tiles
+#: read each panel, so packing costs more than it saves.  Measured, see docs/tuning.md.
 WEIGHTS_IN_PLACE_MAX_EXAMPLES = 256
 # Xᵀ δ_h has two orientations, with the same bits: one chunk accumulates (m, d), δ_h packed and
 # X read in place, with no transposition at the end; several chunks accumulate (d, m), X packed
