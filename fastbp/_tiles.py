@@ -212,7 +212,10 @@ def accumulate_columns(
     ``block_d``, rows k of G in blocks of ``block_t``.  Each A block is
     copied (read sequentially) into panels of 2W columns (W elements fill
     one vector of :data:`fastbp._simd.VECTOR_BYTES`: 4 float64 or 8
-    float32 in 32 bytes, twice as many in 64), each panel contiguous.
+    float32 in 32 bytes, twice as many in 64), each panel contiguous; a
+    small block (:data:`fastbp._tuning.ENGINE_IN_PLACE_MAX_BYTES`, or four
+    times that for at most :data:`fastbp._tuning.ENGINE_IN_PLACE_MAX_ROWS`
+    rows of G) is read in place instead, the same panels as columns of A.
     Register tiles of 2 vectors × up to :data:`fastbp._tuning.TILE_ROWS` rows of G then
     run over the block's rows i with their accumulators in vector
     registers (:func:`fastbp._simd.tile_fma`), reading a panel and D's
