@@ -80,6 +80,7 @@ _TINY = {np.dtype(t): float(np.finfo(t).tiny) for t in (np.float32, np.float64)}
 BackpropResult = namedtuple(
     "BackpropResult", ["cost", "grad_W_h", "grad_b_h", "grad_W_out", "grad_b_out"]
 )
+_new_tuple = tuple.__new__
 BackpropResult.__doc__ = """Cost and gradients of one fused training step.
 
 Attributes
@@ -353,7 +354,11 @@ def _backprop_prepared(X, Y, W_h, b_h, W_out, b_out, l2, n_chunks, n_threads, co
     """
     n, m = X.shape
     d, t = W_out.shape
-    one_thread = n_threads == 1 or not _shares_threads(n, m, d, 1, 2)
+    one_thread = (
+        n_threads == 1
+        or not _shares_threads(n, m, d, 1, 2)
+        or (n_threads is None and numba.get_num_threads() == 1)
+    )
     if n_chunks == 1 and one_thread and correct is None:
         # Every minibatch step's path: one compiled call that adds the L2 terms
         # itself (the bits of _with_penalty), and no other Python in between.
@@ -426,23 +431,29 @@ def backprop(X, Y, W_h, b_h, W_out, b_out, l2=0.0, *, n_chunks=None, n_threads=N
     """
     ready = _ready((X, W_h, b_h, W_out, b_out, Y))
     if ready and n_chunks is None and n_threads is None and type(l2) is float:
-        # A minibatch step with default options: one compiled call checks what the
-        # validated path below would check, and runs the step or declines.
-        dtype = X.dtype
         m, d = W_h.shape
-        t = b_out.shape[0]
-        g_W_h, g_b_h, g_W_out, g_b_out = _empty_gradients(m, d, t, dtype)
-        answer, cost = _kernels_step._plain_step(
-            X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _kept_workspace(dtype), _NO_COUNTS,
-            g_W_h, g_b_h, g_W_out, g_b_out, False,
-        )  # fmt: skip
-        if answer == _kernels_step.PLAIN_STEP_NEEDS_WORKSPACE:
+        # A minibatch step with default options, on one thread (too little work to
+        # share, or one thread to share it with; only then is the thread count asked,
+        # for it costs a microsecond): one compiled call checks what the validated
+        # path below would check, and runs the step or declines.
+        if X.shape[0] * m * d < SHARED_STEP_MIN_MULTIPLY_ADDS or numba.get_num_threads() == 1:
+            dtype = X.dtype
+            t = b_out.shape[0]
+            g_W_h, g_b_h, g_W_out, g_b_out = _empty_gradients(m, d, t, dtype)
             answer, cost = _kernels_step._plain_step(
-                X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _workspace(dtype, m, d, t, 1),
+                X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype], _kept_workspace(dtype),
                 _NO_COUNTS, g_W_h, g_b_h, g_W_out, g_b_out, False,
             )  # fmt: skip
-        if answer == _kernels_step.PLAIN_STEP_DONE:
-            return BackpropResult(dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
+            if answer == _kernels_step.PLAIN_STEP_NEEDS_WORKSPACE:
+                answer, cost = _kernels_step._plain_step(
+                    X, Y, W_h, b_h, W_out, b_out, l2, _TINY[dtype],
+                    _workspace(dtype, m, d, t, 1), _NO_COUNTS, g_W_h, g_b_h, g_W_out, g_b_out,
+                    False,
+                )  # fmt: skip
+            if answer == _kernels_step.PLAIN_STEP_DONE:
+                # tuple.__new__ skips the named tuple's Python-level __new__ (0.2 µs a step).
+                fields = (dtype.type(cost), g_W_h, g_b_h, g_W_out, g_b_out)
+                return _new_tuple(BackpropResult, fields)
     if not ready:  # network_arrays, without asking _ready again
         X, W_h, b_h, W_out, b_out, Y = _converted_network_arrays(X, W_h, b_h, W_out, b_out, Y)
     require_targets_in_unit_interval(Y)

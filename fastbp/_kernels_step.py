@@ -64,7 +64,6 @@ from ._tuning import (
     ENGINE_BLOCK_K,
     GRAD_W_H_T_BLOCK_HIDDEN,
     GRAD_W_H_T_BLOCK_INPUTS,
-    SHARED_STEP_MIN_MULTIPLY_ADDS,
     STEP_BLOCK_EXAMPLES,
     STEP_MIN_CHUNK_EXAMPLES,
     TILE_ROWS,
@@ -758,13 +757,16 @@ def _plain_step(
     and this kernel runs the step only where :func:`fastbp.backprop` with
     default options would run it without an error or a warning: λ finite
     and ≥ 0 (and below float32's largest value for float32 data), every
-    target in [0, 1] or NaN, fewer examples than two chunks' minimum
-    (one chunk), and fewer multiply-adds in X W_h than
-    :data:`fastbp._tuning.SHARED_STEP_MIN_MULTIPLY_ADDS` (one thread).
-    Then ``workspace`` (the thread's kept one, or empty) must be large
-    enough, or the answer is :data:`PLAIN_STEP_NEEDS_WORKSPACE`.  Any other
-    call gets :data:`PLAIN_STEP_DECLINED`, and the caller's validated path
-    raises the errors and warnings.  Declined calls leave the gradient
+    target in [0, 1] or NaN, and fewer examples than two chunks' minimum
+    (one chunk).  The caller has also decided that the step runs on one
+    thread: fewer multiply-adds in X W_h than
+    :data:`fastbp._tuning.SHARED_STEP_MIN_MULTIPLY_ADDS`, or one Numba
+    thread (:func:`numba.get_num_threads`, asked in Python: in a kernel it
+    would keep the kernel out of the cache).  Then ``workspace`` (the
+    thread's kept one, or empty) must be large enough, or the answer is
+    :data:`PLAIN_STEP_NEEDS_WORKSPACE`.  Any other call gets
+    :data:`PLAIN_STEP_DECLINED`, and the caller's validated path raises the
+    errors and warnings.  Declined calls leave the gradient
     arrays as they were.
     """
     n, m = X.shape
@@ -775,7 +777,6 @@ def _plain_step(
             0.0 <= l2 < np.inf
             and not (X.itemsize == 4 and l2 > _FLOAT32_MAX)
             and n < 2 * STEP_MIN_CHUNK_EXAMPLES
-            and n * m * d < SHARED_STEP_MIN_MULTIPLY_ADDS
             and _all_in_unit_interval(vector_view(Y))
         ):
             answer = PLAIN_STEP_DECLINED

@@ -894,13 +894,30 @@ def test_the_plain_step_declines_what_the_validated_path_must_handle(monkeypatch
     with_nan[0, 0] = np.nan
     assert math.isnan(backprop(X, with_nan, W_h, b_h, W_out, b_out).cost)
     assert answers[-1] == DONE
-    # Two chunks' worth of examples, or enough work to share between threads:
-    # the validated path decides chunks and threads, with its bits.
-    for shape in [(256, 3, 4, 2), (8, 200, 200, 2)]:
-        big = random_network(rng, *shape, np.float64)
-        expected = _backprop._backprop_prepared(*big, 0.0, default_backprop_chunks(*shape, 8), None)
-        assert _same_bits(backprop(*big), expected)
-        assert answers[-1] == DECLINED
+    # Two chunks' worth of examples: the validated path decides chunks and
+    # threads, with its bits.
+    big = random_network(rng, 256, 3, 4, 2, np.float64)
+    expected = _backprop._backprop_prepared(*big, 0.0, default_backprop_chunks(256, 3, 4, 2, 8), 1)
+    assert _same_bits(backprop(*big), expected)
+    assert answers[-1] == DECLINED
+    # Enough work in one chunk to share between threads: with two Numba threads
+    # the kernel is not asked (the validated path shares the chunk); with one it
+    # runs the step.  The same bits either way.
+    shared = random_network(rng, 8, 200, 200, 2, np.float64)
+    assert 8 * 200 * 200 >= _tuning.SHARED_STEP_MIN_MULTIPLY_ADDS
+    expected = _backprop._backprop_prepared(*shared, 0.0, 1, 1)
+    previous = numba.get_num_threads()
+    try:
+        for threads in (2, 1):
+            if threads > numba.config.NUMBA_NUM_THREADS:
+                continue
+            numba.set_num_threads(threads)
+            asked = len(answers)
+            assert _same_bits(backprop(*shared), expected)
+            assert answers[asked:] == ([] if threads == 2 else [DONE])
+            assert _same_bits(backprop(*shared, n_chunks=1), expected)
+    finally:
+        numba.set_num_threads(previous)
     # λ that float32 cannot hold: the validated path's overflow warning.
     single = tuple(a.astype(np.float32) for a in network)
     backprop(*single)

@@ -275,8 +275,8 @@ def breakdown_candidates(shape, dtype):
     product_flops = 2 * n * m * d
     step_flops = 4 * n * m * d + 6 * n * d * t
 
-    def step():
-        return _backprop.backprop(*arrays, n_threads=1)
+    def step():  # default options, as users call it: one Numba thread under thread_limits(1)
+        return _backprop.backprop(*arrays)
 
     tiny = float(np.finfo(dtype).tiny)
     workspace = _scratch._workspace(np.dtype(dtype), m, d, t, 1, n_chunks)
