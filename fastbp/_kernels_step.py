@@ -903,21 +903,36 @@ def _sum_of_squares(W):
 
 
 @kernel
-def _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, l2):
-    """Grad += λ W for both weight matrices, in place; returns Σ W_h² + Σ W_out².
+def _add_l2_gradient(grad, W, l2):
+    """Grad += λ W in place, in the pass that takes Σ W²; returns :func:`_sum_of_squares` (W).
 
     Each element is g + (λ·w), the product rounded and then the sum, as
     NumPy's ``grad += l2 * W`` (no fused multiply-add: this kernel is
-    compiled without ``contract``).  The sums of squares are
-    :func:`_sum_of_squares`'s, added W_h first.  All four arrays are
-    C-contiguous.
+    compiled without ``contract``).  The squares go into the column sums
+    row by row, as :func:`_sum_of_squares` adds them, so the same bits.
+    Both arrays are C-contiguous.
     """
-    # One loop over each matrix's elements, so a narrow W_out (t = 10
-    # columns) runs whole vectors too.
-    g, w = vector_view(grad_W_h), vector_view(W_h)
-    for i in range(np.uint64(g.shape[0])):
-        g[i] = g[i] + l2 * w[i]
-    g, w = vector_view(grad_W_out), vector_view(W_out)
-    for i in range(np.uint64(g.shape[0])):
-        g[i] = g[i] + l2 * w[i]
-    return _sum_of_squares(W_h) + _sum_of_squares(W_out)
+    # One pass for both, so W is read once (docs/tuning.md).
+    rows, cols = W.shape
+    column_sums = zeros((cols,), np.float64)
+    for i in range(rows):
+        for j in range(cols):
+            v = W[i, j]
+            grad[i, j] = grad[i, j] + l2 * v
+            square = np.float64(v)
+            column_sums[j] += square * square
+    total = 0.0
+    for j in range(cols):
+        total += column_sums[j]
+    return total
+
+
+@kernel
+def _add_l2_gradients(grad_W_h, grad_W_out, W_h, W_out, l2):
+    """Grad += λ W for both weight matrices, in place; returns Σ W_h² + Σ W_out².
+
+    :func:`_add_l2_gradient` on each, W_h first: the bits of NumPy's
+    ``grad += l2 * W`` and of :func:`_sum_of_squares` (W_h) +
+    :func:`_sum_of_squares` (W_out).  All four arrays are C-contiguous.
+    """
+    return _add_l2_gradient(grad_W_h, W_h, l2) + _add_l2_gradient(grad_W_out, W_out, l2)

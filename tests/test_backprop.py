@@ -347,6 +347,39 @@ def test_the_one_chunk_step_adds_the_l2_terms_with_the_bits_of_the_other_paths(
         assert _same_bits(fused, expected)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, d, t", [(1, 1, 1), (3, 17, 2), (7, 33, 5), (64, 100, 10), (5, 0, 3)])
+def test_the_l2_terms_are_numpys_sum_and_the_squares_in_row_order(dtype, m, d, t):
+    # _add_l2_gradients (every path's λW and Σ W²): each gradient element is
+    # NumPy's g + l2 * W (the product rounded, then the sum: no fused
+    # multiply-add), and Σ W² adds each column's squares in float64 in row
+    # order, then the columns in order, W_h's total first.  Data with many
+    # digits, where a fused multiply-add or another order rounds differently.
+    from fastbp import _kernels_step
+
+    rng = np.random.default_rng([m, d, t, 3])
+    W_h, W_out = (rng.standard_normal(shape).astype(dtype) for shape in ((m, d), (d, t)))
+    g_W_h, g_W_out = (rng.standard_normal(shape).astype(dtype) for shape in ((m, d), (d, t)))
+    l2 = dtype(0.1)
+    expected_W_h, expected_W_out = g_W_h + l2 * W_h, g_W_out + l2 * W_out
+
+    def squares(W):
+        column_sums = [0.0] * W.shape[1]
+        for row in W:
+            for j, value in enumerate(row):
+                column_sums[j] += float(value) * float(value)
+        total = 0.0
+        for column_sum in column_sums:
+            total += column_sum
+        return total
+
+    total = _kernels_step._add_l2_gradients(g_W_h, g_W_out, W_h, W_out, l2)
+    assert g_W_h.tobytes() == expected_W_h.tobytes()
+    assert g_W_out.tobytes() == expected_W_out.tobytes()
+    assert total == squares(W_h) + squares(W_out)
+    assert total == _kernels_step._sum_of_squares(W_h) + _kernels_step._sum_of_squares(W_out)
+
+
 @pytest.mark.parametrize("n_chunks", [1, 2])
 def test_an_l2_float32_cannot_hold_warns_on_every_path(n_chunks):
     # λ = 1e39 overflows float32: NumPy's overflow warning on the minibatch path
