@@ -56,7 +56,7 @@ from ._scratch import (
     _chunk_scratches,
     _partials,
 )
-from ._simd import VECTOR_BYTES, smaller
+from ._simd import VECTOR_BYTES, smaller, transposed_sum_block
 from ._tuning import (
     DELTA_H_BLOCK_HIDDEN,
     ENGINE_BLOCK_I,
@@ -581,35 +581,55 @@ def _sum_transposed_partials(partials):
     """(m, d) total of (d, m) partials: out[p, j] = Σ_c partials[c, j, p], chunks in order.
 
     Each sum starts from chunk 0's value and adds the others in order, the
-    bits of :func:`_sum_rows_in_order`.  The sums run in place in chunk 0's
-    partial, along its contiguous rows (vectorised; the partials are
-    scratch: every caller's live in a workspace or were allocated for the
-    call), then the total is transposed in 8 × 8 tiles with constant trip
-    counts, which LLVM turns into vector shuffles.
+    bits of :func:`_sum_rows_in_order`.  All chunks but the last are added
+    in place into chunk 0's partial, along its contiguous rows (vectorised;
+    the partials are scratch: every caller's live in a workspace or were
+    allocated for the call).  The last is added as the total is transposed
+    (:func:`_transpose_into`); one chunk's partial is transposed as it is.
     """
     n_chunks, d, m = partials.shape
     total = partials[0]
-    for c in range(1, n_chunks):
+    for c in range(1, n_chunks - 1):
         for j in range(d):
             row = partials[c, j]
             dst = total[j]
             for p in range(m):
                 dst[p] += row[p]
     out = empty((m, d), partials.dtype)
-    d8 = d - d % 8
-    m8 = m - m % 8
-    for j0 in range(0, d8, 8):
-        for p0 in range(0, m8, 8):
-            for a in range(8):
-                for b in range(8):
-                    out[p0 + a, j0 + b] = total[j0 + b, p0 + a]
-        for p in range(m8, m):
-            for b in range(8):
-                out[p, j0 + b] = total[j0 + b, p]
-    for j in range(d8, d):
-        for p in range(m):
-            out[p, j] = total[j, p]
+    if n_chunks > 1:
+        _transpose_into(total, partials[n_chunks - 1], out)
+    else:
+        _transpose_into(total, None, out)
     return out
+
+
+@kernel(linked=True)
+def _transpose_into(total, last, out):
+    """out[p, j] = total[j, p] + last[j, p] (or total[j, p] where ``last`` is None).
+
+    W × W blocks in vector registers (:func:`fastbp._simd.transposed_sum_block`),
+    the edges narrower than a block element by element.  ``last`` None is
+    pruned while typing: no addition is compiled.
+    """
+    d, m = total.shape
+    w = VECTOR_BYTES // total.itemsize
+    d_blocks = d - d % w
+    m_blocks = m - m % w
+    for j0 in range(0, d_blocks, w):
+        for p0 in range(0, m_blocks, w):
+            transposed_sum_block(total, last, j0, p0, out, p0, j0)
+        for p in range(m_blocks, m):
+            for b in range(w):
+                if last is None:
+                    out[p, j0 + b] = total[j0 + b, p]
+                else:
+                    out[p, j0 + b] = total[j0 + b, p] + last[j0 + b, p]
+    for j in range(d_blocks, d):
+        for p in range(m):
+            if last is None:
+                out[p, j] = total[j, p]
+            else:
+                out[p, j] = total[j, p] + last[j, p]
 
 
 @kernel(linked=True, arithmetic=True)

@@ -33,7 +33,7 @@ examples and touch memory only at the start and the end.
 Portability
 -----------
 Only target-independent IR is used: vector loads/stores, ``insertelement``
-/ ``shufflevector`` (broadcast), ``select`` and the generic
+/ ``shufflevector`` (broadcast, transposition), ``select`` and the generic
 ``llvm.fmuladd.*`` intrinsic.  LLVM lowers these on any target: with AVX2 +
 FMA one 32-byte vector is one ymm register and ``fmuladd`` one
 ``vfmadd``, with AVX-512 a 64-byte vector one zmm register; on a machine
@@ -91,6 +91,7 @@ __all__ = [
     "larger",
     "smaller",
     "tile_fma",
+    "transposed_sum_block",
 ]
 
 _VECTOR_BYTES_CHOICES = (32, 64)
@@ -475,6 +476,78 @@ def copy_vectors(typingctx, A, row, col, buf, offset, n_vectors):
     return call_signature, codegen
 
 
+def _transposed_rows(builder, rows):
+    """The columns of the W × W block whose rows are the W-lane vectors ``rows``, as vectors.
+
+    log2(W) rounds of ``shufflevector``: the round of half-width h swaps
+    the h × h off-diagonal blocks of every 2h × 2h block, pairing row i
+    with row i + h (the recursive block transposition, in registers).
+    """
+    lanes = len(rows)
+    rows = list(rows)
+    h = lanes // 2
+    while h >= 1:
+        low, high = [], []
+        for base in range(0, lanes, 2 * h):
+            low += list(range(base, base + h)) + list(range(lanes + base, lanes + base + h))
+            high += list(range(base + h, base + 2 * h)) + list(
+                range(lanes + base + h, lanes + base + 2 * h)
+            )
+        masks = [ir.Constant(ir.VectorType(_I32, lanes), mask) for mask in (low, high)]
+        for i in range(lanes):
+            if i % (2 * h) < h:
+                upper, lower = rows[i], rows[i + h]
+                rows[i] = builder.shuffle_vector(upper, lower, masks[0])
+                rows[i + h] = builder.shuffle_vector(upper, lower, masks[1])
+        h //= 2
+    return rows
+
+
+@intrinsic
+def transposed_sum_block(typingctx, first, second, row, col, out, out_row, out_col):
+    """out[out_row + a, out_col + b] = first[row + b, col + a] + second[row + b, col + a].
+
+    For 0 ≤ a, b < W (W = VECTOR_BYTES // itemsize): the W × W block of
+    ``first`` + ``second`` at (row, col), transposed into ``out``.  Each sum
+    is one IEEE addition (first's value first), as ``first + second`` in
+    NumPy; with ``second`` None, the block of ``first`` is copied
+    transposed, bits unchanged.  The arrays are 2-D, C-contiguous and of
+    one float dtype; W vector loads from each source, shuffles in
+    registers (:func:`_transposed_rows`) and W vector stores: the
+    transposition that the chunked step's sum of (d, m) partials ends
+    with.  No bounds are checked.
+    """
+    with_second = not isinstance(second, types.NoneType)
+    arrays = (first, second, out) if with_second else (first, out)
+    if not all(_is_float_array(a) and a.ndim == 2 and a.dtype == first.dtype for a in arrays):
+        return None
+    if not all(isinstance(ty, types.Integer) for ty in (row, col, out_row, out_col)):
+        return None
+    call_signature = types.void(first, second, row, col, out, out_row, out_col)
+
+    def codegen(context, builder, signature, args):
+        first_row, first_col, target_row, target_col = (
+            context.cast(builder, args[p], signature.args[p], types.intp) for p in (2, 3, 5, 6)
+        )
+        vec = _Vectors(context, builder, first.dtype)
+        sources = [
+            _Matrix(context, builder, signature.args[p], args[p])
+            for p in ((0, 1) if with_second else (0,))
+        ]
+        target = _Matrix(context, builder, signature.args[4], args[4])
+        rows = []
+        for r in range(vec.lanes):
+            source_row = builder.add(first_row, vec.intp_constant(r))
+            loaded = [vec.load(m.element(builder, source_row, first_col)) for m in sources]
+            rows.append(builder.fadd(*loaded) if with_second else loaded[0])
+        for r, column in enumerate(_transposed_rows(builder, rows)):
+            target_row_r = builder.add(target_row, vec.intp_constant(r))
+            vec.store(column, target.element(builder, target_row_r, target_col))
+        return context.get_dummy_value()
+
+    return call_signature, codegen
+
+
 # --------------------------------------------------------------------------
 # Scalar bit casts, for the vectorisable exp of fastbp._kernels
 # --------------------------------------------------------------------------
@@ -591,6 +664,21 @@ def _copy_vectors_python(A, row, col, buf, offset, n_vectors):
     buf[offset : offset + count] = A[row, col : col + count]
 
 
+def _transposed_sum_block_python(first, second, row, col, out, out_row, out_col):
+    """:func:`transposed_sum_block` in Python."""
+    w = _lanes(first)
+    if row + w > first.shape[0] or col + w > first.shape[1]:
+        raise IndexError("transposed_sum_block: the block is outside first")
+    if second is not None and (row + w > second.shape[0] or col + w > second.shape[1]):
+        raise IndexError("transposed_sum_block: the block is outside second")
+    if out_row + w > out.shape[0] or out_col + w > out.shape[1]:
+        raise IndexError("transposed_sum_block: the block is outside out")
+    block = first[row : row + w, col : col + w]
+    if second is not None:
+        block = block + second[row : row + w, col : col + w]
+    out[out_row : out_row + w, out_col : out_col + w] = block.T
+
+
 def _bits_from_float_python(value):
     """:func:`bits_from_float` in Python (a Python int: Python's arithmetic never warns)."""
     return _struct.unpack("<q", _struct.pack("<d", value))[0]
@@ -669,6 +757,7 @@ for _function, _keep_first_when in ((smaller, "<"), (larger, ">")):
 if _numba_config.DISABLE_JIT:
     tile_fma = _tile_fma_python
     copy_vectors = _copy_vectors_python
+    transposed_sum_block = _transposed_sum_block_python
     bits_from_float = _bits_from_float_python
     float_from_bits = _float_from_bits_python
     bits_from_float32 = _bits_from_float32_python

@@ -380,6 +380,27 @@ def test_the_l2_terms_are_numpys_sum_and_the_squares_in_row_order(dtype, m, d, t
     assert total == _kernels_step._sum_of_squares(W_h) + _kernels_step._sum_of_squares(W_out)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_chunks", [1, 2, 3, 5])
+@pytest.mark.parametrize("d, m", [(1, 1), (7, 5), (16, 16), (17, 33), (100, 784), (40, 3)])
+def test_the_transposed_partials_are_summed_in_chunk_order(dtype, n_chunks, d, m):
+    # Several chunks' Xᵀ δ_h partials are (d, m); their total is summed in
+    # chunk order and transposed to (m, d), vector blocks in registers and the
+    # edges element by element (_sum_transposed_partials).  The bits of NumPy's
+    # ((p0 + p1) + p2) + …, transposed, on data whose sums all round; one
+    # partial (the breakdown's timing of the product) is transposed unchanged.
+    from fastbp import _kernels_step
+
+    partials = np.random.default_rng([d, m, n_chunks]).standard_normal((n_chunks, d, m))
+    partials = partials.astype(dtype)
+    expected = partials[0].copy()
+    for c in range(1, n_chunks):
+        expected = expected + partials[c]
+    total = _kernels_step._sum_transposed_partials(partials.copy())
+    assert total.shape == (m, d) and total.flags.c_contiguous
+    assert total.tobytes() == np.ascontiguousarray(expected.T).tobytes()
+
+
 @pytest.mark.parametrize("n_chunks", [1, 2])
 def test_an_l2_float32_cannot_hold_warns_on_every_path(n_chunks):
     # λ = 1e39 overflows float32: NumPy's overflow warning on the minibatch path

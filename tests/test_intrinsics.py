@@ -1,6 +1,6 @@
 """The intrinsics of fastbp._simd and fastbp._arrays, checked against a few lines of NumPy.
 
-``tile_fma`` and ``copy_vectors`` exist only inside compiled code, so each
+``tile_fma``, ``copy_vectors`` and ``transposed_sum_block`` exist only inside compiled code, so each
 test calls them through small ``numba.njit`` wrappers.  Both vector widths
 are tested in this process: an intrinsic reads ``_simd.VECTOR_BYTES`` when
 its code is generated, so a wrapper compiled while that is patched is built
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from fastbp import _simd
-from fastbp._simd import copy_vectors, tile_fma
+from fastbp._simd import copy_vectors, tile_fma, transposed_sum_block
 
 WIDTHS = (32, 64)
 DTYPES = (np.float32, np.float64)
@@ -213,6 +213,53 @@ def test_copy_vectors_copies_n_vectors_times_W_elements_of_a_row(width, dtype, n
             assert np.array_equal(
                 buf.view(f"u{buf.itemsize}"), expected.view(f"u{buf.itemsize}")
             ), (row, col, offset)
+
+
+def _transposed_sum(width):
+    """transposed_sum_block, as a function compiled at ``width``."""
+    key = ("transposed_sum", width)
+    if key not in _compiled:
+
+        @numba.njit
+        def transposed_sum(first, second, row, col, out, out_row, out_col):
+            transposed_sum_block(first, second, row, col, out, out_row, out_col)
+
+        _compiled[key] = transposed_sum
+    return _compiled[key]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("width", WIDTHS)
+def test_transposed_sum_block_writes_the_blocks_sum_transposed(width, dtype, rng):
+    """out[r + a, c + b] = first[i + b, j + a] + second[i + b, j + a] for a, b < W.
+
+    Or first's block alone with ``second`` None.  Full-precision numbers,
+    so every sum rounds; −0 + −0, NaN and ±inf among them.  The sums are
+    NumPy's (one IEEE addition each) to the bit, the block lands transposed
+    at any offset, and nothing else of out is written.  Each lane of the
+    block holds a different value, so a wrong shuffle shows up.
+    """
+    W = _lanes(width, dtype)
+    first = rng.standard_normal((W + 5, W + 7)).astype(dtype)
+    second = rng.standard_normal((W + 5, W + 7)).astype(dtype)
+    first[3, 2] = second[3, 2] = -0.0
+    first[4, W] = np.nan
+    second[W, 5] = np.inf
+    first[W + 1, W + 1] = -np.inf
+    transposed_sum = _transposed_sum(width)
+    with _at_width(width):
+        for row, col, out_row, out_col in [(0, 0, 0, 0), (3, 2, 1, 4), (5, 7, W + 2, 0)]:
+            for addend in (second, None):  # None: the block of first alone, transposed
+                out = np.full((2 * W + 3, W + 6), 7.0, dtype)
+                transposed_sum(first, addend, row, col, out, out_row, out_col)
+                expected = np.full_like(out, 7.0)
+                block = first[row : row + W, col : col + W]
+                if addend is not None:
+                    block = block + addend[row : row + W, col : col + W]
+                expected[out_row : out_row + W, out_col : out_col + W] = block.T
+                assert np.array_equal(
+                    out.view(f"u{out.itemsize}"), expected.view(f"u{out.itemsize}")
+                ), (row, col, out_row, out_col, addend is None)
 
 
 # --------------------------------------------------------------------------
