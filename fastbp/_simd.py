@@ -519,7 +519,12 @@ def transposed_sum_block(typingctx, first, second, row, col, out, out_row, out_c
     """
     with_second = not isinstance(second, types.NoneType)
     arrays = (first, second, out) if with_second else (first, out)
-    if not all(_is_float_array(a) and a.ndim == 2 and a.dtype == first.dtype for a in arrays):
+    # The addresses come from each array's row length: a layout other than
+    # C-contiguous is a typing error, not wrong elements.
+    if not all(
+        _is_float_array(a) and a.ndim == 2 and a.layout == "C" and a.dtype == first.dtype
+        for a in arrays
+    ):
         return None
     if not all(isinstance(ty, types.Integer) for ty in (row, col, out_row, out_col)):
         return None

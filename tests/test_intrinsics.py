@@ -262,6 +262,25 @@ def test_transposed_sum_block_writes_the_blocks_sum_transposed(width, dtype, rng
                 ), (row, col, out_row, out_col, addend is None)
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="typing happens only in compiled code")
+def test_transposed_sum_block_refuses_a_layout_it_cannot_address():
+    # Its addresses come from C-contiguous rows: a transposed (F-ordered) view,
+    # mixed dtypes or a 1-D array is refused while typing, never read wrongly.
+    transposed_sum = _transposed_sum(_simd.VECTOR_BYTES)
+    W = _lanes(_simd.VECTOR_BYTES, np.float64)
+    a = np.zeros((W, W))
+    refused = (numba.core.errors.TypingError, TypeError)
+    for first, second, out in [
+        (a.T, a, a),
+        (a, a.T, a),
+        (a, a, a.T),
+        (a, a.astype(np.float32), a),
+        (a, a, np.zeros(W * W)),
+    ]:
+        with pytest.raises(refused):
+            transposed_sum(first, second, 0, 0, out, 0, 0)
+
+
 # --------------------------------------------------------------------------
 # fastbp._arrays: views of scratch memory
 # --------------------------------------------------------------------------
