@@ -909,28 +909,21 @@ def _sum_of_squares(W):
     Column by column, so the row loop runs on a vector of column sums (a
     fixed order, the same on every machine) and the epoch kernel can take
     the same sum from the packed panels (:func:`_sum_of_squares_packed`).
+    :func:`_add_l2_gradient` without a gradient.
     """
-    rows, cols = W.shape
-    column_sums = zeros((cols,), np.float64)
-    for i in range(rows):
-        for j in range(cols):
-            v = np.float64(W[i, j])
-            column_sums[j] += v * v
-    total = 0.0
-    for j in range(cols):
-        total += column_sums[j]
-    return total
+    return _add_l2_gradient(None, W, W.dtype.type(0.0))
 
 
 @kernel
 def _add_l2_gradient(grad, W, l2):
-    """Grad += λ W in place, in the pass that takes Σ W²; returns :func:`_sum_of_squares` (W).
+    """Grad += λ W in place (unless ``grad`` is None), in the pass that takes Σ W²; returns Σ W².
 
     Each element is g + (λ·w), the product rounded and then the sum, as
     NumPy's ``grad += l2 * W`` (no fused multiply-add: this kernel is
-    compiled without ``contract``).  The squares go into the column sums
-    row by row, as :func:`_sum_of_squares` adds them, so the same bits.
-    Both arrays are C-contiguous.
+    compiled without ``contract``).  The squares go into float64 column
+    sums row by row, then the columns are added in order: the sum of
+    :func:`_sum_of_squares`.  Both arrays are C-contiguous; ``grad`` None
+    is pruned while typing.
     """
     # One pass for both, so W is read once (docs/tuning.md).
     rows, cols = W.shape
@@ -938,7 +931,8 @@ def _add_l2_gradient(grad, W, l2):
     for i in range(rows):
         for j in range(cols):
             v = W[i, j]
-            grad[i, j] = grad[i, j] + l2 * v
+            if grad is not None:
+                grad[i, j] = grad[i, j] + l2 * v
             square = np.float64(v)
             column_sums[j] += square * square
     total = 0.0
