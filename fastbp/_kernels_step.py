@@ -584,35 +584,25 @@ def _sum_transposed_partials(partials):
     bits of :func:`_sum_rows_in_order`.  All chunks but the last are added
     in place into chunk 0's partial, along its contiguous rows (vectorised;
     the partials are scratch: every caller's live in a workspace or were
-    allocated for the call).  The last is added as the total is transposed
-    (:func:`_transpose_into`); one chunk's partial is transposed as it is.
+    allocated for the call).  The last is added as the total is transposed,
+    W × W blocks at a time in vector registers
+    (:func:`fastbp._simd.transposed_sum_block`), the edges narrower than a
+    block element by element.  One partial (only the breakdown's timing of
+    the product passes one) is transposed as it is.
     """
     n_chunks, d, m = partials.shape
     total = partials[0]
+    if n_chunks == 1:
+        return transposed(total)
     for c in range(1, n_chunks - 1):
         for j in range(d):
             row = partials[c, j]
             dst = total[j]
             for p in range(m):
                 dst[p] += row[p]
+    last = partials[n_chunks - 1]
     out = empty((m, d), partials.dtype)
-    if n_chunks > 1:
-        _transpose_into(total, partials[n_chunks - 1], out)
-    else:
-        _transpose_into(total, None, out)
-    return out
-
-
-@kernel(linked=True)
-def _transpose_into(total, last, out):
-    """out[p, j] = total[j, p] + last[j, p] (or total[j, p] where ``last`` is None).
-
-    W × W blocks in vector registers (:func:`fastbp._simd.transposed_sum_block`),
-    the edges narrower than a block element by element.  ``last`` None is
-    pruned while typing: no addition is compiled.
-    """
-    d, m = total.shape
-    w = VECTOR_BYTES // total.itemsize
+    w = VECTOR_BYTES // partials.itemsize
     d_blocks = d - d % w
     m_blocks = m - m % w
     for j0 in range(0, d_blocks, w):
@@ -620,16 +610,11 @@ def _transpose_into(total, last, out):
             transposed_sum_block(total, last, j0, p0, out, p0, j0)
         for p in range(m_blocks, m):
             for b in range(w):
-                if last is None:
-                    out[p, j0 + b] = total[j0 + b, p]
-                else:
-                    out[p, j0 + b] = total[j0 + b, p] + last[j0 + b, p]
+                out[p, j0 + b] = total[j0 + b, p] + last[j0 + b, p]
     for j in range(d_blocks, d):
         for p in range(m):
-            if last is None:
-                out[p, j] = total[j, p]
-            else:
-                out[p, j] = total[j, p] + last[j, p]
+            out[p, j] = total[j, p] + last[j, p]
+    return out
 
 
 @kernel(linked=True, arithmetic=True)

@@ -510,15 +510,13 @@ def transposed_sum_block(typingctx, first, second, row, col, out, out_row, out_c
     For 0 ≤ a, b < W (W = VECTOR_BYTES // itemsize): the W × W block of
     ``first`` + ``second`` at (row, col), transposed into ``out``.  Each sum
     is one IEEE addition (first's value first), as ``first + second`` in
-    NumPy; with ``second`` None, the block of ``first`` is copied
-    transposed, bits unchanged.  The arrays are 2-D, C-contiguous and of
-    one float dtype; W vector loads from each source, shuffles in
-    registers (:func:`_transposed_rows`) and W vector stores: the
-    transposition that the chunked step's sum of (d, m) partials ends
-    with.  No bounds are checked.
+    NumPy.  The arrays are 2-D, C-contiguous and of one float dtype; W
+    vector loads from each source, shuffles in registers
+    (:func:`_transposed_rows`) and W vector stores: the transposition that
+    the chunked step's sum of (d, m) partials ends with.  No bounds are
+    checked.
     """
-    with_second = not isinstance(second, types.NoneType)
-    arrays = (first, second, out) if with_second else (first, out)
+    arrays = (first, second, out)
     # The addresses come from each array's row length: a layout other than
     # C-contiguous is a typing error, not wrong elements.
     if not all(
@@ -535,16 +533,13 @@ def transposed_sum_block(typingctx, first, second, row, col, out, out_row, out_c
             context.cast(builder, args[p], signature.args[p], types.intp) for p in (2, 3, 5, 6)
         )
         vec = _Vectors(context, builder, first.dtype)
-        sources = [
-            _Matrix(context, builder, signature.args[p], args[p])
-            for p in ((0, 1) if with_second else (0,))
-        ]
+        sources = [_Matrix(context, builder, signature.args[p], args[p]) for p in (0, 1)]
         target = _Matrix(context, builder, signature.args[4], args[4])
         rows = []
         for r in range(vec.lanes):
             source_row = builder.add(first_row, vec.intp_constant(r))
-            loaded = [vec.load(m.element(builder, source_row, first_col)) for m in sources]
-            rows.append(builder.fadd(*loaded) if with_second else loaded[0])
+            a, b = (vec.load(m.element(builder, source_row, first_col)) for m in sources)
+            rows.append(builder.fadd(a, b))
         for r, column in enumerate(_transposed_rows(builder, rows)):
             target_row_r = builder.add(target_row, vec.intp_constant(r))
             vec.store(column, target.element(builder, target_row_r, target_col))
@@ -674,13 +669,11 @@ def _transposed_sum_block_python(first, second, row, col, out, out_row, out_col)
     w = _lanes(first)
     if row + w > first.shape[0] or col + w > first.shape[1]:
         raise IndexError("transposed_sum_block: the block is outside first")
-    if second is not None and (row + w > second.shape[0] or col + w > second.shape[1]):
+    if row + w > second.shape[0] or col + w > second.shape[1]:
         raise IndexError("transposed_sum_block: the block is outside second")
     if out_row + w > out.shape[0] or out_col + w > out.shape[1]:
         raise IndexError("transposed_sum_block: the block is outside out")
-    block = first[row : row + w, col : col + w]
-    if second is not None:
-        block = block + second[row : row + w, col : col + w]
+    block = first[row : row + w, col : col + w] + second[row : row + w, col : col + w]
     out[out_row : out_row + w, out_col : out_col + w] = block.T
 
 

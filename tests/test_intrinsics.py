@@ -233,11 +233,11 @@ def _transposed_sum(width):
 def test_transposed_sum_block_writes_the_blocks_sum_transposed(width, dtype, rng):
     """out[r + a, c + b] = first[i + b, j + a] + second[i + b, j + a] for a, b < W.
 
-    Or first's block alone with ``second`` None.  Full-precision numbers,
-    so every sum rounds; −0 + −0, NaN and ±inf among them.  The sums are
-    NumPy's (one IEEE addition each) to the bit, the block lands transposed
-    at any offset, and nothing else of out is written.  Each lane of the
-    block holds a different value, so a wrong shuffle shows up.
+    Full-precision numbers, so every sum rounds; −0 + −0, NaN and ±inf
+    among them.  The sums are NumPy's (one IEEE addition each) to the bit,
+    the block lands transposed at any offset, and nothing else of out is
+    written.  Each lane of the block holds a different value, so a wrong
+    shuffle shows up.
     """
     W = _lanes(width, dtype)
     first = rng.standard_normal((W + 5, W + 7)).astype(dtype)
@@ -249,17 +249,14 @@ def test_transposed_sum_block_writes_the_blocks_sum_transposed(width, dtype, rng
     transposed_sum = _transposed_sum(width)
     with _at_width(width):
         for row, col, out_row, out_col in [(0, 0, 0, 0), (3, 2, 1, 4), (5, 7, W + 2, 0)]:
-            for addend in (second, None):  # None: the block of first alone, transposed
-                out = np.full((2 * W + 3, W + 6), 7.0, dtype)
-                transposed_sum(first, addend, row, col, out, out_row, out_col)
-                expected = np.full_like(out, 7.0)
-                block = first[row : row + W, col : col + W]
-                if addend is not None:
-                    block = block + addend[row : row + W, col : col + W]
-                expected[out_row : out_row + W, out_col : out_col + W] = block.T
-                assert np.array_equal(
-                    out.view(f"u{out.itemsize}"), expected.view(f"u{out.itemsize}")
-                ), (row, col, out_row, out_col, addend is None)
+            out = np.full((2 * W + 3, W + 6), 7.0, dtype)
+            transposed_sum(first, second, row, col, out, out_row, out_col)
+            expected = np.full_like(out, 7.0)
+            block = first[row : row + W, col : col + W] + second[row : row + W, col : col + W]
+            expected[out_row : out_row + W, out_col : out_col + W] = block.T
+            assert np.array_equal(
+                out.view(f"u{out.itemsize}"), expected.view(f"u{out.itemsize}")
+            ), (row, col, out_row, out_col)
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="typing happens only in compiled code")
