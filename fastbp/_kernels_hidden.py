@@ -10,7 +10,9 @@ run here.  Their large product Xᵀ δ_h runs on the register tiles of
 :mod:`fastbp._tiles`, which compute G[k, j] += Σ_i D[i, k] · A[i, j] with one
 fused multiply-add per term in order of i.  The small product δ_out W_outᵀ
 uses :func:`_matmul_accumulate`, a loop nest whose innermost loop runs with
-unit stride over the output's columns, four chained terms in each update.
+unit stride over the output's columns, four chained terms in each update
+(the fused step runs it on the register tiles where d is at least one
+vector: the same chains, so the same bits).
 The fused step (:mod:`fastbp._kernels_step`) uses the same elementwise
 functions, so both follow the same roundings.
 """

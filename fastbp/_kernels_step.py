@@ -149,8 +149,14 @@ def _forward_and_deltas(
 
     # Backward: A_out becomes δ_out in place (it is not needed again).
     _subtract_inplace(A_out, Y_rows)
-    delta_h[:] = 0
-    _matmul_accumulate(A_out, W_out_T, delta_h, block_cols)
+    if d < w:
+        delta_h[:] = 0
+        _matmul_accumulate(A_out, W_out_T, delta_h, block_cols)
+    else:
+        # δ_out W_outᵀ on the forward product's register tiles, W_outᵀ's rows read
+        # in place: the same chains of fused multiply-adds as the loop nest, whose
+        # short rows pay a loop set-up per row pair and term group (docs/tuning.md).
+        _hidden_forward_packed(A_out, 0, rows, vector_view(W_out_T), t, d, delta_h, True, True)
     _times_sigmoid_derivative(delta_h, A_h)
 
 

@@ -66,7 +66,8 @@ ENGINE_IN_PLACE_MAX_ROWS = 12
 #: the gradient; (192, d) blocks stay in L2 for d up to a few hundred.  No measurement recorded.
 STEP_BLOCK_EXAMPLES = 192
 #: Hidden units (columns) per tile of the loop nest of δ_out W_outᵀ
-#: (:func:`fastbp._kernels_hidden._matmul_accumulate`).  No measurement recorded.
+#: (:func:`fastbp._kernels_hidden._matmul_accumulate`), which the fused step runs only where d is
+#: under one vector (the register tiles do wider ones).  No measurement recorded.
 DELTA_H_BLOCK_HIDDEN = 128
 #: Most inputs per pass of the forward product on packed weights (m cut into equal passes; each
 #: W_h panel runs over all the rows' inputs of a pass): m = 784 in one pass matched or beat
