@@ -119,6 +119,29 @@ def _unpack_weights(wpack, rows, width, W):
 
 
 @kernel
+def _pack_transposed(W_T, wpack, width):
+    """W's real columns into its panels (:func:`fastbp._tiles.panel_layout`), from W_T = Wᵀ.
+
+    W (rows, cols) is given as its transpose W_T (cols, rows); ``wpack``
+    holds W in the panels of a ``width``-column block (width ≥ cols, the
+    columns past cols being padding, left as they are).  Each panel's
+    columns are written for every row, an overlapping last panel's too, as
+    :func:`fastbp._tiles.pack_panels` writes them.
+    """
+    w = VECTOR_BYTES // wpack.itemsize
+    cols, rows = W_T.shape
+    offset = 0
+    for panel in range(tiles.panel_count(width, w)):
+        nvec, first, skip = tiles.panel_layout(width, w, panel)
+        pw = nvec * w
+        stop = smaller(pw, cols - first)
+        for c in range(stop):
+            for p in range(rows):
+                wpack[offset + p * pw + c] = W_T[first + c, p]
+        offset += rows * pw
+
+
+@kernel
 def _epoch_weights(W_h, W_out):
     """An epoch's working copies: W_h's and W_out's panels, W_outᵀ, and a column-sum buffer."""
     d, t = W_out.shape
@@ -162,7 +185,7 @@ def _take_step(
     step_cost,
     grad_W_h,
     grad_b_h,
-    grad_W_out,
+    grad_W_out_T,
     grad_b_out,
     eta,
     l2,
@@ -176,12 +199,13 @@ def _take_step(
     The cost is ``step_cost`` (the data's, float64) plus, with ``with_penalty``,
     (λ/2) Σ W² at the weights before the update, as :func:`fastbp.backprop`
     adds it (two passes over the weights: left out where only the data's
-    cost is wanted).  W_h and W_out are updated in their panels, W_out also as
-    W_outᵀ (for δ_h), the biases in place; every update is NumPy's
-    ``W -= eta * (grad + l2 * W)`` to the bit (no fused operations).
+    cost is wanted).  W_h is updated in its panels; W_out as W_outᵀ (t, d),
+    from the step's gradient in that layout (``grad_W_out_T``, C-contiguous),
+    and then copied into its panels; the biases in place.  Every update is
+    NumPy's ``W -= eta * (grad + l2 * W)`` to the bit (no fused operations).
     """
     m, d = grad_W_h.shape
-    t = grad_W_out.shape[1]
+    t = grad_W_out_T.shape[0]
     w = VECTOR_BYTES // wpack.itemsize
     width_h = larger(d, w)
     width_out = larger(t, w)
@@ -195,14 +219,17 @@ def _take_step(
             )
         )
     _sgd_update_packed(wpack, m, width_h, d, grad_W_h, eta, l2, with_l2)
-    _sgd_update_packed(wpack_out, d, width_out, t, grad_W_out, eta, l2, with_l2)
-    for j in range(np.uint64(d)):
-        for k in range(np.uint64(t)):
+    # W_out through W_outᵀ: its rows and the step's (t, d) gradient are read in order
+    # (the loop vectorises), and W_out's panels are a copy of the result.  Updating
+    # the panels from the gradient transposed took longer (docs/tuning.md).
+    for k in range(np.uint64(t)):
+        for j in range(np.uint64(d)):
             v = W_out_T[k, j]
             if with_l2:
-                W_out_T[k, j] = v - eta * (grad_W_out[j, k] + l2 * v)
+                W_out_T[k, j] = v - eta * (grad_W_out_T[k, j] + l2 * v)
             else:
-                W_out_T[k, j] = v - eta * grad_W_out[j, k]
+                W_out_T[k, j] = v - eta * grad_W_out_T[k, j]
+    _pack_transposed(W_out_T, wpack_out, width_out)
     for j in range(d):
         b_h[j] = b_h[j] - eta * grad_b_h[j]
     for k in range(t):
@@ -262,9 +289,9 @@ def _sgd_epoch(
     wpack, wpack_out, W_out_T, column_sums = _epoch_weights(W_h, W_out)
     X_batch = empty((minibatch_size, m), X.dtype)
     Y_batch = empty((minibatch_size, t), Y.dtype)
-    transposed = n_chunks > 1
+    h_transposed = n_chunks > 1
     costs, g_W_h, g_b_h, g_W_out_T, g_b_out = _allocate_partials(
-        n_chunks, m, d, t, X.dtype, transposed
+        n_chunks, m, d, t, X.dtype, h_transposed
     )
     scratch_size = _chunk_scratch_size(minibatch_size, m, d, t, block_rows, X.itemsize)
     scratch = empty((n_chunks * scratch_size + 64 // X.itemsize,), X.dtype)
@@ -293,7 +320,7 @@ def _sgd_epoch(
                 g_b_out[c],
                 block_rows,
                 block_cols,
-                transposed,
+                h_transposed,
                 scratch[c],
                 None,
                 np.inf,
@@ -301,7 +328,7 @@ def _sgd_epoch(
                 c,
             )
         step_cost, grad_W_h, grad_b_h, grad_W_out, grad_b_out = _sum_chunks(
-            costs, g_W_h, g_b_h, g_W_out_T, g_b_out, transposed
+            costs, g_W_h, g_b_h, g_W_out_T, g_b_out, h_transposed
         )
         data_cost += step_cost
         epoch_cost += _take_step(
@@ -313,7 +340,7 @@ def _sgd_epoch(
             step_cost,
             grad_W_h,
             grad_b_h,
-            grad_W_out,
+            transposed(grad_W_out),  # the chunk sums give (d, t); a large step's small part
             grad_b_out,
             eta,
             l2,
@@ -351,9 +378,9 @@ def _sgd_epoch_one_chunk(
     The epoch of every minibatch under 256 examples (one chunk in
     :func:`fastbp.default_backprop_chunks`).  Its tree holds no chunk sums
     and no private branch: each step is :func:`_backprop_chunk` on the
-    gathered minibatch, whose gradients are the step's, A_hᵀ δ_out copied
-    from (t, d) to (d, t) into a buffer kept for the epoch.  ``correct``
-    needs one slot.  Arguments and results as :func:`_sgd_epoch`'s.
+    gathered minibatch, whose gradients are the step's, (A_hᵀ δ_out)ᵀ kept
+    in the (t, d) layout :func:`_take_step` reads.  ``correct`` needs one
+    slot.  Arguments and results as :func:`_sgd_epoch`'s.
     """
     m = X.shape[1]
     d = W_h.shape[1]
@@ -364,7 +391,6 @@ def _sgd_epoch_one_chunk(
     grad_W_h = empty((m, d), X.dtype)
     grad_b_h = empty((d,), X.dtype)
     grad_W_out_T = empty((t, d), X.dtype)
-    grad_W_out = empty((d, t), X.dtype)
     grad_b_out = empty((t,), X.dtype)
     scratch_size = _chunk_scratch_size(minibatch_size, m, d, t, block_rows, X.itemsize)
     workspace = empty((scratch_size + 64 // X.itemsize,), X.dtype)
@@ -398,9 +424,6 @@ def _sgd_epoch_one_chunk(
             correct,
             0,
         )
-        for j in range(d):
-            for k in range(t):
-                grad_W_out[j, k] = grad_W_out_T[k, j]
         data_cost += step_cost
         epoch_cost += _take_step(
             wpack,
@@ -411,7 +434,7 @@ def _sgd_epoch_one_chunk(
             step_cost,
             grad_W_h,
             grad_b_h,
-            grad_W_out,
+            grad_W_out_T,
             grad_b_out,
             eta,
             l2,
@@ -515,8 +538,8 @@ def _dp_sgd_steps(
         batch_sizes[s] = batch
         _gather_rows(X, Y, indices, starts[s], batch, X_batch, Y_batch)
         n_chunks = chunk_counts[s]
-        transposed = n_chunks > 1
-        costs, g_W_h, g_b_h, g_W_out_T, g_b_out = several if transposed else one
+        h_transposed = n_chunks > 1
+        costs, g_W_h, g_b_h, g_W_out_T, g_b_out = several if h_transposed else one
         for c in range(n_chunks):
             i_start, i_stop = _chunk_bounds(batch, n_chunks, c)
             costs[c] = _backprop_chunk(
@@ -537,7 +560,7 @@ def _dp_sgd_steps(
                 g_b_out[c],
                 block_rows,
                 block_cols,
-                transposed,
+                h_transposed,
                 scratch[c],
                 norms[:batch],
                 max_grad_norm,
@@ -550,7 +573,7 @@ def _dp_sgd_steps(
             g_b_h[:n_chunks],
             g_W_out_T[:n_chunks],
             g_b_out[:n_chunks],
-            transposed,
+            h_transposed,
         )
         with_noise = noise.shape[1] > 0
         step_noise = noise[s] if with_noise else zero_noise
@@ -567,7 +590,7 @@ def _dp_sgd_steps(
             step_cost,
             grad_W_h,
             grad_b_h,
-            grad_W_out,
+            transposed(grad_W_out),
             grad_b_out,
             eta,
             l2,

@@ -151,6 +151,28 @@ def test_the_packed_sum_of_squares_adds_each_columns_squares_in_row_order(rows, 
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, cols", [(1, 1), (5, 3), (100, 10), (7, 16), (3, 17), (6, 40)])
+def test_the_output_weights_panels_are_written_from_their_transpose(rows, cols, dtype):
+    # sgd_epoch updates W_out as W_outᵀ and copies it into W_out's panels after each
+    # step: the copy must lay every column where pack_panels puts it (an overlapping
+    # last panel's columns included), and leave the padding columns as they are.
+    from fastbp._kernels_epoch import _pack_transposed
+    from fastbp._kernels_packed import _packed_padded_weights
+    from fastbp._simd import VECTOR_BYTES
+    from fastbp._tiles import panel_count, panel_layout
+
+    w = VECTOR_BYTES // np.dtype(dtype).itemsize
+    W = np.random.default_rng([rows, cols]).standard_normal((rows, cols)).astype(dtype)
+    width = max(cols, w)
+    used = rows * sum(panel_layout(width, w, k)[0] * w for k in range(panel_count(width, w)))
+    expected = _packed_padded_weights(W)[:used]
+    assert np.count_nonzero(expected == 0) == rows * (width - cols)  # the padding
+    wpack = np.where(expected == 0, 0, np.nan).astype(dtype)  # NaN wherever a value goes
+    _pack_transposed(np.ascontiguousarray(W.T), wpack, width)
+    assert wpack.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_order_may_repeat_and_leave_out_examples(dtype):
     X, Y, weights, rng = problem(50, 8, 20, 4, dtype)
     order = np.concatenate([rng.integers(0, 50, 37), [3, 3, 3]]).astype(np.int32)
